@@ -1,0 +1,133 @@
+//! The command line: clap types, one file per command, and the one place
+//! where errors become exit codes. Only this module prints.
+
+mod best;
+mod leaderboard;
+mod plan;
+mod run;
+mod sweepfile;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::data::DataError;
+use crate::spec::SpecError;
+use crate::store::{SharedStore, Store, SweepRecord};
+
+/// Hyperparameter sweeps of model fine-tunes, and picking the model to deploy.
+#[derive(Debug, Parser)]
+#[command(name = "ftsweep", version, about, long_about = None)]
+pub struct Cli {
+    /// The SQLite database that records everything.
+    #[arg(long, global = true, env = "FTSWEEP_DB", default_value = "ftsweep.db")]
+    pub db: PathBuf,
+    /// Show more detail on stderr (per-epoch progress, logs).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a sweep file and its data, and print the runs it expands to.
+    Plan(plan::Args),
+    /// Train and evaluate every run of a sweep that is not done, then print the ranked table.
+    Run(run::Args),
+    /// Print a sweep's runs ranked by its metric.
+    Leaderboard(leaderboard::Args),
+    /// Print the best run's model id (exit code 1 when no run finished).
+    Best(best::Args),
+}
+
+/// A problem with what the user asked for: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}\n  hint: {hint}")]
+pub struct UsageError {
+    pub message: String,
+    pub hint: String,
+}
+
+/// A result with nothing to show: exit code 1, message on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoResult(pub String);
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    /// The command did its work but some of it failed (e.g. a run).
+    Failure,
+}
+
+/// Runs the parsed command line and maps the outcome to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Plan(ref a) => plan::run(&cli, a),
+        Command::Run(ref a) => run::run(&cli, a),
+        Command::Leaderboard(ref a) => leaderboard::run(&cli, a),
+        Command::Best(ref a) => best::run(&cli, a),
+    };
+    match result {
+        Ok(ExitStatus::Success) => ExitCode::SUCCESS,
+        Ok(ExitStatus::Failure) => ExitCode::from(1),
+        Err(e) => {
+            let code = exit_code(&e);
+            if code == 2 {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<SpecError>().is_some()
+        || e.downcast_ref::<DataError>().is_some()
+        || e.downcast_ref::<UsageError>().is_some()
+    {
+        2
+    } else {
+        1
+    }
+}
+
+/// Opens the database, creating it.
+fn open_store(db: &Path) -> anyhow::Result<SharedStore> {
+    Ok(SharedStore::new(Store::open(db)?))
+}
+
+/// Opens an existing database and finds a sweep in it.
+fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
+    if !db.exists() {
+        return Err(UsageError {
+            message: format!("no database at `{}`", db.display()),
+            hint:
+                "run a sweep first (`ftsweep run sweeps/quickstart.toml`), or point --db / FTSWEEP_DB at the database"
+                    .into(),
+        }
+        .into());
+    }
+    let store = open_store(db)?;
+    let sweep = store.lock().sweep(name)?;
+    match sweep {
+        Some(s) => Ok((store, s)),
+        None => {
+            let names = store.lock().sweep_names()?;
+            Err(UsageError {
+                message: format!("no sweep named `{name}` in `{}`", db.display()),
+                hint: if names.is_empty() {
+                    "the database has no sweeps yet: run one with `ftsweep run SWEEP.toml`".into()
+                } else {
+                    format!("the sweeps recorded are: {}", names.join(", "))
+                },
+            }
+            .into())
+        }
+    }
+}

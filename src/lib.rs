@@ -1,0 +1,24 @@
+//! ftsweep: hyperparameter sweeps of model fine-tunes, and picking the model
+//! to deploy.
+//!
+//! Layout, in reading order:
+//! - [`spec`]: the sweep file (TOML), parsed and validated; pure.
+//! - [`plan`]: a sweep expanded into runs with stable ids; pure.
+//! - [`data`]: chat JSONL files, hashes and token counts.
+//! - [`store`]: the SQLite database; the only module with SQL.
+//! - [`provider`]: who trains and answers (the local CPU trainer).
+//! - [`sweep`]: the scheduler and the run state machine.
+//! - [`eval`]: grading a model's replies on the validation set.
+//! - [`rank`] and [`report`]: ordering and rendering; pure.
+//! - [`cli`]: the command line; the only module that prints.
+
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod plan;
+pub mod provider;
+pub mod rank;
+pub mod report;
+pub mod spec;
+pub mod store;
+pub mod sweep;

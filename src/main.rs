@@ -1,0 +1,15 @@
+//! The `ftsweep` binary: parse the command line, set up logging, hand over
+//! to the library's `cli::run`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = ftsweep::cli::Cli::parse();
+    let default = if cli.verbose { "ftsweep=debug" } else { "ftsweep=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    ftsweep::cli::run(cli)
+}

@@ -1,0 +1,753 @@
+//! The local provider's trainer: a small classifier over the distinct assistant replies, fed with
+//! hashed word and character n-grams of the conversation (one tanh hidden layer, lazy Adam). It
+//! trains on the CPU in a fraction of a second and is bit-for-bit deterministic for a given seed.
+
+use std::fmt;
+use std::ops::{ControlFlow, Range};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// The learning rate that a `learning_rate_multiplier` of 1.0 stands for (an Adam step size).
+pub const BASE_LEARNING_RATE: f64 = 0.03;
+/// Features are hashed into `2^HASH_BITS` buckets.
+const HASH_BITS: u8 = 18;
+/// System messages are usually the same on every line: they are down-weighted (and only their
+/// word unigrams are used, which also keeps training fast).
+const SYSTEM_WEIGHT: f32 = 0.3;
+/// The size of the hidden layer.
+const HIDDEN: usize = 32;
+const MAGIC: &[u8; 6] = b"FTSWM1";
+
+/// Sorted (feature bucket or row, value) pairs of one conversation.
+type Features = Vec<(u32, f32)>;
+
+/// One training or validation example: the (role, content) messages before the reply, and the reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub context: Vec<(String, String)>,
+    pub reply: String,
+}
+
+/// Hyperparameters of one run; `learning_rate` is absolute (base rate times multiplier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub n_epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    pub seed: u64,
+}
+
+/// Progress reports. Losses are mean cross-entropies; a non-finite loss is reported as infinity.
+///
+/// Validation examples whose reply is not a training class count as wrong for accuracy and are
+/// skipped for loss; `valid_loss` is `None` when no validation example has a known reply, and both
+/// validation fields are `None` without a validation set. The epoch's training metrics average
+/// the minibatches of the epoch, each measured just before its own update.
+#[derive(Debug)]
+pub enum TrainEvent<'a> {
+    Step {
+        step: u64,
+        total_steps: u64,
+        epoch: u32,
+        train_loss: f64,
+        train_accuracy: f64,
+    },
+    Epoch {
+        epoch: u32,
+        step: u64,
+        train_loss: f64,
+        train_accuracy: f64,
+        valid_loss: Option<f64>,
+        valid_accuracy: Option<f64>,
+        model: &'a ReplyModel,
+    },
+}
+
+/// The outcome of `train`; `stopped_early` is true when the callback's `Break` cut training short.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub epochs_completed: u32,
+    pub stopped_early: bool,
+    pub model: ReplyModel,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainError {
+    NoExamples,
+    NoReplies,
+    InvalidConfig(String),
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::NoExamples => write!(f, "no training examples"),
+            TrainError::NoReplies => write!(f, "no training example has a non-empty reply"),
+            TrainError::InvalidConfig(why) => write!(f, "invalid training configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+/// A checkpoint could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelDecodeError(pub String);
+
+impl fmt::Display for ModelDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid model checkpoint: {}", self.0)
+    }
+}
+
+impl std::error::Error for ModelDecodeError {}
+
+/// FNV-1a 64 over `bytes`, continuing from the hash state `h`.
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Hashes each message's word unigrams, word bigrams and character 3-grams of its words (with `<`
+/// and `>` marking word boundaries), prefixed by the role; system messages only contribute their
+/// down-weighted unigrams. Every occurrence has the value `role weight / norm`, so the vector has
+/// unit norm before duplicates are summed.
+fn featurize(context: &[(String, String)], bits: u8, system_weight: f32) -> Features {
+    let bucket = |h: u64| ((h ^ (h >> 32)) & ((1 << bits) - 1)) as u32;
+    let (mut raw, mut norm2) = (Vec::new(), 0f32);
+    for (role, content) in context {
+        let role = role.trim().to_lowercase();
+        let (w, full) = if role == "system" { (system_weight, false) } else { (1.0, true) };
+        let base = fnv(fnv(0xcbf2_9ce4_8422_2325, role.as_bytes()), b":");
+        let text = content.to_lowercase();
+        let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).collect();
+        let words: Vec<&str> = words.into_iter().filter(|t| !t.is_empty()).collect();
+        let start = raw.len();
+        for (i, t) in words.iter().enumerate() {
+            raw.push((bucket(fnv(fnv(base, b"w:"), t.as_bytes())), w));
+            if !full {
+                continue;
+            }
+            if i > 0 {
+                let h = fnv(fnv(fnv(base, b"b:"), words[i - 1].as_bytes()), b" ");
+                raw.push((bucket(fnv(h, t.as_bytes())), w));
+            }
+            let chars: Vec<char> = format!("<{t}>").chars().collect();
+            for tri in chars.windows(3) {
+                let utf8 = |h, c: &char| fnv(h, c.encode_utf8(&mut [0; 4]).as_bytes());
+                raw.push((bucket(tri.iter().fold(fnv(base, b"c:"), utf8)), w));
+            }
+        }
+        norm2 += (raw.len() - start) as f32 * w * w;
+    }
+    raw.sort_unstable_by_key(|&(b, _)| b);
+    let scale = if norm2 > 0.0 { norm2.sqrt().recip() } else { 0.0 };
+    let mut out: Features = Vec::with_capacity(raw.len());
+    for (b, v) in raw {
+        match out.last_mut() {
+            Some(last) if last.0 == b => last.1 += v * scale,
+            _ => out.push((b, v * scale)),
+        }
+    }
+    out
+}
+
+/// Softmax probabilities of the logits and the cross-entropy of class `y` (computed with
+/// log-sum-exp; infinity when not finite). NaN logits count as minus infinity, so the
+/// probabilities are always finite and sum to one.
+fn softmax(z: &[f32], y: Option<usize>) -> (Vec<f64>, Option<f64>) {
+    let z: Vec<f64> = z.iter().map(|&v| f64::from(v).max(f64::NEG_INFINITY)).collect();
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = match m {
+        m if m.is_finite() => z.iter().map(|&v| (v - m).exp()).collect(),
+        f64::INFINITY => z.iter().map(|&v| f64::from(u8::from(v == m))).collect(),
+        _ => vec![1.0; z.len()],
+    };
+    let s: f64 = e.iter().sum();
+    let p: Vec<f64> = e.into_iter().map(|v| v / s).collect();
+    let loss = y.map(|y| match m + s.ln() - z[y] {
+        l if m.is_finite() && l.is_finite() => l.max(0.0),
+        _ if p[y] > 0.0 => -p[y].ln(),
+        _ => f64::INFINITY,
+    });
+    (p, loss)
+}
+
+fn argmax(p: &[f64]) -> usize {
+    (0..p.len()).fold(0, |best, c| if p[c] > p[best] { c } else { best })
+}
+
+fn finite_or_inf(v: f64) -> f64 {
+    if v.is_finite() { v } else { f64::INFINITY }
+}
+
+/// A deterministic initial embedding value, uniform in [-1, 1], for (seed, bucket, dim).
+fn init_value(seed: u64, bucket: u32, dim: usize) -> f32 {
+    let mut x = seed ^ (u64::from(bucket) << 16 | dim as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..2 {
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+    }
+    (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+}
+
+/// The trained classifier: the hashed features are summed into a small embedding (only rows of
+/// features seen in training are stored), passed through tanh, and mapped to class logits.
+#[derive(Clone, PartialEq)]
+pub struct ReplyModel {
+    classes: Vec<String>,
+    hash_bits: u8,
+    system_weight: f32,
+    hidden: usize,
+    /// Sorted, distinct feature buckets; row `i` of `embed` belongs to `rows[i]`.
+    rows: Vec<u32>,
+    embed: Vec<f32>,
+    hidden_bias: Vec<f32>,
+    /// Output weights, one row of `hidden` values per class.
+    out: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl fmt::Debug for ReplyModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (classes, rows) = (self.classes.len(), self.rows.len());
+        write!(f, "ReplyModel {{ classes: {classes}, rows: {rows}, hidden: {} }}", self.hidden)
+    }
+}
+
+impl ReplyModel {
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn class_of(&self, reply: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c == reply.trim())
+    }
+
+    /// The features of a context as (row, value), without features that have no row.
+    fn features(&self, context: &[(String, String)]) -> Features {
+        self.resolve(&featurize(context, self.hash_bits, self.system_weight))
+    }
+
+    /// Maps (bucket, value) features to (row, value), dropping buckets that have no row.
+    fn resolve(&self, feats: &[(u32, f32)]) -> Features {
+        let row = |b: &u32| self.rows.binary_search(b).ok().map(|r| r as u32);
+        feats.iter().filter_map(|(b, v)| Some((row(b)?, *v))).collect()
+    }
+
+    /// Returns the hidden activations and the logits for (row, value) features.
+    fn forward(&self, x: &[(u32, f32)]) -> (Vec<f32>, Vec<f32>) {
+        let d = self.hidden;
+        let mut h = self.hidden_bias.clone();
+        for &(r, v) in x {
+            let row = &self.embed[r as usize * d..(r as usize + 1) * d];
+            h.iter_mut().zip(row).for_each(|(hj, e)| *hj += v * e);
+        }
+        h.iter_mut().for_each(|hj| *hj = hj.tanh());
+        let dot = |w: &[f32]| w.iter().zip(&h).map(|(a, b)| a * b).sum::<f32>();
+        let z = self.bias.iter().zip(self.out.chunks_exact(d)).map(|(b, w)| b + dot(w)).collect();
+        (h, z)
+    }
+
+    /// All classes with their probabilities, most probable first (ties by class index).
+    pub fn predict(&self, context: &[(String, String)]) -> Vec<(usize, f64)> {
+        let (p, _) = softmax(&self.forward(&self.features(context)).1, None);
+        let mut out: Vec<(usize, f64)> = p.into_iter().enumerate().collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// The most probable reply and its probability.
+    pub fn top(&self, context: &[(String, String)]) -> (String, f64) {
+        let (c, p) = self.predict(context)[0];
+        (self.classes[c].clone(), p)
+    }
+
+    /// The cross-entropy loss (`None` if the reply is not a known class) and whether the top-1
+    /// prediction equals the trimmed reply; an unknown reply always counts as wrong.
+    pub fn loss_and_correct(&self, ex: &Example) -> (Option<f64>, bool) {
+        self.score(&self.features(&ex.context), self.class_of(&ex.reply))
+    }
+
+    fn score(&self, x: &[(u32, f32)], y: Option<usize>) -> (Option<f64>, bool) {
+        let (p, loss) = softmax(&self.forward(x).1, y);
+        (loss, y == Some(argmax(&p)))
+    }
+
+    /// Encodes the model as little-endian binary: magic, hash bits (u8), system weight (f32),
+    /// hidden size (u32), classes (u32 count, then u32 length + UTF-8 each), class bias, output
+    /// weights, hidden bias (f32 each), u32 row count, rows (u32 bucket + `hidden` f32 each).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.push(self.hash_bits);
+        let put = |out: &mut Vec<u8>, v: &[f32]| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+        put(&mut out, &[self.system_weight]);
+        out.extend((self.hidden as u32).to_le_bytes());
+        out.extend((self.classes.len() as u32).to_le_bytes());
+        for c in &self.classes {
+            out.extend((c.len() as u32).to_le_bytes());
+            out.extend(c.as_bytes());
+        }
+        put(&mut out, &self.bias);
+        put(&mut out, &self.out);
+        put(&mut out, &self.hidden_bias);
+        out.extend((self.rows.len() as u32).to_le_bytes());
+        for (r, e) in self.rows.iter().zip(self.embed.chunks_exact(self.hidden)) {
+            out.extend(r.to_le_bytes());
+            put(&mut out, e);
+        }
+        out
+    }
+
+    /// Decodes `to_bytes` output, checking every length and invariant; never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ReplyModel, ModelDecodeError> {
+        let err = |what: &str| ModelDecodeError(what.to_string());
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Result<&[u8], ModelDecodeError> {
+            let (head, tail) = rest.split_at_checked(n).ok_or_else(|| err("truncated"))?;
+            rest = tail;
+            Ok(head)
+        };
+        let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let f32s = |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_bits(u32_of(c))).collect() };
+        if take(MAGIC.len())? != MAGIC {
+            return Err(err("bad magic"));
+        }
+        let hash_bits = take(1)?[0];
+        let system_weight = f32::from_bits(u32_of(take(4)?));
+        let hidden = u32_of(take(4)?) as usize;
+        let n_classes = u32_of(take(4)?) as usize;
+        if !(1..=30).contains(&hash_bits) || !(1..=4096).contains(&hidden) {
+            return Err(err("bad sizes"));
+        }
+        if n_classes == 0 || n_classes > bytes.len() / 8 {
+            return Err(err("bad class count"));
+        }
+        let mut classes: Vec<String> = Vec::with_capacity(n_classes);
+        for _ in 0..n_classes {
+            let len = u32_of(take(4)?) as usize;
+            let s = std::str::from_utf8(take(len)?).map_err(|_| err("class is not UTF-8"))?;
+            if classes.iter().any(|c| c == s) {
+                return Err(err("duplicate class"));
+            }
+            classes.push(s.to_string());
+        }
+        let bias = f32s(take(4 * n_classes)?);
+        let out = f32s(take(4 * n_classes * hidden)?);
+        let hidden_bias = f32s(take(4 * hidden)?);
+        let n_rows = u32_of(take(4)?) as usize;
+        let stride = 4 * (hidden + 1);
+        let body = take(n_rows.checked_mul(stride).ok_or_else(|| err("bad row count"))?)?;
+        if !rest.is_empty() {
+            return Err(err("trailing bytes"));
+        }
+        let (mut rows, mut embed) = (Vec::with_capacity(n_rows), Vec::new());
+        for chunk in body.chunks_exact(stride) {
+            let r = u32_of(chunk);
+            if r >> hash_bits != 0 || rows.last().is_some_and(|&last| last >= r) {
+                return Err(err("rows out of order or out of range"));
+            }
+            rows.push(r);
+            embed.extend(f32s(&chunk[4..]));
+        }
+        Ok(ReplyModel { classes, hash_bits, system_weight, hidden, rows, embed, hidden_bias, out, bias })
+    }
+}
+
+/// Adam state of one parameter tensor: the gradient being accumulated and the two moments.
+struct Adam {
+    g: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Adam {
+    fn new(n: usize) -> Self {
+        Adam { g: vec![0.0; n], m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    /// Applies one Adam step (beta1 0.9, beta2 0.999) to `w[range]` and clears its gradient;
+    /// `c1` and `c2` are the bias corrections of this step.
+    fn update(&mut self, w: &mut [f32], range: Range<usize>, lr: f32, (c1, c2): (f32, f32)) {
+        for i in range {
+            let g = std::mem::take(&mut self.g[i]);
+            self.m[i] = 0.9 * self.m[i] + 0.1 * g;
+            self.v[i] = 0.999 * self.v[i] + 0.001 * g * g;
+            w[i] -= lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + 1e-8);
+        }
+    }
+}
+
+/// Trains a model, or continues `init` (appending the classes that are new in `train`).
+///
+/// Training examples with an empty reply are ignored. The optimiser is Adam on the batch-averaged
+/// gradient, lazy for embedding rows (a row's moments only change on steps that use it), and its
+/// state starts afresh on every call. New embedding rows are initialised from `cfg.seed`, and the
+/// example order is shuffled every epoch with a ChaCha8 generator seeded from it, so equal inputs
+/// give bit-identical models. When the callback returns `Break`, training stops right after that
+/// event; `epochs_completed` counts the epochs whose `Epoch` event was sent, and `stopped_early`
+/// is false only if the break came with the last one.
+pub fn train(
+    train: &[Example],
+    valid: &[Example],
+    cfg: &TrainConfig,
+    init: Option<&ReplyModel>,
+    on_event: &mut dyn FnMut(TrainEvent<'_>) -> ControlFlow<()>,
+) -> Result<TrainSummary, TrainError> {
+    if cfg.n_epochs == 0 || cfg.batch_size == 0 {
+        let why = "n_epochs and batch_size must be at least 1";
+        return Err(TrainError::InvalidConfig(why.into()));
+    }
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
+        let why = format!("learning rate {} is not a positive number", cfg.learning_rate);
+        return Err(TrainError::InvalidConfig(why));
+    }
+    if train.is_empty() {
+        return Err(TrainError::NoExamples);
+    }
+    let usable: Vec<&Example> = train.iter().filter(|e| !e.reply.trim().is_empty()).collect();
+    if usable.is_empty() {
+        return Err(TrainError::NoReplies);
+    }
+    let mut model = init.cloned().unwrap_or_else(|| ReplyModel {
+        classes: Vec::new(),
+        hash_bits: HASH_BITS,
+        system_weight: SYSTEM_WEIGHT,
+        hidden: HIDDEN,
+        rows: Vec::new(),
+        embed: Vec::new(),
+        hidden_bias: vec![0.0; HIDDEN],
+        out: Vec::new(),
+        bias: Vec::new(),
+    });
+    let mut new: Vec<String> = usable.iter().map(|e| e.reply.trim().to_string()).collect();
+    new.retain(|r| model.class_of(r).is_none());
+    new.sort();
+    new.dedup();
+    model.classes.extend(new);
+    let (k, d) = (model.classes.len(), model.hidden);
+    model.bias.resize(k, 0.0);
+    model.out.resize(k * d, 0.0);
+    let feats: Vec<Features> =
+        (usable.iter()).map(|e| featurize(&e.context, model.hash_bits, model.system_weight)).collect();
+    let mut rows: Vec<u32> = feats.iter().flatten().map(|f| f.0).collect();
+    rows.extend(&model.rows);
+    rows.sort_unstable();
+    rows.dedup();
+    let embed = rows.iter().flat_map(|&b| match model.rows.binary_search(&b) {
+        Ok(i) => model.embed[i * d..(i + 1) * d].to_vec(),
+        Err(_) => (0..d).map(|j| init_value(cfg.seed, b, j)).collect(),
+    });
+    (model.embed, model.rows) = (embed.collect(), rows);
+    let data: Vec<(Features, Option<usize>)> =
+        (feats.iter().zip(&usable)).map(|(f, e)| (model.resolve(f), model.class_of(&e.reply))).collect();
+    let vdata: Vec<(Features, Option<usize>)> =
+        valid.iter().map(|e| (model.features(&e.context), model.class_of(&e.reply))).collect();
+
+    let n = data.len();
+    let bs = (cfg.batch_size as usize).min(n);
+    let total_steps = u64::from(cfg.n_epochs) * n.div_ceil(bs) as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut g_embed, mut g_hbias) = (Adam::new(model.embed.len()), Adam::new(d));
+    let (mut g_out, mut g_bias) = (Adam::new(k * d), Adam::new(k));
+    let (mut used, mut used_rows) = (vec![false; model.rows.len()], Vec::new());
+    let mut step = 0u64;
+    for epoch in 1..=cfg.n_epochs {
+        order.shuffle(&mut rng);
+        let (mut epoch_loss, mut epoch_correct) = (0f64, 0usize);
+        for batch in order.chunks(bs) {
+            // Accumulates the batch-averaged gradient; every forward pass uses the old weights.
+            let (mut loss, mut correct, scale) = (0f64, 0usize, 1.0 / batch.len() as f32);
+            for &i in batch {
+                let (x, y) = (&data[i].0, data[i].1.unwrap_or(0));
+                let (h, z) = model.forward(x);
+                let (p, l) = softmax(&z, Some(y));
+                loss += l.unwrap_or(f64::INFINITY);
+                correct += usize::from(argmax(&p) == y);
+                let mut dh = vec![0f32; d];
+                for (c, pc) in p.iter().enumerate() {
+                    let dz = (*pc as f32 - f32::from(u8::from(c == y))) * scale;
+                    g_bias.g[c] += dz;
+                    let (w, gw) = (&model.out[c * d..(c + 1) * d], &mut g_out.g[c * d..(c + 1) * d]);
+                    for j in 0..d {
+                        gw[j] += dz * h[j];
+                        dh[j] += dz * w[j];
+                    }
+                }
+                dh.iter_mut().zip(&h).for_each(|(a, hj)| *a *= 1.0 - hj * hj);
+                g_hbias.g.iter_mut().zip(&dh).for_each(|(g, a)| *g += a);
+                for &(r, v) in x {
+                    let r = r as usize;
+                    if !std::mem::replace(&mut used[r], true) {
+                        used_rows.push(r);
+                    }
+                    let g = &mut g_embed.g[r * d..(r + 1) * d];
+                    g.iter_mut().zip(&dh).for_each(|(g, a)| *g += v * a);
+                }
+            }
+            step += 1;
+            let lr = cfg.learning_rate as f32;
+            let t = i32::try_from(step).unwrap_or(i32::MAX);
+            let c = (1.0 - 0.9f32.powi(t), 1.0 - 0.999f32.powi(t));
+            for r in used_rows.drain(..) {
+                used[r] = false;
+                g_embed.update(&mut model.embed, r * d..(r + 1) * d, lr, c);
+            }
+            g_hbias.update(&mut model.hidden_bias, 0..d, lr, c);
+            g_out.update(&mut model.out, 0..k * d, lr, c);
+            g_bias.update(&mut model.bias, 0..k, lr, c);
+            (epoch_loss, epoch_correct) = (epoch_loss + loss, epoch_correct + correct);
+            let m = batch.len() as f64;
+            let (train_loss, train_accuracy) = (finite_or_inf(loss / m), correct as f64 / m);
+            let event = TrainEvent::Step { step, total_steps, epoch, train_loss, train_accuracy };
+            if on_event(event).is_break() {
+                return Ok(summary(step, epoch - 1, true, model));
+            }
+        }
+        let scores: Vec<(Option<f64>, bool)> = vdata.iter().map(|(x, y)| model.score(x, *y)).collect();
+        let known: Vec<f64> = scores.iter().filter_map(|s| s.0).collect();
+        let vcorrect = scores.iter().filter(|s| s.1).count();
+        let event = TrainEvent::Epoch {
+            epoch,
+            step,
+            train_loss: finite_or_inf(epoch_loss / n as f64),
+            train_accuracy: epoch_correct as f64 / n as f64,
+            valid_loss: (!known.is_empty()).then(|| finite_or_inf(known.iter().sum::<f64>() / known.len() as f64)),
+            valid_accuracy: (!vdata.is_empty()).then(|| vcorrect as f64 / vdata.len() as f64),
+            model: &model,
+        };
+        if on_event(event).is_break() {
+            return Ok(summary(step, epoch, epoch < cfg.n_epochs, model));
+        }
+    }
+    Ok(summary(step, cfg.n_epochs, false, model))
+}
+
+fn summary(steps: u64, epochs_completed: u32, stopped_early: bool, model: ReplyModel) -> TrainSummary {
+    TrainSummary { steps, epochs_completed, stopped_early, model }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn ctx(user: &str) -> Vec<(String, String)> {
+        vec![("system".into(), "Name the topic.".into()), ("user".into(), user.into())]
+    }
+
+    fn ex(user: &str, reply: &str) -> Example {
+        Example { context: ctx(user), reply: reply.into() }
+    }
+
+    /// A separable data set: each user message holds filler words and two keywords of its topic.
+    fn synth(n: usize, seed: u64) -> Vec<Example> {
+        let topics = [
+            ("weather", ["rain", "sunny", "forecast", "storm"]),
+            ("sports", ["football", "goal", "tennis", "match"]),
+            ("cooking", ["recipe", "oven", "pasta", "bake"]),
+        ];
+        let filler = ["please", "tell", "me", "about", "the", "today", "some"];
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut pick = |w: &[&'static str]| w[rng.random_range(0..w.len())];
+        let make = |i: usize| {
+            let (label, words) = topics[i % 3];
+            let text = [pick(&filler), pick(&filler), pick(&words), pick(&filler), pick(&words)];
+            ex(&text.join(" "), &format!(" {label}\n"))
+        };
+        (0..n).map(make).collect()
+    }
+
+    fn cfg(n_epochs: u32, batch_size: u32, mult: f64) -> TrainConfig {
+        TrainConfig { n_epochs, batch_size, learning_rate: BASE_LEARNING_RATE * mult, seed: 7 }
+    }
+
+    fn quiet(_: TrainEvent<'_>) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    fn fit(data: &[Example], c: &TrainConfig, init: Option<&ReplyModel>) -> ReplyModel {
+        train(data, &[], c, init, &mut quiet).unwrap().model
+    }
+
+    fn mean_loss(m: &ReplyModel, data: &[Example]) -> f64 {
+        data.iter().map(|e| m.loss_and_correct(e).0.unwrap()).sum::<f64>() / data.len() as f64
+    }
+
+    type Curve = Vec<(Option<f64>, Option<f64>)>;
+
+    /// Trains and returns the summary and the (valid loss, valid accuracy) of every epoch.
+    fn run(tr: &[Example], va: &[Example], c: &TrainConfig, stop_at: u32) -> (TrainSummary, Curve) {
+        let mut epochs = Vec::new();
+        let s = train(tr, va, c, None, &mut |e| match e {
+            TrainEvent::Epoch { epoch, valid_loss, valid_accuracy, .. } => {
+                epochs.push((valid_loss, valid_accuracy));
+                if epoch == stop_at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            }
+            TrainEvent::Step { .. } => ControlFlow::Continue(()),
+        });
+        (s.unwrap(), epochs)
+    }
+
+    #[test]
+    fn same_seed_gives_identical_bytes() {
+        let data = synth(60, 1);
+        let a = fit(&data, &cfg(3, 4, 1.0), None).to_bytes();
+        assert_eq!(a, fit(&data, &cfg(3, 4, 1.0), None).to_bytes());
+        let other = TrainConfig { seed: 8, ..cfg(3, 4, 1.0) };
+        assert_ne!(a, fit(&data, &other, None).to_bytes());
+    }
+
+    #[test]
+    fn bytes_round_trip_keeps_predictions() {
+        let model = fit(&synth(60, 2), &cfg(2, 8, 1.0), None);
+        let back = ReplyModel::from_bytes(&model.to_bytes()).unwrap();
+        assert_eq!(back, model);
+        for e in synth(20, 3).into_iter().chain([ex("zzz unseen", "x")]) {
+            assert_eq!(back.predict(&e.context), model.predict(&e.context));
+        }
+    }
+
+    #[test]
+    fn from_bytes_rejects_damaged_input() {
+        let bytes = fit(&synth(9, 4), &cfg(1, 4, 1.0), None).to_bytes();
+        for len in (0..bytes.len()).step_by(3).chain([bytes.len() - 1]) {
+            assert!(ReplyModel::from_bytes(&bytes[..len]).is_err(), "prefix of {len} bytes");
+        }
+        let mut damaged = vec![[bytes.clone(), vec![0]].concat(), bytes.clone()];
+        damaged[1][0] = b'X';
+        for at in [11, 15] {
+            damaged.push(bytes.clone());
+            damaged.last_mut().unwrap()[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for len in [0, 1, 7, 40, 1000] {
+            let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            damaged.push([&MAGIC[..], &junk].concat());
+            damaged.push(junk);
+        }
+        assert!(damaged.iter().all(|b| ReplyModel::from_bytes(b).is_err()));
+    }
+
+    #[test]
+    fn separable_data_is_learned_perfectly() {
+        let (tr, va) = (synth(90, 6), synth(30, 7));
+        let (s, epochs) = run(&tr, &va, &cfg(10, 4, 1.0), 0);
+        assert_eq!(epochs.last().unwrap().1, Some(1.0));
+        assert!(tr.iter().all(|e| s.model.loss_and_correct(e).1));
+        assert_eq!(s.model.classes(), ["cooking", "sports", "weather"]);
+        assert_eq!(s.model.top(&ctx("will it rain or storm")).0, "weather");
+    }
+
+    #[test]
+    fn learning_rate_changes_results() {
+        let data = synth(60, 8);
+        let slow = fit(&data, &cfg(2, 4, 0.1), None);
+        let fast = fit(&data, &cfg(2, 4, 1.0), None);
+        assert_ne!(slow.to_bytes(), fast.to_bytes());
+        assert!(mean_loss(&fast, &data) < mean_loss(&slow, &data));
+    }
+
+    #[test]
+    fn break_stops_training_early() {
+        let data = synth(40, 9);
+        let (s, epochs) = run(&data, &data, &cfg(5, 8, 1.0), 2);
+        assert!(s.stopped_early && s.epochs_completed == 2 && s.steps == 10 && epochs.len() == 2);
+        let s = train(&data, &[], &cfg(5, 8, 1.0), None, &mut |_| ControlFlow::Break(())).unwrap();
+        assert!(s.stopped_early && s.epochs_completed == 0 && s.steps == 1);
+        let (s, _) = run(&data, &data, &cfg(2, 8, 1.0), 2);
+        assert!(!s.stopped_early && s.epochs_completed == 2);
+    }
+
+    #[test]
+    fn events_count_steps() {
+        let data = synth(10, 10);
+        let mut steps = Vec::new();
+        let s = train(&data, &[], &cfg(3, 4, 1.0), None, &mut |e| {
+            match e {
+                TrainEvent::Step { step, total_steps, .. } => steps.push((step, total_steps)),
+                TrainEvent::Epoch { valid_loss, valid_accuracy, .. } => {
+                    assert!(valid_loss.is_none() && valid_accuracy.is_none())
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        assert_eq!((s.unwrap().steps, steps.len()), (9, 9));
+        assert!(steps.iter().enumerate().all(|(i, &s)| s == (i as u64 + 1, 9)));
+        let (s, _) = run(&data, &[], &cfg(2, 1000, 1.0), 0);
+        assert_eq!(s.steps, 2);
+    }
+
+    #[test]
+    fn init_continues_training_and_appends_classes() {
+        let data = synth(60, 11);
+        let first = fit(&data, &cfg(1, 16, 0.3), None);
+        let more = fit(&data, &cfg(1, 16, 0.3), Some(&first));
+        assert!(mean_loss(&more, &data) < mean_loss(&first, &data));
+        let extra = [data.clone(), vec![ex("a brand new thing", "alpha")]].concat();
+        let grown = fit(&extra, &cfg(1, 16, 0.3), Some(&first));
+        assert_eq!(grown.classes(), ["cooking", "sports", "weather", "alpha"]);
+        assert!(grown.n_rows() > first.n_rows());
+    }
+
+    #[test]
+    fn invalid_input_is_rejected() {
+        let data = synth(5, 12);
+        let fails = |d: &[Example], c: TrainConfig| train(d, &[], &c, None, &mut quiet).unwrap_err();
+        for c in [cfg(0, 4, 1.0), cfg(1, 0, 1.0), cfg(1, 4, 0.0), cfg(1, 4, -1.0)] {
+            assert!(matches!(fails(&data, c), TrainError::InvalidConfig(_)));
+        }
+        for c in [cfg(1, 4, f64::NAN), cfg(1, 4, f64::INFINITY)] {
+            assert!(matches!(fails(&data, c), TrainError::InvalidConfig(_)));
+        }
+        assert_eq!(fails(&[], cfg(1, 4, 1.0)), TrainError::NoExamples);
+        assert_eq!(fails(&[ex("hi", "  ")], cfg(1, 4, 1.0)), TrainError::NoReplies);
+    }
+
+    #[test]
+    fn predictions_are_sorted_probabilities() {
+        let model = fit(&synth(30, 13), &cfg(2, 4, 1.0), None);
+        for text in ["pasta in the oven", "", "football match rain"] {
+            let p = model.predict(&ctx(text));
+            assert_eq!(p.len(), 3);
+            assert!((p.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(p.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert_eq!(model.top(&ctx(text)), (model.classes()[p[0].0].clone(), p[0].1));
+        }
+    }
+
+    #[test]
+    fn unknown_valid_replies_are_wrong_and_skip_loss() {
+        let data = synth(30, 14);
+        let odd = ex("rain storm", "gardening");
+        assert_eq!(fit(&data, &cfg(1, 4, 1.0), None).loss_and_correct(&odd), (None, false));
+        let (_, epochs) = run(&data, &[odd.clone(), odd], &cfg(1, 4, 1.0), 0);
+        assert_eq!(epochs, [(None, Some(0.0))]);
+    }
+
+    #[test]
+    fn huge_learning_rate_never_reports_nan() {
+        let data = synth(30, 15);
+        let mut losses = Vec::new();
+        let s = train(&data, &data, &cfg(4, 2, 1e37), None, &mut |e| {
+            match e {
+                TrainEvent::Step { train_loss, .. } => losses.push(Some(train_loss)),
+                TrainEvent::Epoch { valid_loss, .. } => losses.push(valid_loss),
+            }
+            ControlFlow::Continue(())
+        });
+        let model = s.unwrap().model;
+        losses.extend(data.iter().map(|e| model.loss_and_correct(e).0));
+        assert!(losses.iter().all(|l| l.is_some_and(|l| !l.is_nan())));
+        let p = model.predict(&ctx("rain"));
+        assert!((p.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+}

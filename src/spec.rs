@@ -1,0 +1,698 @@
+//! The sweep file: a TOML document parsed into a validated [`Sweep`].
+//!
+//! Parsing does no I/O beyond what the caller hands in (the text and, for
+//! resolving data paths, the sweep file's own path); every error names the
+//! file, the line and the key, says what was expected and how to fix it.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A parsed and validated sweep file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_model: String,
+    /// The training file, resolved against the sweep file's folder.
+    pub training_file: PathBuf,
+    /// The validation file, resolved against the sweep file's folder.
+    pub validation_file: PathBuf,
+    /// The default seed: of the training jobs, and of random search.
+    pub seed: u64,
+    pub search: Search,
+    pub hyperparameters: Hyperparameters,
+    pub evaluation: Evaluation,
+    pub limits: Limits,
+}
+
+/// Which provider trains the runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The embedded CPU trainer.
+    Local,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+        }
+    }
+}
+
+/// How the hyperparameter space is searched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Search {
+    /// Every combination of the listed values.
+    Grid,
+    /// `runs` points drawn with the sweep's seed.
+    Random { runs: u32 },
+}
+
+/// The values (grid) or distributions (random) of each hyperparameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hyperparameters {
+    pub n_epochs: Domain,
+    pub learning_rate_multiplier: Domain,
+    pub batch_size: Domain,
+    pub seed: Domain,
+}
+
+/// The values a hyperparameter may take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Domain {
+    /// An explicit list, in the order written; `None` is `"auto"`: the
+    /// provider chooses.
+    Values(Vec<Option<f64>>),
+    /// Uniform between the bounds (integers for integer parameters).
+    Uniform(f64, f64),
+    /// Log-uniform between the bounds, both > 0.
+    LogUniform(f64, f64),
+}
+
+/// How runs are scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub metric: Metric,
+}
+
+/// The primary metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// The reply equals the reference after trimming white space.
+    ExactMatch,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ExactMatch => "exact_match",
+        }
+    }
+}
+
+/// Limits on how the sweep runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_concurrent: u32,
+}
+
+/// The valid ranges, shared with OpenAI's fine-tuning API.
+pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
+pub const BATCH_SIZE_RANGE: (f64, f64) = (1.0, 256.0);
+pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
+
+/// A problem in a sweep file, located to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub path: PathBuf,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// The dotted key, when the problem belongs to one.
+    pub key: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Spanned<String>,
+    provider: Option<Spanned<String>>,
+    base_model: Spanned<String>,
+    training_file: Spanned<String>,
+    validation_file: Spanned<String>,
+    seed: Option<Spanned<i64>>,
+    search: Option<RawSearch>,
+    hyperparameters: Spanned<RawHyperparameters>,
+    evaluation: Option<RawEvaluation>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    strategy: Option<Spanned<String>>,
+    runs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHyperparameters {
+    n_epochs: Option<Spanned<toml::Value>>,
+    learning_rate_multiplier: Option<Spanned<toml::Value>>,
+    batch_size: Option<Spanned<toml::Value>>,
+    seed: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvaluation {
+    metric: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_concurrent: Option<Spanned<i64>>,
+}
+
+/// Parses a sweep file's text. `path` names the file in errors and anchors
+/// relative data paths; nothing is read from disk here.
+pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
+    let cx = Cx { path, text };
+    let raw: RawSweep = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+
+    let name = raw.name.get_ref().trim().to_string();
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(cx.at(
+            &raw.name,
+            "name",
+            format!("`{}` is not a usable sweep name", raw.name.get_ref()),
+            "use 1 to 64 letters, digits, `-`, `_` or `.`, e.g. `topic-router`",
+        ));
+    }
+
+    let provider = match &raw.provider {
+        None => ProviderKind::Local,
+        Some(p) => match p.get_ref().as_str() {
+            "local" => ProviderKind::Local,
+            "openai" => {
+                return Err(cx.at(
+                    p,
+                    "provider",
+                    "the `openai` provider is not available in this version".into(),
+                    "use `provider = \"local\"`",
+                ));
+            }
+            other => {
+                return Err(cx.at(p, "provider", format!("unknown provider `{other}`"), "use `provider = \"local\"`"));
+            }
+        },
+    };
+
+    let base_model = raw.base_model.get_ref().trim().to_string();
+    if base_model.is_empty() {
+        return Err(cx.at(
+            &raw.base_model,
+            "base_model",
+            "the base model is empty".into(),
+            "name the model to fine-tune, e.g. `local/ngram`",
+        ));
+    }
+    if provider == ProviderKind::Local && base_model != crate::provider::local::BASE_MODEL {
+        return Err(cx.at(
+            &raw.base_model,
+            "base_model",
+            format!("the local provider has no model `{base_model}`"),
+            &format!("use `base_model = \"{}\"`", crate::provider::local::BASE_MODEL),
+        ));
+    }
+
+    let training_file = cx.data_path(&raw.training_file, "training_file")?;
+    let validation_file = cx.data_path(&raw.validation_file, "validation_file")?;
+
+    let seed = match &raw.seed {
+        None => 0,
+        Some(s) => cx.int_in(s, "seed", SEED_RANGE)?,
+    };
+
+    let search = match &raw.search {
+        None => Search::Grid,
+        Some(s) => cx.search(s)?,
+    };
+
+    let hp = raw.hyperparameters.get_ref();
+    let hp_span = raw.hyperparameters.span();
+    let random = matches!(search, Search::Random { .. });
+    let hyperparameters = Hyperparameters {
+        n_epochs: cx.domain(&hp.n_epochs, "n_epochs", Kind::Int(N_EPOCHS_RANGE), random, &hp_span)?,
+        learning_rate_multiplier: cx.domain(
+            &hp.learning_rate_multiplier,
+            "learning_rate_multiplier",
+            Kind::Positive,
+            random,
+            &hp_span,
+        )?,
+        batch_size: cx.domain(&hp.batch_size, "batch_size", Kind::Int(BATCH_SIZE_RANGE), random, &hp_span)?,
+        seed: match &hp.seed {
+            None => Domain::Values(vec![Some(seed as f64)]),
+            some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), random, &hp_span)?,
+        },
+    };
+
+    let evaluation = Evaluation {
+        metric: match raw.evaluation.as_ref().and_then(|e| e.metric.as_ref()) {
+            None => Metric::ExactMatch,
+            Some(m) => match m.get_ref().as_str() {
+                "exact_match" => Metric::ExactMatch,
+                other => {
+                    return Err(cx.at(
+                        m,
+                        "evaluation.metric",
+                        format!("unknown metric `{other}`"),
+                        "use `metric = \"exact_match\"`",
+                    ));
+                }
+            },
+        },
+    };
+
+    let limits = Limits {
+        max_concurrent: match raw.limits.as_ref().and_then(|l| l.max_concurrent.as_ref()) {
+            None => 2,
+            Some(m) => cx.int_in(m, "limits.max_concurrent", (1.0, 64.0))? as u32,
+        },
+    };
+
+    Ok(Sweep {
+        name,
+        provider,
+        base_model,
+        training_file,
+        validation_file,
+        seed,
+        search,
+        hyperparameters,
+        evaluation,
+        limits,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// An integer within the inclusive range.
+    Int((f64, f64)),
+    /// A finite number > 0.
+    Positive,
+}
+
+struct Cx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: &Range<usize>, key: &str, message: String, hint: &str) -> SpecError {
+        SpecError {
+            path: self.path.to_path_buf(),
+            line: Some(self.line_of(span.start)),
+            key: Some(key.to_string()),
+            message,
+            hint: Some(hint.to_string()),
+        }
+    }
+
+    fn at<T>(&self, v: &Spanned<T>, key: &str, message: String, hint: &str) -> SpecError {
+        self.error(&v.span(), key, message, hint)
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> SpecError {
+        let message = e.message().trim().to_string();
+        let hint = if message.starts_with("unknown field") {
+            "remove or rename the key (the keys that table accepts are listed)"
+        } else if message.starts_with("missing field") {
+            "add the key; see the sweep file format in README.md"
+        } else if message.starts_with("invalid type") {
+            "give the key a value of the expected type"
+        } else {
+            "fix the TOML syntax at that line"
+        };
+        SpecError {
+            path: self.path.to_path_buf(),
+            line: e.span().map(|s| self.line_of(s.start)),
+            key: None,
+            message,
+            hint: Some(hint.to_string()),
+        }
+    }
+
+    fn data_path(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
+        let written = v.get_ref();
+        if written.trim().is_empty() {
+            return Err(self.at(
+                v,
+                key,
+                "the path is empty".into(),
+                "give the path of a chat JSONL file, relative to the sweep file",
+            ));
+        }
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        Ok(base.join(written))
+    }
+
+    fn int_in(&self, v: &Spanned<i64>, key: &str, (lo, hi): (f64, f64)) -> Result<u64, SpecError> {
+        let x = *v.get_ref();
+        if (x as f64) < lo || (x as f64) > hi {
+            return Err(self.at(
+                v,
+                key,
+                format!("{x} is out of range"),
+                &format!("use a whole number from {lo} to {hi}"),
+            ));
+        }
+        Ok(x as u64)
+    }
+
+    fn search(&self, s: &RawSearch) -> Result<Search, SpecError> {
+        let strategy = s.strategy.as_ref().map(|v| v.get_ref().as_str()).unwrap_or("grid");
+        match strategy {
+            "grid" => {
+                if let Some(runs) = &s.runs {
+                    return Err(self.at(
+                        runs,
+                        "search.runs",
+                        "`runs` only applies to random search".into(),
+                        "remove `runs`, or set `strategy = \"random\"`",
+                    ));
+                }
+                Ok(Search::Grid)
+            }
+            "random" => match &s.runs {
+                None => Err(SpecError {
+                    path: self.path.to_path_buf(),
+                    line: s.strategy.as_ref().map(|v| self.line_of(v.span().start)),
+                    key: Some("search.runs".into()),
+                    message: "random search needs the number of runs".into(),
+                    hint: Some("add `runs = 8` (any whole number from 1 to 1000) under [search]".into()),
+                }),
+                Some(runs) => Ok(Search::Random { runs: self.int_in(runs, "search.runs", (1.0, 1000.0))? as u32 }),
+            },
+            other => Err(self.at(
+                s.strategy.as_ref().expect("a strategy other than the default was written"),
+                "search.strategy",
+                format!("unknown strategy `{other}`"),
+                "use `strategy = \"grid\"` or `strategy = \"random\"`",
+            )),
+        }
+    }
+
+    fn domain(
+        &self,
+        v: &Option<Spanned<toml::Value>>,
+        name: &str,
+        kind: Kind,
+        random: bool,
+        table_span: &Range<usize>,
+    ) -> Result<Domain, SpecError> {
+        let key = format!("hyperparameters.{name}");
+        let example = match kind {
+            Kind::Int(_) if name == "seed" => "[1, 2, 3]",
+            Kind::Int(_) => "[1, 3, 8]",
+            Kind::Positive => "[0.5, 1.0, 2.0]",
+        };
+        let Some(v) = v else {
+            return Err(self.error(
+                table_span,
+                &key,
+                "missing".into(),
+                &format!("add `{name} = {example}` under [hyperparameters]"),
+            ));
+        };
+        let span = v.span();
+        let check = |x: f64| -> Result<f64, SpecError> {
+            match kind {
+                Kind::Int((lo, hi)) => {
+                    if x.fract() != 0.0 || x < lo || x > hi {
+                        return Err(self.error(
+                            &span,
+                            &key,
+                            format!("{x} is not allowed"),
+                            &format!("use whole numbers from {lo} to {hi}, e.g. `{name} = {example}`"),
+                        ));
+                    }
+                }
+                Kind::Positive => {
+                    if !x.is_finite() || x <= 0.0 {
+                        return Err(self.error(
+                            &span,
+                            &key,
+                            format!("{x} is not allowed: the value must be a number greater than 0"),
+                            &format!("e.g. `{name} = {example}`"),
+                        ));
+                    }
+                }
+            }
+            Ok(x)
+        };
+        let number = |val: &toml::Value| -> Result<Option<f64>, SpecError> {
+            match val {
+                toml::Value::Integer(i) => check(*i as f64).map(Some),
+                toml::Value::Float(f) if matches!(kind, Kind::Positive) => check(*f).map(Some),
+                toml::Value::String(s) if s == "auto" && name != "seed" => Ok(None),
+                toml::Value::String(s) if s == "auto" => Err(self.error(
+                    &span,
+                    &key,
+                    "a seed cannot be \"auto\"".into(),
+                    "give whole numbers, e.g. `seed = [1, 2, 3]`, or leave the key out to use the sweep's seed",
+                )),
+                other => Err(self.error(
+                    &span,
+                    &key,
+                    format!(
+                        "expected {}, found {} `{other}`",
+                        match kind {
+                            Kind::Int(_) => "a whole number",
+                            Kind::Positive => "a number",
+                        },
+                        other.type_str()
+                    ),
+                    &format!("e.g. `{name} = {example}`"),
+                )),
+            }
+        };
+        match v.get_ref() {
+            toml::Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(self.error(
+                        &span,
+                        &key,
+                        "the list is empty".into(),
+                        &format!("give at least one value, e.g. `{name} = {example}`"),
+                    ));
+                }
+                let mut values = Vec::with_capacity(items.len());
+                for item in items {
+                    let x = number(item)?;
+                    if values.contains(&x) {
+                        return Err(self.error(
+                            &span,
+                            &key,
+                            format!("{} is listed twice", crate::plan::show(x)),
+                            "list each value once",
+                        ));
+                    }
+                    values.push(x);
+                }
+                Ok(Domain::Values(values))
+            }
+            toml::Value::Table(t) => {
+                let dist_hint = format!(
+                    "write `{name} = {{ log_uniform = [lo, hi] }}` or `{{ uniform = [lo, hi] }}` (random search only)"
+                );
+                if t.len() != 1 {
+                    return Err(self.error(
+                        &span,
+                        &key,
+                        "a distribution table takes exactly one key".into(),
+                        &dist_hint,
+                    ));
+                }
+                let (dist, bounds) = t.iter().next().expect("the table has one entry");
+                let pair = bounds.as_array().filter(|a| a.len() == 2);
+                let Some(pair) = pair else {
+                    return Err(self.error(&span, &key, format!("`{dist}` takes a list of two bounds"), &dist_hint));
+                };
+                let bound = |v: &toml::Value| {
+                    number(v)?.ok_or_else(|| self.error(&span, &key, "a bound cannot be \"auto\"".into(), &dist_hint))
+                };
+                let lo = bound(&pair[0])?;
+                let hi = bound(&pair[1])?;
+                if lo >= hi {
+                    return Err(self.error(
+                        &span,
+                        &key,
+                        format!("the bounds [{lo}, {hi}] are empty"),
+                        "write the lower bound first, and make it smaller than the upper bound",
+                    ));
+                }
+                if !random {
+                    return Err(self.error(
+                        &span,
+                        &key,
+                        "a grid search needs a list of values, not a distribution".into(),
+                        &format!("write `{name} = {example}`, or set `strategy = \"random\"` under [search]"),
+                    ));
+                }
+                match dist.as_str() {
+                    "uniform" => Ok(Domain::Uniform(lo, hi)),
+                    "log_uniform" => Ok(Domain::LogUniform(lo, hi)),
+                    other => Err(self.error(&span, &key, format!("unknown distribution `{other}`"), &dist_hint)),
+                }
+            }
+            single => Ok(Domain::Values(vec![number(single)?])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "topic-router"
+provider = "local"
+base_model = "local/ngram"
+training_file = "../examples/data/topics-train.jsonl"
+validation_file = "../examples/data/topics-valid.jsonl"
+seed = 42
+[search]
+strategy = "grid"
+[hyperparameters]
+n_epochs = [1, 3, 8]
+learning_rate_multiplier = [0.1, 1.0, 10.0]
+batch_size = [4, 32]
+[evaluation]
+metric = "exact_match"
+[limits]
+max_concurrent = 2
+"#;
+
+    fn parse_str(text: &str) -> Result<Sweep, SpecError> {
+        parse(Path::new("sweeps/x.toml"), text)
+    }
+
+    fn err(text: &str) -> SpecError {
+        parse_str(text).expect_err("the sweep should be rejected")
+    }
+
+    #[test]
+    fn parses_the_sketch_from_the_issue() {
+        let s = parse_str(GOOD).unwrap();
+        assert_eq!(s.name, "topic-router");
+        assert_eq!(s.training_file, Path::new("sweeps/../examples/data/topics-train.jsonl"));
+        assert_eq!(s.seed, 42);
+        assert_eq!(s.search, Search::Grid);
+        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(1.0), Some(3.0), Some(8.0)]));
+        assert_eq!(s.hyperparameters.seed, Domain::Values(vec![Some(42.0)]));
+        assert_eq!(s.limits.max_concurrent, 2);
+    }
+
+    #[test]
+    fn unknown_key_names_the_line_and_the_key() {
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nbatch_sise = 3"));
+        assert_eq!(e.line, Some(14));
+        assert!(e.message.contains("unknown field `batch_sise`"), "{e}");
+        assert!(e.to_string().starts_with("sweeps/x.toml:14: "), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let e = err(&GOOD.replace("n_epochs = [1, 3, 8]", "n_epochs = [1, \"three\"]"));
+        assert_eq!(e.line, Some(11));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.n_epochs"));
+        assert!(e.message.contains("expected a whole number"), "{e}");
+    }
+
+    #[test]
+    fn negative_multiplier_is_rejected() {
+        let e = err(&GOOD.replace("[0.1, 1.0, 10.0]", "[0.1, -1.0]"));
+        assert_eq!(e.line, Some(12));
+        assert!(e.message.contains("greater than 0"), "{e}");
+    }
+
+    #[test]
+    fn empty_list_is_rejected() {
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = []"));
+        assert_eq!(e.line, Some(13));
+        assert!(e.message.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_epochs_are_rejected() {
+        let e = err(&GOOD.replace("[1, 3, 8]", "[0, 3]"));
+        assert!(e.to_string().contains("from 1 to 50"), "{e}");
+    }
+
+    #[test]
+    fn missing_hyperparameter_is_named() {
+        let e = err(&GOOD.replace("batch_size = [4, 32]\n", ""));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.batch_size"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = err(&GOOD.replace("seed = 42", "seed = = 42"));
+        assert_eq!(e.line, Some(7));
+    }
+
+    #[test]
+    fn random_search_takes_distributions() {
+        let s = parse_str(
+            &GOOD
+                .replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 5")
+                .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }"),
+        )
+        .unwrap();
+        assert_eq!(s.search, Search::Random { runs: 5 });
+        assert_eq!(s.hyperparameters.learning_rate_multiplier, Domain::LogUniform(0.05, 20.0));
+    }
+
+    #[test]
+    fn grid_refuses_distributions() {
+        let e = err(&GOOD.replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }"));
+        assert!(e.message.contains("grid search needs a list"), "{e}");
+    }
+
+    #[test]
+    fn scalar_is_a_single_value() {
+        let s = parse_str(&GOOD.replace("[4, 32]", "16")).unwrap();
+        assert_eq!(s.hyperparameters.batch_size, Domain::Values(vec![Some(16.0)]));
+    }
+
+    #[test]
+    fn auto_is_a_value_but_not_for_seeds() {
+        let s = parse_str(&GOOD.replace("[1, 3, 8]", "[\"auto\", 3]")).unwrap();
+        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![None, Some(3.0)]));
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nseed = [\"auto\"]"));
+        assert!(e.message.contains("cannot be \"auto\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_and_model_are_rejected() {
+        assert!(err(&GOOD.replace("\"local\"\n", "\"acme\"\n")).message.contains("unknown provider"));
+        assert!(err(&GOOD.replace("local/ngram", "gpt-4o")).message.contains("no model"));
+    }
+}

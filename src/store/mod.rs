@@ -1,0 +1,779 @@
+//! The SQLite store: the only module that holds SQL. One file, WAL, a busy
+//! timeout, and append-only migrations applied on open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::plan::{PlannedRun, RunConfig};
+
+/// The migrations, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// A store error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database `{path}`: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("the database `{path}` has schema version {found}, newer than this ftsweep knows ({known})")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("database error while {doing}: {source}")]
+    Sql { doing: &'static str, source: rusqlite::Error },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> Doing<T> for rusqlite::Result<T> {
+    fn doing(self, what: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Sql { doing: what, source })
+    }
+}
+
+/// The state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Planned,
+    Training,
+    Trained,
+    Evaluating,
+    Done,
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Planned => "planned",
+            RunState::Training => "training",
+            RunState::Trained => "trained",
+            RunState::Evaluating => "evaluating",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> RunState {
+        match s {
+            "training" => RunState::Training,
+            "trained" => RunState::Trained,
+            "evaluating" => RunState::Evaluating,
+            "done" => RunState::Done,
+            "failed" => RunState::Failed,
+            _ => RunState::Planned,
+        }
+    }
+}
+
+/// A sweep as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRecord {
+    pub id: i64,
+    pub name: String,
+    pub spec_path: String,
+    pub provider: String,
+    pub base_model: String,
+    pub training_file: String,
+    pub training_sha256: String,
+    pub validation_file: String,
+    pub validation_sha256: String,
+    pub metric: String,
+}
+
+/// What a sweep is recorded with.
+#[derive(Debug, Clone)]
+pub struct NewSweep<'a> {
+    pub name: &'a str,
+    pub spec_path: &'a str,
+    pub spec_toml: &'a str,
+    pub provider: &'a str,
+    pub base_model: &'a str,
+    pub training_file: &'a str,
+    pub training_sha256: &'a str,
+    pub validation_file: &'a str,
+    pub validation_sha256: &'a str,
+    pub metric: &'a str,
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub config: RunConfig,
+    pub state: RunState,
+    pub attempt: i64,
+    pub job_id: Option<String>,
+    pub model: Option<String>,
+    pub error: Option<String>,
+    pub trained_tokens: Option<i64>,
+    pub train_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+    pub metric: Option<String>,
+    pub score: Option<f64>,
+    pub n_eval: Option<i64>,
+    pub train_seconds: Option<f64>,
+    pub eval_seconds: Option<f64>,
+}
+
+/// One training metric row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub step: u64,
+    pub epoch: u32,
+    pub epoch_end: bool,
+    pub train_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+}
+
+/// A checkpoint: the model at the end of an epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRow {
+    pub epoch: u32,
+    pub step: u64,
+    pub model: String,
+    pub train_loss: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+}
+
+/// How training ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingResult {
+    pub model: String,
+    pub trained_tokens: i64,
+    pub train_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+    pub seconds: f64,
+}
+
+/// One graded validation example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRow {
+    pub example: usize,
+    pub line: usize,
+    pub reference: String,
+    pub prediction: String,
+    pub probability: Option<f64>,
+    pub score: f64,
+}
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+}
+
+/// The store shared by the tasks of one process: one connection, so one
+/// writer; the lock is never held across an `.await`.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> SharedStore {
+        SharedStore(Arc::new(Mutex::new(store)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is a transaction), so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        Store::setup(conn, &shown)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().doing("opening an in-memory database")?;
+        Store::setup(conn, ":memory:")
+    }
+
+    fn setup(mut conn: Connection, shown: &str) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
+        conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
+        conn.pragma_update(None, "foreign_keys", "ON").doing("enabling foreign keys")?;
+        let version: i64 =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: shown.to_string(), found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().doing("starting a migration")?;
+            tx.execute_batch(sql).doing("applying a migration")?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
+            tx.commit().doing("committing a migration")?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The schema version.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")
+    }
+
+    /// Records a sweep and its planned runs in one transaction: new runs are
+    /// added as `planned`, known runs are kept as they are, and the sweep's
+    /// active set becomes exactly `runs`.
+    pub fn record_sweep(&mut self, sweep: &NewSweep<'_>, runs: &[PlannedRun]) -> Result<SweepRecord> {
+        let t = now();
+        let tx = self.conn.transaction().doing("starting to record the sweep")?;
+        tx.execute(
+            "INSERT INTO sweeps (name, spec_path, spec_toml, provider, base_model, training_file, training_sha256,
+                                 validation_file, validation_sha256, metric, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+             ON CONFLICT (name) DO UPDATE SET spec_path = ?2, spec_toml = ?3, provider = ?4, base_model = ?5,
+                 training_file = ?6, training_sha256 = ?7, validation_file = ?8, validation_sha256 = ?9,
+                 metric = ?10, updated_at = ?11",
+            params![
+                sweep.name,
+                sweep.spec_path,
+                sweep.spec_toml,
+                sweep.provider,
+                sweep.base_model,
+                sweep.training_file,
+                sweep.training_sha256,
+                sweep.validation_file,
+                sweep.validation_sha256,
+                sweep.metric,
+                t
+            ],
+        )
+        .doing("recording the sweep")?;
+        let sweep_id: i64 = tx
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [sweep.name], |r| r.get(0))
+            .doing("reading the sweep id")?;
+        tx.execute("UPDATE sweep_runs SET active = 0 WHERE sweep_id = ?1", [sweep_id])
+            .doing("resetting the sweep's runs")?;
+        for (position, run) in runs.iter().enumerate() {
+            let c = &run.config;
+            tx.execute(
+                "INSERT INTO runs (run_id, provider, base_model, training_sha256, validation_sha256, n_epochs,
+                                   batch_size, learning_rate_multiplier, seed, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10)
+                 ON CONFLICT (run_id) DO NOTHING",
+                params![
+                    run.run_id,
+                    sweep.provider,
+                    sweep.base_model,
+                    sweep.training_sha256,
+                    sweep.validation_sha256,
+                    c.n_epochs,
+                    c.batch_size,
+                    c.learning_rate_multiplier,
+                    c.seed as i64,
+                    t
+                ],
+            )
+            .doing("recording a run")?;
+            tx.execute(
+                "INSERT INTO sweep_runs (sweep_id, run_id, position, active) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (sweep_id, run_id) DO UPDATE SET position = ?3, active = 1",
+                params![sweep_id, run.run_id, position as i64],
+            )
+            .doing("adding a run to the sweep")?;
+        }
+        tx.commit().doing("committing the sweep")?;
+        self.sweep(sweep.name)?
+            .ok_or(StoreError::Sql { doing: "reading back the sweep", source: rusqlite::Error::QueryReturnedNoRows })
+    }
+
+    /// A sweep by name.
+    pub fn sweep(&self, name: &str) -> Result<Option<SweepRecord>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, spec_path, provider, base_model, training_file, training_sha256,
+                        validation_file, validation_sha256, metric
+                 FROM sweeps WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(SweepRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        spec_path: r.get(2)?,
+                        provider: r.get(3)?,
+                        base_model: r.get(4)?,
+                        training_file: r.get(5)?,
+                        training_sha256: r.get(6)?,
+                        validation_file: r.get(7)?,
+                        validation_sha256: r.get(8)?,
+                        metric: r.get(9)?,
+                    })
+                },
+            )
+            .optional()
+            .doing("reading a sweep")
+    }
+
+    /// The names of all sweeps, newest first.
+    pub fn sweep_names(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT name FROM sweeps ORDER BY updated_at DESC").doing("listing sweeps")?;
+        let rows = stmt.query_map([], |r| r.get(0)).doing("listing sweeps")?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().doing("listing sweeps")
+    }
+
+    /// The runs the sweep's latest version plans, in plan order.
+    pub fn sweep_runs(&self, sweep_id: i64) -> Result<Vec<RunRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
+                        r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy,
+                        r.valid_loss, r.valid_accuracy, r.metric, r.score, r.n_eval, r.train_seconds,
+                        r.eval_seconds
+                 FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id
+                 WHERE s.sweep_id = ?1 AND s.active = 1
+                 ORDER BY s.position",
+            )
+            .doing("listing a sweep's runs")?;
+        let rows = stmt
+            .query_map([sweep_id], |r| {
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    config: RunConfig {
+                        n_epochs: r.get(1)?,
+                        batch_size: r.get(2)?,
+                        learning_rate_multiplier: r.get(3)?,
+                        seed: r.get::<_, i64>(4)? as u64,
+                    },
+                    state: RunState::parse(&r.get::<_, String>(5)?),
+                    attempt: r.get(6)?,
+                    job_id: r.get(7)?,
+                    model: r.get(8)?,
+                    error: r.get(9)?,
+                    trained_tokens: r.get(10)?,
+                    train_loss: r.get(11)?,
+                    train_accuracy: r.get(12)?,
+                    valid_loss: r.get(13)?,
+                    valid_accuracy: r.get(14)?,
+                    metric: r.get(15)?,
+                    score: r.get(16)?,
+                    n_eval: r.get(17)?,
+                    train_seconds: r.get(18)?,
+                    eval_seconds: r.get(19)?,
+                })
+            })
+            .doing("listing a sweep's runs")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing a sweep's runs")
+    }
+
+    /// Marks a run as training under a new attempt, forgetting the metrics of
+    /// earlier attempts' results. Returns the attempt number.
+    pub fn start_training(&mut self, run_id: &str, job_id: &str) -> Result<i64> {
+        let tx = self.conn.transaction().doing("starting a run")?;
+        tx.execute(
+            "UPDATE runs SET state = 'training', attempt = attempt + 1, job_id = ?2, model = NULL, error = NULL,
+                 trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
+                 valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
+                 eval_seconds = NULL, updated_at = ?3
+             WHERE run_id = ?1",
+            params![run_id, job_id, now()],
+        )
+        .doing("starting a run")?;
+        let attempt = tx
+            .query_row("SELECT attempt FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))
+            .doing("reading the attempt")?;
+        tx.commit().doing("starting a run")?;
+        Ok(attempt)
+    }
+
+    /// Records a batch of training metrics and, at an epoch's end, its
+    /// checkpoint, in one transaction.
+    pub fn record_progress(
+        &mut self,
+        run_id: &str,
+        attempt: i64,
+        metrics: &[MetricRow],
+        checkpoint: Option<&CheckpointRow>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction().doing("recording metrics")?;
+        insert_metrics(&tx, run_id, attempt, metrics)?;
+        if let Some(c) = checkpoint {
+            tx.execute(
+                "INSERT OR REPLACE INTO checkpoints (run_id, attempt, epoch, step, model, train_loss, valid_loss,
+                                                     valid_accuracy, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run_id,
+                    attempt,
+                    c.epoch,
+                    c.step as i64,
+                    c.model,
+                    c.train_loss,
+                    c.valid_loss,
+                    c.valid_accuracy,
+                    now()
+                ],
+            )
+            .doing("recording a checkpoint")?;
+        }
+        tx.commit().doing("recording metrics")
+    }
+
+    /// Marks a run as trained.
+    pub fn finish_training(&mut self, run_id: &str, r: &TrainingResult) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = 'trained', model = ?2, trained_tokens = ?3, train_loss = ?4,
+                     train_accuracy = ?5, valid_loss = ?6, valid_accuracy = ?7, train_seconds = ?8, updated_at = ?9
+                 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    r.model,
+                    r.trained_tokens,
+                    r.train_loss,
+                    r.train_accuracy,
+                    r.valid_loss,
+                    r.valid_accuracy,
+                    r.seconds,
+                    now()
+                ],
+            )
+            .doing("recording a trained run")?;
+        Ok(())
+    }
+
+    /// Marks a run as failed, with the reason.
+    pub fn fail_run(&mut self, run_id: &str, reason: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = 'failed', error = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, reason, now()],
+            )
+            .doing("recording a failed run")?;
+        Ok(())
+    }
+
+    /// Marks a run as being evaluated.
+    pub fn start_evaluation(&mut self, run_id: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE runs SET state = 'evaluating', updated_at = ?2 WHERE run_id = ?1", params![run_id, now()])
+            .doing("starting an evaluation")?;
+        Ok(())
+    }
+
+    /// Records a run's graded examples and score and marks it done, in one
+    /// transaction.
+    pub fn finish_evaluation(
+        &mut self,
+        run_id: &str,
+        model: &str,
+        metric: &str,
+        rows: &[EvalRow],
+        seconds: f64,
+    ) -> Result<f64> {
+        let score = if rows.is_empty() { 0.0 } else { rows.iter().map(|r| r.score).sum::<f64>() / rows.len() as f64 };
+        let tx = self.conn.transaction().doing("recording an evaluation")?;
+        tx.execute("DELETE FROM eval_results WHERE run_id = ?1 AND model = ?2", params![run_id, model])
+            .doing("replacing an evaluation")?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO eval_results (run_id, model, example, line, reference, prediction, probability, score)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .doing("recording an evaluation")?;
+            for r in rows {
+                stmt.execute(params![
+                    run_id,
+                    model,
+                    r.example as i64,
+                    r.line as i64,
+                    r.reference,
+                    r.prediction,
+                    r.probability,
+                    r.score
+                ])
+                .doing("recording an evaluated example")?;
+            }
+        }
+        tx.execute(
+            "UPDATE runs SET state = 'done', metric = ?2, score = ?3, n_eval = ?4, eval_seconds = ?5, updated_at = ?6
+             WHERE run_id = ?1",
+            params![run_id, metric, score, rows.len() as i64, seconds, now()],
+        )
+        .doing("recording a run's score")?;
+        tx.commit().doing("recording an evaluation")?;
+        Ok(score)
+    }
+
+    /// A run's metrics of its current attempt, in step order.
+    pub fn run_metrics(&self, run_id: &str) -> Result<Vec<MetricRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT m.step, m.epoch, m.kind, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy
+                 FROM metrics m JOIN runs r ON r.run_id = m.run_id AND r.attempt = m.attempt
+                 WHERE m.run_id = ?1 ORDER BY m.step, m.kind DESC",
+            )
+            .doing("reading metrics")?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(MetricRow {
+                    step: r.get::<_, i64>(0)? as u64,
+                    epoch: r.get(1)?,
+                    epoch_end: r.get::<_, String>(2)? == "epoch",
+                    train_loss: r.get(3)?,
+                    train_accuracy: r.get(4)?,
+                    valid_loss: r.get(5)?,
+                    valid_accuracy: r.get(6)?,
+                })
+            })
+            .doing("reading metrics")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading metrics")
+    }
+
+    /// A run's checkpoints of its current attempt, by epoch.
+    pub fn run_checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT c.epoch, c.step, c.model, c.train_loss, c.valid_loss, c.valid_accuracy
+                 FROM checkpoints c JOIN runs r ON r.run_id = c.run_id AND r.attempt = c.attempt
+                 WHERE c.run_id = ?1 ORDER BY c.epoch",
+            )
+            .doing("reading checkpoints")?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(CheckpointRow {
+                    epoch: r.get(0)?,
+                    step: r.get::<_, i64>(1)? as u64,
+                    model: r.get(2)?,
+                    train_loss: r.get(3)?,
+                    valid_loss: r.get(4)?,
+                    valid_accuracy: r.get(5)?,
+                })
+            })
+            .doing("reading checkpoints")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading checkpoints")
+    }
+
+    /// A run's graded examples for a model.
+    pub fn eval_rows(&self, run_id: &str, model: &str) -> Result<Vec<EvalRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT example, line, reference, prediction, probability, score FROM eval_results
+                 WHERE run_id = ?1 AND model = ?2 ORDER BY example",
+            )
+            .doing("reading evaluation results")?;
+        let rows = stmt
+            .query_map(params![run_id, model], |r| {
+                Ok(EvalRow {
+                    example: r.get::<_, i64>(0)? as usize,
+                    line: r.get::<_, i64>(1)? as usize,
+                    reference: r.get(2)?,
+                    prediction: r.get(3)?,
+                    probability: r.get(4)?,
+                    score: r.get(5)?,
+                })
+            })
+            .doing("reading evaluation results")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading evaluation results")
+    }
+
+    /// Saves a local model's weights and keeps only the job's last `keep`
+    /// epochs, as OpenAI keeps the last three checkpoints.
+    pub fn save_local_model(&mut self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<()> {
+        let tx = self.conn.transaction().doing("saving a local model")?;
+        tx.execute(
+            "INSERT OR REPLACE INTO local_models (model, job_id, epoch, weights, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![model, job_id, epoch, weights, now()],
+        )
+        .doing("saving a local model")?;
+        tx.execute(
+            "DELETE FROM local_models WHERE job_id = ?1 AND epoch <= ?2",
+            params![job_id, i64::from(epoch) - i64::from(keep)],
+        )
+        .doing("pruning old checkpoints")?;
+        tx.commit().doing("saving a local model")
+    }
+
+    /// A local model's weights.
+    pub fn load_local_model(&self, model: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT weights FROM local_models WHERE model = ?1", [model], |r| r.get(0))
+            .optional()
+            .doing("loading a local model")
+    }
+
+    /// Forgets a local job's models (a restarted attempt trains them anew).
+    pub fn delete_local_job(&mut self, job_id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM local_models WHERE job_id = ?1", [job_id])
+            .doing("deleting a local job's models")?;
+        Ok(())
+    }
+}
+
+fn insert_metrics(tx: &Transaction<'_>, run_id: &str, attempt: i64, metrics: &[MetricRow]) -> Result<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO metrics (run_id, attempt, step, epoch, kind, train_loss, train_accuracy, valid_loss,
+                                  valid_accuracy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .doing("recording metrics")?;
+    for m in metrics {
+        stmt.execute(params![
+            run_id,
+            attempt,
+            m.step as i64,
+            m.epoch,
+            if m.epoch_end { "epoch" } else { "step" },
+            m.train_loss,
+            m.train_accuracy,
+            m.valid_loss,
+            m.valid_accuracy
+        ])
+        .doing("recording metrics")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep<'a>() -> NewSweep<'a> {
+        NewSweep {
+            name: "s",
+            spec_path: "s.toml",
+            spec_toml: "",
+            provider: "local",
+            base_model: "local/ngram",
+            training_file: "t.jsonl",
+            training_sha256: "aa",
+            validation_file: "v.jsonl",
+            validation_sha256: "bb",
+            metric: "exact_match",
+        }
+    }
+
+    fn run(id: &str, n_epochs: u32) -> PlannedRun {
+        PlannedRun {
+            run_id: id.into(),
+            config: RunConfig {
+                n_epochs: Some(n_epochs),
+                batch_size: Some(4),
+                learning_rate_multiplier: Some(1.0),
+                seed: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn every_migration_applies_and_reopening_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        Store::open(&path).unwrap().conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn re_recording_keeps_run_state_and_tracks_the_active_set() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rec = s.record_sweep(&sweep(), &[run("a", 1), run("b", 2)]).unwrap();
+        let attempt = s.start_training("a", "job-a").unwrap();
+        assert_eq!(attempt, 1);
+        s.finish_training(
+            "a",
+            &TrainingResult {
+                model: "m".into(),
+                trained_tokens: 10,
+                train_loss: Some(0.1),
+                train_accuracy: None,
+                valid_loss: Some(0.2),
+                valid_accuracy: None,
+                seconds: 0.5,
+            },
+        )
+        .unwrap();
+        let rec2 = s.record_sweep(&sweep(), &[run("a", 1), run("c", 3)]).unwrap();
+        assert_eq!(rec.id, rec2.id);
+        let runs = s.sweep_runs(rec.id).unwrap();
+        let ids: Vec<_> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "b left the active set");
+        assert_eq!(runs[0].state, RunState::Trained);
+        assert_eq!(runs[0].model.as_deref(), Some("m"));
+        assert_eq!(runs[1].state, RunState::Planned);
+    }
+
+    #[test]
+    fn a_new_attempt_hides_the_old_attempts_metrics() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
+        let m = |step| MetricRow {
+            step,
+            epoch: 1,
+            epoch_end: false,
+            train_loss: Some(1.0),
+            train_accuracy: None,
+            valid_loss: None,
+            valid_accuracy: None,
+        };
+        let a1 = s.start_training("a", "j").unwrap();
+        s.record_progress("a", a1, &[m(1), m(2)], None).unwrap();
+        let a2 = s.start_training("a", "j").unwrap();
+        s.record_progress("a", a2, &[m(1)], None).unwrap();
+        assert_eq!(s.run_metrics("a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn local_models_keep_the_last_three_epochs() {
+        let mut s = Store::open_in_memory().unwrap();
+        for epoch in 1..=5 {
+            s.save_local_model(&format!("m{epoch}"), "j", epoch, &[epoch as u8], 3).unwrap();
+        }
+        assert_eq!(s.load_local_model("m2").unwrap(), None);
+        assert_eq!(s.load_local_model("m3").unwrap(), Some(vec![3]));
+        assert_eq!(s.load_local_model("m5").unwrap(), Some(vec![5]));
+    }
+
+    #[test]
+    fn evaluation_scores_the_mean() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
+        let row = |score| EvalRow {
+            example: 0,
+            line: 1,
+            reference: "x".into(),
+            prediction: "y".into(),
+            probability: None,
+            score,
+        };
+        let rows = [row(1.0), EvalRow { example: 1, ..row(0.0) }, EvalRow { example: 2, ..row(1.0) }];
+        let score = s.finish_evaluation("a", "m", "exact_match", &rows, 0.1).unwrap();
+        assert!((score - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.eval_rows("a", "m").unwrap().len(), 3);
+    }
+}

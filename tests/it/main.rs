@@ -1,0 +1,7 @@
+//! The one integration-test binary: runs the real `ftsweep` binary in
+//! temporary folders against the example data, and checks its outputs and
+//! the SQLite database it writes.
+
+mod errors;
+mod sweep;
+mod util;
