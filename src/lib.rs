@@ -5,20 +5,24 @@
 //! - [`spec`]: the sweep file (TOML), parsed and validated; pure.
 //! - [`plan`]: a sweep expanded into runs with stable ids; pure.
 //! - [`data`]: chat JSONL files, hashes and token counts.
+//! - [`pricing`]: the dated price table and cost arithmetic; pure.
 //! - [`store`]: the SQLite database; the only module with SQL.
 //! - [`provider`]: who trains and answers (the local CPU trainer).
 //! - [`sweep`]: the scheduler and the run state machine.
 //! - [`eval`]: grading a model's replies on the validation set.
 //! - [`rank`] and [`report`]: ordering and rendering; pure.
+//! - [`serve`]: the OpenAI protocol served over the local provider.
 //! - [`cli`]: the command line; the only module that prints.
 
 pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod plan;
+pub mod pricing;
 pub mod provider;
 pub mod rank;
 pub mod report;
+pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod sweep;

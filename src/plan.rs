@@ -19,24 +19,6 @@ pub struct RunConfig {
     pub seed: u64,
 }
 
-/// The number of epochs OpenAI's cookbook expects `"auto"` to choose for a
-/// training file of `n_examples`: 3, raised so that small files see about
-/// 100 examples (at most 25 epochs), lowered so that large files see at
-/// most 25,000 (at least 1). An estimate, not an API contract.
-pub fn default_epochs(n_examples: u64) -> u32 {
-    const TARGET_EPOCHS: u64 = 3;
-    if n_examples == 0 {
-        return TARGET_EPOCHS as u32;
-    }
-    if TARGET_EPOCHS * n_examples < 100 {
-        (100 / n_examples).min(25) as u32
-    } else if TARGET_EPOCHS * n_examples > 25_000 {
-        (25_000 / n_examples).max(1) as u32
-    } else {
-        TARGET_EPOCHS as u32
-    }
-}
-
 /// Shows a hyperparameter value, `auto` for `None`.
 pub fn show<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "auto".to_string(), |x| x.to_string())
@@ -232,17 +214,6 @@ mod tests {
         let fixed = expand(&sweep("", HP), &data());
         assert_ne!(runs[0].run_id, fixed[0].run_id, "auto is not 1");
         assert_eq!(runs[6].run_id, fixed[6].run_id, "the 3-epoch runs are the same");
-    }
-
-    #[test]
-    fn default_epochs_follow_the_cookbook() {
-        assert_eq!(default_epochs(5), 20);
-        assert_eq!(default_epochs(3), 25, "capped at 25");
-        assert_eq!(default_epochs(20), 5);
-        assert_eq!(default_epochs(50), 3);
-        assert_eq!(default_epochs(10_000), 2);
-        assert_eq!(default_epochs(100_000), 1);
-        assert_eq!(default_epochs(0), 3);
     }
 
     #[test]

@@ -155,34 +155,72 @@ pub struct PlanRow {
     pub seed: u64,
     /// The run's recorded state, or `new` when the database does not know it.
     pub status: String,
+    /// Whether running the sweep would train it (it is not done).
+    pub to_train: bool,
+    pub epochs_estimated: bool,
     pub estimated_trained_tokens: u64,
+    pub estimated_training_cost_usd: Option<f64>,
+    pub estimated_eval_cost_usd: Option<f64>,
+    pub estimated_cost_usd: Option<f64>,
 }
 
-/// Builds plan rows; `auto_epochs` is what `"auto"` epochs are estimated
-/// to be, `status_of` gives a run's recorded state.
+/// Builds plan rows; `status_of` gives a run's recorded state.
 pub fn plan_rows(
     runs: &[PlannedRun],
-    epoch_tokens: u64,
-    auto_epochs: u32,
+    data: &crate::pricing::DataFigures,
+    price: Option<crate::pricing::Price>,
     status_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<PlanRow> {
     runs.iter()
-        .map(|r| PlanRow {
-            run_id: r.run_id.clone(),
-            n_epochs: r.config.n_epochs,
-            learning_rate_multiplier: r.config.learning_rate_multiplier,
-            batch_size: r.config.batch_size,
-            seed: r.config.seed,
-            status: status_of(&r.run_id).unwrap_or_else(|| "new".into()),
-            estimated_trained_tokens: epoch_tokens * u64::from(r.config.n_epochs.unwrap_or(auto_epochs)),
+        .map(|r| {
+            let e = crate::pricing::estimate(r.config.n_epochs, data, price);
+            let status = status_of(&r.run_id).unwrap_or_else(|| "new".into());
+            PlanRow {
+                run_id: r.run_id.clone(),
+                n_epochs: r.config.n_epochs,
+                learning_rate_multiplier: r.config.learning_rate_multiplier,
+                batch_size: r.config.batch_size,
+                seed: r.config.seed,
+                to_train: status != "done",
+                status,
+                epochs_estimated: e.epochs_estimated,
+                estimated_trained_tokens: e.trained_tokens,
+                estimated_training_cost_usd: e.training_usd,
+                estimated_eval_cost_usd: e.eval_usd,
+                estimated_cost_usd: e.total_usd(),
+            }
         })
         .collect()
 }
 
+fn usd(x: Option<f64>) -> String {
+    match x {
+        None => "?".into(),
+        Some(v) if v > 0.0 && v < 0.01 => format!("${v:.4}"),
+        Some(v) => format!("${v:.2}"),
+    }
+}
+
 /// The plan table.
 pub fn plan_table(rows: &[PlanRow]) -> String {
-    let mut t = new_table(&["#", "run", "n_epochs", "lr_mult", "batch", "seed", "status", "est_trained_tokens"]);
+    let mut t = new_table(&[
+        "#",
+        "run",
+        "n_epochs",
+        "lr_mult",
+        "batch",
+        "seed",
+        "status",
+        "est_trained_tokens",
+        "est_training",
+        "est_eval",
+    ]);
     for (i, r) in rows.iter().enumerate() {
+        let tokens = if r.epochs_estimated {
+            format!("~{}", r.estimated_trained_tokens)
+        } else {
+            r.estimated_trained_tokens.to_string()
+        };
         t.add_row(vec![
             (i + 1).to_string(),
             r.run_id.clone(),
@@ -191,55 +229,95 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
             show(r.batch_size),
             r.seed.to_string(),
             r.status.clone(),
-            r.estimated_trained_tokens.to_string(),
+            tokens,
+            usd(r.estimated_training_cost_usd),
+            usd(r.estimated_eval_cost_usd),
         ]);
     }
     right(&mut t, 2, 6);
-    right(&mut t, 7, 8);
+    right(&mut t, 7, 10);
     t.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Formats an amount in USD for messages; `?` when unknown.
+pub fn format_usd(x: Option<f64>) -> String {
+    usd(x)
+}
 
-    fn row(rank: Option<usize>, valid_loss: Option<f64>) -> LeaderboardRow {
-        LeaderboardRow {
-            rank,
-            run_id: "r-0011223344".into(),
-            status: "done".into(),
-            n_epochs: Some(3),
-            learning_rate_multiplier: Some(0.5),
-            batch_size: Some(8),
-            seed: 42,
-            model: Some("m".into()),
-            metric: "exact_match".into(),
-            score: Some(0.8766),
-            valid_loss,
-            valid_accuracy: None,
-            train_loss: Some(0.1),
-            trained_tokens: Some(1234),
-            train_seconds: Some(0.25),
-            eval_seconds: Some(0.05),
-            n_eval: Some(10),
-            error: None,
+/// The summary table of `data check`: one row per file.
+pub fn check_table(reports: &[crate::data::check::FileReport]) -> String {
+    use crate::data::check::Severity;
+    let mut t = new_table(&["file", "lines", "examples", "errors", "warnings", "billed_tokens", "over_limit"]);
+    for r in reports {
+        t.add_row(vec![
+            r.path.display().to_string(),
+            r.lines.to_string(),
+            r.examples.to_string(),
+            r.total(Severity::Error).to_string(),
+            r.total(Severity::Warning).to_string(),
+            r.billing_tokens.to_string(),
+            r.over_limit.to_string(),
+        ]);
+    }
+    right(&mut t, 1, 7);
+    t.to_string()
+}
+
+/// Every kept problem of a report as `file:line: severity: message [code]`,
+/// each kind followed by how many more of it were found but not listed.
+pub fn problem_lines(report: &crate::data::check::FileReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for (code, &count) in &report.counts {
+        let kept: Vec<_> = report.problems.iter().filter(|p| p.code == *code).collect();
+        out.extend(kept.iter().map(|p| report.describe(p)));
+        if count > kept.len() {
+            out.push(format!("{}: ... and {} more [{}]", report.path.display(), count - kept.len(), code));
         }
     }
+    out
+}
 
-    #[test]
-    fn table_shows_scores_losses_and_missing_values() {
-        let t = leaderboard_table(&[row(Some(1), Some(0.4321)), row(None, None)], "exact_match");
-        assert!(t.contains("exact_match"));
-        assert!(t.contains("0.877"), "{t}");
-        assert!(t.contains("0.432"), "{t}");
-        assert!(t.contains("0.30"), "time is train + eval: {t}");
-        assert_eq!(t.lines().filter(|l| l.contains("r-0011223344")).count(), 2);
+/// The text of `data stats`: a table of distributions, then the labels.
+pub fn stats_text(r: &crate::data::check::FileReport, s: &crate::data::stats::DataStats) -> String {
+    let mut out = format!(
+        "{}: {} examples, {} distinct replies, {} billed tokens per epoch ({}, limit {} per example, {} over it); \
+         \"auto\" epochs ≈ {}\n",
+        r.path.display(),
+        s.examples,
+        s.distinct_replies,
+        s.billing_tokens,
+        r.encoding.name(),
+        s.token_limit,
+        s.over_limit,
+        s.default_epochs
+    );
+    let mut t = new_table(&["per example", "min", "p5", "p10", "p50", "p90", "p95", "max", "mean"]);
+    for (name, d) in [("messages", &s.messages), ("tokens", &s.total_tokens), ("assistant tokens", &s.assistant_tokens)]
+    {
+        if let Some(d) = d {
+            t.add_row(vec![
+                name.to_string(),
+                d.min.to_string(),
+                d.p5.to_string(),
+                d.p10.to_string(),
+                d.p50.to_string(),
+                d.p90.to_string(),
+                d.p95.to_string(),
+                d.max.to_string(),
+                format!("{:.1}", d.mean),
+            ]);
+        }
     }
-
-    #[test]
-    fn huge_losses_use_scientific_notation() {
-        assert_eq!(loss(Some(123456.0)), "1.235e5");
-        assert_eq!(loss(Some(f64::INFINITY)), "inf");
-        assert_eq!(loss(None), "-");
+    right(&mut t, 1, 9);
+    out.push_str(&t.to_string());
+    out.push_str("\npercentiles are nearest-rank: p90 is the value at rank ⌈0.9·n⌉ of the sorted values\n");
+    if let Some(labels) = &s.labels {
+        let mut t = new_table(&["label", "examples", "share"]);
+        for l in labels {
+            t.add_row(vec![l.label.clone(), l.count.to_string(), format!("{:.1}%", l.share * 100.0)]);
+        }
+        right(&mut t, 1, 3);
+        out.push_str(&format!("\nthe replies form a label set of {}:\n{t}", labels.len()));
     }
+    out
 }

@@ -27,6 +27,10 @@ pub struct Sweep {
     pub hyperparameters: Hyperparameters,
     pub evaluation: Evaluation,
     pub limits: Limits,
+    /// The `[openai]` settings; defaults when the table is absent.
+    pub openai: OpenAiSettings,
+    /// Prices from the `[pricing]` table, overriding the committed table.
+    pub pricing: Option<crate::pricing::Price>,
 }
 
 /// Which provider trains the runs.
@@ -34,13 +38,71 @@ pub struct Sweep {
 pub enum ProviderKind {
     /// The embedded CPU trainer.
     Local,
+    /// A server that speaks the OpenAI fine-tuning protocol.
+    OpenAi,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",
+            ProviderKind::OpenAi => "openai",
         }
+    }
+}
+
+/// How to reach a server that speaks the OpenAI protocol. The file names
+/// the environment variable that holds the key, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSettings {
+    pub base_url: String,
+    pub api_key_env: String,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub auth: Auth,
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI, most servers).
+    Bearer,
+    /// Azure OpenAI: an `api-key` header and an `api-version` query parameter.
+    Azure { api_version: String },
+}
+
+/// The default base URL of the OpenAI API.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+impl Default for OpenAiSettings {
+    fn default() -> OpenAiSettings {
+        OpenAiSettings {
+            base_url: OPENAI_BASE_URL.to_string(),
+            api_key_env: "OPENAI_API_KEY".to_string(),
+            organization: None,
+            project: None,
+            auth: Auth::Bearer,
+        }
+    }
+}
+
+/// Checks a base URL: `https://` anywhere, plain `http://` only to a
+/// loopback host (the key would otherwise cross the network in clear).
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}` is not a URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if host == "localhost" || host == "::1" || host.starts_with("127.") => Ok(()),
+        "http" => Err(format!("plain http is refused for `{host}`: the API key would cross the network unencrypted")),
+        other => Err(format!("unsupported scheme `{other}`")),
     }
 }
 
@@ -99,7 +161,12 @@ impl Metric {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_concurrent: u32,
+    /// `run` asks for confirmation when the estimate exceeds this (USD).
+    pub confirm_above_usd: f64,
 }
+
+/// The default confirmation threshold, in USD.
+pub const CONFIRM_ABOVE_USD: f64 = 1.0;
 
 /// The valid ranges, shared with OpenAI's fine-tuning API.
 pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
@@ -151,6 +218,27 @@ struct RawSweep {
     hyperparameters: Spanned<RawHyperparameters>,
     evaluation: Option<RawEvaluation>,
     limits: Option<RawLimits>,
+    openai: Option<Spanned<RawOpenAi>>,
+    pricing: Option<Spanned<RawPricing>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenAi {
+    base_url: Option<Spanned<String>>,
+    api_key_env: Option<Spanned<String>>,
+    organization: Option<String>,
+    project: Option<String>,
+    auth: Option<Spanned<String>>,
+    api_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    training_per_million: f64,
+    input_per_million: f64,
+    output_per_million: f64,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +267,7 @@ struct RawEvaluation {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_concurrent: Option<Spanned<i64>>,
+    confirm_above_usd: Option<Spanned<f64>>,
 }
 
 /// Parses a sweep file's text. `path` names the file in errors and anchors
@@ -204,16 +293,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         None => ProviderKind::Local,
         Some(p) => match p.get_ref().as_str() {
             "local" => ProviderKind::Local,
-            "openai" => {
+            "openai" => ProviderKind::OpenAi,
+            other => {
                 return Err(cx.at(
                     p,
                     "provider",
-                    "the `openai` provider is not available in this version".into(),
-                    "use `provider = \"local\"`",
+                    format!("unknown provider `{other}`"),
+                    "use `provider = \"local\"` or `provider = \"openai\"`",
                 ));
-            }
-            other => {
-                return Err(cx.at(p, "provider", format!("unknown provider `{other}`"), "use `provider = \"local\"`"));
             }
         },
     };
@@ -290,6 +377,51 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             None => 2,
             Some(m) => cx.int_in(m, "limits.max_concurrent", (1.0, 64.0))? as u32,
         },
+        confirm_above_usd: match raw.limits.as_ref().and_then(|l| l.confirm_above_usd.as_ref()) {
+            None => CONFIRM_ABOVE_USD,
+            Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 => *v.get_ref(),
+            Some(v) => {
+                return Err(cx.at(
+                    v,
+                    "limits.confirm_above_usd",
+                    format!("{} is not allowed", v.get_ref()),
+                    "give an amount in USD, 0 or more, e.g. `confirm_above_usd = 5.0`",
+                ));
+            }
+        },
+    };
+
+    let openai = match &raw.openai {
+        None => OpenAiSettings::default(),
+        Some(o) => cx.openai(o)?,
+    };
+    if let Some(o) = raw.openai.as_ref().filter(|_| provider != ProviderKind::OpenAi) {
+        return Err(cx.at(
+            o,
+            "openai",
+            "an [openai] table only applies to `provider = \"openai\"`".into(),
+            "remove the table, or set `provider = \"openai\"`",
+        ));
+    }
+    let pricing = match &raw.pricing {
+        None => None,
+        Some(p) => {
+            let r = p.get_ref();
+            let prices = [r.training_per_million, r.input_per_million, r.output_per_million];
+            if prices.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                return Err(cx.at(
+                    p,
+                    "pricing",
+                    "prices must be numbers, 0 or more".into(),
+                    "give USD per million tokens, e.g. `training_per_million = 5.0`",
+                ));
+            }
+            Some(crate::pricing::Price {
+                training: r.training_per_million,
+                input: r.input_per_million,
+                output: r.output_per_million,
+            })
+        }
     };
 
     Ok(Sweep {
@@ -303,6 +435,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         hyperparameters,
         evaluation,
         limits,
+        openai,
+        pricing,
     })
 }
 
@@ -357,6 +491,62 @@ impl Cx<'_> {
             message,
             hint: Some(hint.to_string()),
         }
+    }
+
+    fn openai(&self, o: &Spanned<RawOpenAi>) -> Result<OpenAiSettings, SpecError> {
+        let raw = o.get_ref();
+        let mut settings = OpenAiSettings::default();
+        if let Some(url) = &raw.base_url {
+            let trimmed = url.get_ref().trim_end_matches('/').to_string();
+            check_base_url(&trimmed).map_err(|m| {
+                self.at(
+                    url,
+                    "openai.base_url",
+                    m,
+                    "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server",
+                )
+            })?;
+            settings.base_url = trimmed;
+        }
+        if let Some(var) = &raw.api_key_env {
+            let name = var.get_ref();
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(self.at(
+                    var,
+                    "openai.api_key_env",
+                    "this names the environment variable that holds the key, and is not a variable name".into(),
+                    "write the variable's name, e.g. `api_key_env = \"OPENAI_API_KEY\"`, and never the key itself",
+                ));
+            }
+            settings.api_key_env = name.clone();
+        }
+        settings.organization = raw.organization.clone();
+        settings.project = raw.project.clone();
+        settings.auth = match raw.auth.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("bearer") => Auth::Bearer,
+            Some("azure") => Auth::Azure {
+                api_version: raw.api_version.clone().ok_or_else(|| {
+                    self.at(
+                        o,
+                        "openai.api_version",
+                        "Azure authentication needs the API version".into(),
+                        "add e.g. `api_version = \"2025-04-01-preview\"` under [openai]",
+                    )
+                })?,
+            },
+            Some(other) => {
+                return Err(self.at(
+                    raw.auth.as_ref().expect("matched a value"),
+                    "openai.auth",
+                    format!("unknown authentication `{other}`"),
+                    "use `auth = \"bearer\"` (the default) or `auth = \"azure\"`",
+                ));
+            }
+        };
+        Ok(settings)
     }
 
     fn data_path(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
@@ -688,6 +878,29 @@ max_concurrent = 2
         assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![None, Some(3.0)]));
         let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nseed = [\"auto\"]"));
         assert!(e.message.contains("cannot be \"auto\""), "{e}");
+    }
+
+    #[test]
+    fn openai_settings_parse_and_plain_http_is_loopback_only() {
+        let openai = GOOD.replace("provider = \"local\"", "provider = \"openai\"").replace(
+            "base_model = \"local/ngram\"",
+            "base_model = \"gpt-4.1-mini-2025-04-14\"\n[openai]\nbase_url = \"http://127.0.0.1:8089/v1/\"\napi_key_env = \"MY_KEY\"",
+        );
+        // The [openai] table must come after the top-level keys: move it to the end.
+        let (head, table) = openai.split_once("[openai]").unwrap();
+        let (table, rest) = table.split_once("training_file").unwrap();
+        let text = format!("{head}training_file{rest}[openai]{table}");
+        let s = parse_str(&text).unwrap();
+        assert_eq!(s.provider, ProviderKind::OpenAi);
+        assert_eq!(s.openai.base_url, "http://127.0.0.1:8089/v1");
+        assert_eq!(s.openai.api_key_env, "MY_KEY");
+        let e = err(&text.replace("127.0.0.1", "example.com"));
+        assert!(e.message.contains("plain http is refused"), "{e}");
+        let e = err(&text.replace("\"MY_KEY\"", "\"sk-abc123 secret\""));
+        assert!(e.message.contains("not a variable name"), "{e}");
+        assert!(check_base_url("https://example.com/v1").is_ok());
+        assert!(check_base_url("http://[::1]:80/v1").is_ok());
+        assert!(check_base_url("http://localhost/v1").is_ok());
     }
 
     #[test]

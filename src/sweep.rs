@@ -281,6 +281,7 @@ async fn train(
             return Ok(Some(model));
         }
         Ok(JobOutcome::Failed { code, message }) => format!("the job failed ({code}): {message}"),
+        Ok(JobOutcome::Cancelled { .. }) => "the job was cancelled".to_string(),
         Err(e) => format!("following the job failed: {e}"),
     };
     cx.store.lock().fail_run(&run.run_id, &reason)?;

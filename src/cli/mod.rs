@@ -2,9 +2,11 @@
 //! where errors become exit codes. Only this module prints.
 
 mod best;
+mod data;
 mod leaderboard;
 mod plan;
 mod run;
+mod serve;
 mod sweepfile;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check, describe and split chat JSONL data.
+    Data(data::Args),
     /// Validate a sweep file and its data, and print the runs it expands to.
     Plan(plan::Args),
     /// Train and evaluate every run of a sweep that is not done, then print the ranked table.
@@ -40,6 +44,8 @@ pub enum Command {
     Leaderboard(leaderboard::Args),
     /// Print the best run's model id (exit code 1 when no run finished).
     Best(best::Args),
+    /// Serve the OpenAI fine-tuning protocol over the local trainer.
+    Serve(serve::Args),
 }
 
 /// A problem with what the user asked for: exit code 2.
@@ -66,10 +72,12 @@ pub enum ExitStatus {
 /// Runs the parsed command line and maps the outcome to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Data(ref a) => data::run(&cli, a),
         Command::Plan(ref a) => plan::run(&cli, a),
         Command::Run(ref a) => run::run(&cli, a),
         Command::Leaderboard(ref a) => leaderboard::run(&cli, a),
         Command::Best(ref a) => best::run(&cli, a),
+        Command::Serve(ref a) => serve::run(&cli, a),
     };
     match result {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
@@ -90,6 +98,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<SpecError>().is_some()
         || e.downcast_ref::<DataError>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<data::DataCheckFailed>().is_some()
     {
         2
     } else {

@@ -1,12 +1,14 @@
-//! `ftsweep plan`: validate a sweep and print the runs it expands to.
+//! `ftsweep plan`: check a sweep and its data, and print the runs it expands
+//! to with their estimated tokens and cost. Writes nothing.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, open_store, sweepfile};
-use crate::data::file_tokens;
-use crate::report;
+use super::sweepfile::{self, LoadedSweep};
+use super::{Cli, ExitStatus, open_store};
+use crate::pricing::{self, DataFigures, PRICES_AS_OF};
+use crate::report::{self, PlanRow};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,9 +19,23 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
-    let loaded = sweepfile::load(&args.sweep)?;
-    // The plan reads the database when it exists, and never creates one.
+/// The data figures a sweep's cost depends on.
+pub fn figures(loaded: &LoadedSweep) -> DataFigures {
+    let v = &loaded.validation_report;
+    let total: u64 = v.total_tokens.iter().map(|&t| u64::from(t)).sum();
+    let output: u64 = v.assistant_tokens.iter().map(|&t| u64::from(t)).sum();
+    DataFigures {
+        examples: loaded.training_report.examples as u64,
+        billing_tokens: loaded.training_report.billing_tokens,
+        eval_examples: v.examples as u64,
+        eval_input_tokens: total.saturating_sub(output),
+        eval_output_tokens: output,
+    }
+}
+
+/// The plan's rows, with each run's recorded state when the database exists
+/// (it is never created here).
+pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
     let known: Vec<(String, String)> = if cli.db.exists() {
         let store = open_store(&cli.db)?;
         let store = store.lock();
@@ -30,36 +46,87 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     } else {
         Vec::new()
     };
-    let epoch_tokens = file_tokens(&loaded.training);
-    let auto_epochs = crate::plan::default_epochs(loaded.training.conversations.len() as u64);
-    let rows = report::plan_rows(&loaded.runs, epoch_tokens, auto_epochs, |id| {
+    Ok(report::plan_rows(&loaded.runs, &figures(loaded), loaded.price, |id| {
         known.iter().find(|(k, _)| k == id).map(|(_, s)| s.clone())
-    });
+    }))
+}
+
+/// Σ of `f` over the rows, `None` when any is unknown.
+fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
+    rows.iter().map(|r| f(r)).sum()
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    let loaded = sweepfile::load(&args.sweep)?;
+    let rows = rows(cli, &loaded)?;
+    let data = figures(&loaded);
+    let all: Vec<&PlanRow> = rows.iter().collect();
+    let pending: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train).collect();
+    let baseline_eval = loaded.price.map(|p| pricing::eval_cost(&data, p));
+    let total_tokens: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum();
+    let pending_tokens: u64 = pending.iter().map(|r| r.estimated_trained_tokens).sum();
+    // The base model is evaluated once per sweep, as the baseline.
+    let total_cost = sum(&all, |r| r.estimated_cost_usd).zip(baseline_eval).map(|(a, b)| a + b);
+    let pending_cost = sum(&pending, |r| r.estimated_cost_usd);
+    let eval_calls = data.eval_examples * (rows.len() as u64 + 1);
     if args.json {
-        let total: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum();
         let out = serde_json::json!({
             "sweep": loaded.sweep.name,
             "provider": loaded.sweep.provider.as_str(),
             "base_model": loaded.sweep.base_model,
-            "training_examples": loaded.training.conversations.len(),
-            "validation_examples": loaded.validation.conversations.len(),
-            "training_tokens_per_epoch": epoch_tokens,
-            "estimated_trained_tokens": total,
+            "training_examples": data.examples,
+            "validation_examples": data.eval_examples,
+            "billing_tokens_per_epoch": data.billing_tokens,
+            "price_per_million": loaded.price,
+            "prices_as_of": if loaded.sweep.pricing.is_some() { "the sweep file's [pricing]" } else { PRICES_AS_OF },
+            "estimated_trained_tokens": total_tokens,
+            "estimated_cost_usd": total_cost,
+            "estimated_baseline_eval_cost_usd": baseline_eval,
+            "to_train": pending.len(),
+            "to_train_estimated_trained_tokens": pending_tokens,
+            "to_train_estimated_cost_usd": pending_cost,
+            "evaluation_calls": eval_calls,
             "runs": rows,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("{}", report::plan_table(&rows));
-        let new = rows.iter().filter(|r| r.status == "new").count();
-        eprintln!(
-            "sweep `{}`: {} runs ({} new), {} training and {} validation examples, {} tokens per epoch",
-            loaded.sweep.name,
-            rows.len(),
-            new,
-            loaded.training.conversations.len(),
-            loaded.validation.conversations.len(),
-            epoch_tokens
-        );
+        return Ok(ExitStatus::Success);
+    }
+    println!("{}", report::plan_table(&rows));
+    let s = &loaded.sweep;
+    println!(
+        "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
+        rows.len(),
+        pending.len(),
+        pending_tokens,
+        report::format_usd(pending_cost),
+        if pending.len() < rows.len() {
+            format!(" (the whole sweep: {})", report::format_usd(total_cost))
+        } else {
+            String::new()
+        },
+    );
+    println!(
+        "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",
+        eval_calls,
+        data.eval_examples,
+        rows.len()
+    );
+    match loaded.price {
+        Some(p) => println!(
+            "prices for `{}` (USD per 1M tokens): training {}, input {}, output {} ({})",
+            s.base_model,
+            p.training,
+            p.input,
+            p.output,
+            if s.pricing.is_some() { "from the sweep file" } else { PRICES_AS_OF }
+        ),
+        None => println!(
+            "no price is known for `{}`: add a [pricing] table to the sweep file to estimate the cost",
+            s.base_model
+        ),
+    }
+    if rows.iter().any(|r| r.epochs_estimated) {
+        println!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)");
     }
     Ok(ExitStatus::Success)
 }

@@ -2,16 +2,18 @@
 //! Running it again resumes: finished runs are not trained again.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, leaderboard, open_store, sweepfile};
+use super::{Cli, ExitStatus, UsageError, leaderboard, open_store, sweepfile};
 use crate::plan::show;
 use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
+use crate::report;
 use crate::spec::ProviderKind;
 use crate::store::NewSweep;
 use crate::sweep::{self, Progress, SweepContext};
@@ -28,10 +30,52 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Asks before spending more than the sweep's threshold; a run that cannot
+/// ask (no terminal) refuses unless `--yes`.
+fn confirm_spend(cli: &Cli, args: &Args, loaded: &sweepfile::LoadedSweep) -> Result<()> {
+    let rows = super::plan::rows(cli, loaded)?;
+    let pending: Vec<_> = rows.iter().filter(|r| r.to_train).collect();
+    let cost: Option<f64> = pending.iter().map(|r| r.estimated_cost_usd).sum();
+    let threshold = loaded.sweep.limits.confirm_above_usd;
+    let over = match cost {
+        Some(c) => c > threshold,
+        // Unknown prices on a paid provider: ask, as for a large amount.
+        None => loaded.sweep.provider != ProviderKind::Local,
+    };
+    if !over || args.yes || pending.is_empty() {
+        return Ok(());
+    }
+    let amount = report::format_usd(cost);
+    let question = format!(
+        "{} runs to train, estimated {amount} (above the confirmation threshold of ${threshold:.2})",
+        pending.len()
+    );
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError {
+            message: format!("refusing to spend without confirmation: {question}"),
+            hint: "check `ftsweep plan`, then pass --yes (or raise [limits] confirm_above_usd)".into(),
+        }
+        .into());
+    }
+    eprint!("{question}. Go ahead? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(UsageError {
+            message: "not confirmed: nothing was launched".into(),
+            hint: "pass --yes to skip the question".into(),
+        }
+        .into())
+    }
+}
+
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let started = Instant::now();
     // Every check happens before the database is opened: bad input writes nothing.
     let loaded = sweepfile::load(&args.sweep)?;
+    confirm_spend(cli, args, &loaded)?;
     let store = open_store(&cli.db)?;
     let s = &loaded.sweep;
     let record = store.lock().record_sweep(
@@ -52,7 +96,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let runs = store.lock().sweep_runs(record.id)?;
 
     let provider = match s.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(store.clone())),
+        ProviderKind::Local => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
+        ProviderKind::OpenAi => {
+            return Err(UsageError {
+                message: "`run` cannot use the `openai` provider yet".into(),
+                hint: "`plan` works with it (to estimate the cost); use `provider = \"local\"` to run".into(),
+            }
+            .into());
+        }
     };
     let cx = Arc::new(SweepContext {
         store: store.clone(),

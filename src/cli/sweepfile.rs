@@ -1,5 +1,6 @@
-//! Loading a sweep for `plan` and `run`: the file, its data, its runs. All
-//! checks happen here, before anything is written.
+//! Loading a sweep for `plan` and `run`: the file, its data (checked line by
+//! line, as the fine-tuning API would), its runs and its price. All checks
+//! happen here, before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,17 +8,25 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::UsageError;
+use super::data::{DataCheckFailed, check_path};
+use crate::data::check::{self, CheckOptions, FileReport, Severity};
 use crate::data::{self, ChatFile, DataError};
 use crate::plan::{self, DataIdentity, PlannedRun};
+use crate::pricing::{self, Price};
+use crate::report;
 use crate::spec::{self, Sweep};
 
-/// A sweep file with its data read and its runs expanded.
+/// A sweep file with its data checked and read and its runs expanded.
 pub struct LoadedSweep {
     pub path: PathBuf,
     pub text: String,
     pub sweep: Sweep,
     pub training: Arc<ChatFile>,
     pub validation: Arc<ChatFile>,
+    pub training_report: FileReport,
+    pub validation_report: FileReport,
+    /// The price used for estimates: the sweep's `[pricing]`, else the table's.
+    pub price: Option<Price>,
     pub runs: Vec<PlannedRun>,
 }
 
@@ -27,22 +36,55 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
         hint: "give the path of a sweep TOML file, e.g. sweeps/quickstart.toml".into(),
     })?;
     let sweep = spec::parse(path, &text)?;
-    let training = read(&sweep.training_file, "training_file")?;
-    let validation = read(&sweep.validation_file, "validation_file")?;
+    exists(&sweep.training_file, "training_file")?;
+    exists(&sweep.validation_file, "validation_file")?;
+    let opts = CheckOptions::for_model(&sweep.base_model);
+    let training_report = check_path(&sweep.training_file, &opts)?;
+    let validation_report = check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, ..opts })?;
+    let reports = [&training_report, &validation_report];
+    if reports.iter().any(|r| r.has_errors()) {
+        let n: usize = reports.iter().map(|r| r.total(Severity::Error)).sum();
+        let lines: Vec<String> = reports
+            .iter()
+            .flat_map(|r| report::problem_lines(r))
+            .filter(|l| !l.contains(": warning: "))
+            .map(|l| format!("  {l}"))
+            .collect();
+        return Err(DataCheckFailed(format!(
+            "the sweep's data has {n} error(s); the fine-tuning API would reject it:\n{}\n  hint: fix the lines above; \
+             `ftsweep data check FILE` lists every problem",
+            lines.join("\n")
+        ))
+        .into());
+    }
+    for r in reports {
+        for line in report::problem_lines(r) {
+            eprintln!("{line}");
+        }
+    }
+    if let Some(p) = check::overlap(&training_report, &validation_report) {
+        eprintln!("{}", validation_report.describe(&p));
+    }
+    let training = read(&sweep.training_file)?;
+    let validation = read(&sweep.validation_file)?;
     let identity =
         DataIdentity { training_sha256: training.sha256.clone(), validation_sha256: validation.sha256.clone() };
     let runs = plan::expand(&sweep, &identity);
+    let price = sweep.pricing.or_else(|| pricing::lookup(&sweep.base_model));
     Ok(LoadedSweep {
         path: path.to_path_buf(),
         text,
         sweep,
         training: Arc::new(training),
         validation: Arc::new(validation),
+        training_report,
+        validation_report,
+        price,
         runs,
     })
 }
 
-fn read(path: &Path, key: &str) -> Result<ChatFile> {
+fn exists(path: &Path, key: &str) -> Result<()> {
     if !path.is_file() {
         return Err(DataError {
             path: path.to_path_buf(),
@@ -52,5 +94,9 @@ fn read(path: &Path, key: &str) -> Result<ChatFile> {
         }
         .into());
     }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<ChatFile> {
     Ok(data::read_chat_file(path)?)
 }

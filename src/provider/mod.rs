@@ -4,6 +4,7 @@
 //! provider fits the same scheduler.
 
 pub mod local;
+pub mod openai;
 
 use crate::data::{ChatFile, Message};
 use crate::plan::RunConfig;
@@ -56,8 +57,18 @@ pub enum JobEvent {
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    Succeeded { model: String, trained_tokens: u64 },
-    Failed { code: String, message: String },
+    Succeeded {
+        model: String,
+        trained_tokens: u64,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// Stopped on request; `trained_tokens` is what was trained until then.
+    Cancelled {
+        trained_tokens: u64,
+    },
 }
 
 /// A chat completion.

@@ -2,6 +2,8 @@
 //! temporary folders against the example data, and checks its outputs and
 //! the SQLite database it writes.
 
+mod data;
 mod errors;
+mod serve;
 mod sweep;
 mod util;

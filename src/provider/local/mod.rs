@@ -1,11 +1,12 @@
 //! The local provider: fine-tunes the embedded reply classifier on the CPU,
 //! with jobs, events, checkpoints (the last three epochs) and chat
-//! completions shaped like a hosted fine-tune's. Weights live in the store.
+//! completions shaped like a hosted fine-tune's. Weights live in a `ModelRepo`.
 
 pub mod trainer;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
@@ -33,11 +34,31 @@ enum Message2Scheduler {
     End(JobOutcome),
 }
 
+/// Where the local provider keeps trained weights: the sweep's database, or
+/// `ftsweep serve`'s own.
+pub trait ModelRepo: Send + Sync + 'static {
+    /// Saves a model's weights; keeps only the job's last `keep` epochs.
+    fn save_model(&self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<(), String>;
+    /// A model's weights, if it exists.
+    fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl ModelRepo for SharedStore {
+    fn save_model(&self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<(), String> {
+        self.lock().save_local_model(model, job_id, epoch, weights, keep).map_err(|e| e.to_string())
+    }
+
+    fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String> {
+        self.lock().load_local_model(model).map_err(|e| e.to_string())
+    }
+}
+
 /// The embedded provider.
 pub struct LocalProvider {
-    store: SharedStore,
+    repo: Arc<dyn ModelRepo>,
     files: Mutex<HashMap<String, Arc<UploadedFile>>>,
     jobs: Mutex<HashMap<String, mpsc::UnboundedReceiver<Message2Scheduler>>>,
+    cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
     models: Mutex<HashMap<String, Arc<ReplyModel>>>,
 }
 
@@ -51,11 +72,19 @@ pub fn example(c: &Conversation) -> Example {
 }
 
 impl LocalProvider {
-    pub fn new(store: SharedStore) -> LocalProvider {
-        LocalProvider { store, files: Mutex::default(), jobs: Mutex::default(), models: Mutex::default() }
+    pub fn new(repo: Arc<dyn ModelRepo>) -> LocalProvider {
+        LocalProvider {
+            repo,
+            files: Mutex::default(),
+            jobs: Mutex::default(),
+            cancels: Mutex::default(),
+            models: Mutex::default(),
+        }
     }
 
-    pub(super) fn upload(&self, file: &ChatFile) -> String {
+    /// Makes a file's conversations available to jobs; returns its file id
+    /// (derived from the content hash, so the same file has the same id).
+    pub fn upload(&self, file: &ChatFile) -> String {
         let id = format!("file-{}", &file.sha256[..24]);
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         files.entry(id.clone()).or_insert_with(|| {
@@ -72,7 +101,8 @@ impl LocalProvider {
         files.get(id).cloned().ok_or_else(|| ProviderError::UnknownFile(id.to_string()))
     }
 
-    pub(super) fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
+    /// Starts training on a blocking thread; returns the job id.
+    pub fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
         let training = self.file(&request.training_file)?;
         let validation = self.file(&request.validation_file)?;
         let short: String = {
@@ -84,17 +114,21 @@ impl LocalProvider {
         let config = resolve(&request.hyperparameters, training.examples.len() as u64);
         let (tx, rx) = mpsc::unbounded_channel();
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone(), rx);
-        let store = self.store.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone(), cancel.clone());
+        let repo = self.repo.clone();
         let job = job_id.clone();
         tokio::task::spawn_blocking(move || {
-            let end = train_job(&job, &model_id, &config, &training, &validation, &store, &tx);
+            let job = LocalJob { id: &job, model_id: &model_id, config: &config, cancel: &cancel };
+            let end = train_job(&job, &training, &validation, repo.as_ref(), &tx);
             // The follower may be gone (the process is stopping): nothing to tell.
             let _ = tx.send(Message2Scheduler::End(end));
         });
         Ok(job_id)
     }
 
-    pub(super) async fn follow_job(
+    /// Follows a job to its end (once: the events are consumed).
+    pub async fn follow_job(
         &self,
         job_id: &str,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
@@ -114,18 +148,45 @@ impl LocalProvider {
         Err(ProviderError::Crashed(format!("job `{job_id}` ended without a result")))
     }
 
-    pub(super) fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+    /// Asks a running job to stop after its current step; returns whether
+    /// the job was known. Its outcome becomes `Cancelled`.
+    pub fn cancel_job(&self, job_id: &str) -> bool {
+        match self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The model's top reply and its probability.
+    pub fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
         let m = self.model(model)?;
         let context: Vec<(String, String)> = messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
         let (content, probability) = m.top(&context);
         Ok(Completion { content, probability: Some(probability) })
     }
 
+    /// The model's `k` most probable replies (at least one) with their probabilities, most
+    /// probable first: what `top_logprobs` reports.
+    pub fn top_replies(
+        &self,
+        model: &str,
+        messages: &[Message],
+        k: usize,
+    ) -> Result<Vec<(String, f64)>, ProviderError> {
+        let m = self.model(model)?;
+        let context: Vec<(String, String)> = messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
+        Ok(m.predict(&context).into_iter().take(k.max(1)).map(|(c, p)| (m.classes()[c].clone(), p)).collect())
+    }
+
     fn model(&self, id: &str) -> Result<Arc<ReplyModel>, ProviderError> {
         if let Some(m) = self.models.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(m.clone());
         }
-        let bytes = self.store.lock().load_local_model(id)?;
+        let bytes =
+            self.repo.load_model(id).map_err(|reason| ProviderError::BadModel { model: id.to_string(), reason })?;
         let bytes = bytes.ok_or_else(|| ProviderError::ModelNotFound(id.to_string()))?;
         let m = Arc::new(
             ReplyModel::from_bytes(&bytes)
@@ -141,7 +202,7 @@ impl LocalProvider {
 /// and a multiplier of 1.
 pub fn resolve(hp: &RunConfig, n_examples: u64) -> TrainConfig {
     TrainConfig {
-        n_epochs: hp.n_epochs.unwrap_or_else(|| crate::plan::default_epochs(n_examples)),
+        n_epochs: hp.n_epochs.unwrap_or_else(|| crate::data::stats::default_epochs(n_examples)),
         batch_size: hp.batch_size.unwrap_or_else(|| (n_examples.div_ceil(500)).clamp(1, 256) as u32),
         learning_rate: trainer::BASE_LEARNING_RATE * hp.learning_rate_multiplier.unwrap_or(1.0),
         seed: hp.seed,
@@ -150,26 +211,36 @@ pub fn resolve(hp: &RunConfig, n_examples: u64) -> TrainConfig {
 
 /// Trains one job on this (blocking) thread, saving a checkpoint per epoch
 /// and the final model, and streaming events to the follower.
+struct LocalJob<'a> {
+    id: &'a str,
+    model_id: &'a str,
+    config: &'a TrainConfig,
+    cancel: &'a AtomicBool,
+}
+
 fn train_job(
-    job_id: &str,
-    model_id: &str,
-    config: &TrainConfig,
+    job: &LocalJob<'_>,
     training: &UploadedFile,
     validation: &UploadedFile,
-    store: &SharedStore,
+    repo: &dyn ModelRepo,
     tx: &mpsc::UnboundedSender<Message2Scheduler>,
 ) -> JobOutcome {
     let mut save_error = None;
     let mut epochs_done = 0u32;
+    let (job_id, model_id, config) = (job.id, job.model_id, job.config);
+    let mut cancelled = false;
     let mut on_event = |event: TrainEvent<'_>| {
+        if job.cancel.load(Ordering::SeqCst) {
+            cancelled = true;
+            return ControlFlow::Break(());
+        }
         let event = match event {
             TrainEvent::Step { step, total_steps, epoch, train_loss, train_accuracy } => {
                 JobEvent::Step { step, total_steps, epoch, train_loss, train_accuracy }
             }
             TrainEvent::Epoch { epoch, step, train_loss, train_accuracy, valid_loss, valid_accuracy, model } => {
                 let checkpoint = format!("{model_id}:ckpt-step-{step}");
-                let saved =
-                    store.lock().save_local_model(&checkpoint, job_id, epoch, &model.to_bytes(), KEPT_CHECKPOINTS);
+                let saved = repo.save_model(&checkpoint, job_id, epoch, &model.to_bytes(), KEPT_CHECKPOINTS);
                 if let Err(e) = saved {
                     save_error = Some(e.to_string());
                     return ControlFlow::Break(());
@@ -196,8 +267,10 @@ fn train_job(
     if let Some(e) = save_error {
         return JobOutcome::Failed { code: "server_error".into(), message: format!("saving a checkpoint failed: {e}") };
     }
-    let saved =
-        store.lock().save_local_model(model_id, job_id, epochs_done, &summary.model.to_bytes(), KEPT_CHECKPOINTS);
+    if cancelled {
+        return JobOutcome::Cancelled { trained_tokens: training.tokens * u64::from(epochs_done) };
+    }
+    let saved = repo.save_model(model_id, job_id, epochs_done, &summary.model.to_bytes(), KEPT_CHECKPOINTS);
     if let Err(e) = saved {
         return JobOutcome::Failed { code: "server_error".into(), message: format!("saving the model failed: {e}") };
     }

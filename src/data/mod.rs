@@ -1,5 +1,11 @@
 //! Chat-format JSONL: reading conversations with `file:line` errors, content
 //! hashes, and token counts (tiktoken, the cookbook's per-message rules).
+//! [`check`] finds every problem of a file (streaming), [`stats`] describes
+//! it, [`split`] splits it into training and validation files.
+
+pub mod check;
+pub mod split;
+pub mod stats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -173,12 +179,14 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
 /// Tokens of one conversation as the OpenAI cookbook counts them for
 /// fine-tuning: 3 per message, plus the role and content, plus 3.
 pub fn conversation_tokens(conversation: &Conversation) -> u64 {
-    let bpe = tiktoken_rs::o200k_base_singleton();
+    // `Encoding::count` encodes long texts in safe chunks: tiktoken-rs
+    // overflows its stack on about 1 MB of white space.
+    let enc = check::Encoding::O200kBase;
     let mut n = 3u64;
     for m in &conversation.messages {
         n += 3;
-        n += bpe.encode_ordinary(&m.role).len() as u64;
-        n += bpe.encode_ordinary(&m.content).len() as u64;
+        n += enc.count(&m.role) as u64;
+        n += enc.count(&m.content) as u64;
     }
     n
 }

@@ -1,0 +1,1 @@
+//! `ftsweep serve`: the OpenAI fine-tuning protocol over the local provider.

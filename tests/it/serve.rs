@@ -1,0 +1,1 @@
+//! `ftsweep serve` over real HTTP on loopback.
