@@ -24,11 +24,14 @@ pub fn show<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "auto".to_string(), |x| x.to_string())
 }
 
-/// What a run is trained on; its hashes take part in the run id.
+/// What a run is trained on and where: part of the run id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataIdentity {
     pub training_sha256: String,
     pub validation_sha256: String,
+    /// The server's base URL for a hosted provider (a model trained on one
+    /// server is not on another); empty for the local provider.
+    pub server: String,
 }
 
 /// One point of a sweep.
@@ -84,8 +87,8 @@ pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
         .collect()
 }
 
-/// The stable id of a run: a hash of provider, base model, data and
-/// hyperparameters. The sweep's name takes no part, so a renamed or
+/// The stable id of a run: a hash of provider (and server), base model,
+/// data and hyperparameters. The sweep's name takes no part, so a renamed or
 /// extended sweep finds its finished runs again.
 pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig) -> String {
     let canonical = format!(
@@ -99,6 +102,7 @@ pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig) -> String {
         show(c.learning_rate_multiplier),
         c.seed,
     );
+    let canonical = if data.server.is_empty() { canonical } else { format!("{canonical}server={}\n", data.server) };
     let digest = Sha256::digest(canonical.as_bytes());
     let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
     format!("r-{hex}")
@@ -145,7 +149,7 @@ mod tests {
     }
 
     fn data() -> DataIdentity {
-        DataIdentity { training_sha256: "aa".into(), validation_sha256: "bb".into() }
+        DataIdentity { training_sha256: "aa".into(), validation_sha256: "bb".into(), server: String::new() }
     }
 
     const HP: &str = "n_epochs = [1, 3]\nlearning_rate_multiplier = [0.1, 1.0, 10.0]\nbatch_size = [4, 32]";
@@ -186,6 +190,8 @@ mod tests {
         let c = expand(&s, &data())[0].config;
         let other_data = DataIdentity { training_sha256: "ab".into(), ..data() };
         assert_ne!(run_id(&s, &data(), &c), run_id(&s, &other_data, &c));
+        let other_server = DataIdentity { server: "https://example.com/v1".into(), ..data() };
+        assert_ne!(run_id(&s, &data(), &c), run_id(&s, &other_server, &c));
         assert_ne!(run_id(&s, &data(), &c), run_id(&s, &data(), &RunConfig { seed: 8, ..c }));
         let renamed = Sweep { name: "other".into(), ..s.clone() };
         assert_eq!(run_id(&s, &data(), &c), run_id(&renamed, &data(), &c));

@@ -163,6 +163,14 @@ pub struct Limits {
     pub max_concurrent: u32,
     /// `run` asks for confirmation when the estimate exceeds this (USD).
     pub confirm_above_usd: f64,
+    /// No run is launched whose estimated cost would take committed plus
+    /// spent cost over this (USD).
+    pub budget_usd: Option<f64>,
+    /// The same, in trained tokens.
+    pub max_trained_tokens: Option<u64>,
+    /// Attempts after a provider-side failure (`server_error` and the like);
+    /// invalid data is never retried.
+    pub retries: u32,
 }
 
 /// The default confirmation threshold, in USD.
@@ -268,6 +276,9 @@ struct RawEvaluation {
 struct RawLimits {
     max_concurrent: Option<Spanned<i64>>,
     confirm_above_usd: Option<Spanned<f64>>,
+    budget_usd: Option<Spanned<f64>>,
+    max_trained_tokens: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
 }
 
 /// Parses a sweep file's text. `path` names the file in errors and anchors
@@ -388,6 +399,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
                     "give an amount in USD, 0 or more, e.g. `confirm_above_usd = 5.0`",
                 ));
             }
+        },
+        budget_usd: match raw.limits.as_ref().and_then(|l| l.budget_usd.as_ref()) {
+            None => None,
+            Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 0.0 => Some(*v.get_ref()),
+            Some(v) => {
+                return Err(cx.at(
+                    v,
+                    "limits.budget_usd",
+                    format!("{} is not allowed", v.get_ref()),
+                    "give an amount in USD, 0 or more, e.g. `budget_usd = 25.0`",
+                ));
+            }
+        },
+        max_trained_tokens: match raw.limits.as_ref().and_then(|l| l.max_trained_tokens.as_ref()) {
+            None => None,
+            Some(v) => Some(cx.int_in(v, "limits.max_trained_tokens", (0.0, 1e15))?),
+        },
+        retries: match raw.limits.as_ref().and_then(|l| l.retries.as_ref()) {
+            None => 1,
+            Some(v) => cx.int_in(v, "limits.retries", (0.0, 10.0))? as u32,
         },
     };
 
@@ -904,8 +935,95 @@ max_concurrent = 2
     }
 
     #[test]
+    fn limits_take_a_budget_and_retries() {
+        let s = parse_str(&GOOD.replace(
+            "max_concurrent = 2",
+            "max_concurrent = 2\nbudget_usd = 12.5\nmax_trained_tokens = 1000000\nretries = 3",
+        ))
+        .unwrap();
+        assert_eq!(s.limits.budget_usd, Some(12.5));
+        assert_eq!(s.limits.max_trained_tokens, Some(1_000_000));
+        assert_eq!(s.limits.retries, 3);
+        assert!(err(&GOOD.replace("max_concurrent = 2", "budget_usd = -1.0")).message.contains("not allowed"));
+    }
+
+    #[test]
     fn unknown_provider_and_model_are_rejected() {
         assert!(err(&GOOD.replace("\"local\"\n", "\"acme\"\n")).message.contains("unknown provider"));
         assert!(err(&GOOD.replace("local/ngram", "gpt-4o")).message.contains("no model"));
+    }
+
+    /// Mutates valid sweep files (cuts, insertions of TOML punctuation and
+    /// values, swapped types) and checks the parser returns, never panics.
+    /// `FTSWEEP_FUZZ_CASES` sets the number of cases (default 2000).
+    #[test]
+    fn fuzz_the_parser_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let cases: usize = std::env::var("FTSWEEP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED_70AA);
+        let random = GOOD
+            .replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 4")
+            .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
+        let openai = GOOD.replace("\"local\"\n", "\"openai\"\n")
+            + "[openai]\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"azure\"\napi_version = \"x\"\n[pricing]\ntraining_per_million = 1.0\ninput_per_million = 1.0\noutput_per_million = 1.0\n";
+        let seeds = [GOOD.to_string(), random, openai];
+        let junk = [
+            "=",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\"",
+            "'",
+            ",",
+            "\n",
+            "#",
+            ".",
+            "-1",
+            "0",
+            "1e400",
+            "nan",
+            "inf",
+            "\"auto\"",
+            "[[x]]",
+            "true",
+            "{ uniform = [3, 1] }",
+            "[]",
+            "\u{0}",
+            "é",
+            "9999999999999999999999",
+        ];
+        let start = std::time::Instant::now();
+        let (mut ok, mut rejected) = (0usize, 0usize);
+        for _ in 0..cases {
+            let mut text = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..5) {
+                let mut at = rng.random_range(0..=text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if rng.random_bool(0.3) {
+                    let mut end = (at + rng.random_range(0..20)).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.replace_range(at..end, "");
+                } else {
+                    text.insert_str(at, junk[rng.random_range(0..junk.len())]);
+                }
+            }
+            match parse(Path::new("f.toml"), &text) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.message.is_empty());
+                    rejected += 1;
+                }
+            }
+        }
+        eprintln!(
+            "sweep-file fuzz: {cases} cases ({ok} parsed, {rejected} rejected) in {:.2}s, no panic",
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(ok + rejected, cases);
     }
 }

@@ -1,12 +1,19 @@
 //! The command line: clap types, one file per command, and the one place
 //! where errors become exit codes. Only this module prints.
 
+mod aliases;
 mod best;
+mod cancel;
+mod compare;
 mod data;
+mod eval;
 mod leaderboard;
 mod plan;
+mod promote;
+mod resume;
 mod run;
 mod serve;
+mod status;
 mod sweepfile;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +53,20 @@ pub enum Command {
     Best(best::Args),
     /// Serve the OpenAI fine-tuning protocol over the local trainer.
     Serve(serve::Args),
+    /// Show each run's state, job, progress and age, and the budget.
+    Status(status::Args),
+    /// Resume a sweep from the database alone.
+    Resume(resume::Args),
+    /// Cancel a sweep's running jobs at the provider.
+    Cancel(cancel::Args),
+    /// Compare two runs: hyperparameters, metrics, a paired test, disagreeing examples.
+    Compare(compare::Args),
+    /// Evaluate any model on a data file with a sweep's graders, and record it.
+    Eval(eval::Args),
+    /// Point an alias (e.g. `champion`) at a run's model, with provenance.
+    Promote(promote::Args),
+    /// List the aliases.
+    Aliases(aliases::Args),
 }
 
 /// A problem with what the user asked for: exit code 2.
@@ -67,6 +88,8 @@ pub enum ExitStatus {
     Success,
     /// The command did its work but some of it failed (e.g. a run).
     Failure,
+    /// Stopped by Ctrl-C, with everything recorded: exit code 130.
+    Interrupted,
 }
 
 /// Runs the parsed command line and maps the outcome to an exit code.
@@ -78,10 +101,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Leaderboard(ref a) => leaderboard::run(&cli, a),
         Command::Best(ref a) => best::run(&cli, a),
         Command::Serve(ref a) => serve::run(&cli, a),
+        Command::Status(ref a) => status::run(&cli, a),
+        Command::Resume(ref a) => resume::run(&cli, a),
+        Command::Cancel(ref a) => cancel::run(&cli, a),
+        Command::Compare(ref a) => compare::run(&cli, a),
+        Command::Eval(ref a) => eval::run(&cli, a),
+        Command::Promote(ref a) => promote::run(&cli, a),
+        Command::Aliases(ref a) => aliases::run(&cli, a),
     };
     match result {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Failure) => ExitCode::from(1),
+        Ok(ExitStatus::Interrupted) => ExitCode::from(130),
         Err(e) => {
             let code = exit_code(&e);
             if code == 2 {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -13,10 +13,12 @@ use super::{Cli, ExitStatus, UsageError, leaderboard, open_store, sweepfile};
 use crate::plan::show;
 use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
+use crate::provider::openai::client::{Client, ClientConfig, Secret};
+use crate::provider::openai::{OpenAiProvider, PollPolicy};
 use crate::report;
-use crate::spec::ProviderKind;
-use crate::store::NewSweep;
-use crate::sweep::{self, Progress, SweepContext};
+use crate::spec::{OpenAiSettings, ProviderKind};
+use crate::store::{Budget, BudgetState, NewSweep, SharedStore};
+use crate::sweep::{self, Progress, RunOptions, SweepContext};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,6 +30,29 @@ pub struct Args {
     /// Print the final leaderboard as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// On Ctrl-C, cancel the running jobs at the provider (by default they
+    /// keep running, and the next `run` or `resume` follows them).
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+}
+
+/// Builds the OpenAI-protocol provider from the sweep's settings and the
+/// environment: `OPENAI_BASE_URL` overrides the base URL; the key is read from
+/// the variable the sweep names, and goes nowhere but the request headers.
+pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<OpenAiProvider> {
+    let base_url = sweepfile::server_url(settings)?;
+    let key = std::env::var(&settings.api_key_env).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| UsageError {
+        message: format!("the environment variable `{}` is not set", settings.api_key_env),
+        hint: format!(
+            "export {}=... with the server's API key (the sweep's [openai] api_key_env names the variable)",
+            settings.api_key_env
+        ),
+    })?;
+    let mut cfg = ClientConfig::new(&base_url, Secret::new(key), &settings.api_key_env, settings.auth.clone());
+    cfg.organization = settings.organization.clone();
+    cfg.project = settings.project.clone();
+    let client = Client::new(cfg)?;
+    Ok(OpenAiProvider::new(client, store, PollPolicy::default()))
 }
 
 /// Asks before spending more than the sweep's threshold; a run that cannot
@@ -72,12 +97,28 @@ fn confirm_spend(cli: &Cli, args: &Args, loaded: &sweepfile::LoadedSweep) -> Res
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
-    let started = Instant::now();
     // Every check happens before the database is opened: bad input writes nothing.
     let loaded = sweepfile::load(&args.sweep)?;
+    execute(cli, args, loaded)
+}
+
+/// Records, trains, evaluates and prints a loaded sweep; `run` and `resume`.
+pub fn execute(cli: &Cli, args: &Args, loaded: sweepfile::LoadedSweep) -> Result<ExitStatus> {
+    let started = Instant::now();
     confirm_spend(cli, args, &loaded)?;
-    let store = open_store(&cli.db)?;
     let s = &loaded.sweep;
+    if (s.limits.budget_usd.is_some()) && loaded.price.is_none() {
+        return Err(UsageError {
+            message: format!("`budget_usd` needs a price for `{}`, and none is known", s.base_model),
+            hint: "add a [pricing] table to the sweep file (USD per million tokens)".into(),
+        }
+        .into());
+    }
+    let estimates: HashMap<String, (u64, f64)> = super::plan::rows(cli, &loaded)?
+        .into_iter()
+        .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
+        .collect();
+    let store = open_store(&cli.db)?;
     let record = store.lock().record_sweep(
         &NewSweep {
             name: &s.name,
@@ -95,17 +136,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     )?;
     let runs = store.lock().sweep_runs(record.id)?;
 
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let provider = match s.provider {
         ProviderKind::Local => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
-        ProviderKind::OpenAi => {
-            return Err(UsageError {
-                message: "`run` cannot use the `openai` provider yet".into(),
-                hint: "`plan` works with it (to estimate the cost); use `provider = \"local\"` to run".into(),
-            }
-            .into());
-        }
+        ProviderKind::OpenAi => Provider::OpenAi(openai_provider(&s.openai, store.clone())?),
     };
     let cx = Arc::new(SweepContext {
+        sweep_name: s.name.clone(),
         store: store.clone(),
         provider: Arc::new(provider),
         base_model: s.base_model.clone(),
@@ -113,6 +150,18 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         validation: loaded.validation.clone(),
         metric: s.evaluation.metric,
         max_concurrent: s.limits.max_concurrent,
+        options: RunOptions {
+            sweep_id: record.id,
+            owner: sweep::owner_id(),
+            lease: Duration::from_secs(60),
+            budget: Budget { usd: s.limits.budget_usd, tokens: s.limits.max_trained_tokens },
+            retries: s.limits.retries,
+            cancel_on_interrupt: args.cancel_on_interrupt,
+            shutdown: shutdown_rx,
+            estimates,
+            price: loaded.price,
+            daily_limit_wait: Duration::from_secs(3600),
+        },
     });
     let positions: HashMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.run_id.clone(), i + 1)).collect();
     let total = runs.len();
@@ -163,21 +212,69 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 valid_loss.map_or("-".into(), |l| format!("{l:.3}"))
             ),
             Progress::Failed { run_id, reason } => eprintln!("{} FAILED    {reason}", at(&run_id)),
+            Progress::Skipped { run_id, reason } => eprintln!("{} SKIPPED   {reason}", at(&run_id)),
+            Progress::Queued { run_id, reason, wait } => {
+                eprintln!("{} queued    {reason}; next try in {:.0}s", at(&run_id), wait.as_secs_f64())
+            }
+            Progress::Waiting { runs, owner } => {
+                eprintln!("sweep: waiting for {runs} run(s) being trained by another process ({owner})")
+            }
+            Progress::Interrupted { run_id, note } => eprintln!("{} stopped   {note}", at(&run_id)),
         }
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let summary = runtime.block_on(sweep::run(cx, runs, progress))?;
+    let summary = runtime.block_on(async {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: no new launches; recording the runs in flight");
+                let _ = shutdown_tx.send(true);
+            }
+        });
+        sweep::run(cx.clone(), runs, progress).await
+    })?;
+    // The training threads of interrupted local jobs are not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if let Provider::OpenAi(p) = cx.provider.as_ref() {
+        let counts = p.client.counts.snapshot();
+        let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("requests to {}: total={} {}", p.client.base_url(), p.client.counts.total(), list.join(" "));
+    }
+    let budget = store.lock().budget_state(record.id)?;
+    eprintln!("{}", budget_line(&budget, s.limits.budget_usd, s.limits.max_trained_tokens));
     eprintln!(
-        "sweep `{}`: {} trained, {} evaluated, {} reused, {} failed in {:.1}s (database: {})",
+        "sweep `{}`: {} trained, {} evaluated, {} reused, {} failed, {} skipped, {} interrupted in {:.1}s (database: {})",
         s.name,
         summary.trained,
         summary.evaluated,
         summary.reused,
         summary.failed,
+        summary.skipped,
+        summary.interrupted,
         started.elapsed().as_secs_f64(),
         cli.db.display()
     );
     leaderboard::print(&store, &record, args.json)?;
-    Ok(if summary.failed > 0 { ExitStatus::Failure } else { ExitStatus::Success })
+    Ok(if summary.interrupted > 0 {
+        ExitStatus::Interrupted
+    } else if summary.failed > 0 {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// The budget as `status` and `run` show it.
+pub fn budget_line(b: &BudgetState, usd: Option<f64>, tokens: Option<u64>) -> String {
+    let mut line = format!(
+        "budget: ${:.2} spent and ${:.2} committed to running jobs; {} trained tokens (+{} running)",
+        b.spent_usd, b.running_usd, b.spent_tokens, b.running_tokens
+    );
+    if let Some(u) = usd {
+        line.push_str(&format!("; budget ${u:.2}, ${:.2} left", (u - b.spent_usd - b.running_usd).max(0.0)));
+    }
+    if let Some(t) = tokens {
+        line.push_str(&format!("; max_trained_tokens {t}"));
+    }
+    line
 }

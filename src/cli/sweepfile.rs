@@ -14,7 +14,7 @@ use crate::data::{self, ChatFile, DataError};
 use crate::plan::{self, DataIdentity, PlannedRun};
 use crate::pricing::{self, Price};
 use crate::report;
-use crate::spec::{self, Sweep};
+use crate::spec::{self, OpenAiSettings, ProviderKind, Sweep, check_base_url};
 
 /// A sweep file with its data checked and read and its runs expanded.
 pub struct LoadedSweep {
@@ -35,6 +35,12 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
         message: format!("cannot read the sweep file `{}`: {e}", path.display()),
         hint: "give the path of a sweep TOML file, e.g. sweeps/quickstart.toml".into(),
     })?;
+    load_text(path, text)
+}
+
+/// Loads a sweep from its text (as recorded in the database); `path` names
+/// it and anchors its relative data paths.
+pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     let sweep = spec::parse(path, &text)?;
     exists(&sweep.training_file, "training_file")?;
     exists(&sweep.validation_file, "validation_file")?;
@@ -67,8 +73,14 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
     }
     let training = read(&sweep.training_file)?;
     let validation = read(&sweep.validation_file)?;
-    let identity =
-        DataIdentity { training_sha256: training.sha256.clone(), validation_sha256: validation.sha256.clone() };
+    let identity = DataIdentity {
+        training_sha256: training.sha256.clone(),
+        validation_sha256: validation.sha256.clone(),
+        server: match sweep.provider {
+            ProviderKind::Local => String::new(),
+            ProviderKind::OpenAi => server_url(&sweep.openai)?,
+        },
+    };
     let runs = plan::expand(&sweep, &identity);
     let price = sweep.pricing.or_else(|| pricing::lookup(&sweep.base_model));
     Ok(LoadedSweep {
@@ -82,6 +94,22 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
         price,
         runs,
     })
+}
+
+/// The server a hosted sweep talks to: `OPENAI_BASE_URL` overrides the
+/// sweep file's `[openai] base_url`.
+pub fn server_url(settings: &OpenAiSettings) -> Result<String> {
+    match std::env::var("OPENAI_BASE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let url = url.trim().trim_end_matches('/').to_string();
+            check_base_url(&url).map_err(|m| UsageError {
+                message: format!("OPENAI_BASE_URL: {m}"),
+                hint: "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server".into(),
+            })?;
+            Ok(url)
+        }
+        _ => Ok(settings.base_url.clone()),
+    }
 }
 
 fn exists(path: &Path, key: &str) -> Result<()> {

@@ -24,6 +24,28 @@ pub enum ProviderError {
     Store(#[from] crate::store::StoreError),
     #[error("the training task stopped unexpectedly: {0}")]
     Crashed(String),
+    #[error(transparent)]
+    Api(#[from] openai::client::ApiError),
+}
+
+impl ProviderError {
+    /// How long a launch refused for now (a daily cap, a full concurrency
+    /// limit) should wait in the queue; `None` if it is not such a refusal.
+    pub fn queue_for(&self, default: std::time::Duration) -> Option<std::time::Duration> {
+        match self {
+            ProviderError::Api(e) => e.queue_for(default),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure is the provider's, so another attempt may succeed.
+    pub fn is_provider_side(&self) -> bool {
+        match self {
+            ProviderError::Api(e) => e.is_provider_side(),
+            ProviderError::Crashed(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a fine-tuning job is asked to do.
@@ -35,6 +57,9 @@ pub struct JobRequest {
     pub hyperparameters: RunConfig,
     /// Goes into the model id (`ft:<base>:<org>:<suffix>:<id>`).
     pub suffix: String,
+    /// Tags that identify the sweep, run and attempt at the provider, so a
+    /// job whose creation was not confirmed can be found again.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Something a job reports while it runs.
@@ -42,6 +67,9 @@ pub struct JobRequest {
 pub enum JobEvent {
     /// A minibatch step.
     Step { step: u64, total_steps: u64, epoch: u32, train_loss: f64, train_accuracy: f64 },
+    /// A full validation pass reported without a checkpoint model (hosted
+    /// jobs keep only the last three epochs' models).
+    Validation { step: u64, epoch: u32, valid_loss: f64, valid_accuracy: Option<f64> },
     /// The end of an epoch: full validation metrics and the epoch's model.
     Checkpoint {
         epoch: u32,
@@ -82,6 +110,7 @@ pub struct Completion {
 /// The providers ftsweep knows; a closed set, dispatched by `match`.
 pub enum Provider {
     Local(local::LocalProvider),
+    OpenAi(openai::OpenAiProvider),
 }
 
 impl Provider {
@@ -89,6 +118,7 @@ impl Provider {
     pub async fn upload(&self, file: &ChatFile) -> Result<String, ProviderError> {
         match self {
             Provider::Local(p) => Ok(p.upload(file)),
+            Provider::OpenAi(p) => p.upload(file).await,
         }
     }
 
@@ -96,6 +126,7 @@ impl Provider {
     pub async fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
         match self {
             Provider::Local(p) => p.create_job(request),
+            Provider::OpenAi(p) => p.create_job(request).await,
         }
     }
 
@@ -107,6 +138,35 @@ impl Provider {
     ) -> Result<JobOutcome, ProviderError> {
         match self {
             Provider::Local(p) => p.follow_job(job_id, on_event).await,
+            Provider::OpenAi(p) => p.follow_job(job_id, on_event).await,
+        }
+    }
+
+    /// Cancels a job.
+    pub async fn cancel_job(&self, job_id: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Local(p) => {
+                p.cancel_job(job_id);
+                Ok(())
+            }
+            Provider::OpenAi(p) => p.cancel_job(job_id).await,
+        }
+    }
+
+    /// Whether jobs outlive this process (a server's do; local ones die
+    /// with it), so an unfinished run should be adopted rather than relaunched.
+    pub fn jobs_outlive_process(&self) -> bool {
+        matches!(self, Provider::OpenAi(_))
+    }
+
+    /// The job carrying all these metadata tags, if the provider has one.
+    pub async fn find_job(
+        &self,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>, ProviderError> {
+        match self {
+            Provider::Local(_) => Ok(None),
+            Provider::OpenAi(p) => Ok(p.find_job(metadata).await?.map(|j| j.id)),
         }
     }
 
@@ -114,6 +174,7 @@ impl Provider {
     pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
         match self {
             Provider::Local(p) => p.complete(model, messages),
+            Provider::OpenAi(p) => p.complete(model, messages).await,
         }
     }
 }

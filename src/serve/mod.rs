@@ -1,1 +1,218 @@
-//! `ftsweep serve`: the OpenAI fine-tuning protocol over the local provider.
+//! `ftsweep serve`: the OpenAI fine-tuning protocol (files, jobs, events, checkpoints, chat
+//! completions, models) over HTTP, backed by the local provider and its own SQLite file, so
+//! OpenAI clients and SDKs can train and query local models.
+
+mod chat;
+mod errors;
+mod files;
+mod guard;
+mod jobs;
+mod worker;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use rand::Rng;
+
+use crate::provider::local::{LocalProvider, ModelRepo};
+use crate::store::serve::{ServeStore, SharedServeStore};
+pub use errors::ServeError;
+use errors::{ApiError, INVALID};
+
+/// The largest upload, as on OpenAI.
+const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+
+/// The organization that owns fine-tuned models and jobs.
+const ORGANIZATION: &str = "org-local";
+
+/// How the server runs.
+pub struct Settings {
+    /// The key clients must present.
+    pub key: String,
+    /// How many jobs train at the same time.
+    pub max_running: usize,
+    /// Requests per minute, if limited.
+    pub rpm: Option<u32>,
+}
+
+/// What the handlers share.
+pub struct App {
+    store: SharedServeStore,
+    provider: Arc<LocalProvider>,
+    /// One permit per job allowed to train at the same time.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The jobs a worker is working on, by id.
+    controls: Mutex<HashMap<String, Arc<worker::Control>>>,
+    key: String,
+    limiter: Option<guard::RateLimiter>,
+}
+
+impl App {
+    fn controls(&self) -> MutexGuard<'_, HashMap<String, Arc<worker::Control>>> {
+        self.controls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The local provider keeps its weights in the serve store.
+impl ModelRepo for SharedServeStore {
+    fn save_model(&self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<(), String> {
+        self.lock().save_model(model, job_id, epoch, weights, keep).map_err(|e| e.to_string())
+    }
+
+    fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String> {
+        self.lock().load_model(model).map_err(|e| e.to_string())
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Listens on `host:port` (port 0: any free port) over the state in `store`.
+    pub async fn bind(host: &str, port: u16, store: ServeStore, settings: Settings) -> Result<Server, ServeError> {
+        let listener = tokio::net::TcpListener::bind((host, port))
+            .await
+            .map_err(|source| ServeError::Bind { addr: format!("{host}:{port}"), source })?;
+        let store = SharedServeStore::new(store);
+        let app = App {
+            provider: Arc::new(LocalProvider::new(Arc::new(store.clone()))),
+            store,
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_running.max(1))),
+            controls: Mutex::default(),
+            key: settings.key,
+            limiter: settings.rpm.map(guard::RateLimiter::new),
+        };
+        Ok(Server { listener, app: Arc::new(app) })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Re-queues the jobs an earlier run left unfinished, then serves until `shutdown` completes
+    /// and the open requests are answered. Training threads are not waited for: their jobs are
+    /// re-queued on the next start.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        worker::resume(&self.app)?;
+        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}
+
+/// The routes, under `/v1`, behind the guard.
+fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/files", post(files::upload).get(files::list).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .route("/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/files/{id}/content", get(files::content))
+        .route("/fine_tuning/jobs", post(jobs::create).get(jobs::list))
+        .route("/fine_tuning/jobs/{id}", get(jobs::retrieve))
+        .route("/fine_tuning/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/fine_tuning/jobs/{id}/events", get(jobs::events))
+        .route("/fine_tuning/jobs/{id}/checkpoints", get(jobs::checkpoints))
+        .route("/chat/completions", post(chat::complete))
+        .route("/models", get(chat::models))
+        // Model ids hold `/` (`local/ngram`), so the id is the rest of the path.
+        .route("/models/{*id}", get(chat::model));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard::guard))
+        .with_state(app)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    let message = format!("Invalid URL ({method} {})", uri.path());
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, INVALID, message)
+}
+
+/// `n` random bytes in hex.
+fn random_hex(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+/// A new object id: the prefix and 12 random bytes in hex.
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", random_hex(12))
+}
+
+/// The time in Unix seconds.
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The query string's parameters, in order.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn from_uri(uri: &Uri) -> Result<Params, ApiError> {
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::invalid(format!("Invalid query string: {e}"), None))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `limit`: a whole number from 1, `default` when absent; larger than `max` is `max`.
+    fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n.min(max)),
+                _ => Err(ApiError::invalid(
+                    format!("Invalid value for 'limit': expected a whole number of at least 1, got '{text}'."),
+                    Some("limit"),
+                )),
+            },
+        }
+    }
+}
+
+/// One page of a list held in memory: up to `limit` items after the one with id `after` (none if
+/// `after` is unknown), and whether more follow.
+fn page<T>(items: Vec<T>, id: impl Fn(&T) -> &str, after: Option<&str>, limit: usize) -> (Vec<T>, bool) {
+    let start = match after {
+        None => 0,
+        Some(after) => items.iter().position(|x| id(x) == after).map_or(items.len(), |i| i + 1),
+    };
+    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
+    let has_more = rest.len() > limit;
+    rest.truncate(limit);
+    (rest, has_more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_start_after_the_given_id() {
+        let items = vec!["a", "b", "c"];
+        assert_eq!(page(items.clone(), |x| x, None, 2), (vec!["a", "b"], true));
+        assert_eq!(page(items.clone(), |x| x, Some("a"), 2), (vec!["b", "c"], false));
+        assert_eq!(page(items, |x| x, Some("zzz"), 2), (vec![], false));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let q = |s: &str| Params::from_uri(&format!("/x?{s}").parse().unwrap()).unwrap();
+        assert_eq!(q("").limit(20, 100).unwrap(), 20);
+        assert_eq!(q("limit=500").limit(20, 100).unwrap(), 100);
+        assert_eq!(q("limit=0").limit(20, 100).unwrap_err().param.as_deref(), Some("limit"));
+        assert_eq!(q("metadata%5Bk%5D=v").get("metadata[k]"), Some("v"));
+    }
+}

@@ -1,6 +1,11 @@
 //! The SQLite store: the only module that holds SQL. One file, WAL, a busy
 //! timeout, and append-only migrations applied on open.
 
+mod durability;
+pub mod serve;
+
+pub use durability::{Budget, BudgetState, Claim, RunControl};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +15,12 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::plan::{PlannedRun, RunConfig};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_uploads.sql"),
+    include_str!("migrations/0003_evaluation.sql"),
+    include_str!("migrations/0004_durability.sql"),
+];
 
 /// A store error, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -39,32 +49,41 @@ impl<T> Doing<T> for rusqlite::Result<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
     Planned,
+    /// The intent to create a job is committed; the provider's answer is not
+    /// (yet) recorded.
+    Launching,
     Training,
     Trained,
     Evaluating,
     Done,
     Failed,
+    /// Stopped on request (`cancel`, or Ctrl-C with `--cancel-on-interrupt`).
+    Cancelled,
 }
 
 impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Planned => "planned",
+            RunState::Launching => "launching",
             RunState::Training => "training",
             RunState::Trained => "trained",
             RunState::Evaluating => "evaluating",
             RunState::Done => "done",
             RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
         }
     }
 
     fn parse(s: &str) -> RunState {
         match s {
+            "launching" => RunState::Launching,
             "training" => RunState::Training,
             "trained" => RunState::Trained,
             "evaluating" => RunState::Evaluating,
             "done" => RunState::Done,
             "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
             _ => RunState::Planned,
         }
     }
@@ -326,6 +345,13 @@ impl Store {
             .doing("reading a sweep")
     }
 
+    /// The sweep file a sweep was last run with.
+    pub fn sweep_text(&self, sweep_id: i64) -> Result<String> {
+        self.conn
+            .query_row("SELECT spec_toml FROM sweeps WHERE id = ?1", [sweep_id], |r| r.get(0))
+            .doing("reading a sweep file")
+    }
+
     /// The names of all sweeps, newest first.
     pub fn sweep_names(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT name FROM sweeps ORDER BY updated_at DESC").doing("listing sweeps")?;
@@ -378,17 +404,18 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing a sweep's runs")
     }
 
-    /// Marks a run as training under a new attempt, forgetting the metrics of
-    /// earlier attempts' results. Returns the attempt number.
-    pub fn start_training(&mut self, run_id: &str, job_id: &str) -> Result<i64> {
+    /// Commits the intent to launch a new attempt of a run, before the call
+    /// that costs money: the run becomes `launching` with no job id, and the
+    /// earlier attempts' results are set aside. Returns the attempt number.
+    pub fn begin_attempt(&mut self, run_id: &str) -> Result<i64> {
         let tx = self.conn.transaction().doing("starting a run")?;
         tx.execute(
-            "UPDATE runs SET state = 'training', attempt = attempt + 1, job_id = ?2, model = NULL, error = NULL,
+            "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                  trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                  valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                 eval_seconds = NULL, updated_at = ?3
+                 eval_seconds = NULL, updated_at = ?2
              WHERE run_id = ?1",
-            params![run_id, job_id, now()],
+            params![run_id, now()],
         )
         .doing("starting a run")?;
         let attempt = tx
@@ -396,6 +423,37 @@ impl Store {
             .doing("reading the attempt")?;
         tx.commit().doing("starting a run")?;
         Ok(attempt)
+    }
+
+    /// Records the provider's job id of a run's current attempt: it trains.
+    pub fn set_job(&mut self, run_id: &str, job_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = 'training', job_id = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, job_id, now()],
+            )
+            .doing("recording a job id")?;
+        Ok(())
+    }
+
+    /// Marks a run as training under a new attempt with a job already
+    /// created (a provider whose jobs die with the process). Returns the attempt.
+    pub fn start_training(&mut self, run_id: &str, job_id: &str) -> Result<i64> {
+        let attempt = self.begin_attempt(run_id)?;
+        self.set_job(run_id, job_id)?;
+        Ok(attempt)
+    }
+
+    /// Forgets the metrics of a run's attempt, before its job is followed again
+    /// from the start.
+    pub fn clear_attempt_metrics(&mut self, run_id: &str, attempt: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM metrics WHERE run_id = ?1 AND attempt = ?2", params![run_id, attempt])
+            .doing("clearing metrics")?;
+        self.conn
+            .execute("DELETE FROM checkpoints WHERE run_id = ?1 AND attempt = ?2", params![run_id, attempt])
+            .doing("clearing checkpoints")?;
+        Ok(())
     }
 
     /// Records a batch of training metrics and, at an epoch's end, its
@@ -616,6 +674,33 @@ impl Store {
             .query_row("SELECT weights FROM local_models WHERE model = ?1", [model], |r| r.get(0))
             .optional()
             .doing("loading a local model")
+    }
+
+    /// The id of a file already uploaded to `server` with this content.
+    pub fn upload(&self, server: &str, sha256: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT file_id FROM uploads WHERE server = ?1 AND sha256 = ?2", [server, sha256], |r| r.get(0))
+            .optional()
+            .doing("looking up an upload")
+    }
+
+    /// Records an upload.
+    pub fn record_upload(&mut self, server: &str, sha256: &str, file_id: &str, bytes: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO uploads (server, sha256, file_id, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![server, sha256, file_id, bytes as i64, now()],
+            )
+            .doing("recording an upload")?;
+        Ok(())
+    }
+
+    /// Forgets an upload (the server lost the file).
+    pub fn forget_upload(&mut self, server: &str, sha256: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM uploads WHERE server = ?1 AND sha256 = ?2", [server, sha256])
+            .doing("forgetting an upload")?;
+        Ok(())
     }
 
     /// Forgets a local job's models (a restarted attempt trains them anew).

@@ -3,7 +3,9 @@
 //! the SQLite database it writes.
 
 mod data;
+mod durability;
 mod errors;
+mod protocol;
 mod serve;
 mod sweep;
 mod util;

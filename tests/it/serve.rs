@@ -1,1 +1,604 @@
-//! `ftsweep serve` over real HTTP on loopback.
+//! `ftsweep serve` over real HTTP on loopback: the real binary on a free port with a temporary
+//! state file, the example data, and reqwest as the client.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::util::{Workspace, example_data};
+
+const KEY: &str = "test-key";
+
+/// A running `ftsweep serve`, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    // Kept open so the server's stdout stays writable.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts the server on `ws`'s `serve.db` and reads the URL it prints.
+    fn start(ws: &Workspace, log: &str, extra: &[&str]) -> Server {
+        let log = ws.path(log);
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
+            .args(["serve", "--port", "0", "--key", KEY, "--state"])
+            .arg(ws.path("serve.db"))
+            .args(extra)
+            .current_dir(ws.dir.path())
+            .env_remove("FTSWEEP_SERVE_KEY")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting ftsweep serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading the URL line");
+        let server = Server { child, url: line.trim().to_string(), log, _stdout: stdout };
+        assert!(
+            server.url.starts_with("http://127.0.0.1:") && server.url.ends_with("/v1"),
+            "no URL on stdout ({line:?}); stderr:\n{}",
+            server.stderr()
+        );
+        server
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn api(&self) -> Api {
+        Api { http: reqwest::Client::new(), url: self.url.clone() }
+    }
+
+    /// Sends SIGTERM and returns whether the server exited successfully within 10 s.
+    #[cfg(unix)]
+    fn terminate(&mut self) -> bool {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that sends the right key.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("a response");
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    /// A request that must answer 200.
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {v}");
+        v
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.ok(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.ok(Method::POST, path, Some(body)).await
+    }
+
+    async fn upload(&self, filename: &str, content: Vec<u8>, purpose: &str) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_string())
+            .part("file", reqwest::multipart::Part::bytes(content).file_name(filename.to_string()));
+        let response = self
+            .http
+            .post(format!("{}/files", self.url))
+            .bearer_auth(KEY)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(response.status(), StatusCode::OK);
+        let file: Value = response.json().await.expect("a file object");
+        assert_eq!((file["object"].as_str(), file["purpose"].as_str()), (Some("file"), Some(purpose)));
+        file["id"].as_str().expect("a file id").to_string()
+    }
+
+    async fn upload_example(&self, name: &str) -> String {
+        self.upload(name, std::fs::read(example_data(name)).expect("example data"), "fine-tune").await
+    }
+
+    /// Creates a supervised job on `training` with the given extra fields.
+    async fn create_job(&self, training: &str, hyperparameters: Value, extra: Value) -> Value {
+        let body = json!({
+            "model": "local/ngram",
+            "training_file": training,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        });
+        let job = self.post("/fine_tuning/jobs", merged(body, extra)).await;
+        assert_eq!(job["status"], "validating_files", "{job}");
+        job
+    }
+
+    /// Polls a job until its status is one of `statuses` (60 s at most).
+    async fn wait_for(&self, id: &str, statuses: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.get(&format!("/fine_tuning/jobs/{id}")).await;
+            if statuses.iter().any(|s| job["status"] == *s) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never reached {statuses:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    async fn events(&self, id: &str) -> Vec<Value> {
+        let list = self.get(&format!("/fine_tuning/jobs/{id}/events?limit=10000")).await;
+        list["data"].as_array().expect("events").clone()
+    }
+
+    async fn chat(&self, model: &str, text: &str, extra: Value) -> Value {
+        // The local model is deterministic: a temperature is accepted and changes nothing.
+        let body = json!({"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0.7});
+        self.post("/chat/completions", merged(body, extra)).await
+    }
+}
+
+/// `body` with the fields of `extra` added.
+fn merged(mut body: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    body
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"].as_array().expect("a list").iter().map(|x| x["id"].as_str().expect("an id").to_string()).collect()
+}
+
+fn messages(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["message"].as_str()).collect()
+}
+
+/// The example set's labels: every training reply.
+fn topic_labels() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(example_data("topics-train.jsonl")).expect("example data");
+    let labels: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["messages"].as_array()?.last()?["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(labels.len(), 21);
+    labels
+}
+
+#[tokio::test]
+async fn requests_need_the_key_and_errors_have_openai_shapes() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let http = reqwest::Client::new();
+    let models = format!("{}/models", server.url);
+
+    let unauthorized = json!({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                        "param": null, "code": "invalid_api_key"}});
+    for request in [
+        http.get(&models),
+        http.get(&models).bearer_auth("wrong-key-8c1f"),
+        http.get(&models).header("api-key", "sk-nope"),
+    ] {
+        let response = request.send().await.expect("a response");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let request_id = response.headers()["x-request-id"].to_str().expect("ASCII").to_string();
+        assert!(request_id.starts_with("req_") && request_id.len() > 20, "{request_id}");
+        let text = response.text().await.expect("a body");
+        assert!(!text.contains("wrong-key") && !text.contains("sk-nope"), "the key is echoed: {text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), unauthorized);
+    }
+    // Azure style: an `api-key` header and an `api-version` parameter.
+    let azure = http.get(format!("{models}?api-version=2024-10-21")).header("api-key", KEY).send().await.expect("ok");
+    assert_eq!(azure.status(), StatusCode::OK);
+    assert!(azure.headers().contains_key("x-request-id"));
+    assert!(!server.stderr().contains(KEY), "the key is logged");
+
+    let api = server.api();
+    let (status, body) = api.call(Method::GET, "/files/file-x", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let no_file = json!({"error": {"message": "No such File object: file-x", "type": "invalid_request_error",
+                                   "param": "id", "code": null}});
+    assert_eq!(body, no_file);
+    let (status, body) = api.call(Method::GET, "/fine_tuning/jobs/ftjob-x/events", None).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (StatusCode::NOT_FOUND, Some("id")));
+    let (status, body) = api.call(Method::GET, "/no/such/route", None).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Invalid URL (GET /v1/no/such/route)"))
+    );
+    let (status, body) = api.call(Method::PUT, "/models", None).await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("invalid_request_error"))
+    );
+
+    // Bad bodies are 400s that name the field.
+    let response = http
+        .post(format!("{}/fine_tuning/jobs", server.url))
+        .bearer_auth(KEY)
+        .body("{\"model\": ")
+        .send()
+        .await
+        .expect("a response");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let multipart =
+        http.post(format!("{}/files", server.url)).bearer_auth(KEY).body("x").send().await.expect("a response");
+    assert_eq!(multipart.status(), StatusCode::BAD_REQUEST);
+    let train = api.upload_example("topics-train.jsonl").await;
+    let batch = api.upload("batch.jsonl", b"{}".to_vec(), "batch").await;
+    let hp = |n_epochs: Value, batch_size: Value, lr: Value| {
+        json!({"model": "local/ngram", "training_file": train,
+               "hyperparameters": {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": lr}})
+    };
+    let many: serde_json::Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        (json!({"training_file": train}), "model", None),
+        (json!({"model": "gpt-4o", "training_file": train}), "model", Some("model_not_available")),
+        (json!({"model": "local/ngram", "training_file": "file-nope"}), "training_file", None),
+        (json!({"model": "local/ngram", "training_file": batch}), "training_file", None),
+        (
+            json!({"model": "local/ngram", "training_file": train, "validation_file": "file-nope"}),
+            "validation_file",
+            None,
+        ),
+        (hp(json!(0), json!("auto"), json!("auto")), "hyperparameters.n_epochs", None),
+        (hp(json!(51), json!("auto"), json!("auto")), "hyperparameters.n_epochs", None),
+        (hp(json!(2), json!(257), json!("auto")), "hyperparameters.batch_size", None),
+        (hp(json!(2), json!("big"), json!("auto")), "hyperparameters.batch_size", None),
+        (hp(json!(2), json!(8), json!(-1.0)), "hyperparameters.learning_rate_multiplier", None),
+        (json!({"model": "local/ngram", "training_file": train, "suffix": "s".repeat(65)}), "suffix", None),
+        (json!({"model": "local/ngram", "training_file": train, "metadata": many}), "metadata", None),
+        (json!({"model": "local/ngram", "training_file": train, "metadata": {"k": "v".repeat(513)}}), "metadata", None),
+        (json!({"model": "local/ngram", "training_file": train, "seed": -1}), "seed", None),
+    ];
+    for (body, param, code) in cases {
+        let (status, error) = api.call(Method::POST, "/fine_tuning/jobs", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert_eq!(error["error"]["param"].as_str(), Some(param), "{body}: {error}");
+        assert_eq!(error["error"]["code"].as_str(), code, "{body}: {error}");
+    }
+    let jobs = api.get("/fine_tuning/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "a refused request creates no job");
+
+    let chat = |model: &str, extra: Value| {
+        merged(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}), extra)
+    };
+    let (status, error) =
+        api.call(Method::POST, "/chat/completions", Some(chat("ft:local/ngram:local::nope", json!({})))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error["error"]["code"], "model_not_found");
+    for (extra, param) in
+        [(json!({"n": 2}), "n"), (json!({"messages": []}), "messages"), (json!({"top_logprobs": 3}), "top_logprobs")]
+    {
+        let (status, error) = api.call(Method::POST, "/chat/completions", Some(chat("local/ngram", extra))).await;
+        assert_eq!((status, error["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some(param)), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_answers_429_with_retry_headers() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &["--rpm", "3"]);
+    let http = reqwest::Client::new();
+    let models = format!("{}/models", server.url);
+    let header = |r: &reqwest::Response, name: &str| r.headers()[name].to_str().expect("ASCII").to_string();
+
+    // A request without the key is refused and not counted.
+    let refused = http.get(&models).send().await.expect("a response");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "3");
+    for remaining in ["2", "1", "0"] {
+        let r = http.get(&models).bearer_auth(KEY).send().await.expect("a response");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), "3");
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), remaining);
+        let reset = header(&r, "x-ratelimit-reset-requests");
+        assert!(reset.ends_with('s') && reset.len() >= 2, "a Go duration: {reset}");
+    }
+    let limited = http.get(&models).bearer_auth(KEY).send().await.expect("a response");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait_ms: u64 = header(&limited, "retry-after-ms").parse().expect("milliseconds");
+    assert!((1..=60_000).contains(&wait_ms), "{wait_ms}");
+    assert!(header(&limited, "retry-after").parse::<u64>().is_ok_and(|s| (1..=60).contains(&s)));
+    assert!(header(&limited, "x-request-id").starts_with("req_"));
+    let body: Value = limited.json().await.expect("JSON");
+    assert_eq!(
+        (body["error"]["type"].as_str(), body["error"]["code"].as_str()),
+        (Some("requests"), Some("rate_limit_exceeded"))
+    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.starts_with("Rate limit reached for requests")));
+}
+
+#[tokio::test]
+async fn a_job_trains_and_reports_like_openai() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let api = server.api();
+    let train = api.upload_example("topics-train.jsonl").await;
+    let valid = api.upload_example("topics-valid.jsonl").await;
+    assert_ne!(train, api.upload_example("topics-train.jsonl").await, "two uploads are two files");
+
+    let metadata = json!({"suite": "serve", "case": "main"});
+    let extra = json!({"validation_file": valid, "metadata": metadata, "suffix": "topics", "seed": 7});
+    let hp = json!({"n_epochs": 3, "batch_size": 32});
+    let a = api.create_job(&train, hp.clone(), extra).await;
+    assert_eq!((a["object"].as_str(), a["metadata"].clone()), (Some("fine_tuning.job"), metadata));
+    assert_eq!(a["method"]["supervised"]["hyperparameters"]["n_epochs"], 3);
+    // No validation file and no metadata; the deprecated top-level hyperparameters.
+    let body =
+        json!({"model": "local/ngram", "training_file": train, "hyperparameters": {"n_epochs": 1, "batch_size": 64}});
+    let b = api.post("/fine_tuning/jobs", body).await;
+    let (a_id, b_id) = (a["id"].as_str().expect("an id"), b["id"].as_str().expect("an id"));
+
+    let a = api.wait_for(a_id, &["succeeded", "failed", "cancelled"]).await;
+    let b = api.wait_for(b_id, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("succeeded"), Some("succeeded")), "{a}\n{b}");
+    let model = a["fine_tuned_model"].as_str().expect("a model").to_string();
+    assert!(model.starts_with("ft:local/ngram:local:topics:"), "{model}");
+    assert!(a["trained_tokens"].as_u64().is_some_and(|t| t > 0) && a["finished_at"].as_i64().is_some(), "{a}");
+    assert!(a["hyperparameters"]["learning_rate_multiplier"].is_number(), "resolved: {a}");
+    assert!(a["error"].is_null());
+
+    // Listing: newest first, metadata filters, pagination without last_id.
+    let list = async |q: &str| api.get(&format!("/fine_tuning/jobs{q}")).await;
+    assert_eq!(ids(&list("").await), [b_id, a_id]);
+    assert_eq!(ids(&list("?metadata[suite]=serve&metadata[case]=main").await), [a_id]);
+    assert!(ids(&list("?metadata[suite]=serve&metadata[case]=other").await).is_empty());
+    assert_eq!(ids(&list("?metadata=null").await), [b_id]);
+    let first = list("?limit=1").await;
+    assert_eq!((ids(&first), first["has_more"].as_bool()), (vec![b_id.to_string()], Some(true)));
+    assert!(first.get("last_id").is_none(), "{first}");
+    let second = list(&format!("?limit=1&after={b_id}")).await;
+    assert_eq!((ids(&second), second["has_more"].as_bool()), (vec![a_id.to_string()], Some(false)));
+
+    // Events: newest first, metrics events with data, the milestones in order.
+    let events = api.events(a_id).await;
+    let texts = messages(&events);
+    assert_eq!(texts.first(), Some(&"The job has successfully completed"));
+    assert_eq!(texts.last().copied(), Some(format!("Created fine-tuning job: {a_id}").as_str()));
+    let position = |prefix: &str| {
+        texts.iter().position(|m| m.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {texts:?}"))
+    };
+    assert!(position("New fine-tuned model created: ft:") < position("Step 69/69"));
+    assert!(position("Fine-tuning job started") < position("Validating training file"));
+    let metrics: Vec<&Value> = events.iter().filter(|e| e["type"] == "metrics").collect();
+    assert_eq!(metrics.len(), 69, "23 steps per epoch for 723 examples in batches of 32");
+    assert!(metrics.iter().all(|e| e["data"]["train_loss"].is_number() && e["data"]["total_steps"] == 69));
+    assert!(metrics.windows(2).all(|w| w[0]["data"]["step"].as_u64() > w[1]["data"]["step"].as_u64()));
+    let epoch_ends: Vec<&&Value> = metrics.iter().filter(|e| e["data"]["full_valid_loss"].is_number()).collect();
+    assert_eq!(epoch_ends.len(), 3);
+    assert!(epoch_ends[0]["message"].as_str().is_some_and(|m| m.starts_with("Step 69/69: training loss=")));
+    let page = api.get(&format!("/fine_tuning/jobs/{a_id}/events?limit=2")).await;
+    assert_eq!(
+        (ids(&page), page["has_more"].as_bool()),
+        (
+            vec![
+                events[0]["id"].as_str().unwrap_or_default().to_string(),
+                events[1]["id"].as_str().unwrap_or_default().to_string()
+            ],
+            Some(true)
+        )
+    );
+    let after = api
+        .get(&format!("/fine_tuning/jobs/{a_id}/events?limit=1&after={}", events[1]["id"].as_str().unwrap_or_default()))
+        .await;
+    assert_eq!(after["data"][0], events[2]);
+    assert!(messages(&api.events(b_id).await).iter().any(|m| m.starts_with("No validation file was given")));
+
+    // Checkpoints: the last three epochs, newest first.
+    let checkpoints = api.get(&format!("/fine_tuning/jobs/{a_id}/checkpoints")).await;
+    let steps: Vec<u64> =
+        checkpoints["data"].as_array().expect("a list").iter().filter_map(|c| c["step_number"].as_u64()).collect();
+    assert_eq!(steps, [69, 46, 23]);
+    let newest = &checkpoints["data"][0];
+    assert_eq!(
+        (checkpoints["first_id"].clone(), checkpoints["has_more"].as_bool()),
+        (newest["id"].clone(), Some(false))
+    );
+    assert!(newest["id"].as_str().is_some_and(|id| id.starts_with("ftckpt_")));
+    assert_eq!(newest["fine_tuned_model_checkpoint"], format!("{model}:ckpt-step-69"));
+    assert_eq!(
+        (newest["object"].as_str(), newest["fine_tuning_job_id"].as_str()),
+        (Some("fine_tuning.job.checkpoint"), Some(a_id))
+    );
+    assert!(newest["metrics"]["full_valid_mean_token_accuracy"].is_number(), "{newest}");
+    let oldest_checkpoint =
+        checkpoints["data"][2]["fine_tuned_model_checkpoint"].as_str().expect("a model").to_string();
+
+    // The result file: one CSV row per step, validation cells at the epochs' ends.
+    let results = a["result_files"][0].as_str().expect("a result file");
+    assert_eq!(api.get(&format!("/files/{results}")).await["purpose"], "fine-tune-results");
+    let csv = server
+        .api()
+        .http
+        .get(format!("{}/files/{results}/content", server.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("content");
+    let csv = csv.text().await.expect("text");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy");
+    assert_eq!(lines.len(), 1 + 69);
+    assert!(lines[1].starts_with("1,") && lines[1].ends_with(",,"), "{}", lines[1]);
+    assert_eq!(lines.iter().skip(1).filter(|l| !l.ends_with(",,")).count(), 3);
+
+    // Chat completions with the model, a checkpoint and the base model.
+    let labels = topic_labels();
+    let answer = api.chat(&model, "Who wrote Pride and Prejudice?", json!({"logprobs": true, "top_logprobs": 3})).await;
+    let content = answer["choices"][0]["message"]["content"].as_str().expect("content").to_string();
+    assert!(labels.contains(&content), "{answer}");
+    assert_eq!((answer["object"].as_str(), answer["model"].as_str()), (Some("chat.completion"), Some(model.as_str())));
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let token = &answer["choices"][0]["logprobs"]["content"][0];
+    assert_eq!(token["token"].as_str(), Some(content.as_str()));
+    assert!(token["logprob"].as_f64().is_some_and(|l| l <= 0.0));
+    let top: Vec<f64> =
+        token["top_logprobs"].as_array().expect("top").iter().filter_map(|t| t["logprob"].as_f64()).collect();
+    assert!(top.len() == 3 && top.windows(2).all(|w| w[0] >= w[1]), "{token}");
+    assert_eq!(token["top_logprobs"][0]["token"], token["token"]);
+    assert!(answer["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert!(answer["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0));
+    let plain = api.chat(&model, "Who wrote Pride and Prejudice?", json!({})).await;
+    assert!(plain["choices"][0]["logprobs"].is_null());
+    let from_checkpoint = api.chat(&oldest_checkpoint, "What is your favourite food?", json!({})).await;
+    assert!(labels.contains(from_checkpoint["choices"][0]["message"]["content"].as_str().unwrap_or_default()));
+    let base = api.chat("local/ngram", "hello", json!({})).await;
+    assert_eq!(base["choices"][0]["message"]["content"], "");
+
+    // Models: the base model and both jobs' models.
+    let models = ids(&api.get("/models").await);
+    assert!(models.contains(&"local/ngram".to_string()) && models.contains(&model), "{models:?}");
+    assert!(models.contains(&b["fine_tuned_model"].as_str().unwrap_or_default().to_string()));
+    assert_eq!(api.get(&format!("/models/{model}")).await["owned_by"], "org-local");
+    assert_eq!(api.get("/models/local/ngram").await["id"], "local/ngram");
+
+    // A succeeded job cannot be cancelled; files can be listed and deleted.
+    let (status, _) = api.call(Method::POST, &format!("/fine_tuning/jobs/{a_id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let files = api.get("/files?purpose=fine-tune&order=asc").await;
+    assert_eq!(ids(&files)[..2], [train.clone(), valid.clone()]);
+    assert_eq!(api.ok(Method::DELETE, &format!("/files/{valid}"), None).await["deleted"], true);
+    assert_eq!(api.call(Method::GET, &format!("/files/{valid}"), None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_bad_training_file_fails_the_job_with_its_line() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let api = server.api();
+    let bad = api.upload_example("bad-line.jsonl").await;
+    let job = api.create_job(&bad, json!({"n_epochs": 1}), json!({})).await;
+    let job = api.wait_for(job["id"].as_str().expect("an id"), &["succeeded", "failed"]).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(
+        (job["error"]["code"].as_str(), job["error"]["param"].as_str()),
+        (Some("invalid_training_file"), Some("training_file"))
+    );
+    let message = job["error"]["message"].as_str().expect("a message");
+    assert!(message.starts_with("bad-line.jsonl:7: not valid JSON"), "{message}");
+    assert!(job["fine_tuned_model"].is_null() && job["finished_at"].is_i64());
+    let events = api.events(job["id"].as_str().expect("an id")).await;
+    assert_eq!(events[0]["level"], "error");
+}
+
+#[tokio::test]
+async fn running_and_queued_jobs_can_be_cancelled() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &["--max-running", "1"]);
+    let api = server.api();
+    let train = api.upload_example("topics-train.jsonl").await;
+    // Fifty epochs of single examples: tens of thousands of steps, still running when cancelled.
+    let long = json!({"n_epochs": 50, "batch_size": 1});
+    let running = api.create_job(&train, long.clone(), json!({})).await;
+    let running = running["id"].as_str().expect("an id").to_string();
+    api.wait_for(&running, &["running"]).await;
+    while !messages(&api.events(&running).await).iter().any(|m| m.starts_with("Step ")) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued = api.create_job(&train, long, json!({})).await;
+    let queued = queued["id"].as_str().expect("an id").to_string();
+    api.wait_for(&queued, &["queued"]).await;
+
+    let cancelled = api.post(&format!("/fine_tuning/jobs/{queued}/cancel"), json!({})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let cancelled = api.post(&format!("/fine_tuning/jobs/{running}/cancel"), json!({})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(cancelled["finished_at"].is_i64());
+    // Cancelling again returns the job as it is.
+    assert_eq!(api.post(&format!("/fine_tuning/jobs/{running}/cancel"), json!({})).await["status"], "cancelled");
+
+    // The training stops: nothing is recorded after the cancellation, and no model is made.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in [&running, &queued] {
+        let job = api.get(&format!("/fine_tuning/jobs/{id}")).await;
+        assert_eq!((job["status"].as_str(), job["fine_tuned_model"].as_str()), (Some("cancelled"), None));
+        let events = api.events(id).await;
+        assert_eq!(events[0]["message"], "Fine-tuning job cancelled", "{}", events[0]);
+    }
+    assert!(!messages(&api.events(&queued).await).contains(&"Fine-tuning job started"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_restarted_server_keeps_its_state_and_requeues_unfinished_jobs() {
+    let ws = Workspace::new();
+    let mut first = Server::start(&ws, "first.log", &[]);
+    let api = first.api();
+    let train = api.upload_example("topics-train.jsonl").await;
+    let valid = api.upload_example("topics-valid.jsonl").await;
+    let done =
+        api.create_job(&train, json!({"n_epochs": 2, "batch_size": 32}), json!({"validation_file": valid})).await;
+    let done = api.wait_for(done["id"].as_str().expect("an id"), &["succeeded"]).await;
+    let done_id = done["id"].as_str().expect("an id");
+    let model = done["fine_tuned_model"].as_str().expect("a model");
+    let question = "Tell me a joke about computers";
+    let before = api.chat(model, question, json!({})).await["choices"][0]["message"]["content"].clone();
+    let unfinished = api.create_job(&train, json!({"n_epochs": 50, "batch_size": 1}), json!({})).await;
+    let unfinished = unfinished["id"].as_str().expect("an id").to_string();
+    api.wait_for(&unfinished, &["running"]).await;
+    let events_before = api.events(done_id).await;
+    assert!(first.terminate(), "SIGTERM stops the server cleanly:\n{}", first.stderr());
+
+    let second = Server::start(&ws, "second.log", &[]);
+    let api = second.api();
+    let files = ids(&api.get("/files?order=asc").await);
+    assert_eq!(files.len(), 3, "two uploads and a result file: {files:?}");
+    assert_eq!(files[..2], [train, valid]);
+    assert_eq!(api.get(&format!("/fine_tuning/jobs/{done_id}")).await, done);
+    assert_eq!(api.events(done_id).await, events_before);
+    assert_eq!(
+        api.get(&format!("/fine_tuning/jobs/{done_id}/checkpoints")).await["data"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(ids(&api.get("/models").await).contains(&model.to_string()));
+    let after = api.chat(model, question, json!({})).await["choices"][0]["message"]["content"].clone();
+    assert_eq!(before, after, "the restored model answers the same");
+
+    // The interrupted job trains again from the start.
+    let events = api.events(&unfinished).await;
+    assert!(
+        messages(&events).iter().any(|m| m.starts_with("The server restarted while the job was running")),
+        "{:?}",
+        messages(&events)
+    );
+    api.wait_for(&unfinished, &["running"]).await;
+    assert_eq!(api.post(&format!("/fine_tuning/jobs/{unfinished}/cancel"), json!({})).await["status"], "cancelled");
+}

@@ -1,3 +1,515 @@
-//! The OpenAI fine-tuning protocol: wire types, and (soon) the client.
+//! The OpenAI provider: a sweep's runs as fine-tuning jobs on any server
+//! that speaks the OpenAI protocol (OpenAI, Azure OpenAI, a gateway,
+//! `ftsweep serve`). Uploads are keyed by content hash and server; jobs carry
+//! metadata tags so that a create whose answer was lost is found again
+//! instead of being sent twice.
 
+pub mod client;
 pub mod wire;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::Method;
+
+use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
+use crate::data::{ChatFile, Message};
+use crate::store::SharedStore;
+use client::{ApiError, Body, Client, Kind, Retry};
+use wire::{
+    ChatMessage, ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job,
+    JobStatus, List, Method as WireMethod, MethodParams, Metrics,
+};
+
+/// How often to poll a job: fast at first, slower while nothing changes.
+#[derive(Debug, Clone, Copy)]
+pub struct PollPolicy {
+    pub min: Duration,
+    pub max: Duration,
+    /// How long a fresh model may answer 404 before it counts as missing.
+    pub model_load_wait: Duration,
+}
+
+impl Default for PollPolicy {
+    fn default() -> PollPolicy {
+        PollPolicy {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            model_load_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The provider.
+pub struct OpenAiProvider {
+    pub client: Client,
+    store: SharedStore,
+    poll: PollPolicy,
+    /// `max_completion_tokens` of evaluation requests.
+    pub max_completion_tokens: u32,
+}
+
+impl OpenAiProvider {
+    pub fn new(client: Client, store: SharedStore, poll: PollPolicy) -> OpenAiProvider {
+        OpenAiProvider { client, store, poll, max_completion_tokens: 256 }
+    }
+
+    /// Uploads a training or validation file once per server: a file with the
+    /// same content uploaded before (by any run or sweep) is reused.
+    pub async fn upload(&self, file: &ChatFile) -> Result<String, ProviderError> {
+        let server = self.client.base_url().to_string();
+        let known = self.store.lock().upload(&server, &file.sha256)?;
+        if let Some(id) = known {
+            // The server may have deleted it since: check, and upload again if so.
+            match self
+                .client
+                .json::<FileObject>(Method::GET, &format!("/files/{id}"), &[], Body::None, Kind::Other, Retry::Always)
+                .await
+            {
+                Ok(_) => return Ok(id),
+                Err(e) if e.status() == Some(404) => self.store.lock().forget_upload(&server, &file.sha256)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let bytes = std::fs::read(&file.path).map_err(|e| {
+            ProviderError::Api(ApiError::Transport {
+                reason: format!("cannot read {}: {e}", file.path.display()),
+                sent: false,
+            })
+        })?;
+        let name = file.path.file_name().map_or("data.jsonl".into(), |n| n.to_string_lossy().into_owned());
+        let body = Body::Multipart { file_name: name, bytes, fields: vec![("purpose".into(), "fine-tune".into())] };
+        let uploaded: FileObject =
+            self.client.json(Method::POST, "/files", &[], body, Kind::Upload, Retry::Always).await?;
+        self.store.lock().record_upload(&server, &file.sha256, &uploaded.id, file.bytes)?;
+        Ok(uploaded.id)
+    }
+
+    /// Creates a job. A create is never blindly sent twice: when its answer
+    /// is lost, the jobs carrying the request's metadata are listed and the
+    /// one found is adopted; only when none exists is the create sent again.
+    pub async fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
+        let hp = request.hyperparameters;
+        let body = CreateJob {
+            model: request.base_model.clone(),
+            training_file: request.training_file.clone(),
+            validation_file: Some(request.validation_file.clone()),
+            suffix: Some(request.suffix.chars().take(64).collect()),
+            seed: Some(hp.seed as i64),
+            metadata: Some(request.metadata.clone()),
+            method: Some(WireMethod {
+                kind: "supervised".into(),
+                supervised: Some(MethodParams {
+                    hyperparameters: Hyperparameters {
+                        n_epochs: Some(HyperValue::int(hp.n_epochs)),
+                        batch_size: Some(HyperValue::int(hp.batch_size)),
+                        learning_rate_multiplier: Some(HyperValue::float(hp.learning_rate_multiplier)),
+                    },
+                }),
+                dpo: None,
+            }),
+            hyperparameters: None,
+        };
+        for _ in 0..3 {
+            let sent = self
+                .client
+                .json::<Job>(
+                    Method::POST,
+                    "/fine_tuning/jobs",
+                    &[],
+                    Client::body(&body),
+                    Kind::Create,
+                    Retry::OnlyIfNotSent,
+                )
+                .await;
+            match sent {
+                Ok(job) => return Ok(job.id),
+                Err(e) if e.may_have_taken_effect() => {
+                    tracing::warn!(error = %e, "a job create's answer was lost: looking for the job by its metadata");
+                    if let Some(job) = self.find_job(&request.metadata).await? {
+                        return Ok(job.id);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ProviderError::Crashed("the job could not be created after 3 tries".into()))
+    }
+
+    /// The newest job whose metadata includes every pair of `metadata`.
+    pub async fn find_job(&self, metadata: &BTreeMap<String, String>) -> Result<Option<Job>, ProviderError> {
+        let mut query: Vec<(String, String)> =
+            metadata.iter().map(|(k, v)| (format!("metadata[{k}]"), v.clone())).collect();
+        query.push(("limit".into(), "100".into()));
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = query.clone();
+            if let Some(a) = &after {
+                q.push(("after".into(), a.clone()));
+            }
+            let page: List<Job> =
+                self.client.json(Method::GET, "/fine_tuning/jobs", &q, Body::None, Kind::List, Retry::Always).await?;
+            // Filter here too: a server that ignores the filter must not make us adopt a stranger.
+            let found = page.data.iter().find(|j| {
+                let m = j.metadata.clone().unwrap_or_default();
+                metadata.iter().all(|(k, v)| m.get(k) == Some(v))
+            });
+            if let Some(job) = found {
+                return Ok(Some(job.clone()));
+            }
+            // The list has no `last_id`: the last item's id is the cursor.
+            match (page.has_more, page.data.last()) {
+                (true, Some(last)) => after = Some(last.id.clone()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Cancels a job.
+    pub async fn cancel_job(&self, job_id: &str) -> Result<(), ProviderError> {
+        let path = format!("/fine_tuning/jobs/{job_id}/cancel");
+        self.client.json::<Job>(Method::POST, &path, &[], Body::None, Kind::Other, Retry::Always).await?;
+        Ok(())
+    }
+
+    /// Polls a job to its end, reporting its metrics events and, when it
+    /// succeeds, its checkpoints.
+    pub async fn follow_job(
+        &self,
+        job_id: &str,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<JobOutcome, ProviderError> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut steps_seen = 0usize;
+        let mut interval = self.poll.min;
+        let mut last_status = String::new();
+        loop {
+            let path = format!("/fine_tuning/jobs/{job_id}");
+            let job: Job = self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
+            let n_epochs = job
+                .hyperparameters
+                .as_ref()
+                .and_then(|h| h.n_epochs)
+                .or_else(|| {
+                    job.method.as_ref().and_then(|m| m.supervised.as_ref()).and_then(|s| s.hyperparameters.n_epochs)
+                })
+                .and_then(HyperValue::number);
+            let new_events = self.drain_events(job_id, &mut seen, n_epochs, on_event).await?;
+            steps_seen += new_events;
+            let status = JobStatus::parse(&job.status);
+            if status.is_terminal() {
+                return self.finish(&job, status, steps_seen, n_epochs, on_event).await;
+            }
+            interval = if job.status != last_status || new_events > 0 {
+                self.poll.min
+            } else {
+                (interval.mul_f64(1.5)).min(self.poll.max)
+            };
+            last_status = job.status.clone();
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn finish(
+        &self,
+        job: &Job,
+        status: JobStatus,
+        steps_seen: usize,
+        n_epochs: Option<f64>,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<JobOutcome, ProviderError> {
+        let trained_tokens = job.trained_tokens.unwrap_or(0);
+        match status {
+            JobStatus::Succeeded => {
+                if steps_seen == 0 {
+                    // No metrics events: the result file still has the curve.
+                    if let Some(file) = job.result_files.first() {
+                        self.replay_result_file(file, n_epochs, on_event).await;
+                    }
+                }
+                let path = format!("/fine_tuning/jobs/{}/checkpoints", job.id);
+                let q = [("limit".to_string(), "10".to_string())];
+                let page: List<Checkpoint> =
+                    self.client.json(Method::GET, &path, &q, Body::None, Kind::Checkpoints, Retry::Always).await?;
+                let mut checkpoints = page.data;
+                checkpoints.sort_by_key(|c| c.step_number);
+                let total_steps = checkpoints.last().map_or(0, |c| c.step_number);
+                for c in checkpoints {
+                    let m = &c.metrics;
+                    on_event(JobEvent::Checkpoint {
+                        epoch: epoch_of(c.step_number, Some(total_steps), n_epochs),
+                        step: c.step_number,
+                        model: c.fine_tuned_model_checkpoint.clone(),
+                        train_loss: m.train_loss.unwrap_or(f64::NAN),
+                        train_accuracy: m.train_mean_token_accuracy.unwrap_or(f64::NAN),
+                        valid_loss: m.full_valid_loss.or(m.valid_loss),
+                        valid_accuracy: m.full_valid_mean_token_accuracy.or(m.valid_mean_token_accuracy),
+                    });
+                }
+                match &job.fine_tuned_model {
+                    Some(model) => Ok(JobOutcome::Succeeded { model: model.clone(), trained_tokens }),
+                    None => Err(ProviderError::Api(ApiError::Decode(format!(
+                        "job `{}` succeeded without a fine_tuned_model",
+                        job.id
+                    )))),
+                }
+            }
+            JobStatus::Cancelled => Ok(JobOutcome::Cancelled { trained_tokens }),
+            _ => {
+                let e = job.error.clone().filter(wire::JobError::is_error).unwrap_or_default();
+                Ok(JobOutcome::Failed {
+                    code: e.code.unwrap_or_else(|| "unknown".into()),
+                    message: e.message.unwrap_or_else(|| format!("the job ended as `{}`", job.status)),
+                })
+            }
+        }
+    }
+
+    /// Reads the events not seen yet (newest first on the wire) and reports
+    /// the metrics ones oldest first; returns how many steps were reported.
+    async fn drain_events(
+        &self,
+        job_id: &str,
+        seen: &mut HashSet<String>,
+        n_epochs: Option<f64>,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<usize, ProviderError> {
+        let path = format!("/fine_tuning/jobs/{job_id}/events");
+        let mut fresh = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = vec![("limit".to_string(), "100".to_string())];
+            if let Some(a) = &after {
+                q.push(("after".into(), a.clone()));
+            }
+            let page: List<wire::JobEvent> =
+                self.client.json(Method::GET, &path, &q, Body::None, Kind::Events, Retry::Always).await?;
+            let mut reached_seen = false;
+            for e in &page.data {
+                if seen.contains(&e.id) {
+                    reached_seen = true;
+                    break;
+                }
+                fresh.push(e.clone());
+            }
+            match (reached_seen, page.has_more, page.data.last()) {
+                (false, true, Some(last)) => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
+        let mut steps = 0;
+        for e in fresh.iter().rev() {
+            seen.insert(e.id.clone());
+            if e.kind.as_deref() != Some("metrics") {
+                continue;
+            }
+            let Some(m) = e.data.clone().and_then(|d| serde_json::from_value::<Metrics>(d).ok()) else {
+                continue;
+            };
+            let Some(step) = m.step else { continue };
+            let epoch = epoch_of(step, m.total_steps, n_epochs);
+            if let Some(train_loss) = m.train_loss {
+                steps += 1;
+                on_event(JobEvent::Step {
+                    step,
+                    total_steps: m.total_steps.unwrap_or(0),
+                    epoch,
+                    train_loss,
+                    train_accuracy: m.train_mean_token_accuracy.unwrap_or(f64::NAN),
+                });
+            }
+            if let Some(valid_loss) = m.full_valid_loss {
+                on_event(JobEvent::Validation {
+                    step,
+                    epoch,
+                    valid_loss,
+                    valid_accuracy: m.full_valid_mean_token_accuracy,
+                });
+            }
+        }
+        Ok(steps)
+    }
+
+    async fn replay_result_file(
+        &self,
+        file_id: &str,
+        n_epochs: Option<f64>,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) {
+        let path = format!("/files/{file_id}/content");
+        let Ok(bytes) = self.client.send(Method::GET, &path, &[], &Body::None, Kind::Other, Retry::Always).await else {
+            return;
+        };
+        let rows = parse_result_csv(&bytes);
+        let total = rows.last().map(|r| r.step);
+        for r in rows {
+            if let Some(train_loss) = r.train_loss {
+                on_event(JobEvent::Step {
+                    step: r.step,
+                    total_steps: total.unwrap_or(0),
+                    epoch: epoch_of(r.step, total, n_epochs),
+                    train_loss,
+                    train_accuracy: r.train_accuracy.unwrap_or(f64::NAN),
+                });
+            }
+        }
+    }
+
+    /// Asks a model for the reply to a conversation, at temperature 0. A
+    /// fresh model may answer 404 while it loads: that is retried for a while.
+    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+        let request = ChatRequest {
+            model: model.to_string(),
+            messages: messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: Some(serde_json::Value::String(m.content.clone())),
+                    name: None,
+                })
+                .collect(),
+            temperature: Some(0.0),
+            max_completion_tokens: Some(self.max_completion_tokens),
+            max_tokens: None,
+            logprobs: Some(true),
+            top_logprobs: None,
+            seed: None,
+            n: None,
+        };
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_secs(2);
+        loop {
+            let sent = self
+                .client
+                .json::<ChatResponse>(
+                    Method::POST,
+                    "/chat/completions",
+                    &[],
+                    Client::body(&request),
+                    Kind::Completion,
+                    Retry::Always,
+                )
+                .await;
+            match sent {
+                Ok(r) => {
+                    let choice = r.choices.into_iter().next().ok_or_else(|| {
+                        ProviderError::Api(ApiError::Decode("a chat completion without choices".into()))
+                    })?;
+                    let probability = choice
+                        .logprobs
+                        .and_then(|l| l.content)
+                        .filter(|c| !c.is_empty())
+                        .map(|c| c.iter().map(|t| t.logprob).sum::<f64>().exp());
+                    return Ok(Completion { content: choice.message.content.unwrap_or_default(), probability });
+                }
+                Err(e) if e.status() == Some(404) && started.elapsed() + wait < self.poll.model_load_wait => {
+                    tracing::info!(model, "the model is not available yet; waiting for it to load");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The epoch a step belongs to, when the job's epochs and steps are known.
+fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64>) -> u32 {
+    match (total_steps, n_epochs) {
+        (Some(total), Some(n)) if total > 0 && n >= 1.0 => {
+            let per_epoch = total as f64 / n;
+            ((step as f64 / per_epoch).ceil() as u32).max(1)
+        }
+        _ => 0,
+    }
+}
+
+/// One row of a job's result file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub step: u64,
+    pub train_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+}
+
+/// Parses a result CSV by its header names (`step, train_loss,
+/// train_accuracy, valid_loss, valid_mean_token_accuracy`; others ignored,
+/// empty cells are missing). A body that is not CSV is tried as base64.
+pub fn parse_result_csv(bytes: &[u8]) -> Vec<ResultRow> {
+    let text = String::from_utf8_lossy(bytes);
+    let decoded;
+    let is_csv = text.lines().next().is_some_and(|h| h.split(',').any(|c| c.trim() == "step"));
+    let text = if is_csv {
+        text
+    } else {
+        match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+            Ok(b) => {
+                decoded = String::from_utf8_lossy(&b).into_owned();
+                std::borrow::Cow::Borrowed(decoded.as_str())
+            }
+            Err(_) => return Vec::new(),
+        }
+    };
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else { return Vec::new() };
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (step, tl, ta, vl, va) = (
+        at("step"),
+        at("train_loss"),
+        at("train_accuracy").or_else(|| at("train_mean_token_accuracy")),
+        at("valid_loss"),
+        at("valid_mean_token_accuracy").or_else(|| at("valid_accuracy")),
+    );
+    let Some(step) = step else { return Vec::new() };
+    lines
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            let num = |i: Option<usize>| i.and_then(|i| cells.get(i)).and_then(|c| c.parse::<f64>().ok());
+            Some(ResultRow {
+                step: cells.get(step)?.parse().ok()?,
+                train_loss: num(tl),
+                train_accuracy: num(ta),
+                valid_loss: num(vl),
+                valid_accuracy: num(va),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str =
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2.5,0.1,,\n2,1.5,0.5,1.8,0.4\n";
+
+    #[test]
+    fn result_csv_parses_by_header_with_empty_cells() {
+        let rows = parse_result_csv(CSV.as_bytes());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].valid_loss, None);
+        assert_eq!(rows[1].valid_accuracy, Some(0.4));
+        let reordered = "train_loss,step\n0.7,9\n";
+        assert_eq!(parse_result_csv(reordered.as_bytes())[0].step, 9);
+    }
+
+    #[test]
+    fn result_csv_tolerates_a_base64_body() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(CSV);
+        assert_eq!(parse_result_csv(b64.as_bytes()), parse_result_csv(CSV.as_bytes()));
+        assert!(parse_result_csv(b"<html>nope</html>").is_empty());
+    }
+
+    #[test]
+    fn epochs_are_derived_from_steps() {
+        assert_eq!(epoch_of(1, Some(30), Some(3.0)), 1);
+        assert_eq!(epoch_of(10, Some(30), Some(3.0)), 1);
+        assert_eq!(epoch_of(11, Some(30), Some(3.0)), 2);
+        assert_eq!(epoch_of(30, Some(30), Some(3.0)), 3);
+        assert_eq!(epoch_of(5, None, Some(3.0)), 0);
+    }
+}

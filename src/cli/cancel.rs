@@ -1,0 +1,61 @@
+//! `ftsweep cancel NAME`: cancel a sweep's running jobs at the provider and
+//! mark their runs cancelled.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{Cli, ExitStatus, UsageError, open_sweep, run::openai_provider};
+use crate::spec::ProviderKind;
+use crate::store::RunState;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The sweep's name.
+    pub sweep: String,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
+    let spec = crate::spec::parse(Path::new(&sweep.spec_path), &store.lock().sweep_text(sweep.id)?)?;
+    if spec.provider == ProviderKind::Local {
+        return Err(UsageError {
+            message: "local jobs run inside the `ftsweep run` process that started them".into(),
+            hint: "stop that process with Ctrl-C (its runs are recorded and resume later)".into(),
+        }
+        .into());
+    }
+    let provider = openai_provider(&spec.openai, store.clone())?;
+    let runs = store.lock().sweep_runs(sweep.id)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut cancelled = 0;
+    let mut failed = 0;
+    for r in runs.iter().filter(|r| matches!(r.state, RunState::Launching | RunState::Training)) {
+        // A run still launching may have a job the database does not know yet.
+        let job = match &r.job_id {
+            Some(id) => Some(id.clone()),
+            None => runtime
+                .block_on(provider.find_job(&crate::sweep::job_tags(&sweep.name, &r.run_id, r.attempt)))?
+                .map(|j| j.id),
+        };
+        match job {
+            Some(job_id) => match runtime.block_on(provider.cancel_job(&job_id)) {
+                Ok(()) => {
+                    store.lock().set_cancelled(&r.run_id, "cancelled by `ftsweep cancel`", None)?;
+                    eprintln!("{}: job {job_id} cancelled", r.run_id);
+                    cancelled += 1;
+                }
+                Err(e) => {
+                    eprintln!("{}: cancelling job {job_id} failed: {e}", r.run_id);
+                    failed += 1;
+                }
+            },
+            None => {
+                store.lock().set_cancelled(&r.run_id, "cancelled by `ftsweep cancel` before its job existed", None)?;
+                cancelled += 1;
+            }
+        }
+    }
+    eprintln!("sweep `{}`: {cancelled} run(s) cancelled, {failed} could not be", sweep.name);
+    Ok(if failed > 0 { ExitStatus::Failure } else { ExitStatus::Success })
+}

@@ -1,0 +1,1 @@
+-- Evaluation: predictions cache, graded scores, baselines, aliases (being written).

@@ -1,0 +1,333 @@
+//! `ftsweep serve`'s own SQLite file: uploaded files with their content, jobs, events, checkpoints
+//! and the local provider's weights. Objects are kept as their protocol JSON; `seq` orders them.
+//! Same pragmas and migration scheme as the sweep store, with its own migrations.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Doing, Result, StoreError, now};
+use crate::provider::openai::wire::{Checkpoint, FileObject, Job, JobEvent};
+
+/// The migrations, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("serve_migrations/0001_init.sql")];
+
+/// An open serve database.
+pub struct ServeStore {
+    conn: Connection,
+}
+
+/// The serve store shared by the server's tasks and training threads; the lock is never held
+/// across an `.await`.
+#[derive(Clone)]
+pub struct SharedServeStore(Arc<Mutex<ServeStore>>);
+
+impl SharedServeStore {
+    pub fn new(store: ServeStore) -> SharedServeStore {
+        SharedServeStore(Arc::new(Mutex::new(store)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ServeStore> {
+        // Every write is one statement or one transaction, so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Encodes an object as JSON for a column.
+fn to_json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Decodes the JSON in column `i` of a row.
+fn from_json<T: DeserializeOwned>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+impl ServeStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<ServeStore> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        ServeStore::setup(conn, &shown)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<ServeStore> {
+        let conn = Connection::open_in_memory().doing("opening an in-memory database")?;
+        ServeStore::setup(conn, ":memory:")
+    }
+
+    fn setup(mut conn: Connection, shown: &str) -> Result<ServeStore> {
+        conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
+        conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
+        let version: i64 =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: shown.to_string(), found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().doing("starting a migration")?;
+            tx.execute_batch(sql).doing("applying a migration")?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
+            tx.commit().doing("committing a migration")?;
+        }
+        Ok(ServeStore { conn })
+    }
+
+    /// Stores a file and its content.
+    pub fn insert_file(&mut self, file: &FileObject, content: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO files (id, purpose, object, content) VALUES (?1, ?2, ?3, ?4)",
+                params![file.id, file.purpose, to_json(file).doing("encoding a file")?, content],
+            )
+            .doing("storing a file")?;
+        Ok(())
+    }
+
+    pub fn file(&self, id: &str) -> Result<Option<FileObject>> {
+        self.conn
+            .query_row("SELECT object FROM files WHERE id = ?1", [id], |r| from_json(r, 0))
+            .optional()
+            .doing("reading a file")
+    }
+
+    pub fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT content FROM files WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .doing("reading a file's content")
+    }
+
+    /// Up to `limit` files (of one purpose, if given), oldest or newest first, after the file
+    /// `after` in that order (none if `after` is unknown).
+    pub fn files(
+        &self,
+        purpose: Option<&str>,
+        ascending: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FileObject>> {
+        let sql = if ascending {
+            "SELECT object FROM files WHERE (?1 IS NULL OR purpose = ?1)
+               AND (?2 IS NULL OR seq > (SELECT seq FROM files WHERE id = ?2)) ORDER BY seq LIMIT ?3"
+        } else {
+            "SELECT object FROM files WHERE (?1 IS NULL OR purpose = ?1)
+               AND (?2 IS NULL OR seq < (SELECT seq FROM files WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).doing("listing files")?;
+        let rows = stmt.query_map(params![purpose, after, limit as i64], |r| from_json(r, 0)).doing("listing files")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing files")
+    }
+
+    /// Deletes a file; returns whether it existed.
+    pub fn delete_file(&mut self, id: &str) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM files WHERE id = ?1", [id]).doing("deleting a file")? > 0)
+    }
+
+    pub fn insert_job(&mut self, job: &Job) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (id, object) VALUES (?1, ?2)",
+                params![job.id, to_json(job).doing("encoding a job")?],
+            )
+            .doing("storing a job")?;
+        Ok(())
+    }
+
+    pub fn update_job(&mut self, job: &Job) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET object = ?2 WHERE id = ?1",
+                params![job.id, to_json(job).doing("encoding a job")?],
+            )
+            .doing("updating a job")?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.conn
+            .query_row("SELECT object FROM jobs WHERE id = ?1", [id], |r| from_json(r, 0))
+            .optional()
+            .doing("reading a job")
+    }
+
+    /// Every job, newest first.
+    pub fn jobs(&self) -> Result<Vec<Job>> {
+        let mut stmt = self.conn.prepare_cached("SELECT object FROM jobs ORDER BY seq DESC").doing("listing jobs")?;
+        let rows = stmt.query_map([], |r| from_json(r, 0)).doing("listing jobs")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing jobs")
+    }
+
+    /// Records the local provider's job id of a job's training attempt.
+    pub fn set_provider_job(&mut self, id: &str, provider_job: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE jobs SET provider_job = ?2 WHERE id = ?1", params![id, provider_job])
+            .doing("recording a job's training attempt")?;
+        Ok(())
+    }
+
+    /// Forgets what an interrupted training attempt left: its checkpoints and weights.
+    pub fn forget_attempt(&mut self, id: &str) -> Result<()> {
+        let tx = self.conn.transaction().doing("forgetting a training attempt")?;
+        tx.execute(
+            "DELETE FROM models WHERE job_id = (SELECT provider_job FROM jobs WHERE id = ?1 AND provider_job IS NOT NULL)",
+            [id],
+        )
+        .doing("deleting an attempt's weights")?;
+        tx.execute("DELETE FROM checkpoints WHERE job_id = ?1", [id]).doing("deleting an attempt's checkpoints")?;
+        tx.execute("UPDATE jobs SET provider_job = NULL WHERE id = ?1", [id]).doing("forgetting a training attempt")?;
+        tx.commit().doing("forgetting a training attempt")
+    }
+
+    /// Appends a job's events, in order, in one transaction.
+    pub fn insert_events(&mut self, job_id: &str, events: &[JobEvent]) -> Result<()> {
+        let tx = self.conn.transaction().doing("storing events")?;
+        for e in events {
+            tx.execute(
+                "INSERT INTO events (id, job_id, object) VALUES (?1, ?2, ?3)",
+                params![e.id, job_id, to_json(e).doing("encoding an event")?],
+            )
+            .doing("storing an event")?;
+        }
+        tx.commit().doing("storing events")
+    }
+
+    /// Up to `limit` of a job's events, newest first, older than the event `after` (none if
+    /// `after` is unknown).
+    pub fn events(&self, job_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<JobEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT object FROM events WHERE job_id = ?1
+                   AND (?2 IS NULL OR seq < (SELECT seq FROM events WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3",
+            )
+            .doing("listing events")?;
+        let rows = stmt.query_map(params![job_id, after, limit as i64], |r| from_json(r, 0)).doing("listing events")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing events")
+    }
+
+    /// Stores an epoch's checkpoint and drops the job's checkpoints older than its last `keep`
+    /// epochs.
+    pub fn insert_checkpoint(&mut self, job_id: &str, epoch: u32, checkpoint: &Checkpoint, keep: u32) -> Result<()> {
+        let tx = self.conn.transaction().doing("storing a checkpoint")?;
+        tx.execute(
+            "INSERT INTO checkpoints (id, job_id, epoch, object) VALUES (?1, ?2, ?3, ?4)",
+            params![checkpoint.id, job_id, epoch, to_json(checkpoint).doing("encoding a checkpoint")?],
+        )
+        .doing("storing a checkpoint")?;
+        tx.execute(
+            "DELETE FROM checkpoints WHERE job_id = ?1 AND epoch <= ?2",
+            params![job_id, i64::from(epoch) - i64::from(keep)],
+        )
+        .doing("dropping old checkpoints")?;
+        tx.commit().doing("storing a checkpoint")
+    }
+
+    /// A job's checkpoints, newest first.
+    pub fn checkpoints(&self, job_id: &str) -> Result<Vec<Checkpoint>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT object FROM checkpoints WHERE job_id = ?1 ORDER BY epoch DESC, seq DESC")
+            .doing("listing checkpoints")?;
+        let rows = stmt.query_map([job_id], |r| from_json(r, 0)).doing("listing checkpoints")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing checkpoints")
+    }
+
+    /// Saves a model's weights and drops the provider job's weights older than its last `keep`
+    /// epochs.
+    pub fn save_model(&mut self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<()> {
+        let tx = self.conn.transaction().doing("saving a model")?;
+        tx.execute(
+            "INSERT OR REPLACE INTO models (model, job_id, epoch, weights, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![model, job_id, epoch, weights, now() as i64],
+        )
+        .doing("saving a model")?;
+        tx.execute(
+            "DELETE FROM models WHERE job_id = ?1 AND epoch <= ?2",
+            params![job_id, i64::from(epoch) - i64::from(keep)],
+        )
+        .doing("dropping old checkpoints' weights")?;
+        tx.commit().doing("saving a model")
+    }
+
+    pub fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT weights FROM models WHERE model = ?1", [model], |r| r.get(0))
+            .optional()
+            .doing("loading a model")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: &str, purpose: &str) -> FileObject {
+        FileObject {
+            id: id.into(),
+            object: "file".into(),
+            bytes: 1,
+            created_at: 0,
+            filename: "f.jsonl".into(),
+            purpose: purpose.into(),
+            status: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn every_migration_applies_and_reopening_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.db");
+        drop(ServeStore::open(&path).unwrap());
+        let s = ServeStore::open(&path).unwrap();
+        let version: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn files_page_in_both_orders_and_filter_by_purpose() {
+        let mut s = ServeStore::open_in_memory().unwrap();
+        for (id, purpose) in [("a", "fine-tune"), ("b", "batch"), ("c", "fine-tune")] {
+            s.insert_file(&file(id, purpose), b"x").unwrap();
+        }
+        let ids = |v: Vec<FileObject>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.files(None, false, None, 10).unwrap()), ["c", "b", "a"]);
+        assert_eq!(ids(s.files(None, true, Some("a"), 1).unwrap()), ["b"]);
+        assert_eq!(ids(s.files(Some("fine-tune"), false, Some("c"), 10).unwrap()), ["a"]);
+        assert!(s.files(None, false, Some("unknown"), 10).unwrap().is_empty());
+        assert!(s.delete_file("b").unwrap() && !s.delete_file("b").unwrap());
+        assert_eq!(s.file_content("c").unwrap(), Some(b"x".to_vec()));
+    }
+
+    #[test]
+    fn models_and_checkpoints_keep_the_last_three_epochs() {
+        let mut s = ServeStore::open_in_memory().unwrap();
+        for epoch in 1..=5u32 {
+            s.save_model(&format!("m{epoch}"), "p", epoch, &[epoch as u8], 3).unwrap();
+            let c = Checkpoint {
+                id: format!("ftckpt_{epoch}"),
+                object: "fine_tuning.job.checkpoint".into(),
+                created_at: 0,
+                fine_tuning_job_id: "j".into(),
+                step_number: u64::from(epoch),
+                fine_tuned_model_checkpoint: format!("m{epoch}"),
+                metrics: Default::default(),
+            };
+            s.insert_checkpoint("j", epoch, &c, 3).unwrap();
+        }
+        assert_eq!(s.load_model("m2").unwrap(), None);
+        assert_eq!(s.load_model("m3").unwrap(), Some(vec![3]));
+        let kept: Vec<u64> = s.checkpoints("j").unwrap().iter().map(|c| c.step_number).collect();
+        assert_eq!(kept, [5, 4, 3]);
+    }
+}
