@@ -21,10 +21,7 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> std::io::Result<()> {
     let target_mb: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let sources = [
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/topics-train.jsonl"),
-        "/work/main/examples/data/topics-train.jsonl",
-    ];
+    let sources = [concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/topics-train.jsonl")];
     let seeds: Vec<serde_json::Value> = sources
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())

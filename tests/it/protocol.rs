@@ -171,6 +171,8 @@ pub struct Faults {
     /// its answer goes back; the answer is held for `hold`.
     pub on_create: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     pub hold: Duration,
+    /// Jobs of a first attempt that succeed are reported failed with this code.
+    pub fail_first_attempts_with: Option<&'static str>,
 }
 
 /// A raw HTTP/1.1 proxy in front of `upstream` that injects faults: 429
@@ -324,6 +326,19 @@ async fn handle(
         lost.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
+    let is_job_poll = target.starts_with("/v1/fine_tuning/jobs/") && target.matches('/').count() == 4;
+    if let (true, Some(code)) = (is_job_poll, faults.fail_first_attempts_with) {
+        if let Ok(mut job) = serde_json::from_slice::<Value>(&bytes) {
+            if job["status"] == "succeeded" && job["metadata"]["ftsweep_attempt"] == "1" {
+                job["status"] = "failed".into();
+                job["fine_tuned_model"] = Value::Null;
+                job["error"] = serde_json::json!({"code": code, "message": "injected failure", "param": null});
+                let body = serde_json::to_vec(&job).unwrap();
+                respond(&mut socket, status, &out_headers, &body).await;
+                return Ok(());
+            }
+        }
+    }
     respond(&mut socket, status, &out_headers, &bytes).await;
     Ok(())
 }
@@ -409,4 +424,34 @@ fn through_injected_faults_every_run_finishes_with_exactly_one_job() {
     let ratio = totals[1] as f64 / totals[0] as f64;
     eprintln!("requests with faults / without: {} / {} = {ratio:.2}", totals[1], totals[0]);
     assert!(ratio <= 1.5, "requests stay within 1.5× of a fault-free run: {ratio:.2}");
+}
+
+#[test]
+fn provider_side_failures_are_retried_as_new_attempts_and_bad_data_is_not() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (code, retried) in [("server_error", true), ("invalid_training_file", false)] {
+        let ws = Workspace::new();
+        let server = Server::start(&ws, "serve.db", KEY);
+        let faults = Faults { fail_first_attempts_with: Some(code), ..Faults::default() };
+        let proxy = runtime.block_on(start_proxy(server.url.clone(), faults));
+        let valid = small_validation(&ws, 20);
+        let hp = "n_epochs = 1\nlearning_rate_multiplier = [0.5, 1.0]\nbatch_size = 32";
+        let text = openai_sweep("retry", &proxy.url, hp)
+            .replace(&example_data("topics-valid.jsonl"), &valid)
+            .replace("max_concurrent = 2", "max_concurrent = 2\nretries = 2");
+        ws.write("s.toml", &text);
+        let (code_, _, err) = run_sweep(&ws, "s.toml", &[]);
+        let jobs = runtime.block_on(jobs_by_run(&server.url));
+        let attempts = query(&ws.db(), "SELECT attempt || ' ' || state FROM runs ORDER BY run_id");
+        if retried {
+            assert_eq!(code_, 0, "{err}");
+            assert!(err.contains("retrying"), "{err}");
+            assert_eq!(attempts, ["2 done", "2 done"], "each run needed a second attempt");
+            assert!(jobs.values().all(|&n| n == 2), "one job per attempt: {jobs:?}");
+        } else {
+            assert_eq!(code_, 1, "{err}");
+            assert_eq!(attempts, ["1 failed", "1 failed"], "invalid data is not retried");
+            assert!(jobs.values().all(|&n| n == 1), "{jobs:?}");
+        }
+    }
 }
