@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Result;
 
@@ -78,8 +77,9 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     });
-    // Training threads are not waited for: their jobs are re-queued on the next start.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Open requests have been answered. Training threads are not waited for: their jobs are
+    // re-queued on the next start, and every write they make is an SQLite transaction.
+    runtime.shutdown_background();
     result?;
     eprintln!("ftsweep serve: stopped");
     Ok(ExitStatus::Success)

@@ -163,8 +163,9 @@ impl Params {
             .map_err(|e| ApiError::invalid(format!("Invalid query string: {e}"), None))
     }
 
+    /// A parameter's value; an empty value counts as absent.
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
     }
 
     /// `limit`: a whole number from 1, `default` when absent; larger than `max` is `max`.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::plan::{PlannedRun, RunConfig};
 
@@ -209,6 +209,40 @@ impl SharedStore {
     }
 }
 
+/// Opens a database (a file, or in memory for `None`) with WAL, a busy
+/// timeout and foreign keys, and applies the `migrations` it has not applied
+/// yet, each in its own transaction, counted by `PRAGMA user_version`.
+pub(crate) fn connect(path: Option<&Path>, migrations: &[&str]) -> Result<Connection> {
+    let shown = path.map_or(":memory:".to_string(), |p| p.display().to_string());
+    let mut conn = match path {
+        Some(p) => Connection::open(p).map_err(|source| StoreError::Open { path: shown.clone(), source })?,
+        None => Connection::open_in_memory().doing("opening an in-memory database")?,
+    };
+    conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
+    conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
+    conn.pragma_update(None, "foreign_keys", "ON").doing("enabling foreign keys")?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
+    let known = migrations.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { path: shown, found: version, known });
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
+        // Another process may open the same new database at the same time:
+        // take the write lock first, then look again at what is applied.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).doing("starting a migration")?;
+        let applied: i64 =
+            tx.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
+        if applied <= i as i64 {
+            tx.execute_batch(sql).doing("applying a migration")?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
+        }
+        tx.commit().doing("committing a migration")?;
+    }
+    Ok(conn)
+}
+
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
@@ -216,35 +250,12 @@ fn now() -> f64 {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Store> {
-        let shown = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        Store::setup(conn, &shown)
+        Ok(Store { conn: connect(Some(path), MIGRATIONS)? })
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Store> {
-        let conn = Connection::open_in_memory().doing("opening an in-memory database")?;
-        Store::setup(conn, ":memory:")
-    }
-
-    fn setup(mut conn: Connection, shown: &str) -> Result<Store> {
-        conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
-        conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
-        conn.pragma_update(None, "foreign_keys", "ON").doing("enabling foreign keys")?;
-        let version: i64 =
-            conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew { path: shown.to_string(), found: version, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().doing("starting a migration")?;
-            tx.execute_batch(sql).doing("applying a migration")?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
-            tx.commit().doing("committing a migration")?;
-        }
-        Ok(Store { conn })
+        Ok(Store { conn: connect(None, MIGRATIONS)? })
     }
 
     /// The schema version.

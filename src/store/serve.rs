@@ -4,14 +4,13 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Doing, Result, StoreError, now};
+use super::{Doing, Result, connect, now};
 use crate::provider::openai::wire::{Checkpoint, FileObject, Job, JobEvent};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
@@ -52,34 +51,12 @@ fn from_json<T: DeserializeOwned>(row: &Row<'_>, i: usize) -> rusqlite::Result<T
 impl ServeStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<ServeStore> {
-        let shown = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        ServeStore::setup(conn, &shown)
+        Ok(ServeStore { conn: connect(Some(path), MIGRATIONS)? })
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<ServeStore> {
-        let conn = Connection::open_in_memory().doing("opening an in-memory database")?;
-        ServeStore::setup(conn, ":memory:")
-    }
-
-    fn setup(mut conn: Connection, shown: &str) -> Result<ServeStore> {
-        conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
-        conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
-        let version: i64 =
-            conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew { path: shown.to_string(), found: version, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().doing("starting a migration")?;
-            tx.execute_batch(sql).doing("applying a migration")?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
-            tx.commit().doing("committing a migration")?;
-        }
-        Ok(ServeStore { conn })
+        Ok(ServeStore { conn: connect(None, MIGRATIONS)? })
     }
 
     /// Stores a file and its content.

@@ -312,6 +312,24 @@ async fn requests_need_the_key_and_errors_have_openai_shapes() {
     }
 }
 
+#[test]
+fn serve_needs_a_key_and_a_free_port() {
+    let ws = Workspace::new();
+    let out = ws.cmd().env_remove("FTSWEEP_SERVE_KEY").args(["serve", "--port", "0"]).output().expect("running");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs an API key") && stderr.contains("hint: set FTSWEEP_SERVE_KEY"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let server = Server::start(&ws, "serve.log", &[]);
+    let port = server.url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/v1").to_string();
+    let out = ws.cmd().env("FTSWEEP_SERVE_KEY", KEY).args(["serve", "--port", &port]).output().expect("running");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot listen on 127.0.0.1:") && stderr.contains("--port"), "{stderr}");
+    assert!(!stderr.contains(KEY), "the key is echoed: {stderr}");
+}
+
 #[tokio::test]
 async fn a_rate_limit_answers_429_with_retry_headers() {
     let ws = Workspace::new();

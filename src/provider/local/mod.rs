@@ -162,6 +162,10 @@ impl LocalProvider {
 
     /// The model's top reply and its probability.
     pub fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+        // The base model has learnt no replies, as `ftsweep serve` answers for it.
+        if model == BASE_MODEL {
+            return Ok(Completion { content: String::new(), probability: None });
+        }
         let m = self.model(model)?;
         let context: Vec<(String, String)> = messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
         let (content, probability) = m.top(&context);
