@@ -9,8 +9,9 @@
 //! - [`store`]: the SQLite database; the only module with SQL.
 //! - [`provider`]: who trains and answers (the local CPU trainer).
 //! - [`sweep`]: the scheduler and the run state machine.
-//! - [`eval`]: grading a model's replies on the validation set.
-//! - [`rank`] and [`report`]: ordering and rendering; pure.
+//! - [`eval`]: graders, the evaluation runner and its caches.
+//! - [`stats`]: intervals and paired tests; pure.
+//! - [`rank`] and [`report`]: ordering, ties, the best pick, rendering; pure.
 //! - [`serve`]: the OpenAI protocol served over the local provider.
 //! - [`cli`]: the command line; the only module that prints.
 
@@ -24,5 +25,6 @@ pub mod rank;
 pub mod report;
 pub mod serve;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod sweep;

@@ -1,56 +1,262 @@
-//! Ranking runs: pure ordering and the best pick, no I/O.
+//! Ranking: orders a sweep's evaluated models by the primary metric, gives
+//! each a 95 % interval and a paired test against the leader, marks those
+//! statistically tied with it, flags overfitting, and picks the model to
+//! deploy. Pure: no I/O.
 
 use std::cmp::Ordering;
 
+use crate::eval::scores::Grades;
+use crate::stats::{self, Comparison};
 use crate::store::{RunRecord, RunState};
 
-/// A run with its place: `Some(rank)` (1-based) for evaluated runs, `None`
-/// for runs that have no score yet or failed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ranked<'a> {
-    pub rank: Option<usize>,
-    pub run: &'a RunRecord,
+/// The seed of every bootstrap, so that a report is reproducible.
+pub const SEED: u64 = 0x5EED_0006;
+
+/// Resamples of the bootstrap interval of a graded (not pass/fail) metric.
+pub const INTERVAL_RESAMPLES: u32 = 2000;
+
+/// How much the last validation loss may exceed the lowest earlier one
+/// before the run is flagged as overfitting.
+pub const OVERFIT_RISE: f64 = 0.10;
+
+/// What a row of the leaderboard is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A run's final model.
+    Run,
+    /// One of a run's earlier epoch checkpoints.
+    Checkpoint,
+    /// The base model, untrained: the sweep's baseline.
+    Baseline,
+    /// A model evaluated with `ftsweep eval`.
+    Model,
 }
 
-/// Orders runs: evaluated runs by score (higher first), then validation loss
-/// (lower first), then trained tokens (fewer first), then run id; after them
-/// the unfinished runs, then the failed ones, in the order given.
-pub fn rank(runs: &[RunRecord]) -> Vec<Ranked<'_>> {
-    let mut scored: Vec<&RunRecord> = runs.iter().filter(|r| is_scored(r)).collect();
-    scored.sort_by(|a, b| compare(a, b));
-    let mut out: Vec<Ranked<'_>> =
-        scored.into_iter().enumerate().map(|(i, run)| Ranked { rank: Some(i + 1), run }).collect();
-    let unfinished = runs.iter().filter(|r| !is_scored(r) && r.state != RunState::Failed);
-    let failed = runs.iter().filter(|r| r.state == RunState::Failed);
-    out.extend(unfinished.chain(failed).map(|run| Ranked { rank: None, run }));
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Run => "run",
+            Role::Checkpoint => "checkpoint",
+            Role::Baseline => "baseline",
+            Role::Model => "model",
+        }
+    }
+
+    /// Whether it competes for the best pick (runs and their checkpoints).
+    pub fn is_ranked(self) -> bool {
+        matches!(self, Role::Run | Role::Checkpoint)
+    }
+}
+
+/// A model to rank, with everything known about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub role: Role,
+    /// The run (for a checkpoint, its run).
+    pub run: Option<RunRecord>,
+    /// A checkpoint's epoch.
+    pub epoch: Option<u32>,
+    pub model: Option<String>,
+    pub grades: Grades,
+    pub valid_loss: Option<f64>,
+    pub train_loss: Option<f64>,
+    /// The validation loss at each epoch up to this model.
+    pub valid_curve: Vec<(u32, f64)>,
+    pub trained_tokens: Option<i64>,
+    /// Training plus evaluation, in USD, when prices are known.
+    pub cost_usd: Option<f64>,
+    /// USD per million input tokens plus per million output tokens.
+    pub inference_price: Option<f64>,
+    /// Examples evaluated.
+    pub n_examples: usize,
+}
+
+impl Candidate {
+    /// The run id, with `@epoch` for a checkpoint; the role otherwise.
+    pub fn label(&self) -> String {
+        match (&self.run, self.epoch, self.role) {
+            (Some(r), Some(e), _) => format!("{}@{e}", r.run_id),
+            (Some(r), None, _) => r.run_id.clone(),
+            (None, _, role) => role.as_str().to_string(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match self.role {
+            Role::Run | Role::Checkpoint => self.run.as_ref().is_some_and(|r| r.state == RunState::Done),
+            Role::Baseline | Role::Model => true,
+        }
+    }
+}
+
+/// What to rank by.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// The score name: a grader or `combined`.
+    pub metric: &'a str,
+    /// Whether it only scores 0 or 1 (Wilson interval, McNemar's test).
+    pub pass_fail: bool,
+    /// The significance level of the test against the leader.
+    pub alpha: f64,
+}
+
+/// Validation loss that rose after its lowest point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overfit {
+    pub best_epoch: u32,
+    pub best_loss: f64,
+    pub final_loss: f64,
+}
+
+/// A candidate's place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// Index into the candidates.
+    pub index: usize,
+    /// 1-based, for finished runs and checkpoints with complete scores.
+    pub rank: Option<usize>,
+    /// The mean of the metric.
+    pub score: Option<f64>,
+    /// Its 95 % interval.
+    pub interval: Option<(f64, f64)>,
+    /// The paired test against the leader (not for the leader itself).
+    pub comparison: Option<Comparison>,
+    pub is_leader: bool,
+    /// The leader, and every row not significantly different from it.
+    pub tied_with_best: bool,
+    pub overfit: Option<Overfit>,
+}
+
+/// The flag for a validation curve whose last loss is more than
+/// [`OVERFIT_RISE`] above the lowest earlier one.
+pub fn overfitting(curve: &[(u32, f64)]) -> Option<Overfit> {
+    let (&(_, final_loss), earlier) = curve.split_last()?;
+    let &(best_epoch, best_loss) = earlier.iter().filter(|(_, l)| l.is_finite()).min_by(|a, b| a.1.total_cmp(&b.1))?;
+    (final_loss.is_finite() && final_loss > best_loss * (1.0 + OVERFIT_RISE)).then_some(Overfit {
+        best_epoch,
+        best_loss,
+        final_loss,
+    })
+}
+
+/// The 95 % interval of a mean: Wilson for pass/fail scores, otherwise the
+/// seeded percentile bootstrap.
+pub fn interval(scores: &[f64], pass_fail: bool) -> (f64, f64) {
+    if pass_fail {
+        let passed = scores.iter().filter(|&&s| s == 1.0).count() as u64;
+        stats::wilson_interval(passed, scores.len() as u64, stats::Z95)
+    } else {
+        stats::bootstrap_interval(scores, INTERVAL_RESAMPLES, 0.95, SEED)
+    }
+}
+
+fn by_score(a: &Candidate, b: &Candidate, sa: f64, sb: f64) -> Ordering {
+    let loss = |c: &Candidate| c.valid_loss.filter(|l| l.is_finite()).unwrap_or(f64::INFINITY);
+    sb.total_cmp(&sa)
+        .then_with(|| loss(a).total_cmp(&loss(b)))
+        .then_with(|| a.trained_tokens.unwrap_or(i64::MAX).cmp(&b.trained_tokens.unwrap_or(i64::MAX)))
+        .then_with(|| a.label().cmp(&b.label()))
+}
+
+fn scores_of<'c>(c: &'c Candidate, metric: &str) -> Option<&'c [f64]> {
+    c.grades.get(metric).filter(|x| !x.is_empty())
+}
+
+/// Ranks the candidates. Rows come in this order: the ranked runs and
+/// checkpoints (score, then validation loss, then trained tokens), the
+/// baseline and other evaluated models by score, then the runs not ranked
+/// (unfinished, failed, or with grades missing) in the order given.
+pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
+    let mut ranked: Vec<usize> =
+        (0..candidates.len()).filter(|&i| candidates[i].role.is_ranked() && candidates[i].finished()).collect();
+    ranked.retain(|&i| scores_of(&candidates[i], s.metric).is_some());
+    let mean = |i: usize| scores_of(&candidates[i], s.metric).map_or(f64::NEG_INFINITY, stats::mean);
+    ranked.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
+    let mut references: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !candidates[i].role.is_ranked() && scores_of(&candidates[i], s.metric).is_some())
+        .collect();
+    references.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
+    let placed: Vec<usize> = ranked.iter().chain(&references).copied().collect();
+    let rest = (0..candidates.len()).filter(|i| !placed.contains(i));
+    let (unfinished, failed): (Vec<usize>, Vec<usize>) =
+        rest.partition(|&i| candidates[i].run.as_ref().is_none_or(|r| r.state != RunState::Failed));
+
+    let leader = ranked.first().copied();
+    let leader_scores = leader.and_then(|i| scores_of(&candidates[i], s.metric));
+    let mut out = Vec::with_capacity(candidates.len());
+    for (position, &i) in ranked.iter().chain(&references).chain(&unfinished).chain(&failed).enumerate() {
+        let c = &candidates[i];
+        let scores = scores_of(c, s.metric);
+        let is_leader = Some(i) == leader;
+        let comparison = match (scores, leader_scores) {
+            (Some(x), Some(l)) if !is_leader => stats::compare_to_leader(l, x, s.alpha, SEED).ok(),
+            _ => None,
+        };
+        out.push(Standing {
+            index: i,
+            rank: (position < ranked.len()).then_some(position + 1),
+            score: scores.map(stats::mean),
+            interval: scores.map(|x| interval(x, s.pass_fail)),
+            tied_with_best: is_leader || comparison.is_some_and(|c| c.tied),
+            comparison,
+            is_leader,
+            overfit: overfitting(&c.valid_curve),
+        });
+    }
     out
 }
 
-/// The best run, if any run was evaluated.
-pub fn best(runs: &[RunRecord]) -> Option<&RunRecord> {
-    rank(runs).into_iter().find(|r| r.rank.is_some()).map(|r| r.run)
+/// How the model to deploy is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The cheapest of the runs tied with the leader: fewest trained tokens,
+    /// then lowest inference price, then rank.
+    Cheapest,
+    /// The leader: the top score alone.
+    Strict,
 }
 
-fn is_scored(r: &RunRecord) -> bool {
-    r.state == RunState::Done && r.score.is_some()
+/// The pick, with what explains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    /// Index into the standings.
+    pub chosen: usize,
+    /// Index into the standings.
+    pub leader: usize,
+    /// The ranked rows tied with the leader, the leader included (indices into the standings).
+    pub tied: Vec<usize>,
 }
 
-fn compare(a: &RunRecord, b: &RunRecord) -> Ordering {
-    let score = |r: &RunRecord| r.score.unwrap_or(f64::NEG_INFINITY);
-    let loss = |r: &RunRecord| r.valid_loss.filter(|l| l.is_finite()).unwrap_or(f64::INFINITY);
-    score(b)
-        .total_cmp(&score(a))
-        .then_with(|| loss(a).total_cmp(&loss(b)))
-        .then_with(|| a.trained_tokens.unwrap_or(i64::MAX).cmp(&b.trained_tokens.unwrap_or(i64::MAX)))
-        .then_with(|| a.run_id.cmp(&b.run_id))
+/// Picks the model to deploy among the ranked rows; `None` when no run has
+/// finished with complete grades.
+pub fn pick(candidates: &[Candidate], standings: &[Standing], strategy: Strategy) -> Option<Pick> {
+    let leader = standings.iter().position(|s| s.is_leader)?;
+    let tied: Vec<usize> =
+        (0..standings.len()).filter(|&i| standings[i].rank.is_some() && standings[i].tied_with_best).collect();
+    let chosen = match strategy {
+        Strategy::Strict => leader,
+        Strategy::Cheapest => *tied.iter().min_by(|&&a, &&b| {
+            let (ca, cb) = (&candidates[standings[a].index], &candidates[standings[b].index]);
+            ca.trained_tokens
+                .unwrap_or(i64::MAX)
+                .cmp(&cb.trained_tokens.unwrap_or(i64::MAX))
+                .then_with(|| {
+                    ca.inference_price.unwrap_or(f64::INFINITY).total_cmp(&cb.inference_price.unwrap_or(f64::INFINITY))
+                })
+                .then_with(|| standings[a].rank.cmp(&standings[b].rank))
+        })?,
+    };
+    Some(Pick { chosen, leader, tied })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::plan::RunConfig;
 
-    fn run(id: &str, state: RunState, score: Option<f64>, valid_loss: Option<f64>) -> RunRecord {
+    fn run(id: &str, state: RunState, tokens: i64) -> RunRecord {
         RunRecord {
             run_id: id.into(),
             config: RunConfig { n_epochs: Some(1), batch_size: Some(1), learning_rate_multiplier: Some(1.0), seed: 0 },
@@ -59,54 +265,143 @@ mod tests {
             job_id: None,
             model: Some(format!("m-{id}")),
             error: None,
-            trained_tokens: Some(100),
+            trained_tokens: Some(tokens),
             train_loss: None,
             train_accuracy: None,
-            valid_loss,
+            valid_loss: None,
             valid_accuracy: None,
             metric: None,
-            score,
+            score: None,
             n_eval: None,
             train_seconds: None,
             eval_seconds: None,
         }
     }
 
+    /// `passes` of `n` examples right, the passes first.
+    fn pass_fail(passes: usize, n: usize) -> Vec<f64> {
+        (0..n).map(|i| if i < passes { 1.0 } else { 0.0 }).collect()
+    }
+
+    fn candidate(id: &str, state: RunState, tokens: i64, scores: Option<Vec<f64>>) -> Candidate {
+        Candidate {
+            role: Role::Run,
+            run: Some(run(id, state, tokens)),
+            epoch: None,
+            model: Some(format!("m-{id}")),
+            grades: Grades(BTreeMap::from([("exact_match".to_string(), scores)])),
+            valid_loss: None,
+            train_loss: None,
+            valid_curve: vec![],
+            trained_tokens: Some(tokens),
+            cost_usd: None,
+            inference_price: Some(1.0),
+            n_examples: 100,
+        }
+    }
+
+    const EXACT: Settings<'static> = Settings { metric: "exact_match", pass_fail: true, alpha: 0.05 };
+
+    fn labels(c: &[Candidate], s: &[Standing]) -> Vec<(Option<usize>, String, bool)> {
+        s.iter().map(|s| (s.rank, c[s.index].label(), s.tied_with_best)).collect()
+    }
+
     #[test]
-    fn orders_by_score_then_loss_and_puts_unscored_last() {
-        let runs = vec![
-            run("failed", RunState::Failed, None, None),
-            run("low", RunState::Done, Some(0.5), Some(0.1)),
-            run("tie-worse-loss", RunState::Done, Some(0.9), Some(0.8)),
-            run("planned", RunState::Planned, None, None),
-            run("tie-better-loss", RunState::Done, Some(0.9), Some(0.3)),
+    fn ranks_by_score_marks_ties_and_puts_references_and_unfinished_runs_last() {
+        let mut base = candidate("b", RunState::Done, 0, Some(pass_fail(5, 100)));
+        (base.role, base.run) = (Role::Baseline, None);
+        let cs = vec![
+            candidate("failed", RunState::Failed, 10, None),
+            candidate("low", RunState::Done, 10, Some(pass_fail(40, 100))),
+            candidate("top", RunState::Done, 300, Some(pass_fail(80, 100))),
+            base,
+            candidate("planned", RunState::Planned, 10, None),
+            candidate("near", RunState::Done, 100, Some(pass_fail(76, 100))),
         ];
-        let ranked: Vec<_> = rank(&runs).iter().map(|r| (r.rank, r.run.run_id.as_str())).collect();
+        let s = standings(&cs, &EXACT);
         assert_eq!(
-            ranked,
+            labels(&cs, &s),
             [
-                (Some(1), "tie-better-loss"),
-                (Some(2), "tie-worse-loss"),
-                (Some(3), "low"),
-                (None, "planned"),
-                (None, "failed")
+                (Some(1), "top".into(), true),
+                (Some(2), "near".into(), true),
+                (Some(3), "low".into(), false),
+                (None, "baseline".into(), false),
+                (None, "planned".into(), false),
+                (None, "failed".into(), false)
             ]
         );
-        assert_eq!(best(&runs).unwrap().run_id, "tie-better-loss");
+        // "near" differs from "top" on 4 examples, all in top's favour: McNemar p = 2 / 2^4 = 0.125.
+        let c = s[1].comparison.unwrap();
+        assert_eq!(c.test, "mcnemar_exact");
+        assert!((c.p_value - 0.125).abs() < 1e-12);
+        // Wilson interval of 80/100.
+        let (lo, hi) = s[0].interval.unwrap();
+        assert!((lo - 0.711_1).abs() < 1e-3 && (hi - 0.866_7).abs() < 1e-3, "{lo} {hi}");
+        assert!(s[0].is_leader && s[0].comparison.is_none());
+
+        let cheapest = pick(&cs, &s, Strategy::Cheapest).unwrap();
+        assert_eq!(cs[s[cheapest.chosen].index].label(), "near", "fewer trained tokens among the tied");
+        assert_eq!(cheapest.tied, [0, 1]);
+        let strict = pick(&cs, &s, Strategy::Strict).unwrap();
+        assert_eq!(cs[s[strict.chosen].index].label(), "top");
     }
 
     #[test]
-    fn no_best_without_a_finished_run() {
-        let runs = vec![run("a", RunState::Failed, None, None), run("b", RunState::Trained, None, None)];
-        assert!(best(&runs).is_none());
+    fn no_pick_without_a_finished_run() {
+        let cs = vec![candidate("a", RunState::Failed, 1, None), candidate("b", RunState::Trained, 1, Some(vec![1.0]))];
+        let s = standings(&cs, &EXACT);
+        assert!(s.iter().all(|s| s.rank.is_none()));
+        assert!(pick(&cs, &s, Strategy::Cheapest).is_none());
     }
 
     #[test]
-    fn a_nan_loss_never_beats_a_real_one() {
-        let runs = vec![
-            run("nan", RunState::Done, Some(0.9), Some(f64::NAN)),
-            run("ok", RunState::Done, Some(0.9), Some(5.0)),
+    fn equal_scores_fall_back_to_loss_and_a_nan_loss_never_wins() {
+        let mut nan = candidate("nan", RunState::Done, 5, Some(pass_fail(9, 10)));
+        nan.valid_loss = Some(f64::NAN);
+        let mut ok = candidate("ok", RunState::Done, 5, Some(pass_fail(9, 10)));
+        ok.valid_loss = Some(5.0);
+        let cs = vec![nan, ok];
+        let s = standings(&cs, &EXACT);
+        assert_eq!(cs[s[0].index].label(), "ok");
+        // Identical scores are tied (p = 1); the tokens are equal, so the rank decides.
+        let p = pick(&cs, &s, Strategy::Cheapest).unwrap();
+        assert_eq!(cs[s[p.chosen].index].label(), "ok");
+    }
+
+    #[test]
+    fn inference_price_breaks_a_tie_in_tokens() {
+        let mut a = candidate("a", RunState::Done, 100, Some(pass_fail(8, 10)));
+        let mut b = candidate("b", RunState::Done, 100, Some(pass_fail(7, 10)));
+        a.inference_price = Some(5.0);
+        b.inference_price = Some(2.0);
+        let cs = vec![a, b];
+        let s = standings(&cs, &EXACT);
+        let p = pick(&cs, &s, Strategy::Cheapest).unwrap();
+        assert_eq!(cs[s[p.chosen].index].label(), "b");
+    }
+
+    #[test]
+    fn graded_metrics_use_the_bootstrap() {
+        let graded = |v: f64| Some(vec![v, v + 0.1, v - 0.1, v, v + 0.05, v - 0.05, v, v, v + 0.1, v - 0.1]);
+        let cs = vec![
+            candidate("a", RunState::Done, 1, graded(0.5)),
+            candidate("b", RunState::Done, 1, graded(0.5).map(|x| x.iter().map(|s| s - 0.3).collect())),
         ];
-        assert_eq!(best(&runs).unwrap().run_id, "ok");
+        let s = standings(&cs, &Settings { pass_fail: false, ..EXACT });
+        let (lo, hi) = s[0].interval.unwrap();
+        assert!(lo < 0.5 && 0.5 < hi && hi - lo < 0.15, "{lo} {hi}");
+        let c = s[1].comparison.unwrap();
+        assert_eq!(c.test, "paired_bootstrap");
+        assert!(!c.tied && !s[1].tied_with_best);
+    }
+
+    #[test]
+    fn overfitting_is_a_rise_after_the_lowest_validation_loss() {
+        assert_eq!(overfitting(&[(1, 1.32), (2, 1.08), (3, 1.13), (4, 1.25)]).map(|o| o.best_epoch), Some(2));
+        assert!(overfitting(&[(1, 1.32), (2, 1.08), (3, 1.13)]).is_none(), "4.6 % is within noise");
+        assert!(overfitting(&[(1, 2.0), (2, 1.0)]).is_none());
+        assert!(overfitting(&[(1, 1.0)]).is_none());
+        assert!(overfitting(&[]).is_none());
+        assert!(overfitting(&[(1, f64::NAN), (2, 1.0)]).is_none());
     }
 }

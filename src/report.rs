@@ -1,10 +1,13 @@
 //! Rendering: tables (comfy-table) and JSON rows, returned as strings; no I/O.
 
+use std::collections::BTreeMap;
+
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::plan::{PlannedRun, show};
-use crate::rank::Ranked;
+use crate::rank::{Candidate, Role, Standing};
+use crate::store::RunState;
 
 /// Serializes a hyperparameter as its number, or `"auto"`.
 fn auto_or<T: Serialize, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -14,60 +17,360 @@ fn auto_or<T: Serialize, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S:
     }
 }
 
+/// Serializes a run's hyperparameter as its number or `"auto"`, and a row
+/// that is not a run (the baseline) as `null`.
+fn hyper<T: Serialize, S: serde::Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        None => s.serialize_none(),
+        Some(x) => auto_or(x, s),
+    }
+}
+
 /// One leaderboard row, as `--json` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LeaderboardRow {
     pub rank: Option<usize>,
-    pub run_id: String,
+    /// The run (for a checkpoint, its run); `null` for the baseline and evaluated models.
+    pub run_id: Option<String>,
+    /// `run`, `checkpoint`, `baseline` or `model`.
+    pub kind: String,
+    /// The base model, untrained.
+    pub is_baseline: bool,
+    /// A checkpoint's epoch.
+    pub epoch: Option<u32>,
     pub status: String,
-    #[serde(serialize_with = "auto_or")]
-    pub n_epochs: Option<u32>,
-    #[serde(serialize_with = "auto_or")]
-    pub learning_rate_multiplier: Option<f64>,
-    #[serde(serialize_with = "auto_or")]
-    pub batch_size: Option<u32>,
-    pub seed: u64,
+    #[serde(serialize_with = "hyper")]
+    pub n_epochs: Option<Option<u32>>,
+    #[serde(serialize_with = "hyper")]
+    pub learning_rate_multiplier: Option<Option<f64>>,
+    #[serde(serialize_with = "hyper")]
+    pub batch_size: Option<Option<u32>>,
+    pub seed: Option<u64>,
     pub model: Option<String>,
+    /// The metric ranked by.
     pub metric: String,
+    /// Its mean over the examples.
     pub score: Option<f64>,
+    /// The 95 % interval of the score: Wilson for pass/fail metrics, bootstrap otherwise.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub is_leader: bool,
+    /// The leader, and rows whose paired test against it is not significant.
+    pub tied_with_best: bool,
+    /// The paired test against the leader: `mcnemar_exact` or `paired_bootstrap`.
+    pub test: Option<String>,
+    pub p_value: Option<f64>,
+    /// The score minus the leader's.
+    pub diff_from_leader: Option<f64>,
+    /// Every grader's mean (and `combined`'s); `null` while some grades are missing.
+    pub scores: BTreeMap<String, Option<f64>>,
     pub valid_loss: Option<f64>,
     pub valid_accuracy: Option<f64>,
     pub train_loss: Option<f64>,
+    /// Validation loss minus training loss.
+    pub gap: Option<f64>,
+    /// The validation loss rose more than 10 % above its lowest earlier value.
+    pub overfit: bool,
     pub trained_tokens: Option<i64>,
+    /// Training plus evaluation, when prices are known.
+    pub cost_usd: Option<f64>,
     pub train_seconds: Option<f64>,
     pub eval_seconds: Option<f64>,
+    /// Examples evaluated.
     pub n_eval: Option<i64>,
     pub error: Option<String>,
+    /// What else the row says: overfitting, missing grades, what the row is.
+    pub note: Option<String>,
 }
 
-/// Builds the leaderboard rows from ranked runs.
-pub fn leaderboard_rows(ranked: &[Ranked<'_>], metric: &str) -> Vec<LeaderboardRow> {
-    ranked
+/// Builds the leaderboard rows, in the standings' order; `names` are the
+/// scores (graders, then `combined`) to report.
+pub fn leaderboard_rows(
+    candidates: &[Candidate],
+    standings: &[Standing],
+    metric: &str,
+    names: &[String],
+) -> Vec<LeaderboardRow> {
+    let leader_score = standings.iter().find(|s| s.is_leader).and_then(|s| s.score);
+    standings
         .iter()
-        .map(|r| {
-            let run = r.run;
+        .map(|st| {
+            let c = &candidates[st.index];
+            let run = c.run.as_ref();
+            let scores: BTreeMap<String, Option<f64>> = names.iter().map(|n| (n.clone(), c.grades.mean(n))).collect();
+            let missing: Vec<&str> = names
+                .iter()
+                .filter(|n| c.n_examples > 0 && c.grades.0.get(*n).is_some_and(Option::is_none))
+                .map(String::as_str)
+                .collect();
+            let valid_loss = c.valid_loss.filter(|l| l.is_finite());
+            let train_loss = c.train_loss.filter(|l| l.is_finite());
+            let mut notes = Vec::new();
+            match c.role {
+                Role::Baseline => notes.push(format!("baseline: `{}`, untrained", c.model.as_deref().unwrap_or("?"))),
+                Role::Model => notes.push(format!("`{}`, from `ftsweep eval`", c.model.as_deref().unwrap_or("?"))),
+                Role::Run | Role::Checkpoint => {}
+            }
+            if let Some(o) = st.overfit {
+                notes.push(format!(
+                    "overfit: valid loss {} vs {} at epoch {}",
+                    loss(Some(o.final_loss)),
+                    loss(Some(o.best_loss)),
+                    o.best_epoch
+                ));
+            }
+            if !missing.is_empty() {
+                notes.push(format!("grades missing: {}", missing.join(", ")));
+            }
             LeaderboardRow {
-                rank: r.rank,
-                run_id: run.run_id.clone(),
-                status: run.state.as_str().to_string(),
-                n_epochs: run.config.n_epochs,
-                learning_rate_multiplier: run.config.learning_rate_multiplier,
-                batch_size: run.config.batch_size,
-                seed: run.config.seed,
-                model: run.model.clone(),
+                rank: st.rank,
+                run_id: run.map(|r| r.run_id.clone()),
+                kind: c.role.as_str().to_string(),
+                is_baseline: c.role == Role::Baseline,
+                epoch: c.epoch,
+                status: run.map_or("done", |r| r.state.as_str()).to_string(),
+                n_epochs: run.map(|r| r.config.n_epochs),
+                learning_rate_multiplier: run.map(|r| r.config.learning_rate_multiplier),
+                batch_size: run.map(|r| r.config.batch_size),
+                seed: run.map(|r| r.config.seed),
+                model: c.model.clone(),
                 metric: metric.to_string(),
-                score: run.score,
-                valid_loss: run.valid_loss.filter(|l| l.is_finite()),
-                valid_accuracy: run.valid_accuracy,
-                train_loss: run.train_loss.filter(|l| l.is_finite()),
-                trained_tokens: run.trained_tokens,
-                train_seconds: run.train_seconds,
-                eval_seconds: run.eval_seconds,
-                n_eval: run.n_eval,
-                error: run.error.clone(),
+                score: st.score,
+                ci_low: st.interval.map(|i| i.0),
+                ci_high: st.interval.map(|i| i.1),
+                is_leader: st.is_leader,
+                tied_with_best: st.tied_with_best,
+                test: st.comparison.map(|c| c.test.to_string()),
+                p_value: st.comparison.map(|c| c.p_value),
+                diff_from_leader: st.score.zip(leader_score).map(|(s, l)| s - l),
+                scores,
+                valid_loss,
+                valid_accuracy: run.and_then(|r| r.valid_accuracy).filter(|_| c.role == Role::Run),
+                train_loss,
+                gap: valid_loss.zip(train_loss).map(|(v, t)| v - t),
+                overfit: st.overfit.is_some(),
+                trained_tokens: c.trained_tokens,
+                cost_usd: c.cost_usd,
+                train_seconds: run.and_then(|r| r.train_seconds).filter(|_| c.role == Role::Run),
+                eval_seconds: run.and_then(|r| r.eval_seconds).filter(|_| c.role == Role::Run),
+                n_eval: (c.n_examples > 0).then_some(c.n_examples as i64),
+                error: run.and_then(|r| r.error.clone()).filter(|_| run.is_some_and(|r| r.state == RunState::Failed)),
+                note: (!notes.is_empty()).then(|| notes.join("; ")),
             }
         })
         .collect()
+}
+
+/// How a leaderboard is shown: the metric ranked by, the other scores, and
+/// what the interval and the tie mark mean.
+#[derive(Debug, Clone, Copy)]
+pub struct BoardView<'a> {
+    pub metric: &'a str,
+    /// The other scores, as columns.
+    pub others: &'a [String],
+    pub alpha: f64,
+    pub pass_fail: bool,
+}
+
+fn p_text(p: f64) -> String {
+    if p < 0.001 { "p<0.001".into() } else { format!("p={p:.3}") }
+}
+
+/// The row's standing against the leader: `leader`, `tie p=…` or `p=…`.
+fn vs_leader(r: &LeaderboardRow) -> String {
+    match (r.is_leader, r.p_value) {
+        (true, _) => "leader".into(),
+        (false, Some(p)) if r.tied_with_best => format!("tie {}", p_text(p)),
+        (false, Some(p)) if r.diff_from_leader.is_some_and(|d| d > 0.0) => format!("above {}", p_text(p)),
+        (false, Some(p)) => format!("below {}", p_text(p)),
+        (false, None) => "-".into(),
+    }
+}
+
+fn ci(r: &LeaderboardRow) -> String {
+    match (r.ci_low, r.ci_high) {
+        (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
+        _ => "-".into(),
+    }
+}
+
+fn row_label(r: &LeaderboardRow) -> String {
+    match (&r.run_id, r.epoch) {
+        (Some(id), Some(e)) => format!("{id}@{e}"),
+        (Some(id), None) => id.clone(),
+        (None, _) => r.kind.clone(),
+    }
+}
+
+fn hyper_text<T: Copy + std::fmt::Display>(v: Option<Option<T>>) -> String {
+    v.map_or_else(|| "-".into(), show)
+}
+
+fn note(r: &LeaderboardRow) -> String {
+    let mut parts: Vec<String> = r.note.iter().cloned().collect();
+    if let Some(e) = &r.error {
+        parts.push(e.chars().take(60).collect());
+    }
+    parts.join("; ")
+}
+
+/// The cells of a row, in [`board_header`]'s order.
+fn board_cells(r: &LeaderboardRow, view: &BoardView<'_>) -> Vec<String> {
+    let mut cells = vec![
+        r.rank.map_or_else(|| "-".into(), |x| x.to_string()),
+        row_label(r),
+        hyper_text(r.n_epochs),
+        hyper_text(r.learning_rate_multiplier),
+        hyper_text(r.batch_size),
+        r.seed.map_or_else(|| "-".into(), |s| s.to_string()),
+        if r.run_id.is_some() { r.status.clone() } else { "-".into() },
+        opt(r.score, 3),
+        ci(r),
+        vs_leader(r),
+    ];
+    cells.extend(view.others.iter().map(|n| opt(r.scores.get(n).copied().flatten(), 3)));
+    cells.extend([
+        loss(r.valid_loss),
+        r.gap.map_or_else(|| "-".into(), |g| format!("{g:+.3}")),
+        r.trained_tokens.map_or_else(|| "-".into(), |x| x.to_string()),
+        usd(r.cost_usd).replace('?', "-"),
+        note(r),
+    ]);
+    cells
+}
+
+fn board_header(view: &BoardView<'_>) -> Vec<String> {
+    let mut h: Vec<String> =
+        ["rank", "run", "n_epochs", "lr_mult", "batch", "seed", "status", view.metric, "95% CI", "vs leader"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    h.extend(view.others.iter().cloned());
+    h.extend(["valid_loss", "gap", "trained_tokens", "cost", "note"].iter().map(|s| s.to_string()));
+    h
+}
+
+/// What the interval and the tie mark mean, under the table.
+pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
+    let n = rows.iter().find(|r| r.is_leader).and_then(|r| r.n_eval).unwrap_or(0);
+    let (interval, test) = if view.pass_fail {
+        ("Wilson", "exact McNemar test")
+    } else {
+        ("percentile bootstrap, 2000 resamples", "paired bootstrap, 10000 resamples")
+    };
+    format!(
+        "{}: mean over {n} examples; 95% CI: {interval}. vs leader: {test} on the same examples; \
+         `tie` = not significantly different at alpha = {} (no correction for multiple comparisons). \
+         gap = valid_loss - train_loss.",
+        view.metric, view.alpha
+    )
+}
+
+/// The ranked table, with its legend.
+pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
+    let header = board_header(view);
+    let mut t = new_table(&header.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        t.add_row(board_cells(r, view));
+    }
+    let n = header.len();
+    right(&mut t, 2, 6);
+    right(&mut t, 7, 8);
+    right(&mut t, 10, n - 1);
+    format!("{t}\n{}", board_legend(rows, view))
+}
+
+/// The ranked table in GitHub Markdown, for pull requests.
+pub fn leaderboard_markdown(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
+    let escape = |s: &str| s.replace('|', "\\|");
+    let header = board_header(view);
+    let mut out = format!("| {} |\n", header.join(" | "));
+    let align: Vec<&str> = (0..header.len())
+        .map(|i| if (2..6).contains(&i) || i == 7 || (10..header.len() - 1).contains(&i) { "---:" } else { "---" })
+        .collect();
+    out.push_str(&format!("| {} |\n", align.join(" | ")));
+    for r in rows {
+        let cells: Vec<String> = board_cells(r, view).iter().map(|c| escape(c)).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out.push_str(&format!("\n{}\n", board_legend(rows, view)));
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// The rows as CSV (RFC 4180), every score a column; empty cells are unknown.
+pub fn leaderboard_csv(rows: &[LeaderboardRow], names: &[String]) -> String {
+    let num = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
+    let hyper_csv = |v: Option<String>| v.unwrap_or_default();
+    let mut header: Vec<String> = [
+        "rank",
+        "run_id",
+        "kind",
+        "is_baseline",
+        "epoch",
+        "status",
+        "n_epochs",
+        "learning_rate_multiplier",
+        "batch_size",
+        "seed",
+        "model",
+        "metric",
+        "score",
+        "ci_low",
+        "ci_high",
+        "tied_with_best",
+        "test",
+        "p_value",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(names.iter().cloned());
+    header.extend(
+        ["valid_loss", "train_loss", "gap", "overfit", "trained_tokens", "cost_usd", "note", "error"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut out = header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
+    for r in rows {
+        let mut cells = vec![
+            r.rank.map_or_else(String::new, |x| x.to_string()),
+            r.run_id.clone().unwrap_or_default(),
+            r.kind.clone(),
+            r.is_baseline.to_string(),
+            r.epoch.map_or_else(String::new, |e| e.to_string()),
+            r.status.clone(),
+            hyper_csv(r.n_epochs.map(show)),
+            hyper_csv(r.learning_rate_multiplier.map(show)),
+            hyper_csv(r.batch_size.map(show)),
+            r.seed.map_or_else(String::new, |s| s.to_string()),
+            r.model.clone().unwrap_or_default(),
+            r.metric.clone(),
+            num(r.score),
+            num(r.ci_low),
+            num(r.ci_high),
+            r.tied_with_best.to_string(),
+            r.test.clone().unwrap_or_default(),
+            num(r.p_value),
+        ];
+        cells.extend(names.iter().map(|n| num(r.scores.get(n).copied().flatten())));
+        cells.extend([
+            num(r.valid_loss),
+            num(r.train_loss),
+            num(r.gap),
+            r.overfit.to_string(),
+            r.trained_tokens.map_or_else(String::new, |t| t.to_string()),
+            num(r.cost_usd),
+            r.note.clone().unwrap_or_default(),
+            r.error.clone().unwrap_or_default(),
+        ]);
+        out.push_str(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
 }
 
 fn opt(x: Option<f64>, decimals: usize) -> String {
@@ -96,50 +399,6 @@ fn right(t: &mut Table, from: usize, to: usize) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-}
-
-/// The ranked table.
-pub fn leaderboard_table(rows: &[LeaderboardRow], metric: &str) -> String {
-    let mut t = new_table(&[
-        "rank",
-        "run",
-        "n_epochs",
-        "lr_mult",
-        "batch",
-        "seed",
-        "status",
-        metric,
-        "valid_loss",
-        "train_loss",
-        "trained_tokens",
-        "time_s",
-        "note",
-    ]);
-    for r in rows {
-        let time = match (r.train_seconds, r.eval_seconds) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
-        };
-        let note = r.error.as_deref().map(|e| e.chars().take(60).collect::<String>()).unwrap_or_default();
-        t.add_row(vec![
-            r.rank.map_or_else(|| "-".into(), |x| x.to_string()),
-            r.run_id.clone(),
-            show(r.n_epochs),
-            show(r.learning_rate_multiplier),
-            show(r.batch_size),
-            r.seed.to_string(),
-            r.status.clone(),
-            opt(r.score, 3),
-            loss(r.valid_loss),
-            loss(r.train_loss),
-            r.trained_tokens.map_or_else(|| "-".into(), |x| x.to_string()),
-            opt(time, 2),
-            note,
-        ]);
-    }
-    right(&mut t, 2, 6);
-    right(&mut t, 7, 12);
-    t.to_string()
 }
 
 /// One planned run, as `plan --json` prints it.

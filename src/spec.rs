@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::eval::config::{self as grader_config, COMBINED, NamedGrader};
+use crate::eval::graders::Weighted;
+
 /// A parsed and validated sweep file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {
@@ -136,24 +139,90 @@ pub enum Domain {
     LogUniform(f64, f64),
 }
 
-/// How runs are scored.
+/// How runs are scored: the `[evaluation]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
+    /// The primary metric: a grader's name, or `combined`.
     pub metric: Metric,
+    /// The graders, in the order written; graders named only by `metric` or
+    /// `combined` (built-in types with their defaults) come last.
+    pub graders: Vec<NamedGrader>,
+    /// The weighted combination of graders, scored as `combined`.
+    pub combined: Option<Weighted>,
+    /// The significance level of the paired test against the leader.
+    pub alpha: f64,
+    /// Whether the runs' earlier kept epoch checkpoints are evaluated too.
+    pub checkpoints: bool,
+    /// Whether the base model is evaluated, as the baseline row.
+    pub baseline: bool,
+    /// Completions in flight at a time, across the sweep.
+    pub concurrency: u32,
 }
 
-/// The primary metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// The reply equals the reference after trimming white space.
-    ExactMatch,
+/// The default significance level.
+pub const ALPHA: f64 = 0.05;
+
+/// The default number of completions in flight.
+pub const EVAL_CONCURRENCY: u32 = 8;
+
+impl Default for Evaluation {
+    /// Exact match after trimming, as the primary and only grader.
+    fn default() -> Evaluation {
+        Evaluation {
+            metric: Metric::EXACT_MATCH,
+            graders: NamedGrader::builtin("exact_match").into_iter().collect(),
+            combined: None,
+            alpha: ALPHA,
+            checkpoints: false,
+            baseline: true,
+            concurrency: EVAL_CONCURRENCY,
+        }
+    }
 }
+
+impl Evaluation {
+    /// The grader by name (not `combined`).
+    pub fn grader(&self, name: &str) -> Option<&NamedGrader> {
+        self.graders.iter().find(|g| g.name == name)
+    }
+
+    /// The names of every score, graders first, then `combined`.
+    pub fn score_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.graders.iter().map(|g| g.name.clone()).collect();
+        if self.combined.is_some() {
+            names.push(COMBINED.to_string());
+        }
+        names
+    }
+}
+
+/// The primary metric's name. Names are interned, so a `Metric` is `Copy`
+/// and its text lives for the whole program; only the distinct names ever
+/// parsed are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric(&'static str);
 
 impl Metric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::ExactMatch => "exact_match",
+    /// The reply equals the reference after trimming white space.
+    pub const EXACT_MATCH: Metric = Metric("exact_match");
+
+    /// The metric of this name.
+    pub fn named(name: &str) -> Metric {
+        static NAMES: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeSet<&'static str>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        match names.get(name) {
+            Some(known) => Metric(known),
+            None => {
+                let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+                names.insert(leaked);
+                Metric(leaked)
+            }
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
@@ -269,6 +338,12 @@ struct RawHyperparameters {
 #[serde(deny_unknown_fields)]
 struct RawEvaluation {
     metric: Option<Spanned<String>>,
+    graders: Option<Vec<Spanned<toml::Table>>>,
+    combined: Option<Spanned<toml::Table>>,
+    alpha: Option<Spanned<f64>>,
+    checkpoints: Option<bool>,
+    baseline: Option<bool>,
+    concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -366,21 +441,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         },
     };
 
-    let evaluation = Evaluation {
-        metric: match raw.evaluation.as_ref().and_then(|e| e.metric.as_ref()) {
-            None => Metric::ExactMatch,
-            Some(m) => match m.get_ref().as_str() {
-                "exact_match" => Metric::ExactMatch,
-                other => {
-                    return Err(cx.at(
-                        m,
-                        "evaluation.metric",
-                        format!("unknown metric `{other}`"),
-                        "use `metric = \"exact_match\"`",
-                    ));
-                }
-            },
-        },
+    let evaluation = match &raw.evaluation {
+        None => Evaluation::default(),
+        Some(e) => cx.evaluation(e)?,
     };
 
     let limits = Limits {
@@ -471,6 +534,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
     })
 }
 
+fn names(graders: &[NamedGrader]) -> String {
+    let names: Vec<&str> = graders.iter().map(|g| g.name.as_str()).collect();
+    if names.is_empty() { "(none)".into() } else { names.join(", ") }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     /// An integer within the inclusive range.
@@ -522,6 +590,165 @@ impl Cx<'_> {
             message,
             hint: Some(hint.to_string()),
         }
+    }
+
+    /// The line of `key = ` in the table that starts at the span (up to the
+    /// next table header, or within an inline table), or the span's first line.
+    fn key_line_in(&self, span: &Range<usize>, key: &str) -> Range<usize> {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let mut offset = line_start;
+        for (i, line) in self.text[line_start..].split_inclusive('\n').enumerate() {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                break;
+            }
+            // A key at the start of the line, or after `{` or `,` in an inline table.
+            let found =
+                std::iter::once(t).chain(line.match_indices(['{', ',']).map(|(j, _)| line[j + 1..].trim_start()));
+            if found
+                .into_iter()
+                .any(|rest| rest.strip_prefix(key).is_some_and(|after| after.trim_start().starts_with('=')))
+            {
+                return offset..offset;
+            }
+            offset += line.len();
+        }
+        span.clone()
+    }
+
+    fn evaluation(&self, raw: &RawEvaluation) -> Result<Evaluation, SpecError> {
+        let mut graders: Vec<NamedGrader> = Vec::new();
+        for (i, table) in raw.graders.iter().flatten().enumerate() {
+            let key = format!("evaluation.graders[{}]", i + 1);
+            let grader = grader_config::parse(table.get_ref()).map_err(|message| {
+                // Point at the offending key when the message names one.
+                let named = message.split('`').nth(1).filter(|k| table.get_ref().contains_key(*k));
+                let named = named.or(message.contains("grader type").then_some("type"));
+                let span = match named {
+                    Some(k) => self.key_line_in(&table.span(), k),
+                    None => table.span(),
+                };
+                let hint = format!(
+                    "e.g. `[[evaluation.graders]]` then `type = \"token_f1\"`; the types are {}",
+                    grader_config::TYPES.join(", ")
+                );
+                self.error(&span, &key, message, &hint)
+            })?;
+            if graders.iter().any(|g| g.name == grader.name) {
+                return Err(self.error(
+                    &table.span(),
+                    &key,
+                    format!("two graders are named `{}`", grader.name),
+                    "give one of them another `name`",
+                ));
+            }
+            graders.push(grader);
+        }
+        // A built-in grader named by `combined` or `metric` but not declared
+        // is added with its defaults: the metric's first, the others last.
+        let implicit = |name: &str, graders: &mut Vec<NamedGrader>, first: bool| -> bool {
+            if graders.iter().any(|g| g.name == name) {
+                return true;
+            }
+            match NamedGrader::builtin(name) {
+                Some(g) if first => {
+                    graders.insert(0, g);
+                    true
+                }
+                Some(g) => {
+                    graders.push(g);
+                    true
+                }
+                None => false,
+            }
+        };
+        let combined = match &raw.combined {
+            None => None,
+            Some(t) => {
+                let mut parts = Vec::new();
+                for (name, weight) in t.get_ref() {
+                    let span = self.key_line_in(&t.span(), name);
+                    let w = match weight {
+                        toml::Value::Integer(i) => *i as f64,
+                        toml::Value::Float(f) => *f,
+                        other => {
+                            return Err(self.error(
+                                &span,
+                                "evaluation.combined",
+                                format!("the weight of `{name}` must be a number, found {}", other.type_str()),
+                                "e.g. `combined = { exact_match = 1, token_f1 = 3 }`",
+                            ));
+                        }
+                    };
+                    if !implicit(name, &mut graders, false) {
+                        return Err(self.error(
+                            &span,
+                            "evaluation.combined",
+                            format!("no grader is named `{name}`"),
+                            &format!("combine the graders declared: {}", names(&graders)),
+                        ));
+                    }
+                    parts.push((name.clone(), w));
+                }
+                Some(Weighted::new(parts).map_err(|e| {
+                    self.error(
+                        &t.span(),
+                        "evaluation.combined",
+                        e.to_string(),
+                        "give each grader a weight of 0 or more, not all 0",
+                    )
+                })?)
+            }
+        };
+        let metric = match &raw.metric {
+            Some(m) => {
+                let name = m.get_ref().trim();
+                let known = (name == COMBINED && combined.is_some()) || implicit(name, &mut graders, true);
+                if !known {
+                    let hint = if graders.is_empty() {
+                        "use `metric = \"exact_match\"`, or a built-in grader such as `token_f1`".to_string()
+                    } else {
+                        format!("name one of the graders: {}", names(&graders))
+                    };
+                    return Err(self.at(m, "evaluation.metric", format!("unknown metric `{name}`"), &hint));
+                }
+                Metric::named(name)
+            }
+            None if combined.is_some() => Metric::named(COMBINED),
+            None => match graders.first() {
+                Some(g) => Metric::named(&g.name),
+                None => {
+                    implicit("exact_match", &mut graders, true);
+                    Metric::EXACT_MATCH
+                }
+            },
+        };
+        let alpha = match &raw.alpha {
+            None => ALPHA,
+            Some(a) if *a.get_ref() > 0.0 && *a.get_ref() <= 0.5 => *a.get_ref(),
+            Some(a) => {
+                return Err(self.at(
+                    a,
+                    "evaluation.alpha",
+                    format!("{} is not allowed", a.get_ref()),
+                    "give a significance level above 0 and at most 0.5, e.g. `alpha = 0.05`",
+                ));
+            }
+        };
+        let concurrency = match &raw.concurrency {
+            None => EVAL_CONCURRENCY,
+            Some(c) => self.int_in(c, "evaluation.concurrency", (1.0, 256.0))? as u32,
+        };
+        Ok(Evaluation {
+            metric,
+            graders,
+            combined,
+            alpha,
+            checkpoints: raw.checkpoints.unwrap_or(false),
+            baseline: raw.baseline.unwrap_or(true),
+            concurrency,
+        })
     }
 
     fn openai(&self, o: &Spanned<RawOpenAi>) -> Result<OpenAiSettings, SpecError> {
@@ -951,6 +1178,101 @@ max_concurrent = 2
     fn unknown_provider_and_model_are_rejected() {
         assert!(err(&GOOD.replace("\"local\"\n", "\"acme\"\n")).message.contains("unknown provider"));
         assert!(err(&GOOD.replace("local/ngram", "gpt-4o")).message.contains("no model"));
+    }
+
+    /// GOOD with `extra` appended (graders after `[limits]` are valid TOML).
+    fn with_graders(extra: &str) -> String {
+        format!("{GOOD}{extra}")
+    }
+
+    #[test]
+    fn evaluation_defaults_to_exact_match_as_before() {
+        let s = parse_str(GOOD).unwrap();
+        assert_eq!(s.evaluation.metric, Metric::EXACT_MATCH);
+        assert_eq!(s.evaluation.score_names(), ["exact_match"]);
+        assert_eq!((s.evaluation.alpha, s.evaluation.baseline, s.evaluation.checkpoints), (0.05, true, false));
+        let none = parse_str(&GOOD.replace("[evaluation]\nmetric = \"exact_match\"\n", "")).unwrap();
+        assert_eq!(none.evaluation, Evaluation::default());
+    }
+
+    #[test]
+    fn graders_are_added_and_the_metric_may_name_a_built_in_one() {
+        let s = parse_str(&with_graders(
+            "[[evaluation.graders]]\ntype = \"token_f1\"\n[[evaluation.graders]]\ntype = \"contains\"\nignore_case = true\n",
+        ))
+        .unwrap();
+        assert_eq!(s.evaluation.metric.as_str(), "exact_match");
+        assert_eq!(s.evaluation.score_names(), ["exact_match", "token_f1", "contains_i"]);
+        // Without `metric`, the first grader is primary.
+        let s = parse_str(
+            &with_graders("[[evaluation.graders]]\ntype = \"bleu\"\n").replace("metric = \"exact_match\"\n", ""),
+        )
+        .unwrap();
+        assert_eq!(s.evaluation.metric.as_str(), "bleu");
+        assert_eq!(s.evaluation.score_names(), ["bleu"]);
+        let s =
+            parse_str(&GOOD.replace("metric = \"exact_match\"", "metric = \"rouge_l\"\nalpha = 0.01\nconcurrency = 4"))
+                .unwrap();
+        assert_eq!((s.evaluation.metric.as_str(), s.evaluation.alpha, s.evaluation.concurrency), ("rouge_l", 0.01, 4));
+    }
+
+    #[test]
+    fn a_weighted_combination_can_be_the_metric() {
+        let s =
+            parse_str(&GOOD.replace(
+                "metric = \"exact_match\"",
+                "metric = \"combined\"\ncombined = { exact_match = 1, fuzzy = 3 }",
+            ))
+            .unwrap();
+        assert_eq!(s.evaluation.metric.as_str(), "combined");
+        assert_eq!(s.evaluation.score_names(), ["exact_match", "fuzzy", "combined"]);
+        assert_eq!(
+            s.evaluation.combined.unwrap().parts,
+            [("exact_match".to_string(), 1.0), ("fuzzy".to_string(), 3.0)]
+        );
+        let e = err(&GOOD.replace("metric = \"exact_match\"", "combined = { exact_match = 1, nope = 3 }"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(15), Some("evaluation.combined")));
+        assert!(e.message.contains("no grader is named `nope`"), "{e}");
+        let e = err(&GOOD.replace("metric = \"exact_match\"", "combined = { exact_match = 0 }"));
+        assert!(e.message.contains("add up to zero"), "{e}");
+    }
+
+    #[test]
+    fn evaluation_errors_name_the_line_and_the_key() {
+        let e = err(&GOOD.replace("metric = \"exact_match\"", "metric = \"accuracy\""));
+        assert_eq!((e.line, e.key.as_deref()), (Some(15), Some("evaluation.metric")));
+        assert!(e.message.contains("unknown metric `accuracy`"), "{e}");
+        let e = err(&with_graders("[[evaluation.graders]]\ntype = \"contains\"\nignorecase = true\n"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(20), Some("evaluation.graders[1]")));
+        assert!(e.message.contains("unknown field `ignorecase`"), "{e}");
+        let e = err(&with_graders("[[evaluation.graders]]\ntype = \"meteor\"\n"));
+        assert_eq!(e.line, Some(19));
+        assert!(e.message.contains("unknown grader type `meteor`"), "{e}");
+        let e =
+            err(&with_graders("[[evaluation.graders]]\ntype = \"bleu\"\n[[evaluation.graders]]\ntype = \"bleu\"\n"));
+        assert_eq!(e.key.as_deref(), Some("evaluation.graders[2]"));
+        assert!(e.message.contains("two graders are named `bleu`"), "{e}");
+        let e = err(&with_graders("[[evaluation.graders]]\ntype = \"judge\"\nrubric = \"r\"\n"));
+        assert!(e.message.contains("missing field `model`"), "{e}");
+        let e = err(&with_graders("[[evaluation.graders]]\ntype = \"regex\"\npattern = \"(\"\n"));
+        assert!(e.message.contains("invalid regex"), "{e}");
+        let e = err(&GOOD.replace("metric = \"exact_match\"", "alpha = 0.9"));
+        assert_eq!(e.key.as_deref(), Some("evaluation.alpha"));
+        let e = err(&GOOD.replace("metric = \"exact_match\"", "metrics = \"exact_match\""));
+        assert!(e.message.contains("unknown field `metrics`"), "{e}");
+    }
+
+    #[test]
+    fn judge_and_command_graders_parse() {
+        let s = parse_str(&with_graders(
+            "[[evaluation.graders]]\ntype = \"judge\"\nname = \"helpful\"\nmodel = \"gpt-4.1-mini-2025-04-14\"\n\
+             rubric = \"Rate {{reply}} from 1 to 5\"\nrange = [1, 5]\n\
+             [[evaluation.graders]]\ntype = \"command\"\ncommand = [\"python3\", \"grade.py\"]\ntimeout_seconds = 2.5\n",
+        ))
+        .unwrap();
+        assert_eq!(s.evaluation.score_names(), ["exact_match", "helpful", "command"]);
+        assert!(s.evaluation.grader("helpful").unwrap().is_cached());
+        assert!(!s.evaluation.grader("exact_match").unwrap().is_cached());
     }
 
     /// Mutates valid sweep files (cuts, insertions of TOML punctuation and

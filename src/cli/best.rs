@@ -1,43 +1,158 @@
-//! `ftsweep best`: the best run's model id, for scripts.
+//! `ftsweep best`: the model to deploy, for scripts. By default the cheapest
+//! run statistically tied with the leader; `--strict` for the top score;
+//! `--alias` for the model an alias points at. Only the model id goes to
+//! stdout; the reason goes to stderr.
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, NoResult, open_sweep};
+use super::leaderboard::{Board, open_existing};
+use super::{Cli, ExitStatus, NoResult, UsageError, open_sweep};
 use crate::plan::show;
-use crate::{rank, report};
+use crate::rank::{self, Pick, Strategy};
+use crate::report::LeaderboardRow;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The sweep's name (the `name` in its file).
-    pub sweep: String,
-    /// Print the best run's leaderboard row as JSON.
+    /// The sweep's name (the `name` in its file); not needed with --alias.
+    #[arg(required_unless_present = "alias")]
+    pub sweep: Option<String>,
+    /// Print the chosen run's leaderboard row as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Pick the top score alone, ignoring ties and cost.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the model an alias points at (see `ftsweep promote`).
+    #[arg(long, conflicts_with_all = ["strict", "metric"])]
+    pub alias: Option<String>,
+    /// Rank by this grader (or `combined`) instead of the sweep's metric.
+    #[arg(long)]
+    pub metric: Option<String>,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
-    let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
-    let runs = store.lock().sweep_runs(sweep.id)?;
-    let ranked = rank::rank(&runs);
-    let rows = report::leaderboard_rows(&ranked, &sweep.metric);
-    let Some(best) = rows.into_iter().find(|r| r.rank == Some(1)) else {
+    if let Some(alias) = &args.alias {
+        return print_alias(cli, alias, args.json);
+    }
+    let name = args.sweep.as_deref().unwrap_or_default();
+    let (store, sweep) = open_sweep(&cli.db, name)?;
+    let board = Board::load(&store, &sweep, args.metric.as_deref())?;
+    let strategy = if args.strict { Strategy::Strict } else { Strategy::Cheapest };
+    let Some(pick) = rank::pick(&board.candidates, &board.standings, strategy) else {
         return Err(NoResult(format!("no run of sweep `{}` has finished yet", sweep.name)).into());
     };
+    let rows = board.rows();
+    let chosen = &rows[pick.chosen];
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&best)?);
+        println!("{}", serde_json::to_string_pretty(chosen)?);
     } else {
-        println!("{}", best.model.as_deref().unwrap_or_default());
-        eprintln!(
-            "best of `{}`: {} ({} = {:.3}; n_epochs={}, learning_rate_multiplier={}, batch_size={}, seed={})",
-            sweep.name,
-            best.run_id,
-            sweep.metric,
-            best.score.unwrap_or(f64::NAN),
-            show(best.n_epochs),
-            show(best.learning_rate_multiplier),
-            show(best.batch_size),
-            best.seed
+        println!("{}", chosen.model.as_deref().unwrap_or_default());
+    }
+    eprintln!("best of `{}`: {}", sweep.name, reason(&board, &rows, &pick, strategy));
+    Ok(ExitStatus::Success)
+}
+
+fn label(r: &LeaderboardRow) -> String {
+    match (&r.run_id, r.epoch) {
+        (Some(id), Some(e)) => format!("{id} at epoch {e}"),
+        (Some(id), None) => id.clone(),
+        (None, _) => r.kind.clone(),
+    }
+}
+
+fn score(r: &LeaderboardRow) -> String {
+    let s = r.score.map_or("-".into(), |s| format!("{s:.3}"));
+    match (r.ci_low, r.ci_high) {
+        (Some(lo), Some(hi)) => format!("{s}, 95% CI [{lo:.3}, {hi:.3}]"),
+        _ => s,
+    }
+}
+
+fn hyperparameters(r: &LeaderboardRow) -> String {
+    let h = |v: Option<Option<f64>>| v.map_or("-".into(), show);
+    format!(
+        "n_epochs={}, learning_rate_multiplier={}, batch_size={}, seed={}",
+        h(r.n_epochs.map(|x| x.map(f64::from))),
+        h(r.learning_rate_multiplier),
+        h(r.batch_size.map(|x| x.map(f64::from))),
+        r.seed.map_or("-".into(), |s| s.to_string())
+    )
+}
+
+fn test_text(r: &LeaderboardRow) -> String {
+    match (&r.test, r.p_value) {
+        (Some(t), Some(p)) => format!("{} p = {p:.3}", t.replace('_', " ")),
+        _ => "no paired test".into(),
+    }
+}
+
+/// Why the pick was made, in one sentence.
+fn reason(board: &Board, rows: &[LeaderboardRow], pick: &Pick, strategy: Strategy) -> String {
+    let (chosen, leader) = (&rows[pick.chosen], &rows[pick.leader]);
+    let metric = &board.metric;
+    let alpha = board.setup.evaluation.alpha;
+    let others = pick.tied.len() - 1;
+    let head = format!("{} ({metric} {}; {})", label(chosen), score(chosen), hyperparameters(chosen));
+    if strategy == Strategy::Strict {
+        return format!(
+            "{head}: the top score (--strict); {others} other runs are statistically tied with it at alpha = {alpha}"
         );
     }
+    if pick.chosen == pick.leader {
+        if others == 0 {
+            let runner_up = rows.iter().find(|r| r.rank == Some(2));
+            let next = runner_up.map_or(String::new(), |r| format!(" (the runner-up {}: {})", label(r), test_text(r)));
+            return format!("{head}: the leader, and no other run is statistically tied with it{next}");
+        }
+        return format!(
+            "{head}: the leader, and the cheapest of the {} runs statistically tied with it at alpha = {alpha} \
+             ({} trained tokens)",
+            others + 1,
+            chosen.trained_tokens.map_or("?".into(), |t| t.to_string())
+        );
+    }
+    let cheaper = match (chosen.trained_tokens, leader.trained_tokens) {
+        (Some(a), Some(b)) if a < b => format!("{a} trained tokens against the leader's {b}"),
+        (Some(a), _) => format!("{a} trained tokens, the same as the leader, and a lower inference price or rank"),
+        _ => "the fewest trained tokens".into(),
+    };
+    format!(
+        "{head}: statistically tied with the leader {} ({metric} {}; {} >= alpha = {alpha}) and the cheapest of the \
+         {} tied runs: {cheaper}; `--strict` picks the leader",
+        label(leader),
+        leader.score.map_or("-".into(), |s| format!("{s:.3}")),
+        test_text(chosen),
+        others + 1
+    )
+}
+
+fn print_alias(cli: &Cli, alias: &str, json: bool) -> Result<ExitStatus> {
+    let store = open_existing(&cli.db)?;
+    let found = store.lock().alias(alias)?;
+    let Some(a) = found else {
+        let names: Vec<String> = store.lock().aliases()?.into_iter().map(|a| a.name).collect();
+        return Err(UsageError {
+            message: format!("no alias named `{alias}`"),
+            hint: if names.is_empty() {
+                "promote a run first: `ftsweep promote RUN --alias champion`".into()
+            } else {
+                format!("the aliases are: {}", names.join(", "))
+            },
+        }
+        .into());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&a.provenance)?);
+    } else {
+        println!("{}", a.model);
+    }
+    eprintln!(
+        "alias `{}`: {} (run {}, sweep {}, promoted {})",
+        a.name,
+        a.model,
+        a.run_id.as_deref().unwrap_or("-"),
+        a.sweep.as_deref().unwrap_or("-"),
+        a.provenance["promoted_at"].as_str().unwrap_or("-")
+    );
     Ok(ExitStatus::Success)
 }

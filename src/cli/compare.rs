@@ -1,12 +1,294 @@
-//! `ftsweep compare` (being built).
+//! `ftsweep compare RUN_A RUN_B`: two rows of a sweep side by side
+//! (hyperparameters, every score, losses, tokens, cost), the paired test on
+//! the same examples, and the examples where they disagree. Reads the
+//! database only.
 
 use anyhow::Result;
+use serde::Serialize;
 
+use super::leaderboard::{Board, sweep_for};
 use super::{Cli, ExitStatus, UsageError};
+use crate::eval::judge::render_prompt;
+use crate::report::LeaderboardRow;
+use crate::stats;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A run id (a unique prefix will do), RUN@EPOCH for a checkpoint, `baseline`, or a model id.
+    pub a: String,
+    /// The other row, named the same way.
+    pub b: String,
+    /// The sweep (default: the latest sweep that plans RUN_A or RUN_B).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Compare by this grader (or `combined`) instead of the sweep's metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// How many disagreeing examples to print (`--json` lists them all).
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_cli: &Cli, _args: &Args) -> Result<ExitStatus> {
-    Err(UsageError { message: "`compare` is being built".into(), hint: "see README.md".into() }.into())
+/// The paired test of A against B.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PairedTest {
+    /// `mcnemar_exact` or `paired_bootstrap`.
+    pub test: String,
+    pub p_value: f64,
+    pub significant: bool,
+    /// Mean of A minus mean of B.
+    pub mean_diff: f64,
+    /// McNemar: examples only A passes, and only B passes.
+    pub only_a: Option<u64>,
+    pub only_b: Option<u64>,
+    /// The bootstrap's 95 % interval of the difference.
+    pub diff_ci: Option<(f64, f64)>,
+}
+
+/// One example where the two disagree.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Disagreement {
+    pub line: usize,
+    pub prompt: String,
+    pub reference: String,
+    pub reply_a: String,
+    pub reply_b: String,
+    pub score_a: f64,
+    pub score_b: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Comparison<'a> {
+    sweep: &'a str,
+    metric: &'a str,
+    a: &'a LeaderboardRow,
+    b: &'a LeaderboardRow,
+    paired_test: Option<PairedTest>,
+    n_examples: usize,
+    disagreements: Vec<Disagreement>,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    let (store, sweep) = sweep_for(&cli.db, args.sweep.as_deref(), &[&args.a, &args.b])?;
+    let board = Board::load(&store, &sweep, args.metric.as_deref())?;
+    let (ia, ib) = (board.find(&args.a)?, board.find(&args.b)?);
+    let rows = board.rows();
+    let (ra, rb) = (&rows[ia], &rows[ib]);
+    let (la, lb) = (&board.loaded[board.standings[ia].index], &board.loaded[board.standings[ib].index]);
+    let (sa, sb) = (la.candidate.grades.get(&board.metric), lb.candidate.grades.get(&board.metric));
+    let (Some(sa), Some(sb)) = (sa, sb) else {
+        return Err(UsageError {
+            message: format!("`{}` and `{}` are not both graded by `{}`", args.a, args.b, board.metric),
+            hint: "compare finished runs; `ftsweep run` grades what is missing".into(),
+        }
+        .into());
+    };
+    if sa.len() != sb.len() {
+        return Err(UsageError {
+            message: format!("the two were graded on different numbers of examples ({} and {})", sa.len(), sb.len()),
+            hint: "compare models evaluated on the sweep's validation data".into(),
+        }
+        .into());
+    }
+    let test = paired_test(sa, sb, board.setup.evaluation.alpha);
+    let disagreements: Vec<Disagreement> = (0..sa.len())
+        .filter(|&i| sa[i] != sb[i])
+        .map(|i| {
+            let (xa, xb) = (&la.examples[i], &lb.examples[i]);
+            Disagreement {
+                line: xa.line,
+                prompt: xa
+                    .prompt
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map_or_else(|| render_prompt(&xa.prompt), |m| m.content.clone()),
+                reference: xa.reference.clone(),
+                reply_a: xa.prediction.clone(),
+                reply_b: xb.prediction.clone(),
+                score_a: sa[i],
+                score_b: sb[i],
+            }
+        })
+        .collect();
+    if args.json {
+        let c = Comparison {
+            sweep: &sweep.name,
+            metric: &board.metric,
+            a: ra,
+            b: rb,
+            paired_test: test.clone(),
+            n_examples: sa.len(),
+            disagreements,
+        };
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(ExitStatus::Success);
+    }
+    println!("{}", side_by_side(&board, ra, rb));
+    match &test {
+        Some(t) => println!("{}", describe_test(t, &board.metric, sa.len(), board.setup.evaluation.alpha)),
+        None => println!("no paired test: the two score the same on every example"),
+    }
+    println!(
+        "\n{} of {} examples differ on `{}`{}",
+        disagreements.len(),
+        sa.len(),
+        board.metric,
+        if disagreements.len() > args.limit {
+            format!(" (the first {} shown; --limit N for more)", args.limit)
+        } else {
+            String::new()
+        }
+    );
+    let short = |s: &str| {
+        let one_line = s.replace('\n', " ⏎ ");
+        if one_line.chars().count() > 100 {
+            format!("{}…", one_line.chars().take(99).collect::<String>())
+        } else {
+            one_line
+        }
+    };
+    for d in disagreements.iter().take(args.limit) {
+        println!(
+            "\nline {}: {}\n  reference: {}\n  A ({:.2}): {}\n  B ({:.2}): {}",
+            d.line,
+            short(&d.prompt),
+            short(&d.reference),
+            d.score_a,
+            short(&d.reply_a),
+            d.score_b,
+            short(&d.reply_b)
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// McNemar's exact test when both only pass or fail, else the paired
+/// bootstrap; `None` when the scores are the same on every example.
+pub fn paired_test(a: &[f64], b: &[f64], alpha: f64) -> Option<PairedTest> {
+    let mean_diff = stats::mean(a) - stats::mean(b);
+    if a == b {
+        return None;
+    }
+    if stats::is_pass_fail(a) && stats::is_pass_fail(b) {
+        let pass = |xs: &[f64]| xs.iter().map(|&s| s == 1.0).collect::<Vec<_>>();
+        let m = stats::mcnemar_exact(&pass(a), &pass(b));
+        Some(PairedTest {
+            test: "mcnemar_exact".into(),
+            p_value: m.p_value,
+            significant: m.p_value < alpha,
+            mean_diff,
+            only_a: Some(m.b),
+            only_b: Some(m.c),
+            diff_ci: None,
+        })
+    } else {
+        let r = stats::paired_bootstrap(a, b, stats::COMPARE_RESAMPLES, crate::rank::SEED);
+        Some(PairedTest {
+            test: "paired_bootstrap".into(),
+            p_value: r.p_value,
+            significant: r.p_value < alpha,
+            mean_diff: r.mean_diff,
+            only_a: None,
+            only_b: None,
+            diff_ci: Some(r.interval),
+        })
+    }
+}
+
+fn p4(p: f64) -> String {
+    if p < 0.0001 { "p < 0.0001".into() } else { format!("p = {p:.4}") }
+}
+
+fn describe_test(t: &PairedTest, metric: &str, n: usize, alpha: f64) -> String {
+    let verdict = if t.significant {
+        format!("significant at alpha = {alpha}: {} is better", if t.mean_diff > 0.0 { "A" } else { "B" })
+    } else {
+        format!("not significant at alpha = {alpha}: the two are statistically tied")
+    };
+    match (t.only_a, t.only_b, t.diff_ci) {
+        (Some(oa), Some(ob), _) => format!(
+            "\n{metric}: A - B = {:+.3} on {n} paired examples; exact McNemar test: A alone right on {oa}, B alone on \
+             {ob}, {}; {verdict}",
+            t.mean_diff,
+            p4(t.p_value)
+        ),
+        (_, _, Some((lo, hi))) => format!(
+            "\n{metric}: A - B = {:+.3}, 95% CI [{lo:+.3}, {hi:+.3}] on {n} paired examples; paired bootstrap {}; \
+             {verdict}",
+            t.mean_diff,
+            p4(t.p_value)
+        ),
+        _ => String::new(),
+    }
+}
+
+fn side_by_side(board: &Board, a: &LeaderboardRow, b: &LeaderboardRow) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec!["", "A", "B"]);
+    let label = |r: &LeaderboardRow| match (&r.run_id, r.epoch) {
+        (Some(id), Some(e)) => format!("{id}@{e}"),
+        (Some(id), None) => id.clone(),
+        (None, _) => r.kind.clone(),
+    };
+    let hyper = |v: Option<Option<f64>>| v.map_or("-".into(), crate::plan::show);
+    let num = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
+    let ci = |r: &LeaderboardRow| match (r.ci_low, r.ci_high) {
+        (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
+        _ => "-".into(),
+    };
+    let mut rows: Vec<(String, String, String)> = vec![
+        ("run".into(), label(a), label(b)),
+        ("model".into(), a.model.clone().unwrap_or_default(), b.model.clone().unwrap_or_default()),
+        ("rank".into(), a.rank.map_or("-".into(), |r| r.to_string()), b.rank.map_or("-".into(), |r| r.to_string())),
+        ("n_epochs".into(), hyper(a.n_epochs.map(|x| x.map(f64::from))), hyper(b.n_epochs.map(|x| x.map(f64::from)))),
+        ("learning_rate_multiplier".into(), hyper(a.learning_rate_multiplier), hyper(b.learning_rate_multiplier)),
+        (
+            "batch_size".into(),
+            hyper(a.batch_size.map(|x| x.map(f64::from))),
+            hyper(b.batch_size.map(|x| x.map(f64::from))),
+        ),
+        ("seed".into(), a.seed.map_or("-".into(), |s| s.to_string()), b.seed.map_or("-".into(), |s| s.to_string())),
+        (format!("{} (ranked by)", board.metric), num(a.score, 3), num(b.score, 3)),
+        ("95% CI".into(), ci(a), ci(b)),
+    ];
+    for name in board.others() {
+        let get = |r: &LeaderboardRow| num(r.scores.get(&name).copied().flatten(), 3);
+        rows.push((name.clone(), get(a), get(b)));
+    }
+    rows.extend([
+        ("valid_loss".into(), num(a.valid_loss, 3), num(b.valid_loss, 3)),
+        ("train_loss".into(), num(a.train_loss, 3), num(b.train_loss, 3)),
+        (
+            "trained_tokens".into(),
+            a.trained_tokens.map_or("-".into(), |x| x.to_string()),
+            b.trained_tokens.map_or("-".into(), |x| x.to_string()),
+        ),
+        ("cost".into(), crate::report::format_usd(a.cost_usd), crate::report::format_usd(b.cost_usd)),
+    ]);
+    for (k, x, y) in rows {
+        t.add_row(vec![k, x, y]);
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_fail_scores_take_mcnemar_and_graded_scores_the_bootstrap() {
+        let a = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0];
+        let b = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let t = paired_test(&a, &b, 0.05).unwrap();
+        assert_eq!((t.test.as_str(), t.only_a, t.only_b), ("mcnemar_exact", Some(6), Some(1)));
+        assert!((t.p_value - 0.125).abs() < 1e-12 && !t.significant);
+        let g = paired_test(&[0.5, 0.7, 0.9], &[0.1, 0.2, 0.3], 0.05).unwrap();
+        assert_eq!(g.test, "paired_bootstrap");
+        assert!((g.mean_diff - 0.5).abs() < 1e-12);
+        assert!(paired_test(&a, &a, 0.05).is_none());
+    }
 }

@@ -1,34 +1,207 @@
-//! `ftsweep leaderboard`: a sweep's runs, ranked, from the database.
+//! `ftsweep leaderboard`: a sweep's runs, its baseline and evaluated models,
+//! ranked from the database with intervals and tie marks. It reads stored
+//! replies and cached grades and never calls a provider. Also the helpers the
+//! other evaluation commands share.
+
+use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, open_sweep};
+use super::{Cli, ExitStatus, UsageError, open_store, open_sweep};
+use crate::eval::config::COMBINED;
+use crate::eval::load::{self, Loaded, SweepSetup};
+use crate::rank::{self, Candidate, Role, Settings, Standing};
+use crate::report::{self, BoardView, LeaderboardRow};
 use crate::store::{SharedStore, SweepRecord};
-use crate::{rank, report};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The sweep's name (the `name` in its file).
     pub sweep: String,
     /// Print a JSON array instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["csv", "markdown"])]
     pub json: bool,
+    /// Print CSV, every grader a column.
+    #[arg(long, conflicts_with = "markdown")]
+    pub csv: bool,
+    /// Print a GitHub Markdown table (for pull requests).
+    #[arg(long)]
+    pub markdown: bool,
+    /// Rank by this grader (or `combined`) instead of the sweep's metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+}
+
+/// How the leaderboard is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Markdown,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
-    print(&store, &sweep, args.json)?;
+    let format = match (args.json, args.csv, args.markdown) {
+        (true, _, _) => Format::Json,
+        (_, true, _) => Format::Csv,
+        (_, _, true) => Format::Markdown,
+        _ => Format::Table,
+    };
+    let board = Board::load(&store, &sweep, args.metric.as_deref())?;
+    println!("{}", board.render(format)?);
     Ok(ExitStatus::Success)
 }
 
-/// Prints the sweep's leaderboard on stdout.
+/// Prints the sweep's leaderboard on stdout: a table, or JSON.
 pub fn print(store: &SharedStore, sweep: &SweepRecord, json: bool) -> Result<()> {
-    let runs = store.lock().sweep_runs(sweep.id)?;
-    let rows = report::leaderboard_rows(&rank::rank(&runs), &sweep.metric);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{}", report::leaderboard_table(&rows, &sweep.metric));
-    }
+    let board = Board::load(store, sweep, None)?;
+    println!("{}", board.render(if json { Format::Json } else { Format::Table })?);
     Ok(())
+}
+
+/// A sweep's ranked rows, loaded and graded.
+pub struct Board {
+    pub setup: SweepSetup,
+    pub loaded: Vec<Loaded>,
+    pub candidates: Vec<Candidate>,
+    pub standings: Vec<Standing>,
+    /// The score ranked by.
+    pub metric: String,
+    /// Every score, graders then `combined`.
+    pub names: Vec<String>,
+    pub pass_fail: bool,
+}
+
+impl Board {
+    /// Loads and ranks a sweep's rows by `metric` (default: the sweep's).
+    pub fn load(store: &SharedStore, sweep: &SweepRecord, metric: Option<&str>) -> Result<Board> {
+        let (setup, loaded) = {
+            let s = store.lock();
+            let setup = load::setup(&s, sweep)?;
+            let loaded = load::board(&s, &setup)?;
+            (setup, loaded)
+        };
+        if let Some(w) = &setup.warning {
+            eprintln!("warning: {w}");
+        }
+        let names = setup.evaluation.score_names();
+        let metric = match metric {
+            None => setup.evaluation.metric.as_str().to_string(),
+            Some(m) if names.iter().any(|n| n == m) => m.to_string(),
+            Some(m) => {
+                return Err(UsageError {
+                    message: format!("sweep `{}` has no grader named `{m}`", sweep.name),
+                    hint: format!("rank by one of: {}", names.join(", ")),
+                }
+                .into());
+            }
+        };
+        let pass_fail = metric != COMBINED && setup.evaluation.grader(&metric).is_some_and(|g| g.is_pass_fail());
+        let candidates: Vec<Candidate> = loaded.iter().map(|l| l.candidate.clone()).collect();
+        let settings = Settings { metric: &metric, pass_fail, alpha: setup.evaluation.alpha };
+        let standings = rank::standings(&candidates, &settings);
+        Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail })
+    }
+
+    pub fn rows(&self) -> Vec<LeaderboardRow> {
+        report::leaderboard_rows(&self.candidates, &self.standings, &self.metric, &self.names)
+    }
+
+    /// The other scores than the one ranked by.
+    pub fn others(&self) -> Vec<String> {
+        self.names.iter().filter(|n| **n != self.metric).cloned().collect()
+    }
+
+    pub fn render(&self, format: Format) -> Result<String> {
+        let rows = self.rows();
+        let others = self.others();
+        let view = BoardView {
+            metric: &self.metric,
+            others: &others,
+            alpha: self.setup.evaluation.alpha,
+            pass_fail: self.pass_fail,
+        };
+        Ok(match format {
+            Format::Table => report::leaderboard_table(&rows, &view),
+            Format::Json => serde_json::to_string_pretty(&rows)?,
+            Format::Csv => report::leaderboard_csv(&rows, &self.names).trim_end().to_string(),
+            Format::Markdown => report::leaderboard_markdown(&rows, &view).trim_end().to_string(),
+        })
+    }
+
+    /// The standing of the row `text` names: a run id or a unique prefix of
+    /// one, `RUN@EPOCH` for a checkpoint, `baseline`, or a model id.
+    pub fn find(&self, text: &str) -> Result<usize> {
+        let text = text.trim();
+        let matches: Vec<usize> = (0..self.standings.len())
+            .filter(|&i| {
+                let c = &self.candidates[self.standings[i].index];
+                let label = c.label();
+                match c.role {
+                    Role::Baseline => text == "baseline" || c.model.as_deref() == Some(text),
+                    Role::Model => c.model.as_deref() == Some(text),
+                    Role::Run => label.starts_with(text) || c.model.as_deref() == Some(text),
+                    Role::Checkpoint => label == text || c.model.as_deref() == Some(text),
+                }
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(UsageError {
+                message: format!("sweep `{}` has no run or model `{text}`", self.setup.sweep.name),
+                hint: "give a run id from `ftsweep leaderboard` (a unique prefix will do), RUN@EPOCH, `baseline`, \
+                       or a model id evaluated with `ftsweep eval --sweep`"
+                    .into(),
+            }
+            .into()),
+            many => Err(UsageError {
+                message: format!("`{text}` names {} rows of sweep `{}`", many.len(), self.setup.sweep.name),
+                hint: "give more of the run id".into(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Opens an existing database (read commands do not create one).
+pub fn open_existing(db: &Path) -> Result<SharedStore> {
+    if !db.exists() {
+        return Err(UsageError {
+            message: format!("no database at `{}`", db.display()),
+            hint:
+                "run a sweep first (`ftsweep run sweeps/quickstart.toml`), or point --db / FTSWEEP_DB at the database"
+                    .into(),
+        }
+        .into());
+    }
+    open_store(db)
+}
+
+/// The sweep a command is about: the one named, else the latest sweep that
+/// plans the run `text` names.
+pub fn sweep_for(db: &Path, named: Option<&str>, texts: &[&str]) -> Result<(SharedStore, SweepRecord)> {
+    if let Some(name) = named {
+        return open_sweep(db, name);
+    }
+    let store = open_existing(db)?;
+    for text in texts {
+        let id = text.split('@').next().unwrap_or(text);
+        let ids = store.lock().run_ids_like(id)?;
+        if let [one] = ids.as_slice() {
+            let sweeps = store.lock().sweeps_of_run(one)?;
+            if let Some(name) = sweeps.first() {
+                let record = store.lock().sweep(name)?;
+                if let Some(record) = record {
+                    return Ok((store, record));
+                }
+            }
+        }
+    }
+    Err(UsageError {
+        message: format!("cannot tell which sweep `{}` belongs to", texts.join("` and `")),
+        hint: "name the sweep with --sweep NAME".into(),
+    }
+    .into())
 }

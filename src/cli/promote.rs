@@ -1,12 +1,236 @@
-//! `ftsweep promote` (being built).
+//! `ftsweep promote RUN --alias NAME`: points an alias at a run's model,
+//! with provenance (sweep, run, model, data hashes, graders, scores, time).
+//! Guarded: an alias moves only to a model significantly better than the
+//! current holder on the same validation examples, unless `--force`.
 
-use anyhow::Result;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::compare::paired_test;
+use super::leaderboard::{Board, sweep_for};
 use super::{Cli, ExitStatus, UsageError};
+use crate::eval::scores;
+use crate::rank::Role;
+use crate::store::AliasRecord;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The run to promote: its id (a unique prefix will do), or RUN@EPOCH for a checkpoint.
+    pub run: String,
+    /// The alias to point at the run's model, e.g. `champion`.
+    #[arg(long)]
+    pub alias: String,
+    /// Move the alias even if the run is not significantly better than its current model.
+    #[arg(long)]
+    pub force: bool,
+    /// The sweep (default: the latest sweep that plans the run).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Judge by this grader (or `combined`) instead of the sweep's metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+}
 
-pub fn run(_cli: &Cli, _args: &Args) -> Result<ExitStatus> {
-    Err(UsageError { message: "`promote` is being built".into(), hint: "see README.md".into() }.into())
+fn check_alias(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(UsageError {
+            message: format!("`{name}` is not a usable alias"),
+            hint: "use 1 to 64 letters, digits, `-`, `_` or `.`, e.g. `champion`".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time.
+pub fn rfc3339(seconds: f64) -> String {
+    let s = seconds.max(0.0) as i64;
+    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    check_alias(&args.alias)?;
+    let (store, sweep) = sweep_for(&cli.db, args.sweep.as_deref(), &[&args.run])?;
+    let board = Board::load(&store, &sweep, args.metric.as_deref())?;
+    let i = board.find(&args.run)?;
+    let (standing, rows) = (&board.standings[i], board.rows());
+    let (candidate, row) = (&board.candidates[standing.index], &rows[i]);
+    if !matches!(candidate.role, Role::Run | Role::Checkpoint) || standing.rank.is_none() {
+        return Err(UsageError {
+            message: format!("`{}` is not a finished run of sweep `{}` with all its grades", args.run, sweep.name),
+            hint: "promote a ranked run from `ftsweep leaderboard`".into(),
+        }
+        .into());
+    }
+    let model = candidate.model.clone().unwrap_or_default();
+    let examples = &board.loaded[standing.index].examples;
+    let new_scores = candidate.grades.get(&board.metric).unwrap_or_default();
+    let alpha = board.setup.evaluation.alpha;
+    let current = store.lock().alias(&args.alias)?;
+
+    let mut previous = serde_json::Value::Null;
+    let mut forced = false;
+    if let Some(holder) = &current {
+        if holder.model == model {
+            eprintln!("alias `{}` already points at {model}", args.alias);
+            println!("{model}");
+            return Ok(ExitStatus::Success);
+        }
+        // The holder's replies to the same examples, graded the same way.
+        let holder_scores = {
+            let s = store.lock();
+            match s.latest_evaluation(&holder.model, &sweep.validation_sha256)? {
+                None => None,
+                Some(e) => {
+                    let held = s.evaluation_examples(e.id)?;
+                    let aligned = held.len() == examples.len()
+                        && held.iter().zip(examples).all(|(h, x)| h.conversation_sha256 == x.conversation_sha256);
+                    let cache = crate::eval::runner::grade_cache(&s, &board.setup.evaluation, &board.setup.dir)?;
+                    let graded = scores::grade(&board.setup.evaluation, &held, &cache);
+                    graded.get(&board.metric).filter(|_| aligned).map(<[f64]>::to_vec)
+                }
+            }
+        };
+        let old_mean = holder_scores.as_deref().map(crate::stats::mean);
+        let verdict: Result<(), (String, String)> = match &holder_scores {
+            None => Err((
+                format!("the current model `{}` has no grades on this sweep's validation examples", holder.model),
+                format!(
+                    "evaluate it first (`ftsweep eval --model {} --sweep {}`), or pass --force",
+                    holder.model, sweep.name
+                ),
+            )),
+            Some(old) => {
+                let test = paired_test(new_scores, old, alpha);
+                previous = json!({
+                    "model": holder.model,
+                    "run_id": holder.run_id,
+                    "score": old_mean,
+                    "test": test.as_ref().map(|t| t.test.clone()),
+                    "p_value": test.as_ref().map(|t| t.p_value),
+                });
+                match test {
+                    Some(t) if t.significant && t.mean_diff > 0.0 => Ok(()),
+                    Some(t) if t.mean_diff <= 0.0 => Err((
+                        format!(
+                            "it is not better on the same {} examples ({} p = {:.4})",
+                            new_scores.len(),
+                            t.test.replace('_', " "),
+                            t.p_value
+                        ),
+                        "--force moves it anyway".into(),
+                    )),
+                    Some(t) => Err((
+                        format!(
+                            "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = {alpha})",
+                            new_scores.len(),
+                            t.test.replace('_', " "),
+                            t.p_value
+                        ),
+                        "--force moves it anyway".into(),
+                    )),
+                    None => Err((
+                        "it scores exactly as the current model on every example".into(),
+                        "--force moves it anyway".into(),
+                    )),
+                }
+            }
+        };
+        if let Err((reason, hint)) = verdict {
+            if !args.force {
+                let old = old_mean.map_or(String::new(), |m| format!(" ({} {m:.3})", board.metric));
+                let new = crate::stats::mean(new_scores);
+                bail!(
+                    "refusing to move `{}` from `{}`{old} to `{model}` ({new:.3}): {reason}\n  hint: {hint}",
+                    args.alias,
+                    holder.model
+                );
+            }
+            forced = true;
+            eprintln!("warning: moving `{}` anyway (--force): {reason}", args.alias);
+        }
+    }
+
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let evaluation = &board.setup.evaluation;
+    let provenance = json!({
+        "alias": args.alias,
+        "sweep": sweep.name,
+        "run_id": row.run_id,
+        "epoch": row.epoch,
+        "model": model,
+        "provider": sweep.provider,
+        "base_model": sweep.base_model,
+        "hyperparameters": {
+            "n_epochs": row.n_epochs.flatten(),
+            "learning_rate_multiplier": row.learning_rate_multiplier.flatten(),
+            "batch_size": row.batch_size.flatten(),
+            "seed": row.seed,
+        },
+        "training_file": sweep.training_file,
+        "training_sha256": sweep.training_sha256,
+        "validation_file": sweep.validation_file,
+        "validation_sha256": sweep.validation_sha256,
+        "metric": board.metric,
+        "graders": evaluation.graders.iter().map(|g| g.describe()).collect::<Vec<_>>(),
+        "combined": evaluation.combined.as_ref().map(|w| w.parts.clone()),
+        "alpha": alpha,
+        "score": row.score,
+        "ci_low": row.ci_low,
+        "ci_high": row.ci_high,
+        "scores": row.scores,
+        "n_examples": new_scores.len(),
+        "trained_tokens": row.trained_tokens,
+        "previous": previous,
+        "forced": forced,
+        "promoted_at": rfc3339(now),
+    });
+    let record = AliasRecord {
+        name: args.alias.clone(),
+        model: model.clone(),
+        run_id: row.run_id.clone(),
+        sweep: Some(sweep.name.clone()),
+        provenance,
+        promoted_at: now,
+    };
+    store.lock().set_alias(&record, forced)?;
+    println!("{model}");
+    eprintln!(
+        "`{}` now points at {model} ({} of sweep `{}`, {} {}){}",
+        args.alias,
+        row.run_id.as_deref().unwrap_or("-"),
+        sweep.name,
+        board.metric,
+        row.score.map_or("-".into(), |s| format!("{s:.3}")),
+        match &current {
+            Some(h) => format!("; it was {}", h.model),
+            None => String::new(),
+        }
+    );
+    Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_790_000_000.5), "2026-09-21T14:13:20Z");
+    }
 }

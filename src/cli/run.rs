@@ -149,6 +149,7 @@ pub fn execute(cli: &Cli, args: &Args, loaded: sweepfile::LoadedSweep) -> Result
         training: loaded.training.clone(),
         validation: loaded.validation.clone(),
         metric: s.evaluation.metric,
+        eval: Arc::new(crate::eval::Session::new(&s.evaluation, &loaded.path)),
         max_concurrent: s.limits.max_concurrent,
         options: RunOptions {
             sweep_id: record.id,
@@ -240,6 +241,7 @@ pub fn execute(cli: &Cli, args: &Args, loaded: sweepfile::LoadedSweep) -> Result
         let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("requests to {}: total={} {}", p.client.base_url(), p.client.counts.total(), list.join(" "));
     }
+    eprintln!("evaluation: {}", cx.eval.counts.snapshot());
     let budget = store.lock().budget_state(record.id)?;
     eprintln!("{}", budget_line(&budget, s.limits.budget_usd, s.limits.max_trained_tokens));
     eprintln!(

@@ -2,9 +2,11 @@
 //! timeout, and append-only migrations applied on open.
 
 mod durability;
+mod eval;
 pub mod serve;
 
 pub use durability::{Budget, BudgetState, Claim, RunControl};
+pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvalKind, EvaluationRecord};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

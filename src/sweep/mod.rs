@@ -35,6 +35,8 @@ pub struct SweepContext {
     pub metric: Metric,
     pub max_concurrent: u32,
     pub options: RunOptions,
+    /// The graders, the limit on completions in flight, and the counts.
+    pub eval: Arc<crate::eval::Session>,
 }
 
 /// How runs are claimed, budgeted, retried and interrupted.
@@ -216,8 +218,10 @@ pub async fn run(
     let to_evaluate = work.iter().filter(|w| **w == Work::Evaluate).count();
     summary.reused = work.iter().filter(|w| **w == Work::Nothing).count();
     progress(Progress::Started { total: runs.len(), to_train, to_evaluate, done: summary.reused });
+    // The baseline, and grading of finished runs by graders added since, go alongside the runs.
+    let references = tokio::spawn(evaluate::evaluate_references(&cx, &runs, &progress));
     if to_train + to_evaluate == 0 {
-        return Ok(summary);
+        return evaluate::join_references(references, progress.as_ref()).await.map(|()| summary);
     }
 
     let files = if to_train > 0 {
@@ -344,7 +348,8 @@ pub async fn run(
         }
     };
     heartbeat.abort();
-    result.map(|()| summary)
+    result?;
+    evaluate::join_references(references, progress.as_ref()).await.map(|()| summary)
 }
 
 /// Claimed work on one run: train (with retries by policy) if needed, then

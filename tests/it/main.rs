@@ -5,6 +5,7 @@
 mod data;
 mod durability;
 mod errors;
+mod eval;
 mod protocol;
 mod serve;
 mod sweep;

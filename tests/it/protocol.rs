@@ -75,6 +75,7 @@ pub fn by_config(rows: &Value) -> BTreeMap<String, (f64, f64)> {
     rows.as_array()
         .unwrap()
         .iter()
+        .filter(|r| r["is_baseline"] != true)
         .map(|r| {
             let key = format!("{}/{}/{}", r["n_epochs"], r["learning_rate_multiplier"], r["batch_size"]);
             (key, (r["score"].as_f64().unwrap(), (r["valid_loss"].as_f64().unwrap() * 1e6).round() / 1e6))

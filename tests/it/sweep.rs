@@ -7,11 +7,17 @@ use crate::util::{Workspace, query, root, sweep_toml};
 
 const SMALL: &str = "n_epochs = [1, 4]\nlearning_rate_multiplier = [0.1, 1.0]\nbatch_size = [8]";
 
+/// The leaderboard's run rows, without the baseline row.
+fn runs(rows: Value) -> Value {
+    Value::Array(rows.as_array().expect("an array").iter().filter(|r| r["is_baseline"] != true).cloned().collect())
+}
+
 fn scores(rows: &Value) -> Vec<(String, f64, f64)> {
     let mut v: Vec<(String, f64, f64)> = rows
         .as_array()
         .expect("an array")
         .iter()
+        .filter(|r| r["is_baseline"] != true)
         .map(|r| {
             (r["run_id"].as_str().unwrap().to_string(), r["score"].as_f64().unwrap(), r["valid_loss"].as_f64().unwrap())
         })
@@ -29,7 +35,7 @@ fn a_sweep_runs_ranks_and_records_everything() {
     assert!(err.contains("4 runs: 4 to train"), "{err}");
     assert!(out.contains("exact_match") && out.matches("done").count() == 4, "{out}");
 
-    let rows = ws.json(&["leaderboard", "small", "--json"]);
+    let rows = runs(ws.json(&["leaderboard", "small", "--json"]));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for key in [
@@ -98,7 +104,7 @@ fn running_again_trains_nothing_and_extending_trains_only_the_new_runs() {
     let (code, _, err) = ws.run(&["run", sweep]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("8 runs: 4 to train, 0 to evaluate, 4 done already"), "{err}");
-    assert_eq!(ws.json(&["leaderboard", "s", "--json"]).as_array().unwrap().len(), 8);
+    assert_eq!(runs(ws.json(&["leaderboard", "s", "--json"])).as_array().unwrap().len(), 8);
     for job in &jobs {
         assert_eq!(query(&ws.db(), &format!("SELECT count(*) FROM runs WHERE job_id = '{job}'")), ["1"]);
     }
@@ -124,7 +130,7 @@ fn the_quickstart_shows_underfitting_overfitting_and_divergence() {
     let (code, out, err) = ws.run(&["run", quickstart.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rank"), "{out}");
-    let rows = ws.json(&["leaderboard", "quickstart", "--json"]);
+    let rows = runs(ws.json(&["leaderboard", "quickstart", "--json"]));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 18);
     let find = |e: u64, lr: f64, b: u64| {

@@ -399,7 +399,11 @@ impl Client {
         let now = Instant::now();
         if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining-requests") {
             // Keep the smaller of what the server says and what we have
-            // already spent since: answers arrive out of order.
+            // already spent since: answers arrive out of order. A count from
+            // a window that has reset since is stale: take the server's.
+            if p.reset_at.is_some_and(|r| r <= now) {
+                p.remaining = None;
+            }
             p.remaining = Some(p.remaining.map_or(remaining, |r| r.min(remaining)));
             if let Some(reset) =
                 headers.get("x-ratelimit-reset-requests").and_then(|v| v.to_str().ok()).and_then(parse_go_duration)

@@ -1,0 +1,148 @@
+//! Per-example scores: every grader of a sweep applied to stored replies,
+//! with the judge and command grades read from their cache. Pure: grading
+//! again from stored replies never calls a provider.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::config::{COMBINED, Kind, hex};
+use super::graders;
+use crate::data::Message;
+use crate::spec::Evaluation;
+use crate::store::EvalExample;
+
+/// The cached grades of the graders that cost a call or a process: by
+/// grader name, then by [`input_sha256`].
+pub type GradeCache = HashMap<String, HashMap<String, f64>>;
+
+/// Per score name (graders, then `combined`): the per-example scores in file
+/// order, or `None` when some example has no grade yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grades(pub BTreeMap<String, Option<Vec<f64>>>);
+
+impl Grades {
+    /// The per-example scores of one grader, if complete.
+    pub fn get(&self, name: &str) -> Option<&[f64]> {
+        self.0.get(name).and_then(|s| s.as_deref())
+    }
+
+    /// The mean of one grader's scores, if complete.
+    pub fn mean(&self, name: &str) -> Option<f64> {
+        self.get(name).map(crate::stats::mean)
+    }
+}
+
+/// The key of a conversation's reply in the predictions cache: a hash of the
+/// prompt's roles and contents.
+pub fn conversation_sha256(prompt: &[Message]) -> String {
+    let mut h = Sha256::new();
+    for m in prompt {
+        for part in [m.role.as_str(), m.content.as_str()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    hex(&h.finalize())
+}
+
+/// The key of a grade in the grade cache: a hash of the prompt, the
+/// reference and the reply.
+pub fn input_sha256(prompt: &[Message], reference: &str, reply: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(conversation_sha256(prompt).as_bytes());
+    for part in [reference, reply] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+/// Grades every example with every grader of `evaluation`; cached graders
+/// read `cache`, and a grader missing any example's grade is `None`.
+pub fn grade(evaluation: &Evaluation, examples: &[EvalExample], cache: &GradeCache) -> Grades {
+    let mut out = BTreeMap::new();
+    let empty = HashMap::new();
+    for g in &evaluation.graders {
+        let scores: Option<Vec<f64>> = match &g.kind {
+            Kind::Pure(grader) => {
+                Some(examples.iter().map(|x| graders::score(grader, &x.prediction, &x.reference)).collect())
+            }
+            Kind::Judge(_) | Kind::Command(_) => {
+                let known = cache.get(&g.name).unwrap_or(&empty);
+                examples
+                    .iter()
+                    .map(|x| known.get(&input_sha256(&x.prompt, &x.reference, &x.prediction)).copied())
+                    .collect()
+            }
+        };
+        out.insert(g.name.clone(), scores);
+    }
+    if let Some(w) = &evaluation.combined {
+        let combined: Option<Vec<f64>> = (0..examples.len())
+            .map(|i| w.score(|name| out.get(name).and_then(|s: &Option<Vec<f64>>| s.as_ref()).map(|s| s[i])).ok())
+            .collect();
+        out.insert(COMBINED.to_string(), combined);
+    }
+    Grades(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse;
+
+    fn evaluation(text: &str) -> Evaluation {
+        let sweep = format!(
+            "name = \"s\"\nbase_model = \"local/ngram\"\ntraining_file = \"t\"\nvalidation_file = \"v\"\n\
+             [hyperparameters]\nn_epochs = 1\nlearning_rate_multiplier = 1.0\nbatch_size = 1\n[evaluation]\n{text}"
+        );
+        parse(std::path::Path::new("s.toml"), &sweep).unwrap().evaluation
+    }
+
+    fn example(reference: &str, prediction: &str) -> EvalExample {
+        EvalExample {
+            example: 0,
+            line: 1,
+            conversation_sha256: String::new(),
+            prompt: vec![Message { role: "user".into(), content: "q".into() }],
+            reference: reference.into(),
+            prediction: prediction.into(),
+            probability: None,
+        }
+    }
+
+    #[test]
+    fn pure_graders_and_the_combination_score_every_example() {
+        let e = evaluation(
+            "metric = \"combined\"\ncombined = { exact_match = 1, token_f1 = 1 }\n[[evaluation.graders]]\ntype = \"token_f1\"",
+        );
+        let xs = [example("the cat sat", "the cat sat"), example("a cat sat down", "the cat sat")];
+        let g = grade(&e, &xs, &GradeCache::new());
+        assert_eq!(g.get("exact_match"), Some(&[1.0, 0.0][..]));
+        assert_eq!(g.get("token_f1"), Some(&[1.0, 0.8][..]));
+        let c = g.get("combined").unwrap();
+        assert!((c[0] - 1.0).abs() < 1e-12 && (c[1] - 0.4).abs() < 1e-12, "{c:?}");
+        assert!((g.mean("combined").unwrap() - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cached_graders_read_the_cache_and_are_incomplete_without_it() {
+        let e = evaluation("[[evaluation.graders]]\ntype = \"judge\"\nmodel = \"m\"\nrubric = \"r\"");
+        let xs = [example("a", "a"), example("b", "c")];
+        assert_eq!(grade(&e, &xs, &GradeCache::new()).0["judge"], None);
+        let mut cache = GradeCache::new();
+        let known: HashMap<String, f64> =
+            xs.iter().map(|x| (input_sha256(&x.prompt, &x.reference, &x.prediction), 0.5)).collect();
+        cache.insert("judge".into(), known);
+        assert_eq!(grade(&e, &xs, &cache).get("judge"), Some(&[0.5, 0.5][..]));
+    }
+
+    #[test]
+    fn hashes_separate_their_fields() {
+        let m = |c: &str| vec![Message { role: "user".into(), content: c.into() }];
+        assert_ne!(conversation_sha256(&m("ab")), conversation_sha256(&m("a b")));
+        assert_ne!(input_sha256(&m("q"), "ab", "c"), input_sha256(&m("q"), "a", "bc"));
+        assert_eq!(input_sha256(&m("q"), "a", "b"), input_sha256(&m("q"), "a", "b"));
+    }
+}
