@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::leaderboard::open_existing;
+use super::open_existing;
 use super::{Cli, ExitStatus};
 
 #[derive(Debug, clap::Args)]

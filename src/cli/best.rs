@@ -5,7 +5,8 @@
 
 use anyhow::Result;
 
-use super::leaderboard::{Board, open_existing};
+use super::leaderboard::Board;
+use super::open_existing;
 use super::{Cli, ExitStatus, NoResult, UsageError, open_sweep};
 use crate::plan::show;
 use crate::rank::{self, Pick, Strategy};

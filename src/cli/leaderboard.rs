@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, UsageError, open_store, open_sweep};
+use super::{Cli, ExitStatus, UsageError, open_existing, open_sweep};
 use crate::eval::config::COMBINED;
 use crate::eval::load::{self, Loaded, SweepSetup};
 use crate::rank::{self, Candidate, Role, Settings, Standing};
@@ -163,20 +163,6 @@ impl Board {
             .into()),
         }
     }
-}
-
-/// Opens an existing database (read commands do not create one).
-pub fn open_existing(db: &Path) -> Result<SharedStore> {
-    if !db.exists() {
-        return Err(UsageError {
-            message: format!("no database at `{}`", db.display()),
-            hint:
-                "run a sweep first (`ftsweep run sweeps/quickstart.toml`), or point --db / FTSWEEP_DB at the database"
-                    .into(),
-        }
-        .into());
-    }
-    open_store(db)
 }
 
 /// The sweep a command is about: the one named, else the latest sweep that

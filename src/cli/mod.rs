@@ -142,8 +142,8 @@ fn open_store(db: &Path) -> anyhow::Result<SharedStore> {
     Ok(SharedStore::new(Store::open(db)?))
 }
 
-/// Opens an existing database and finds a sweep in it.
-fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
+/// Opens an existing database (read commands do not create one).
+pub fn open_existing(db: &Path) -> anyhow::Result<SharedStore> {
     if !db.exists() {
         return Err(UsageError {
             message: format!("no database at `{}`", db.display()),
@@ -153,7 +153,12 @@ fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord
         }
         .into());
     }
-    let store = open_store(db)?;
+    open_store(db)
+}
+
+/// Opens an existing database and finds a sweep in it.
+fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
+    let store = open_existing(db)?;
     let sweep = store.lock().sweep(name)?;
     match sweep {
         Some(s) => Ok((store, s)),
