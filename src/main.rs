@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of stdout goes away (`ftsweep leaderboard x | head`),
+    // as Unix tools do, instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = ftsweep::cli::Cli::parse();
     let default = if cli.verbose { "ftsweep=debug" } else { "ftsweep=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -97,3 +97,20 @@ fn best_exits_1_when_no_run_finished() {
     assert_eq!(code, 2);
     assert!(err.contains("the sweeps recorded are: s"), "{err}");
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // `ftsweep … | head` closes the pipe early: no panic message, no error.
+    let ws = Workspace::new();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
+        .current_dir(ws.dir.path())
+        .args(["data", "stats", &example_data("topics-train.jsonl")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
