@@ -73,10 +73,11 @@ impl Store {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .doing("reading a run's owner")?;
-        if let Some(h) = holder.filter(|h| h != owner) {
-            if lease_until.is_some_and(|l| l > t) && alive(&h) {
-                return Ok(Claim::Taken { owner: h });
-            }
+        if let Some(h) = holder.filter(|h| h != owner)
+            && lease_until.is_some_and(|l| l > t)
+            && alive(&h)
+        {
+            return Ok(Claim::Taken { owner: h });
         }
         let mut attempt = None;
         if let Some((budget, tokens, usd, sweep_id)) = launch {

@@ -328,17 +328,17 @@ async fn handle(
         return Ok(());
     }
     let is_job_poll = target.starts_with("/v1/fine_tuning/jobs/") && target.matches('/').count() == 4;
-    if let (true, Some(code)) = (is_job_poll, faults.fail_first_attempts_with) {
-        if let Ok(mut job) = serde_json::from_slice::<Value>(&bytes) {
-            if job["status"] == "succeeded" && job["metadata"]["ftsweep_attempt"] == "1" {
-                job["status"] = "failed".into();
-                job["fine_tuned_model"] = Value::Null;
-                job["error"] = serde_json::json!({"code": code, "message": "injected failure", "param": null});
-                let body = serde_json::to_vec(&job).unwrap();
-                respond(&mut socket, status, &out_headers, &body).await;
-                return Ok(());
-            }
-        }
+    if let (true, Some(code)) = (is_job_poll, faults.fail_first_attempts_with)
+        && let Ok(mut job) = serde_json::from_slice::<Value>(&bytes)
+        && job["status"] == "succeeded"
+        && job["metadata"]["ftsweep_attempt"] == "1"
+    {
+        job["status"] = "failed".into();
+        job["fine_tuned_model"] = Value::Null;
+        job["error"] = serde_json::json!({"code": code, "message": "injected failure", "param": null});
+        let body = serde_json::to_vec(&job).unwrap();
+        respond(&mut socket, status, &out_headers, &body).await;
+        return Ok(());
     }
     respond(&mut socket, status, &out_headers, &bytes).await;
     Ok(())
