@@ -12,15 +12,8 @@ use super::{Cli, ExitStatus, UsageError, open_sweep, sweepfile};
 pub struct Args {
     /// The sweep's name.
     pub sweep: String,
-    /// Do not ask for confirmation before spending.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Print the final leaderboard as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// On Ctrl-C, cancel the running jobs at the provider.
-    #[arg(long)]
-    pub cancel_on_interrupt: bool,
+    #[command(flatten)]
+    pub launch: run_command::LaunchArgs,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
@@ -37,11 +30,5 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         }
         .into());
     }
-    let run_args = run_command::Args {
-        sweep: sweep.spec_path.clone().into(),
-        yes: args.yes,
-        json: args.json,
-        cancel_on_interrupt: args.cancel_on_interrupt,
-    };
-    run_command::execute(cli, &run_args, loaded)
+    run_command::execute(cli, &args.launch, loaded)
 }

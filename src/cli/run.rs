@@ -15,7 +15,7 @@ use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
 use crate::provider::openai::client::{Client, ClientConfig, Secret};
 use crate::provider::openai::{OpenAiProvider, PollPolicy};
-use crate::report;
+use crate::report::{self, PlanRow};
 use crate::spec::{OpenAiSettings, ProviderKind};
 use crate::store::{Budget, BudgetState, NewSweep, SharedStore};
 use crate::sweep::{self, Progress, RunOptions, SweepContext};
@@ -24,6 +24,13 @@ use crate::sweep::{self, Progress, RunOptions, SweepContext};
 pub struct Args {
     /// The sweep file.
     pub sweep: PathBuf,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// The flags of the commands that launch runs: `run` and `resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LaunchArgs {
     /// Do not ask for confirmation before spending.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -57,8 +64,7 @@ pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<
 
 /// Asks before spending more than the sweep's threshold; a run that cannot
 /// ask (no terminal) refuses unless `--yes`.
-fn confirm_spend(cli: &Cli, args: &Args, loaded: &sweepfile::LoadedSweep) -> Result<()> {
-    let rows = super::plan::rows(cli, loaded)?;
+fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[PlanRow]) -> Result<()> {
     let pending: Vec<_> = rows.iter().filter(|r| r.to_train).collect();
     let cost: Option<f64> = pending.iter().map(|r| r.estimated_cost_usd).sum();
     let threshold = loaded.sweep.limits.confirm_above_usd;
@@ -99,13 +105,14 @@ fn confirm_spend(cli: &Cli, args: &Args, loaded: &sweepfile::LoadedSweep) -> Res
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     // Every check happens before the database is opened: bad input writes nothing.
     let loaded = sweepfile::load(&args.sweep)?;
-    execute(cli, args, loaded)
+    execute(cli, &args.launch, loaded)
 }
 
 /// Records, trains, evaluates and prints a loaded sweep; `run` and `resume`.
-pub fn execute(cli: &Cli, args: &Args, loaded: sweepfile::LoadedSweep) -> Result<ExitStatus> {
+pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> Result<ExitStatus> {
     let started = Instant::now();
-    confirm_spend(cli, args, &loaded)?;
+    let rows = super::plan::rows(cli, &loaded)?;
+    confirm_spend(args, &loaded, &rows)?;
     let s = &loaded.sweep;
     if (s.limits.budget_usd.is_some()) && loaded.price.is_none() {
         return Err(UsageError {
@@ -114,7 +121,7 @@ pub fn execute(cli: &Cli, args: &Args, loaded: sweepfile::LoadedSweep) -> Result
         }
         .into());
     }
-    let estimates: HashMap<String, (u64, f64)> = super::plan::rows(cli, &loaded)?
+    let estimates: HashMap<String, (u64, f64)> = rows
         .into_iter()
         .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
         .collect();
