@@ -47,7 +47,7 @@ pub struct PlannedRun {
 pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
     let hp = &sweep.hyperparameters;
     let configs: Vec<RunConfig> = match sweep.search {
-        Search::Grid => {
+        Search::Grid | Search::SuccessiveHalving(_) => {
             let mut out = Vec::new();
             for &n_epochs in values(&hp.n_epochs) {
                 for &lr in values(&hp.learning_rate_multiplier) {

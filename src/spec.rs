@@ -27,6 +27,14 @@ pub struct Sweep {
     /// The default seed: of the training jobs, and of random search.
     pub seed: u64,
     pub search: Search,
+    /// `[search] epochs_from_checkpoints`: runs that differ only in
+    /// `n_epochs` share one job; the shorter ones are its epoch checkpoints.
+    pub epochs_from_checkpoints: bool,
+    /// `[search] replicate_top` and `replicate_seeds`: the leaders trained
+    /// again with other seeds.
+    pub replicates: Option<Replicates>,
+    /// `[early_stopping]`: stop jobs that stop improving or diverge.
+    pub early_stopping: Option<EarlyStopping>,
     pub hyperparameters: Hyperparameters,
     pub evaluation: Evaluation,
     pub limits: Limits,
@@ -116,6 +124,65 @@ pub enum Search {
     Grid,
     /// `runs` points drawn with the sweep's seed.
     Random { runs: u32 },
+    /// Successive halving over the grid of the other hyperparameters: every
+    /// configuration trains `min_epochs`, the best 1/`eta` continue from
+    /// their own model, rung after rung, up to `max_epochs`.
+    SuccessiveHalving(Halving),
+}
+
+/// The settings of successive halving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halving {
+    /// Each rung keeps the best 1/eta (rounded up) and multiplies the epochs by eta.
+    pub eta: u32,
+    pub min_epochs: u32,
+    pub max_epochs: u32,
+}
+
+/// Seed replicates of the leading configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicates {
+    /// How many of the best configurations are trained again.
+    pub top: u32,
+    /// The other seeds each is trained with.
+    pub seeds: Vec<u64>,
+}
+
+/// What early stopping watches: a full validation pass's metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMetric {
+    /// Validation loss, lower is better (the default).
+    ValidLoss,
+    /// Validation (mean token) accuracy, higher is better.
+    ValidAccuracy,
+}
+
+impl StopMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMetric::ValidLoss => "valid_loss",
+            StopMetric::ValidAccuracy => "valid_accuracy",
+        }
+    }
+}
+
+/// The `[early_stopping]` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    pub metric: StopMetric,
+    /// Evaluations in a row without an improvement of more than
+    /// `min_delta` over the best so far before the job is stopped.
+    pub patience: u32,
+    pub min_delta: f64,
+    /// Divergence: a validation loss above `divergence_factor` times the
+    /// job's first evaluation's, or not finite, stops the job at once.
+    pub divergence_factor: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> EarlyStopping {
+        EarlyStopping { metric: StopMetric::ValidLoss, patience: 2, min_delta: 0.0, divergence_factor: 1.0 }
+    }
 }
 
 /// The values (grid) or distributions (random) of each hyperparameter.
@@ -526,6 +593,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         validation_file,
         seed,
         search,
+        epochs_from_checkpoints: false,
+        replicates: None,
+        early_stopping: None,
         hyperparameters,
         evaluation,
         limits,
