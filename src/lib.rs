@@ -3,7 +3,9 @@
 //!
 //! Layout, in reading order:
 //! - [`spec`]: the sweep file (TOML), parsed and validated; pure.
-//! - [`plan`]: a sweep expanded into runs with stable ids; pure.
+//! - [`plan`]: a sweep expanded into runs with stable ids, checkpoint sharing,
+//!   halving rungs and replicates; pure.
+//! - [`stopping`]: early stopping rules over validation metrics; pure.
 //! - [`data`]: chat JSONL files, hashes and token counts.
 //! - [`pricing`]: the dated price table and cost arithmetic; pure.
 //! - [`store`]: the SQLite database; the only module with SQL.
@@ -26,5 +28,6 @@ pub mod report;
 pub mod serve;
 pub mod spec;
 pub mod stats;
+pub mod stopping;
 pub mod store;
 pub mod sweep;

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::spec::{Domain, Search, Sweep};
+use crate::spec::{Domain, Halving, Search, Sweep};
 
 /// The hyperparameters of one run, in OpenAI's names; `None` is `"auto"`
 /// (the provider chooses).
@@ -34,63 +34,264 @@ pub struct DataIdentity {
     pub server: String,
 }
 
+/// How many epoch checkpoints a job keeps as usable models, the final one
+/// included (OpenAI keeps the last three; so does the local provider).
+pub const CHECKPOINT_WINDOW: u32 = 3;
+
+/// Where a run's model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Its own job, trained from the base model for `n_epochs`.
+    Job,
+    /// The epoch-`n_epochs` checkpoint of `source`'s job: a run that differs
+    /// only in having more epochs (`[search] epochs_from_checkpoints`). It
+    /// trains nothing itself, and its learning-rate schedule is the longer job's.
+    Checkpoint { source: String },
+    /// A job that continues training `parent`'s model (successive halving)
+    /// up to `n_epochs` in all, `parent_epochs` of them done by the parent chain.
+    Continue { parent: String, parent_epochs: u32 },
+}
+
+impl Origin {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Job => "job",
+            Origin::Checkpoint { .. } => "checkpoint",
+            Origin::Continue { .. } => "continue",
+        }
+    }
+
+    /// The run this one depends on, if any.
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            Origin::Job => None,
+            Origin::Checkpoint { source } => Some(source),
+            Origin::Continue { parent, .. } => Some(parent),
+        }
+    }
+}
+
 /// One point of a sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRun {
     pub run_id: String,
+    /// The hyperparameters; `n_epochs` counts every epoch the model saw.
     pub config: RunConfig,
+    pub origin: Origin,
+    /// The rung of successive halving, 0 for the first.
+    pub rung: Option<u32>,
+}
+
+impl PlannedRun {
+    /// The epochs the run's own job trains (`None`: auto): 0 for a
+    /// checkpoint, the increment for a continuation.
+    pub fn job_epochs(&self) -> Option<u32> {
+        job_epochs(&self.origin, self.config.n_epochs)
+    }
+}
+
+/// The epochs a run's own job trains, from its origin and total epochs.
+pub fn job_epochs(origin: &Origin, n_epochs: Option<u32>) -> Option<u32> {
+    match origin {
+        Origin::Job => n_epochs,
+        Origin::Checkpoint { .. } => Some(0),
+        Origin::Continue { parent_epochs, .. } => n_epochs.map(|n| n.saturating_sub(*parent_epochs)),
+    }
 }
 
 /// Expands `sweep` into its runs, in a stable order (grid: the order the
 /// values are written, last key fastest; random: the order drawn). Points
-/// that coincide are planned once.
+/// that coincide are planned once. Successive halving plans its first rung
+/// here; [`promote`] plans the next ones from the scores.
 pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
     let hp = &sweep.hyperparameters;
-    let configs: Vec<RunConfig> = match sweep.search {
-        Search::Grid | Search::SuccessiveHalving(_) => {
-            let mut out = Vec::new();
-            for &n_epochs in values(&hp.n_epochs) {
-                for &lr in values(&hp.learning_rate_multiplier) {
-                    for &batch_size in values(&hp.batch_size) {
-                        for &seed in values(&hp.seed) {
-                            out.push(RunConfig {
-                                n_epochs: n_epochs.map(|x| x as u32),
-                                batch_size: batch_size.map(|x| x as u32),
-                                learning_rate_multiplier: lr,
-                                seed: seed.map_or(sweep.seed, |x| x as u64),
-                            });
-                        }
+    let grid = |n_epochs: &[Option<f64>]| {
+        let mut out = Vec::new();
+        for &n_epochs in n_epochs {
+            for &lr in values(&hp.learning_rate_multiplier) {
+                for &batch_size in values(&hp.batch_size) {
+                    for &seed in values(&hp.seed) {
+                        out.push(RunConfig {
+                            n_epochs: n_epochs.map(|x| x as u32),
+                            batch_size: batch_size.map(|x| x as u32),
+                            learning_rate_multiplier: lr,
+                            seed: seed.map_or(sweep.seed, |x| x as u64),
+                        });
                     }
                 }
             }
-            out
         }
+        out
+    };
+    let (configs, rung): (Vec<RunConfig>, Option<u32>) = match &sweep.search {
+        Search::Grid => (grid(values(&hp.n_epochs)), None),
+        Search::SuccessiveHalving(h) => (grid(&[Some(f64::from(h.min_epochs))]), Some(0)),
         Search::Random { runs } => {
             let mut rng = ChaCha8Rng::seed_from_u64(sweep.seed);
-            (0..runs)
+            let configs = (0..*runs)
                 .map(|_| RunConfig {
                     n_epochs: draw(&mut rng, &hp.n_epochs, true).map(|x| x as u32),
                     learning_rate_multiplier: draw(&mut rng, &hp.learning_rate_multiplier, false),
                     batch_size: draw(&mut rng, &hp.batch_size, true).map(|x| x as u32),
                     seed: draw(&mut rng, &hp.seed, true).map_or(sweep.seed, |x| x as u64),
                 })
-                .collect()
+                .collect();
+            (configs, None)
         }
     };
     let mut seen = BTreeSet::new();
-    configs
+    let runs: Vec<PlannedRun> = configs
         .into_iter()
         .filter_map(|config| {
-            let run_id = run_id(sweep, data, &config);
-            seen.insert(run_id.clone()).then_some(PlannedRun { run_id, config })
+            let run_id = run_id(sweep, data, &config, &Origin::Job);
+            seen.insert(run_id.clone()).then_some(PlannedRun { run_id, config, origin: Origin::Job, rung })
+        })
+        .collect();
+    if sweep.epochs_from_checkpoints { share_checkpoints(sweep, data, runs) } else { runs }
+}
+
+/// Makes runs that differ only in `n_epochs` share one job: per group, the
+/// largest value keeps its job, and the values within the provider's
+/// checkpoint window below it become its checkpoints; a value further down
+/// starts the next job. `auto` epochs keep their own jobs.
+fn share_checkpoints(sweep: &Sweep, data: &DataIdentity, runs: Vec<PlannedRun>) -> Vec<PlannedRun> {
+    // Runs that differ only in `n_epochs` share a key.
+    type Key = (Option<u64>, Option<u32>, u64);
+    let key = |c: &RunConfig| -> Key { (c.learning_rate_multiplier.map(f64::to_bits), c.batch_size, c.seed) };
+    let mut source_of: std::collections::HashMap<(Key, u32), String> = std::collections::HashMap::new();
+    let mut groups: std::collections::BTreeMap<Key, Vec<&PlannedRun>> = std::collections::BTreeMap::new();
+    for r in runs.iter().filter(|r| r.config.n_epochs.is_some()) {
+        groups.entry(key(&r.config)).or_default().push(r);
+    }
+    for (k, members) in groups {
+        let mut epochs: Vec<(u32, &str)> =
+            members.iter().map(|r| (r.config.n_epochs.unwrap_or(0), r.run_id.as_str())).collect();
+        epochs.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut job: Option<(u32, &str)> = None;
+        for (e, id) in epochs {
+            match job {
+                Some((top, source)) if e + CHECKPOINT_WINDOW > top => {
+                    source_of.insert((k, e), source.to_string());
+                }
+                _ => job = Some((e, id)),
+            }
+        }
+    }
+    runs.into_iter()
+        .map(|r| match source_of.get(&(key(&r.config), r.config.n_epochs.unwrap_or(0))) {
+            Some(source) => {
+                let origin = Origin::Checkpoint { source: source.clone() };
+                PlannedRun { run_id: run_id(sweep, data, &r.config, &origin), origin, ..r }
+            }
+            None => r,
         })
         .collect()
 }
 
+/// The total epochs at each rung of successive halving: `min_epochs`, then
+/// × eta, capped at `max_epochs`.
+pub fn rung_epochs(h: &Halving) -> Vec<u32> {
+    let mut epochs = vec![h.min_epochs.max(1)];
+    while let Some(&last) = epochs.last()
+        && last < h.max_epochs
+    {
+        epochs.push(last.saturating_mul(h.eta.max(2)).min(h.max_epochs));
+    }
+    epochs
+}
+
+/// How many configurations each rung trains, from `n` at the first.
+pub fn rung_sizes(h: &Halving, n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut k = n;
+    for _ in rung_epochs(h) {
+        sizes.push(k);
+        k = k.div_ceil(h.eta.max(2) as usize).max(1).min(k);
+    }
+    sizes
+}
+
+/// The next rung of successive halving: the best 1/eta (rounded up) of
+/// `rung`'s runs, by score (ties broken by the lower validation loss, then the
+/// run id), continue from their own models. Runs without a score (failed)
+/// are never promoted. Empty after the last rung.
+pub fn promote(
+    sweep: &Sweep,
+    data: &DataIdentity,
+    h: &Halving,
+    rung: u32,
+    results: &[(PlannedRun, Option<f64>, Option<f64>)],
+) -> Vec<PlannedRun> {
+    let epochs = rung_epochs(h);
+    let (Some(&from), Some(&to)) = (epochs.get(rung as usize), epochs.get(rung as usize + 1)) else {
+        return Vec::new();
+    };
+    let keep = results.len().div_ceil(h.eta.max(2) as usize).max(1);
+    let mut ranked: Vec<&(PlannedRun, Option<f64>, Option<f64>)> =
+        results.iter().filter(|(_, score, _)| score.is_some_and(f64::is_finite)).collect();
+    ranked.sort_by(|a, b| {
+        let loss = |x: &Option<f64>| x.filter(|l| l.is_finite()).unwrap_or(f64::INFINITY);
+        (b.1.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.1.unwrap_or(f64::NEG_INFINITY)))
+            .then(loss(&a.2).total_cmp(&loss(&b.2)))
+            .then(a.0.run_id.cmp(&b.0.run_id))
+    });
+    ranked
+        .into_iter()
+        .take(keep)
+        .map(|(parent, _, _)| {
+            let config = RunConfig { n_epochs: Some(to), ..parent.config };
+            let origin = Origin::Continue { parent: parent.run_id.clone(), parent_epochs: from };
+            PlannedRun { run_id: run_id(sweep, data, &config, &origin), config, origin, rung: Some(rung + 1) }
+        })
+        .collect()
+}
+
+/// The configuration of a run without its seed: what replicates share.
+pub fn config_key(run: &PlannedRun) -> (&'static str, Option<u32>, Option<u64>, Option<u32>) {
+    let c = &run.config;
+    (run.origin.kind(), c.n_epochs, c.learning_rate_multiplier.map(f64::to_bits), c.batch_size)
+}
+
+/// The top `k` configurations by score (ties: the run id), one run each:
+/// the runs to replicate.
+pub fn leaders(results: &[(PlannedRun, Option<f64>)], k: usize) -> Vec<&PlannedRun> {
+    let mut ranked: Vec<&(PlannedRun, Option<f64>)> =
+        results.iter().filter(|(_, s)| s.is_some_and(f64::is_finite)).collect();
+    ranked.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0)).then(a.0.run_id.cmp(&b.0.run_id)));
+    let mut seen = BTreeSet::new();
+    ranked.into_iter().map(|(r, _)| r).filter(|r| seen.insert(config_key(r))).take(k).collect()
+}
+
+/// A run trained again with another seed: its whole chain (the job a
+/// checkpoint comes from, the rungs a continuation continues) is planned
+/// anew with `seed`. `chain` runs from the root job to the run.
+pub fn replicate(sweep: &Sweep, data: &DataIdentity, chain: &[PlannedRun], seed: u64) -> Vec<PlannedRun> {
+    let mut renamed: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in chain {
+        let config = RunConfig { seed, ..r.config };
+        let origin = match &r.origin {
+            Origin::Job => Origin::Job,
+            Origin::Checkpoint { source } => {
+                Origin::Checkpoint { source: renamed.get(source.as_str()).cloned().unwrap_or_else(|| source.clone()) }
+            }
+            Origin::Continue { parent, parent_epochs } => Origin::Continue {
+                parent: renamed.get(parent.as_str()).cloned().unwrap_or_else(|| parent.clone()),
+                parent_epochs: *parent_epochs,
+            },
+        };
+        let id = run_id(sweep, data, &config, &origin);
+        renamed.insert(&r.run_id, id.clone());
+        out.push(PlannedRun { run_id: id, config, origin, rung: None });
+    }
+    out
+}
+
 /// The stable id of a run: a hash of provider (and server), base model,
-/// data and hyperparameters. The sweep's name takes no part, so a renamed or
-/// extended sweep finds its finished runs again.
-pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig) -> String {
+/// data, hyperparameters and, for a run without its own job from the base
+/// model, where its model comes from. The sweep's name takes no part, so a
+/// renamed or extended sweep finds its finished runs again.
+pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin) -> String {
     let canonical = format!(
         "ftsweep-run-v1\nprovider={}\nbase_model={}\ntraining={}\nvalidation={}\nn_epochs={}\nbatch_size={}\nlearning_rate_multiplier={}\nseed={}\n",
         sweep.provider.as_str(),
@@ -102,7 +303,14 @@ pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig) -> String {
         show(c.learning_rate_multiplier),
         c.seed,
     );
-    let canonical = if data.server.is_empty() { canonical } else { format!("{canonical}server={}\n", data.server) };
+    let mut canonical = if data.server.is_empty() { canonical } else { format!("{canonical}server={}\n", data.server) };
+    match origin {
+        Origin::Job => {}
+        Origin::Checkpoint { source } => canonical.push_str(&format!("origin=checkpoint\nsource={source}\n")),
+        Origin::Continue { parent, parent_epochs } => {
+            canonical.push_str(&format!("origin=continue\nparent={parent}\nparent_epochs={parent_epochs}\n"))
+        }
+    }
     let digest = Sha256::digest(canonical.as_bytes());
     let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
     format!("r-{hex}")
@@ -189,12 +397,15 @@ mod tests {
         let s = sweep("", HP);
         let c = expand(&s, &data())[0].config;
         let other_data = DataIdentity { training_sha256: "ab".into(), ..data() };
-        assert_ne!(run_id(&s, &data(), &c), run_id(&s, &other_data, &c));
+        assert_ne!(run_id(&s, &data(), &c, &Origin::Job), run_id(&s, &other_data, &c, &Origin::Job));
         let other_server = DataIdentity { server: "https://example.com/v1".into(), ..data() };
-        assert_ne!(run_id(&s, &data(), &c), run_id(&s, &other_server, &c));
-        assert_ne!(run_id(&s, &data(), &c), run_id(&s, &data(), &RunConfig { seed: 8, ..c }));
+        assert_ne!(run_id(&s, &data(), &c, &Origin::Job), run_id(&s, &other_server, &c, &Origin::Job));
+        assert_ne!(
+            run_id(&s, &data(), &c, &Origin::Job),
+            run_id(&s, &data(), &RunConfig { seed: 8, ..c }, &Origin::Job)
+        );
         let renamed = Sweep { name: "other".into(), ..s.clone() };
-        assert_eq!(run_id(&s, &data(), &c), run_id(&renamed, &data(), &c));
+        assert_eq!(run_id(&s, &data(), &c, &Origin::Job), run_id(&renamed, &data(), &c, &Origin::Job));
     }
 
     #[test]
@@ -220,6 +431,93 @@ mod tests {
         let fixed = expand(&sweep("", HP), &data());
         assert_ne!(runs[0].run_id, fixed[0].run_id, "auto is not 1");
         assert_eq!(runs[6].run_id, fixed[6].run_id, "the 3-epoch runs are the same");
+    }
+
+    #[test]
+    fn checkpoint_epochs_share_a_job_within_the_window() {
+        let hp = "n_epochs = [1, 2, 3, 8]\nlearning_rate_multiplier = [1.0]\nbatch_size = [4, 32]";
+        let plain = expand(&sweep("", hp), &data());
+        let mut shared_sweep = sweep("", hp);
+        shared_sweep.epochs_from_checkpoints = true;
+        let runs = expand(&shared_sweep, &data());
+        assert_eq!(runs.len(), 8, "the same points");
+        let jobs: Vec<&PlannedRun> = runs.iter().filter(|r| r.origin == Origin::Job).collect();
+        // Per batch size: 8 epochs (keeps 6..8, so 1, 2, 3 are out of its window) and 3 (gives 1 and 2).
+        assert_eq!(jobs.iter().map(|r| r.config.n_epochs.unwrap()).collect::<Vec<_>>(), vec![3, 3, 8, 8]);
+        for r in &runs {
+            match &r.origin {
+                Origin::Job => assert!(plain.contains(r), "a job keeps its id"),
+                Origin::Checkpoint { source } => {
+                    let s = runs.iter().find(|x| &x.run_id == source).unwrap();
+                    assert_eq!(s.config.n_epochs, Some(3));
+                    assert_eq!(s.config.batch_size, r.config.batch_size);
+                    assert!(r.config.n_epochs < Some(3));
+                    assert_eq!(r.job_epochs(), Some(0));
+                    assert!(!plain.iter().any(|p| p.run_id == r.run_id), "a checkpoint run has an id of its own");
+                }
+                Origin::Continue { .. } => panic!("no continuation in a grid"),
+            }
+        }
+        let total: u32 = runs.iter().filter_map(|r| r.job_epochs()).sum();
+        assert_eq!(total, 22, "2 × (8 + 3) epochs instead of 2 × 14");
+    }
+
+    #[test]
+    fn halving_rungs_multiply_epochs_and_divide_configurations() {
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        assert_eq!(rung_epochs(&h), vec![1, 3]);
+        assert_eq!(rung_sizes(&h, 9), vec![9, 3]);
+        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 5 };
+        assert_eq!(rung_epochs(&h), vec![1, 2, 4, 5]);
+        assert_eq!(rung_sizes(&h, 9), vec![9, 5, 3, 2]);
+    }
+
+    #[test]
+    fn promotion_keeps_the_best_third_and_continues_their_models() {
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        let hp = "n_epochs = [1]\nlearning_rate_multiplier = [0.1, 1.0, 10.0]\nbatch_size = [4, 16, 64]";
+        let mut s = sweep("", hp);
+        s.search = Search::SuccessiveHalving(h);
+        let first = expand(&s, &data());
+        assert_eq!(first.len(), 9);
+        assert!(first.iter().all(|r| r.config.n_epochs == Some(1) && r.rung == Some(0)));
+        let scores = [0.5, 0.7, 0.1, 0.7, 0.9, f64::NAN, 0.2, 0.3, 0.4];
+        let results: Vec<(PlannedRun, Option<f64>, Option<f64>)> = first
+            .iter()
+            .zip(scores)
+            .enumerate()
+            .map(|(i, (r, sc))| (r.clone(), (!sc.is_nan()).then_some(sc), Some(if i == 3 { 1.0 } else { 2.0 })))
+            .collect();
+        let next = promote(&s, &data(), &h, 0, &results);
+        let parents: Vec<&str> = next
+            .iter()
+            .map(|r| match &r.origin {
+                Origin::Continue { parent, parent_epochs: 1 } => parent.as_str(),
+                o => panic!("{o:?}"),
+            })
+            .collect();
+        // 0.9, then the two 0.7s with the lower valid loss first.
+        assert_eq!(parents, vec![first[4].run_id.as_str(), first[3].run_id.as_str(), first[1].run_id.as_str()]);
+        assert!(next.iter().all(|r| r.config.n_epochs == Some(3) && r.rung == Some(1) && r.job_epochs() == Some(2)));
+        assert_eq!(next, promote(&s, &data(), &h, 0, &results), "deterministic");
+        assert!(promote(&s, &data(), &h, 1, &results).is_empty(), "the last rung promotes nothing");
+    }
+
+    #[test]
+    fn replicates_rebuild_the_chain_with_another_seed() {
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        let mut s = sweep("", "n_epochs = [1]\nlearning_rate_multiplier = [1.0]\nbatch_size = [4]");
+        s.search = Search::SuccessiveHalving(h);
+        let root = expand(&s, &data()).remove(0);
+        let leaf = promote(&s, &data(), &h, 0, &[(root.clone(), Some(0.5), None)]).remove(0);
+        let copy = replicate(&s, &data(), &[root.clone(), leaf.clone()], 99);
+        assert_eq!(copy.len(), 2);
+        assert_eq!(copy[0].config, RunConfig { seed: 99, ..root.config });
+        assert_eq!(copy[1].origin, Origin::Continue { parent: copy[0].run_id.clone(), parent_epochs: 1 });
+        assert_ne!(copy[1].run_id, leaf.run_id);
+        let results = vec![(leaf.clone(), Some(0.5)), (copy[1].clone(), Some(0.6)), (root.clone(), Some(0.4))];
+        let top: Vec<&str> = leaders(&results, 2).iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(top, vec![copy[1].run_id.as_str(), root.run_id.as_str()], "one run per configuration");
     }
 
     #[test]

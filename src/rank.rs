@@ -275,6 +275,10 @@ mod tests {
             n_eval: None,
             train_seconds: None,
             eval_seconds: None,
+            origin: crate::plan::Origin::Job,
+            rung: None,
+            role: "search".into(),
+            stop_reason: None,
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::plan::{PlannedRun, RunConfig};
+use crate::plan::{Origin, PlannedRun, RunConfig};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_uploads.sql"),
     include_str!("migrations/0003_evaluation.sql"),
     include_str!("migrations/0004_durability.sql"),
+    include_str!("migrations/0005_search.sql"),
 ];
 
 /// A store error, with what was being done.
@@ -141,6 +142,21 @@ pub struct RunRecord {
     pub n_eval: Option<i64>,
     pub train_seconds: Option<f64>,
     pub eval_seconds: Option<f64>,
+    /// Where the run's model comes from.
+    pub origin: Origin,
+    /// The rung of successive halving, in this sweep.
+    pub rung: Option<u32>,
+    /// `search`, or `replicate` for a leader trained again with another seed.
+    pub role: String,
+    /// Why early stopping ended the run's job, if it did.
+    pub stop_reason: Option<String>,
+}
+
+impl RunRecord {
+    /// The run as planned.
+    pub fn planned(&self) -> PlannedRun {
+        PlannedRun { run_id: self.run_id.clone(), config: self.config, origin: self.origin.clone(), rung: self.rung }
+    }
 }
 
 /// One training metric row.
@@ -245,6 +261,63 @@ pub(crate) fn connect(path: Option<&Path>, migrations: &[&str]) -> Result<Connec
     Ok(conn)
 }
 
+fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> Origin {
+    match (kind.as_str(), source) {
+        ("checkpoint", Some(source)) => Origin::Checkpoint { source },
+        ("continue", Some(parent)) => Origin::Continue { parent, parent_epochs: parent_epochs.unwrap_or(0) },
+        _ => Origin::Job,
+    }
+}
+
+fn parent_epochs(origin: &Origin) -> Option<u32> {
+    match origin {
+        Origin::Continue { parent_epochs, .. } => Some(*parent_epochs),
+        _ => None,
+    }
+}
+
+/// Inserts runs (new ones as `planned`, known ones kept as they are) and
+/// makes them active in the sweep, positioned from `first`; a run the sweep
+/// already lists keeps its position when `role` is not `search`.
+fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &str, first: i64) -> Result<()> {
+    let t = now();
+    for (i, run) in runs.iter().enumerate() {
+        let c = &run.config;
+        tx.execute(
+            "INSERT INTO runs (run_id, provider, base_model, training_sha256, validation_sha256, n_epochs,
+                               batch_size, learning_rate_multiplier, seed, state, origin, source_run,
+                               parent_epochs, created_at, updated_at)
+             SELECT ?1, provider, base_model, training_sha256, validation_sha256, ?2, ?3, ?4, ?5, 'planned', ?6, ?7,
+                    ?8, ?9, ?9
+             FROM sweeps WHERE id = ?10
+             ON CONFLICT (run_id) DO NOTHING",
+            params![
+                run.run_id,
+                c.n_epochs,
+                c.batch_size,
+                c.learning_rate_multiplier,
+                c.seed as i64,
+                run.origin.kind(),
+                run.origin.source(),
+                parent_epochs(&run.origin),
+                t,
+                sweep_id
+            ],
+        )
+        .doing("recording a run")?;
+        let position = first + i as i64;
+        let sql = if role == "search" {
+            "INSERT INTO sweep_runs (sweep_id, run_id, position, active, rung, role) VALUES (?1, ?2, ?3, 1, ?4, ?5)
+             ON CONFLICT (sweep_id, run_id) DO UPDATE SET position = ?3, active = 1, rung = ?4, role = ?5"
+        } else {
+            "INSERT INTO sweep_runs (sweep_id, run_id, position, active, rung, role) VALUES (?1, ?2, ?3, 1, ?4, ?5)
+             ON CONFLICT (sweep_id, run_id) DO UPDATE SET active = 1"
+        };
+        tx.execute(sql, params![sweep_id, run.run_id, position, run.rung, role]).doing("adding a run to the sweep")?;
+    }
+    Ok(())
+}
+
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
@@ -298,37 +371,24 @@ impl Store {
             .doing("reading the sweep id")?;
         tx.execute("UPDATE sweep_runs SET active = 0 WHERE sweep_id = ?1", [sweep_id])
             .doing("resetting the sweep's runs")?;
-        for (position, run) in runs.iter().enumerate() {
-            let c = &run.config;
-            tx.execute(
-                "INSERT INTO runs (run_id, provider, base_model, training_sha256, validation_sha256, n_epochs,
-                                   batch_size, learning_rate_multiplier, seed, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10)
-                 ON CONFLICT (run_id) DO NOTHING",
-                params![
-                    run.run_id,
-                    sweep.provider,
-                    sweep.base_model,
-                    sweep.training_sha256,
-                    sweep.validation_sha256,
-                    c.n_epochs,
-                    c.batch_size,
-                    c.learning_rate_multiplier,
-                    c.seed as i64,
-                    t
-                ],
-            )
-            .doing("recording a run")?;
-            tx.execute(
-                "INSERT INTO sweep_runs (sweep_id, run_id, position, active) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (sweep_id, run_id) DO UPDATE SET position = ?3, active = 1",
-                params![sweep_id, run.run_id, position as i64],
-            )
-            .doing("adding a run to the sweep")?;
-        }
+        insert_runs(&tx, sweep_id, runs, "search", 0)?;
         tx.commit().doing("committing the sweep")?;
         self.sweep(sweep.name)?
             .ok_or(StoreError::Sql { doing: "reading back the sweep", source: rusqlite::Error::QueryReturnedNoRows })
+    }
+
+    /// Adds runs to a sweep's active set (the next rung of successive halving,
+    /// replicates), in one transaction; runs it already has are reactivated
+    /// where they stand.
+    pub fn add_runs(&mut self, sweep_id: i64, runs: &[PlannedRun], role: &str) -> Result<()> {
+        let tx = self.conn.transaction().doing("adding runs to a sweep")?;
+        let next: i64 = tx
+            .query_row("SELECT COALESCE(MAX(position) + 1, 0) FROM sweep_runs WHERE sweep_id = ?1", [sweep_id], |r| {
+                r.get(0)
+            })
+            .doing("reading a sweep's positions")?;
+        insert_runs(&tx, sweep_id, runs, role, next)?;
+        tx.commit().doing("adding runs to a sweep")
     }
 
     /// A sweep by name.
@@ -380,7 +440,7 @@ impl Store {
                 "SELECT r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
                         r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy,
                         r.valid_loss, r.valid_accuracy, r.metric, r.score, r.n_eval, r.train_seconds,
-                        r.eval_seconds
+                        r.eval_seconds, r.origin, r.source_run, r.parent_epochs, s.rung, s.role, r.stop_reason
                  FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id
                  WHERE s.sweep_id = ?1 AND s.active = 1
                  ORDER BY s.position",
@@ -411,6 +471,10 @@ impl Store {
                     n_eval: r.get(17)?,
                     train_seconds: r.get(18)?,
                     eval_seconds: r.get(19)?,
+                    origin: origin(r.get(20)?, r.get(21)?, r.get(22)?),
+                    rung: r.get(23)?,
+                    role: r.get(24)?,
+                    stop_reason: r.get(25)?,
                 })
             })
             .doing("listing a sweep's runs")?;
@@ -778,6 +842,8 @@ mod tests {
                 learning_rate_multiplier: Some(1.0),
                 seed: 1,
             },
+            origin: Origin::Job,
+            rung: None,
         }
     }
 
