@@ -157,6 +157,8 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         validation: loaded.validation.clone(),
         metric: s.evaluation.metric,
         eval: Arc::new(crate::eval::Session::new(&s.evaluation, &loaded.path)),
+        spec: Arc::new(s.clone()),
+        identity: loaded.identity.clone(),
         max_concurrent: s.limits.max_concurrent,
         options: RunOptions {
             sweep_id: record.id,
@@ -169,19 +171,34 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
             estimates,
             price: loaded.price,
             daily_limit_wait: Duration::from_secs(3600),
+            epoch_estimate: {
+                let one = crate::pricing::estimate(Some(1), &super::plan::figures(&loaded), loaded.price);
+                (one.trained_tokens, one.training_usd.unwrap_or(0.0))
+            },
+            auto_epochs: crate::data::stats::default_epochs(loaded.training_report.examples as u64),
         },
     });
-    let positions: HashMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.run_id.clone(), i + 1)).collect();
+    // Runs planned as the sweep goes (rungs, replicates) are numbered after these.
+    let positions: Mutex<HashMap<String, usize>> =
+        Mutex::new(runs.iter().enumerate().map(|(i, r)| (r.run_id.clone(), i + 1)).collect());
     let total = runs.len();
     let verbose = cli.verbose;
     let metric = s.evaluation.metric.as_str();
     let printer = Mutex::new(());
     let progress = Arc::new(move |p: Progress| {
         let _line = printer.lock();
+        let mut positions = positions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Progress::Planned { run_ids, .. } = &p {
+            for id in run_ids {
+                let next = positions.len() + 1;
+                positions.entry(id.clone()).or_insert(next);
+            }
+        }
         let at = |id: &str| {
             format!(
-                "[{:>width$}/{total}] {id}",
+                "[{:>width$}/{}] {id}",
                 positions.get(id).copied().unwrap_or(0),
+                positions.len().max(total),
                 width = total.to_string().len()
             )
         };
@@ -228,6 +245,12 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
                 eprintln!("sweep: waiting for {runs} run(s) being trained by another process ({owner})")
             }
             Progress::Interrupted { run_id, note } => eprintln!("{} stopped   {note}", at(&run_id)),
+            Progress::Stopped { run_id, reason, trained_tokens, model } => eprintln!(
+                "{} STOPPED   early after {trained_tokens} trained tokens: {reason}; {}",
+                at(&run_id),
+                model.map_or("no checkpoint to evaluate".to_string(), |m| format!("its best checkpoint {m} is the model"))
+            ),
+            Progress::Planned { note, .. } => eprintln!("sweep: {note}"),
         }
     });
 
@@ -239,7 +262,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
                 let _ = shutdown_tx.send(true);
             }
         });
-        sweep::run(cx.clone(), runs, progress).await
+        sweep::run_sweep(cx.clone(), progress).await
     })?;
     // The training threads of interrupted local jobs are not waited for.
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -252,9 +275,10 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     let budget = store.lock().budget_state(record.id)?;
     eprintln!("{}", budget_line(&budget, s.limits.budget_usd, s.limits.max_trained_tokens));
     eprintln!(
-        "sweep `{}`: {} trained, {} evaluated, {} reused, {} failed, {} skipped, {} interrupted in {:.1}s (database: {})",
+        "sweep `{}`: {} trained ({} stopped early), {} evaluated, {} reused, {} failed, {} skipped, {} interrupted in {:.1}s (database: {})",
         s.name,
         summary.trained,
+        summary.stopped,
         summary.evaluated,
         summary.reused,
         summary.failed,

@@ -28,6 +28,8 @@ pub struct LoadedSweep {
     /// The price used for estimates: the sweep's `[pricing]`, else the table's.
     pub price: Option<Price>,
     pub runs: Vec<PlannedRun>,
+    /// What the run ids hash besides the hyperparameters.
+    pub identity: DataIdentity,
 }
 
 pub fn load(path: &Path) -> Result<LoadedSweep> {
@@ -93,6 +95,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
         validation_report,
         price,
         runs,
+        identity,
     })
 }
 

@@ -107,7 +107,7 @@ impl Store {
                 "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                      trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                      valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                     eval_seconds = NULL, note = NULL, not_before = NULL, cost_usd = NULL,
+                     eval_seconds = NULL, note = NULL, not_before = NULL, cost_usd = NULL, stop_reason = NULL,
                      estimated_tokens = ?2, estimated_cost_usd = ?3, updated_at = ?4
                  WHERE run_id = ?1",
                 params![run_id, tokens as i64, usd, t],
@@ -125,6 +125,30 @@ impl Store {
         .doing("claiming a run")?;
         tx.commit().doing("claiming a run")?;
         Ok(Claim::Claimed { attempt })
+    }
+
+    /// Records why early stopping ended a run's job (the run keeps its state).
+    pub fn set_stop_reason(&mut self, run_id: &str, reason: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET stop_reason = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, reason, now()],
+            )
+            .doing("recording an early stop")?;
+        Ok(())
+    }
+
+    /// Ends a run whose job early stopping cancelled and that has no model
+    /// to evaluate: `cancelled`, with the reason and the tokens it cost.
+    pub fn set_stopped(&mut self, run_id: &str, reason: &str, trained_tokens: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = 'cancelled', stop_reason = ?2, error = ?2, trained_tokens = ?3, updated_at = ?4
+                 WHERE run_id = ?1",
+                params![run_id, reason, trained_tokens, now()],
+            )
+            .doing("recording an early stop")?;
+        Ok(())
     }
 
     /// Extends the leases of every run this process owns.

@@ -261,6 +261,43 @@ pub(crate) fn connect(path: Option<&Path>, migrations: &[&str]) -> Result<Connec
     Ok(conn)
 }
 
+/// The columns `run_record` reads, before the sweep's rung and role.
+const RUN_COLUMNS: &str = "r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
+     r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy,
+     r.metric, r.score, r.n_eval, r.train_seconds, r.eval_seconds, r.origin, r.source_run, r.parent_epochs,
+     r.stop_reason";
+
+fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.get(0)?,
+        config: RunConfig {
+            n_epochs: r.get(1)?,
+            batch_size: r.get(2)?,
+            learning_rate_multiplier: r.get(3)?,
+            seed: r.get::<_, i64>(4)? as u64,
+        },
+        state: RunState::parse(&r.get::<_, String>(5)?),
+        attempt: r.get(6)?,
+        job_id: r.get(7)?,
+        model: r.get(8)?,
+        error: r.get(9)?,
+        trained_tokens: r.get(10)?,
+        train_loss: r.get(11)?,
+        train_accuracy: r.get(12)?,
+        valid_loss: r.get(13)?,
+        valid_accuracy: r.get(14)?,
+        metric: r.get(15)?,
+        score: r.get(16)?,
+        n_eval: r.get(17)?,
+        train_seconds: r.get(18)?,
+        eval_seconds: r.get(19)?,
+        origin: origin(r.get(20)?, r.get(21)?, r.get(22)?),
+        stop_reason: r.get(23)?,
+        rung: r.get(24)?,
+        role: r.get(25)?,
+    })
+}
+
 fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> Origin {
     match (kind.as_str(), source) {
         ("checkpoint", Some(source)) => Origin::Checkpoint { source },
@@ -434,51 +471,21 @@ impl Store {
 
     /// The runs the sweep's latest version plans, in plan order.
     pub fn sweep_runs(&self, sweep_id: i64) -> Result<Vec<RunRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
-                        r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy,
-                        r.valid_loss, r.valid_accuracy, r.metric, r.score, r.n_eval, r.train_seconds,
-                        r.eval_seconds, r.origin, r.source_run, r.parent_epochs, s.rung, s.role, r.stop_reason
-                 FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id
-                 WHERE s.sweep_id = ?1 AND s.active = 1
-                 ORDER BY s.position",
-            )
-            .doing("listing a sweep's runs")?;
-        let rows = stmt
-            .query_map([sweep_id], |r| {
-                Ok(RunRecord {
-                    run_id: r.get(0)?,
-                    config: RunConfig {
-                        n_epochs: r.get(1)?,
-                        batch_size: r.get(2)?,
-                        learning_rate_multiplier: r.get(3)?,
-                        seed: r.get::<_, i64>(4)? as u64,
-                    },
-                    state: RunState::parse(&r.get::<_, String>(5)?),
-                    attempt: r.get(6)?,
-                    job_id: r.get(7)?,
-                    model: r.get(8)?,
-                    error: r.get(9)?,
-                    trained_tokens: r.get(10)?,
-                    train_loss: r.get(11)?,
-                    train_accuracy: r.get(12)?,
-                    valid_loss: r.get(13)?,
-                    valid_accuracy: r.get(14)?,
-                    metric: r.get(15)?,
-                    score: r.get(16)?,
-                    n_eval: r.get(17)?,
-                    train_seconds: r.get(18)?,
-                    eval_seconds: r.get(19)?,
-                    origin: origin(r.get(20)?, r.get(21)?, r.get(22)?),
-                    rung: r.get(23)?,
-                    role: r.get(24)?,
-                    stop_reason: r.get(25)?,
-                })
-            })
-            .doing("listing a sweep's runs")?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, s.rung, s.role
+             FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id
+             WHERE s.sweep_id = ?1 AND s.active = 1
+             ORDER BY s.position"
+        );
+        let mut stmt = self.conn.prepare(&sql).doing("listing a sweep's runs")?;
+        let rows = stmt.query_map([sweep_id], run_record).doing("listing a sweep's runs")?;
         rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing a sweep's runs")
+    }
+
+    /// One run, outside any sweep (no rung, role `search`).
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS}, NULL, 'search' FROM runs r WHERE r.run_id = ?1");
+        self.conn.query_row(&sql, [run_id], run_record).optional().doing("reading a run")
     }
 
     /// Commits the intent to launch a new attempt of a run, before the call
@@ -490,7 +497,7 @@ impl Store {
             "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                  trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                  valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                 eval_seconds = NULL, updated_at = ?2
+                 eval_seconds = NULL, stop_reason = NULL, updated_at = ?2
              WHERE run_id = ?1",
             params![run_id, now()],
         )

@@ -14,9 +14,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod evaluate;
+mod search;
 
 use crate::data::ChatFile;
-use crate::plan::RunConfig;
+use crate::plan::{Origin, RunConfig};
 use crate::pricing::Price;
 use crate::provider::{JobEvent, JobOutcome, JobRequest, Provider};
 use crate::spec::Metric;
@@ -37,6 +38,10 @@ pub struct SweepContext {
     pub options: RunOptions,
     /// The graders, the limit on completions in flight, and the counts.
     pub eval: Arc<crate::eval::Session>,
+    /// The sweep as parsed, and what its run ids hash: rungs and replicates
+    /// are planned from them as the scores come in.
+    pub spec: Arc<crate::spec::Sweep>,
+    pub identity: crate::plan::DataIdentity,
 }
 
 /// How runs are claimed, budgeted, retried and interrupted.
@@ -59,6 +64,10 @@ pub struct RunOptions {
     pub price: Option<Price>,
     /// How long a run waits after a daily job cap without a `retry-after`.
     pub daily_limit_wait: Duration,
+    /// The estimated (tokens, USD) of one epoch, for runs planned during the
+    /// sweep (rungs, replicates), and the epochs `auto` stands for.
+    pub epoch_estimate: (u64, f64),
+    pub auto_epochs: u32,
 }
 
 /// The lease owner of this process.
@@ -140,6 +149,19 @@ pub enum Progress {
         run_id: String,
         note: String,
     },
+    /// Early stopping cancelled the run's job.
+    Stopped {
+        run_id: String,
+        reason: String,
+        trained_tokens: u64,
+        /// The checkpoint that became the run's model, if any.
+        model: Option<String>,
+    },
+    /// Runs added to the sweep as it goes (a rung's promotions, replicates).
+    Planned {
+        run_ids: Vec<String>,
+        note: String,
+    },
 }
 
 /// How a sweep went.
@@ -151,6 +173,20 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub interrupted: usize,
+    /// Runs whose job early stopping cancelled.
+    pub stopped: usize,
+}
+
+impl Summary {
+    fn add(&mut self, o: &Summary) {
+        self.reused += o.reused;
+        self.trained += o.trained;
+        self.evaluated += o.evaluated;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.interrupted += o.interrupted;
+        self.stopped += o.stopped;
+    }
 }
 
 /// What a run still needs.
@@ -159,6 +195,8 @@ enum Work {
     Nothing,
     Evaluate,
     TrainAndEvaluate,
+    /// A checkpoint of another run's job: take it once that job ended, then evaluate.
+    FromCheckpoint,
     /// The run's job may exist at the provider (an earlier process created
     /// it, or was about to): adopt it, or create it if it does not exist.
     Resume,
@@ -168,6 +206,7 @@ fn work_for(run: &RunRecord, jobs_outlive_process: bool) -> Work {
     match run.state {
         RunState::Done | RunState::Cancelled => Work::Nothing,
         RunState::Trained | RunState::Evaluating if run.model.is_some() => Work::Evaluate,
+        _ if matches!(run.origin, Origin::Checkpoint { .. }) => Work::FromCheckpoint,
         RunState::Launching | RunState::Training if jobs_outlive_process => Work::Resume,
         // A local job dies with its process: a run left `training` trains
         // again. Failed runs are retried.
@@ -187,7 +226,9 @@ pub fn job_tags(sweep_name: &str, run_id: &str, attempt: i64) -> BTreeMap<String
 /// How one run's work ended, in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunEnd {
-    Done { trained: bool },
+    Done { trained: bool, stopped: bool },
+    /// Early stopping ended the job, and no checkpoint could stand in.
+    Stopped,
     Failed,
     Skipped,
     Interrupted,
@@ -195,7 +236,9 @@ enum RunEnd {
 
 /// What a run's training step gave.
 enum Trained {
-    Model(String),
+    Model { model: String, stopped: bool },
+    /// Early stopping ended the job without a model to evaluate.
+    Stopped,
     Failed { reason: String, retryable: bool },
     Interrupted,
 }
@@ -204,20 +247,76 @@ fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Runs a sweep to its end: its runs, then, as the scores come in, the next
+/// rungs of successive halving and the replicates of the leaders, each
+/// planned from the database (so a restarted sweep plans the same ones).
+pub async fn run_sweep(
+    cx: Arc<SweepContext>,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> Result<Summary, StoreError> {
+    let mut total = Summary::default();
+    let mut handled: HashSet<String> = HashSet::new();
+    loop {
+        let runs = cx.store.lock().sweep_runs(cx.options.sweep_id)?;
+        let summary = run(cx.clone(), runs, &mut handled, progress.clone()).await?;
+        total.add(&summary);
+        if *cx.options.shutdown.borrow() || summary.interrupted > 0 {
+            break;
+        }
+        if !search::advance(&cx, progress.as_ref())? {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Whether a run that depends on another (a checkpoint of its job, a
+/// continuation of its model) can go ahead.
+enum Dependency {
+    Ready,
+    Wait,
+    Broken(String),
+}
+
+fn dependency(source_id: &str, source: Option<&RunRecord>, handled: &HashSet<String>) -> Dependency {
+    let Some(source) = source else {
+        return Dependency::Broken(format!("its source run {source_id} is not part of the sweep"));
+    };
+    let why = || {
+        let reason = source.stop_reason.as_ref().or(source.error.as_ref());
+        format!("its source run {source_id} ended {}{}", source.state.as_str(), reason.map_or(String::new(), |r| format!(": {r}")))
+    };
+    match source.state {
+        RunState::Trained | RunState::Evaluating | RunState::Done if source.model.is_some() => Dependency::Ready,
+        RunState::Cancelled => Dependency::Broken(why()),
+        // This process tried the source already: it failed, or the budget skipped it.
+        RunState::Failed | RunState::Planned if handled.contains(source_id) => Dependency::Broken(why()),
+        _ => Dependency::Wait,
+    }
+}
+
 /// Runs every run that is not done, claiming each first; returns when every
 /// run has ended here or is owned by no live process, or on shutdown.
+/// `handled` holds the runs this process has dealt with (across the passes
+/// of [`run_sweep`]): they are not tried again.
 pub async fn run(
     cx: Arc<SweepContext>,
     runs: Vec<RunRecord>,
+    handled: &mut HashSet<String>,
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 ) -> Result<Summary, StoreError> {
     let mut summary = Summary::default();
     let durable = cx.provider.jobs_outlive_process();
-    let work: Vec<Work> = runs.iter().map(|r| work_for(r, durable)).collect();
+    let work: Vec<Work> =
+        runs.iter().map(|r| if handled.contains(&r.run_id) { Work::Nothing } else { work_for(r, durable) }).collect();
     let to_train = work.iter().filter(|w| matches!(w, Work::TrainAndEvaluate | Work::Resume)).count();
-    let to_evaluate = work.iter().filter(|w| **w == Work::Evaluate).count();
-    summary.reused = work.iter().filter(|w| **w == Work::Nothing).count();
-    progress(Progress::Started { total: runs.len(), to_train, to_evaluate, done: summary.reused });
+    let to_evaluate = work.iter().filter(|w| matches!(w, Work::Evaluate | Work::FromCheckpoint)).count();
+    summary.reused = runs
+        .iter()
+        .zip(&work)
+        .filter(|(r, w)| **w == Work::Nothing && !handled.contains(&r.run_id))
+        .count();
+    progress(Progress::Started { total: runs.len(), to_train, to_evaluate, done: runs.len() - to_train - to_evaluate });
     // The baseline, and grading of finished runs by graders added since, go alongside the runs.
     let references = tokio::spawn(evaluate::evaluate_references(&cx, &runs, &progress));
     if to_train + to_evaluate == 0 {
@@ -257,7 +356,6 @@ pub async fn run(
         })
     };
 
-    let mut handled: HashSet<String> = HashSet::new();
     if files.is_none() {
         // Without uploads only evaluations can proceed.
         for (run, w) in runs.iter().zip(&work) {
@@ -272,7 +370,9 @@ pub async fn run(
     let result = loop {
         let stopping = *shutdown.borrow();
         let current = cx.store.lock().sweep_runs(cx.options.sweep_id)?;
+        let by_id: HashMap<&str, &RunRecord> = current.iter().map(|r| (r.run_id.as_str(), r)).collect();
         let mut taken: Vec<String> = Vec::new();
+        let mut progressed = false;
         if !stopping {
             for run in &current {
                 if tasks.len() >= cx.max_concurrent.max(1) as usize {
@@ -282,8 +382,22 @@ pub async fn run(
                 if w == Work::Nothing || handled.contains(&run.run_id) {
                     continue;
                 }
+                if let Some(source) = run.origin.source() {
+                    match dependency(source, by_id.get(source).copied(), handled) {
+                        Dependency::Ready => {}
+                        Dependency::Wait => continue,
+                        Dependency::Broken(reason) => {
+                            handled.insert(run.run_id.clone());
+                            progressed = true;
+                            cx.store.lock().fail_run(&run.run_id, &reason)?;
+                            progress(Progress::Failed { run_id: run.run_id.clone(), reason });
+                            summary.failed += 1;
+                            continue;
+                        }
+                    }
+                }
                 let launch = (w == Work::TrainAndEvaluate).then(|| {
-                    let (tokens, usd) = cx.options.estimates.get(&run.run_id).copied().unwrap_or((0, 0.0));
+                    let (tokens, usd) = estimate(&cx, run);
                     (cx.options.budget, tokens, usd, cx.options.sweep_id)
                 });
                 let claim = cx.store.lock().claim(
@@ -297,11 +411,13 @@ pub async fn run(
                     Claim::Taken { owner } => taken.push(owner),
                     Claim::OverBudget { reason } => {
                         handled.insert(run.run_id.clone());
+                        progressed = true;
                         summary.skipped += 1;
                         progress(Progress::Skipped { run_id: run.run_id.clone(), reason });
                     }
                     Claim::Claimed { attempt } => {
                         handled.insert(run.run_id.clone());
+                        progressed = true;
                         let mut run = run.clone();
                         if let Some(a) = attempt {
                             run.attempt = a;
@@ -317,6 +433,10 @@ pub async fn run(
             }
         }
         if tasks.is_empty() {
+            if progressed && !stopping {
+                // A run ended its dependents' wait: look again at once.
+                continue;
+            }
             if taken.is_empty() || stopping {
                 break Ok(());
             }
@@ -331,11 +451,14 @@ pub async fn run(
         let ended = tokio::time::timeout(Duration::from_millis(500), tasks.join_next()).await;
         if let Ok(Some(joined)) = ended {
             match joined {
-                Ok((_, RunEnd::Done { trained })) => {
+                Ok((_, RunEnd::Done { trained, stopped })) => {
                     summary.evaluated += 1;
-                    if trained {
-                        summary.trained += 1;
-                    }
+                    summary.trained += usize::from(trained);
+                    summary.stopped += usize::from(stopped);
+                }
+                Ok((_, RunEnd::Stopped)) => {
+                    summary.trained += 1;
+                    summary.stopped += 1;
                 }
                 Ok((_, RunEnd::Failed)) => summary.failed += 1,
                 Ok((_, RunEnd::Skipped)) => summary.skipped += 1,
@@ -352,6 +475,17 @@ pub async fn run(
     evaluate::join_references(references, progress.as_ref()).await.map(|()| summary)
 }
 
+/// A run's estimated training (tokens, USD): from the plan, or, for a run
+/// planned during the sweep, from the epochs its own job trains.
+fn estimate(cx: &SweepContext, run: &RunRecord) -> (u64, f64) {
+    if let Some(e) = cx.options.estimates.get(&run.run_id) {
+        return *e;
+    }
+    let epochs = crate::plan::job_epochs(&run.origin, run.config.n_epochs).unwrap_or(cx.options.auto_epochs);
+    let (tokens, usd) = cx.options.epoch_estimate;
+    (tokens * u64::from(epochs), usd * f64::from(epochs))
+}
+
 /// Claimed work on one run: train (with retries by policy) if needed, then
 /// evaluate. Store failures are errors; everything else is a `RunEnd`.
 async fn run_one(
@@ -361,8 +495,13 @@ async fn run_one(
     files: Option<&(String, String)>,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<RunEnd, StoreError> {
+    let mut stopped = false;
     let model = match (work, &run.model, files) {
         (Work::Evaluate, Some(model), _) => model.clone(),
+        (Work::FromCheckpoint, _, _) => match from_checkpoint(cx, run, progress)? {
+            Some(model) => model,
+            None => return Ok(RunEnd::Failed),
+        },
         (_, _, None) => return Ok(RunEnd::Failed),
         (_, _, Some(files)) => {
             let mut run = run.clone();
@@ -370,7 +509,11 @@ async fn run_one(
             let mut retries_left = cx.options.retries;
             loop {
                 match train(cx, &run, resuming, files, progress).await? {
-                    Trained::Model(model) => break model,
+                    Trained::Model { model, stopped: s } => {
+                        stopped = s;
+                        break model;
+                    }
+                    Trained::Stopped => return Ok(RunEnd::Stopped),
                     Trained::Interrupted => return Ok(RunEnd::Interrupted),
                     Trained::Failed { reason, retryable } if retryable && retries_left > 0 => {
                         retries_left -= 1;
@@ -379,7 +522,7 @@ async fn run_one(
                             reason: format!("{reason}; retrying ({retries_left} retries left after this one)"),
                         });
                         // A new attempt of the same run, claimed and budgeted.
-                        let (tokens, usd) = cx.options.estimates.get(&run.run_id).copied().unwrap_or((0, 0.0));
+                        let (tokens, usd) = estimate(cx, &run);
                         let claim = cx.store.lock().claim(
                             &run.run_id,
                             &cx.options.owner,
@@ -413,12 +556,55 @@ async fn run_one(
     }
     tokio::select! {
         ok = evaluate::evaluate_run(cx, run, &model, progress) => {
-            Ok(if ok? { RunEnd::Done { trained: work != Work::Evaluate } } else { RunEnd::Failed })
+            let trained = matches!(work, Work::TrainAndEvaluate | Work::Resume);
+            Ok(if ok? { RunEnd::Done { trained, stopped } } else { RunEnd::Failed })
         }
         _ = shutdown.wait_for(|s| *s) => {
             // The run stays `evaluating` with its model: the next start evaluates it.
             progress(Progress::Interrupted { run_id: run.run_id.clone(), note: "evaluation stopped; it restarts on resume".into() });
             Ok(RunEnd::Interrupted)
+        }
+    }
+}
+
+/// Takes a checkpoint-derived run's model from its source run's job: the
+/// checkpoint at the run's epochs. `None`: there is none (recorded as failed).
+fn from_checkpoint(
+    cx: &SweepContext,
+    run: &RunRecord,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Option<String>, StoreError> {
+    let Origin::Checkpoint { source } = &run.origin else {
+        return Ok(None);
+    };
+    let epoch = run.config.n_epochs.unwrap_or(0);
+    let mut store = cx.store.lock();
+    let source_run = store.run(source)?;
+    let checkpoint = store.run_checkpoints(source)?.into_iter().find(|c| c.epoch == epoch);
+    match (checkpoint, source_run.and_then(|r| r.job_id)) {
+        (Some(c), Some(job_id)) => {
+            store.set_job(&run.run_id, &job_id)?;
+            store.finish_training(
+                &run.run_id,
+                &TrainingResult {
+                    model: c.model.clone(),
+                    // The tokens are the source run's: this run trained nothing.
+                    trained_tokens: 0,
+                    train_loss: c.train_loss.filter(|l| l.is_finite()),
+                    train_accuracy: None,
+                    valid_loss: c.valid_loss,
+                    valid_accuracy: c.valid_accuracy,
+                    seconds: 0.0,
+                },
+            )?;
+            Ok(Some(c.model))
+        }
+        _ => {
+            let reason = format!("the job of its source run {source} kept no checkpoint at epoch {epoch}");
+            store.fail_run(&run.run_id, &reason)?;
+            drop(store);
+            progress(Progress::Failed { run_id: run.run_id.clone(), reason });
+            Ok(None)
         }
     }
 }
@@ -440,11 +626,27 @@ async fn train(
     // Intent before effect: the claim committed the attempt (state
     // `launching`, its estimate in the budget); the tags go with the job.
     let attempt = run.attempt.max(1);
+    // A continuation trains its parent's model for the epochs it adds.
+    let base_model = match &run.origin {
+        Origin::Continue { parent, .. } => match cx.store.lock().run(parent)?.and_then(|p| p.model) {
+            Some(model) => model,
+            None => {
+                let reason = format!("its parent run {parent} has no model to continue");
+                return Ok(Trained::Failed { reason, retryable: false });
+            }
+        },
+        _ => cx.base_model.clone(),
+    };
+    let job_epochs = crate::plan::job_epochs(&run.origin, run.config.n_epochs);
+    let epochs_before = match &run.origin {
+        Origin::Continue { parent_epochs, .. } => *parent_epochs,
+        _ => 0,
+    };
     let request = JobRequest {
-        base_model: cx.base_model.clone(),
+        base_model,
         training_file: training_file.clone(),
         validation_file: validation_file.clone(),
-        hyperparameters: run.config,
+        hyperparameters: RunConfig { n_epochs: job_epochs, ..run.config },
         suffix: run.run_id.clone(),
         metadata: job_tags(&cx.sweep_name, &run.run_id, attempt),
     };
@@ -507,8 +709,31 @@ async fn train(
     let mut last_train_accuracy = None;
     let mut store_error: Option<StoreError> = None;
     let mut last_validation: Option<(f64, Option<f64>)> = None;
+    // Early stopping watches the validations; a verdict goes to the loop
+    // below, which cancels the job and follows it to its end.
+    let mut stopper = cx.spec.early_stopping.map(crate::stopping::Stopper::new);
+    let stop_metric = cx.spec.early_stopping.map(|e| e.metric);
+    let (stop_tx, mut stop_rx) = watch::channel::<Option<String>>(None);
+    let mut steps_per_epoch: Option<f64> = None;
+    let mut watch_stop = |step: u64, epoch: u32, loss: Option<f64>, accuracy: Option<f64>, steps: Option<f64>| {
+        let (Some(stopper), Some(metric)) = (stopper.as_mut(), stop_metric) else { return };
+        if stop_tx.borrow().is_some() {
+            return;
+        }
+        let at = f64::from(epochs_before)
+            + steps.filter(|s| *s > 0.0).map_or(f64::from(epoch), |per_epoch| step as f64 / per_epoch);
+        let value = match metric {
+            crate::spec::StopMetric::ValidLoss => loss,
+            crate::spec::StopMetric::ValidAccuracy => accuracy,
+        };
+        if let Some(reason) = value.and_then(|v| stopper.observe(at, v)) {
+            stop_tx.send_replace(Some(reason.describe(metric)));
+        }
+    };
+    let job_epochs_f = job_epochs.map(f64::from);
     let mut on_event = |event: JobEvent| match event {
         JobEvent::Validation { step, epoch, valid_loss, valid_accuracy } => {
+            watch_stop(step, epoch, Some(valid_loss), valid_accuracy, steps_per_epoch);
             last_validation = Some((valid_loss, valid_accuracy));
             pending.push(MetricRow {
                 step,
@@ -520,16 +745,26 @@ async fn train(
                 valid_accuracy,
             });
         }
-        JobEvent::Step { step, epoch, train_loss, train_accuracy, .. } => pending.push(MetricRow {
-            step,
-            epoch,
-            epoch_end: false,
-            train_loss: Some(train_loss),
-            train_accuracy: Some(train_accuracy),
-            valid_loss: None,
-            valid_accuracy: None,
-        }),
+        JobEvent::Step { step, total_steps, epoch, train_loss, train_accuracy } => {
+            if let Some(n) = job_epochs_f.filter(|_| total_steps > 0) {
+                steps_per_epoch = Some(total_steps as f64 / n);
+            }
+            if !train_loss.is_finite() {
+                // A loss that is not finite is divergence, whatever the validation says.
+                watch_stop(step, epoch, Some(train_loss), None, steps_per_epoch);
+            }
+            pending.push(MetricRow {
+                step,
+                epoch,
+                epoch_end: false,
+                train_loss: Some(train_loss),
+                train_accuracy: Some(train_accuracy),
+                valid_loss: None,
+                valid_accuracy: None,
+            })
+        }
         JobEvent::Checkpoint { epoch, step, model, train_loss, train_accuracy, valid_loss, valid_accuracy } => {
+            watch_stop(step, epoch, valid_loss, valid_accuracy, steps_per_epoch);
             pending.push(MetricRow {
                 step,
                 epoch,
@@ -551,13 +786,33 @@ async fn train(
         }
     };
     let mut shutdown = cx.options.shutdown.clone();
-    let outcome = tokio::select! {
-        outcome = cx.provider.follow_job(&job_id, &mut on_event) => Some(outcome),
-        _ = shutdown.wait_for(|s| *s) => None,
+    let outcome = {
+        let follow = cx.provider.follow_job(&job_id, &mut on_event);
+        tokio::pin!(follow);
+        let mut cancel_sent = false;
+        loop {
+            tokio::select! {
+                outcome = &mut follow => break Some(outcome),
+                _ = shutdown.wait_for(|s| *s) => break None,
+                changed = stop_rx.changed(), if !cancel_sent => {
+                    if changed.is_err() {
+                        // No verdict can come any more.
+                        cancel_sent = true;
+                        continue;
+                    }
+                }
+            }
+            cancel_sent = true;
+            // The job ends `cancelled`; following it goes on to that end.
+            if let Err(e) = cx.provider.cancel_job(&job_id).await {
+                tracing::warn!(run = %run.run_id, "early stopping could not cancel job {job_id}: {e}");
+            }
+        }
     };
     let Some(outcome) = outcome else {
         return interrupted(cx, run, &job_id, progress).await;
     };
+    let stop_reason = stop_rx.borrow().clone();
     if !pending.is_empty() {
         cx.store.lock().record_progress(&run.run_id, attempt, &pending, None)?;
     }
@@ -582,7 +837,11 @@ async fn train(
                     seconds: started.elapsed().as_secs_f64(),
                 },
             )?;
-            return Ok(Trained::Model(model));
+            return Ok(Trained::Model { model, stopped: false });
+        }
+        Ok(JobOutcome::Cancelled { trained_tokens }) if stop_reason.is_some() => {
+            let reason = stop_reason.unwrap_or_default();
+            return stopped_early(cx, run, &reason, trained_tokens, started, progress);
         }
         Ok(JobOutcome::Failed { code, message }) => {
             (format!("the job failed ({code}): {message}"), retryable_code(&code))
@@ -595,6 +854,64 @@ async fn train(
         Err(e) => (format!("following the job failed: {e}"), false),
     };
     Ok(Trained::Failed { reason, retryable })
+}
+
+/// Records a run whose job early stopping cancelled: the tokens it cost, the
+/// reason, and as its model the best of the job's kept checkpoints by the
+/// stopping metric, when the job left one; otherwise the run ends stopped.
+fn stopped_early(
+    cx: &SweepContext,
+    run: &RunRecord,
+    reason: &str,
+    trained_tokens: u64,
+    started: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Trained, StoreError> {
+    let metric = cx.spec.early_stopping.map_or(crate::spec::StopMetric::ValidLoss, |e| e.metric);
+    let mut store = cx.store.lock();
+    if let Some(price) = cx.options.price {
+        store.set_cost(&run.run_id, crate::pricing::cost(trained_tokens, price.training))?;
+    }
+    let checkpoints = store.run_checkpoints(&run.run_id)?;
+    let value = |c: &CheckpointRow| match metric {
+        crate::spec::StopMetric::ValidLoss => c.valid_loss.filter(|l| l.is_finite()).map(|l| -l),
+        crate::spec::StopMetric::ValidAccuracy => c.valid_accuracy.filter(|a| a.is_finite()),
+    };
+    let best = checkpoints
+        .iter()
+        .rev()
+        .take(crate::plan::CHECKPOINT_WINDOW as usize)
+        .filter_map(|c| value(c).map(|v| (v, c)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.clone());
+    store.set_stop_reason(&run.run_id, reason)?;
+    let run_id = run.run_id.clone();
+    match best {
+        Some(c) => {
+            store.finish_training(
+                &run.run_id,
+                &TrainingResult {
+                    model: c.model.clone(),
+                    trained_tokens: trained_tokens as i64,
+                    train_loss: c.train_loss.filter(|l| l.is_finite()),
+                    train_accuracy: None,
+                    valid_loss: c.valid_loss,
+                    valid_accuracy: c.valid_accuracy,
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+            )?;
+            drop(store);
+            let model = Some(c.model.clone());
+            progress(Progress::Stopped { run_id, reason: reason.to_string(), trained_tokens, model });
+            Ok(Trained::Model { model: c.model, stopped: true })
+        }
+        None => {
+            store.set_stopped(&run.run_id, reason, trained_tokens as i64)?;
+            drop(store);
+            progress(Progress::Stopped { run_id, reason: reason.to_string(), trained_tokens, model: None });
+            Ok(Trained::Stopped)
+        }
+    }
 }
 
 /// Leaves a run whose job was being followed when the sweep was
