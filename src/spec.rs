@@ -27,13 +27,15 @@ pub struct Sweep {
     /// The default seed: of the training jobs, and of random search.
     pub seed: u64,
     pub search: Search,
-    /// `[search] epochs_from_checkpoints`: runs that differ only in
-    /// `n_epochs` share one job; the shorter ones are its epoch checkpoints.
+    /// `[search] epochs_from_checkpoints` (default false; not with
+    /// successive halving): runs that differ only in `n_epochs` share one
+    /// job; the shorter ones are its epoch checkpoints.
     pub epochs_from_checkpoints: bool,
-    /// `[search] replicate_top` and `replicate_seeds`: the leaders trained
-    /// again with other seeds.
+    /// `[search] replicate_top` and `replicate_seeds` (both or neither):
+    /// the leaders trained again with other seeds.
     pub replicates: Option<Replicates>,
-    /// `[early_stopping]`: stop jobs that stop improving or diverge.
+    /// `[early_stopping]`: stop jobs that stop improving or diverge. `None`
+    /// when the table is absent; an empty table takes the defaults.
     pub early_stopping: Option<EarlyStopping>,
     pub hyperparameters: Hyperparameters,
     pub evaluation: Evaluation,
@@ -130,12 +132,16 @@ pub enum Search {
     SuccessiveHalving(Halving),
 }
 
-/// The settings of successive halving.
+/// The settings of successive halving: `[search] eta`, `min_epochs` and
+/// `max_epochs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Halving {
-    /// Each rung keeps the best 1/eta (rounded up) and multiplies the epochs by eta.
+    /// Each rung keeps the best 1/eta (rounded up) and multiplies the epochs
+    /// by eta: 2 to 10, default 3.
     pub eta: u32,
+    /// The first rung's epochs: 1 to 50, default 1, below `max_epochs`.
     pub min_epochs: u32,
+    /// The last rung's epochs: 1 to 50, required.
     pub max_epochs: u32,
 }
 
@@ -144,7 +150,8 @@ pub struct Halving {
 pub struct Replicates {
     /// How many of the best configurations are trained again.
     pub top: u32,
-    /// The other seeds each is trained with.
+    /// The other seeds each is trained with: distinct, none the sweep's
+    /// `seed`.
     pub seeds: Vec<u64>,
 }
 
@@ -185,9 +192,12 @@ impl Default for EarlyStopping {
     }
 }
 
-/// The values (grid) or distributions (random) of each hyperparameter.
+/// The values (grid, successive halving) or distributions (random) of each
+/// hyperparameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hyperparameters {
+    /// With successive halving, which sets the epochs rung by rung and where
+    /// the file must not write `n_epochs`: the first rung's, `[min_epochs]`.
     pub n_epochs: Domain,
     pub learning_rate_multiplier: Domain,
     pub batch_size: Domain,
@@ -359,6 +369,7 @@ struct RawSweep {
     validation_file: Spanned<String>,
     seed: Option<Spanned<i64>>,
     search: Option<RawSearch>,
+    early_stopping: Option<RawEarlyStopping>,
     hyperparameters: Spanned<RawHyperparameters>,
     evaluation: Option<RawEvaluation>,
     limits: Option<RawLimits>,
@@ -390,6 +401,21 @@ struct RawPricing {
 struct RawSearch {
     strategy: Option<Spanned<String>>,
     runs: Option<Spanned<i64>>,
+    eta: Option<Spanned<i64>>,
+    min_epochs: Option<Spanned<i64>>,
+    max_epochs: Option<Spanned<i64>>,
+    epochs_from_checkpoints: Option<Spanned<bool>>,
+    replicate_top: Option<Spanned<i64>>,
+    replicate_seeds: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEarlyStopping {
+    metric: Option<Spanned<String>>,
+    patience: Option<Spanned<i64>>,
+    min_delta: Option<Spanned<f64>>,
+    divergence_factor: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -488,23 +514,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         None => Search::Grid,
         Some(s) => cx.search(s)?,
     };
+    let epochs_from_checkpoints = raw.search.as_ref().and_then(|s| s.epochs_from_checkpoints.as_ref());
+    let epochs_from_checkpoints = epochs_from_checkpoints.is_some_and(|v| *v.get_ref());
+    let replicates = match &raw.search {
+        None => None,
+        Some(s) => cx.replicates(s, seed)?,
+    };
+    let early_stopping = match &raw.early_stopping {
+        None => None,
+        Some(e) => Some(cx.early_stopping(e)?),
+    };
 
     let hp = raw.hyperparameters.get_ref();
     let hp_span = raw.hyperparameters.span();
-    let random = matches!(search, Search::Random { .. });
     let hyperparameters = Hyperparameters {
-        n_epochs: cx.domain(&hp.n_epochs, "n_epochs", Kind::Int(N_EPOCHS_RANGE), random, &hp_span)?,
+        n_epochs: match (&search, &hp.n_epochs) {
+            (Search::SuccessiveHalving(h), None) => Domain::Values(vec![Some(f64::from(h.min_epochs))]),
+            (Search::SuccessiveHalving(_), Some(v)) => {
+                return Err(cx.at(
+                    v,
+                    "hyperparameters.n_epochs",
+                    "successive halving sets the epochs rung by rung, from `min_epochs` to `max_epochs`".into(),
+                    "remove `n_epochs`; set `min_epochs` and `max_epochs` under [search]",
+                ));
+            }
+            (_, some) => cx.domain(some, "n_epochs", Kind::Int(N_EPOCHS_RANGE), &search, &hp_span)?,
+        },
         learning_rate_multiplier: cx.domain(
             &hp.learning_rate_multiplier,
             "learning_rate_multiplier",
             Kind::Positive,
-            random,
+            &search,
             &hp_span,
         )?,
-        batch_size: cx.domain(&hp.batch_size, "batch_size", Kind::Int(BATCH_SIZE_RANGE), random, &hp_span)?,
+        batch_size: cx.domain(&hp.batch_size, "batch_size", Kind::Int(BATCH_SIZE_RANGE), &search, &hp_span)?,
         seed: match &hp.seed {
             None => Domain::Values(vec![Some(seed as f64)]),
-            some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), random, &hp_span)?,
+            some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), &search, &hp_span)?,
         },
     };
 
@@ -593,9 +639,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         validation_file,
         seed,
         search,
-        epochs_from_checkpoints: false,
-        replicates: None,
-        early_stopping: None,
+        epochs_from_checkpoints,
+        replicates,
+        early_stopping,
         hyperparameters,
         evaluation,
         limits,
@@ -904,20 +950,41 @@ impl Cx<'_> {
         Ok(x as u64)
     }
 
+    /// The strategy and its settings; also refuses the keys that belong to
+    /// another strategy.
     fn search(&self, s: &RawSearch) -> Result<Search, SpecError> {
         let strategy = s.strategy.as_ref().map(|v| v.get_ref().as_str()).unwrap_or("grid");
+        if !matches!(strategy, "grid" | "random" | "successive_halving") {
+            return Err(self.at(
+                s.strategy.as_ref().expect("a strategy other than the default was written"),
+                "search.strategy",
+                format!("unknown strategy `{strategy}`"),
+                "use `strategy = \"grid\"`, `strategy = \"random\"` or `strategy = \"successive_halving\"`",
+            ));
+        }
+        if strategy != "random"
+            && let Some(runs) = &s.runs
+        {
+            return Err(self.at(
+                runs,
+                "search.runs",
+                "`runs` only applies to random search".into(),
+                "remove `runs`, or set `strategy = \"random\"`",
+            ));
+        }
+        let halving_keys = [("eta", &s.eta), ("min_epochs", &s.min_epochs), ("max_epochs", &s.max_epochs)];
+        if strategy != "successive_halving"
+            && let Some((name, v)) = halving_keys.iter().find_map(|(name, v)| v.as_ref().map(|v| (name, v)))
+        {
+            return Err(self.at(
+                v,
+                &format!("search.{name}"),
+                format!("`{name}` only applies to successive halving"),
+                &format!("remove `{name}`, or set `strategy = \"successive_halving\"`"),
+            ));
+        }
         match strategy {
-            "grid" => {
-                if let Some(runs) = &s.runs {
-                    return Err(self.at(
-                        runs,
-                        "search.runs",
-                        "`runs` only applies to random search".into(),
-                        "remove `runs`, or set `strategy = \"random\"`",
-                    ));
-                }
-                Ok(Search::Grid)
-            }
+            "grid" => Ok(Search::Grid),
             "random" => match &s.runs {
                 None => Err(SpecError {
                     path: self.path.to_path_buf(),
@@ -928,13 +995,154 @@ impl Cx<'_> {
                 }),
                 Some(runs) => Ok(Search::Random { runs: self.int_in(runs, "search.runs", (1.0, 1000.0))? as u32 }),
             },
-            other => Err(self.at(
-                s.strategy.as_ref().expect("a strategy other than the default was written"),
-                "search.strategy",
-                format!("unknown strategy `{other}`"),
-                "use `strategy = \"grid\"` or `strategy = \"random\"`",
-            )),
+            _ => self.halving(s).map(Search::SuccessiveHalving),
         }
+    }
+
+    /// The settings of `strategy = "successive_halving"`.
+    fn halving(&self, s: &RawSearch) -> Result<Halving, SpecError> {
+        if let Some(v) = &s.epochs_from_checkpoints {
+            return Err(self.at(
+                v,
+                "search.epochs_from_checkpoints",
+                "`epochs_from_checkpoints` does not apply to successive halving".into(),
+                "remove the key: halving already continues training from each configuration's own model, rung by rung",
+            ));
+        }
+        let eta = match &s.eta {
+            None => 3,
+            Some(v) => self.int_in(v, "search.eta", (2.0, 10.0))? as u32,
+        };
+        let min_epochs = match &s.min_epochs {
+            None => 1,
+            Some(v) => self.int_in(v, "search.min_epochs", N_EPOCHS_RANGE)? as u32,
+        };
+        let Some(max) = &s.max_epochs else {
+            return Err(SpecError {
+                path: self.path.to_path_buf(),
+                line: s.strategy.as_ref().map(|v| self.line_of(v.span().start)),
+                key: Some("search.max_epochs".into()),
+                message: "successive halving needs the epochs of its last rung".into(),
+                hint: Some(
+                    "add `max_epochs = 3` (a whole number above `min_epochs`, at most 50) under [search]".into(),
+                ),
+            });
+        };
+        let max_epochs = self.int_in(max, "search.max_epochs", N_EPOCHS_RANGE)? as u32;
+        if min_epochs >= max_epochs {
+            return Err(self.at(
+                max,
+                "search.max_epochs",
+                format!(
+                    "`max_epochs` ({max_epochs}) must be greater than `min_epochs` ({min_epochs}): \
+                     otherwise there is only one rung and nothing to halve"
+                ),
+                "raise `max_epochs` above `min_epochs`, or use `strategy = \"grid\"` with `n_epochs` under [hyperparameters]",
+            ));
+        }
+        Ok(Halving { eta, min_epochs, max_epochs })
+    }
+
+    /// `replicate_top` and `replicate_seeds`, which need each other.
+    fn replicates(&self, s: &RawSearch, seed: u64) -> Result<Option<Replicates>, SpecError> {
+        let (top, list) = match (&s.replicate_top, &s.replicate_seeds) {
+            (None, None) => return Ok(None),
+            (Some(top), None) => {
+                return Err(self.at(
+                    top,
+                    "search.replicate_seeds",
+                    "`replicate_top` needs the seeds to train the leading configurations with again".into(),
+                    "add `replicate_seeds = [1, 2]` under [search], or remove `replicate_top`",
+                ));
+            }
+            (None, Some(list)) => {
+                return Err(self.at(
+                    list,
+                    "search.replicate_top",
+                    "`replicate_seeds` needs the number of leading configurations to train again".into(),
+                    "add `replicate_top = 2` under [search], or remove `replicate_seeds`",
+                ));
+            }
+            (Some(top), Some(list)) => (top, list),
+        };
+        let top = self.int_in(top, "search.replicate_top", (1.0, 100.0))? as u32;
+        if list.get_ref().is_empty() {
+            return Err(self.at(
+                list,
+                "search.replicate_seeds",
+                "the list is empty".into(),
+                "give at least one seed, e.g. `replicate_seeds = [1, 2]`",
+            ));
+        }
+        let mut seeds = Vec::with_capacity(list.get_ref().len());
+        for v in list.get_ref() {
+            let x = self.int_in(v, "search.replicate_seeds", SEED_RANGE)?;
+            if x == seed {
+                return Err(self.at(
+                    v,
+                    "search.replicate_seeds",
+                    format!("{x} is the sweep's `seed`: the configurations were trained with it already"),
+                    &format!("use seeds other than {seed} (the sweep's `seed`, 0 when not written)"),
+                ));
+            }
+            if seeds.contains(&x) {
+                return Err(self.at(
+                    v,
+                    "search.replicate_seeds",
+                    format!("{x} is listed twice"),
+                    "list each seed once",
+                ));
+            }
+            seeds.push(x);
+        }
+        Ok(Some(Replicates { top, seeds }))
+    }
+
+    /// The `[early_stopping]` table; missing keys take the defaults.
+    fn early_stopping(&self, raw: &RawEarlyStopping) -> Result<EarlyStopping, SpecError> {
+        let mut stop = EarlyStopping::default();
+        if let Some(m) = &raw.metric {
+            stop.metric = match m.get_ref().as_str() {
+                "valid_loss" => StopMetric::ValidLoss,
+                "valid_accuracy" => StopMetric::ValidAccuracy,
+                other => {
+                    return Err(self.at(
+                        m,
+                        "early_stopping.metric",
+                        format!("unknown metric `{other}`"),
+                        "use `metric = \"valid_loss\"` (the default) or `metric = \"valid_accuracy\"`",
+                    ));
+                }
+            };
+        }
+        if let Some(p) = &raw.patience {
+            stop.patience = self.int_in(p, "early_stopping.patience", (1.0, 100.0))? as u32;
+        }
+        if let Some(d) = &raw.min_delta {
+            let x = *d.get_ref();
+            if !x.is_finite() || x < 0.0 {
+                return Err(self.at(
+                    d,
+                    "early_stopping.min_delta",
+                    format!("{x} is not allowed"),
+                    "give the smallest change that counts as an improvement, 0 or more, e.g. `min_delta = 0.01`",
+                ));
+            }
+            stop.min_delta = x;
+        }
+        if let Some(f) = &raw.divergence_factor {
+            let x = *f.get_ref();
+            if !x.is_finite() || x < 1.0 {
+                return Err(self.at(
+                    f,
+                    "early_stopping.divergence_factor",
+                    format!("{x} is not allowed"),
+                    "give a factor of 1.0 or more over the first evaluation's loss, e.g. `divergence_factor = 2.0`",
+                ));
+            }
+            stop.divergence_factor = x;
+        }
+        Ok(stop)
     }
 
     fn domain(
@@ -942,7 +1150,7 @@ impl Cx<'_> {
         v: &Option<Spanned<toml::Value>>,
         name: &str,
         kind: Kind,
-        random: bool,
+        search: &Search,
         table_span: &Range<usize>,
     ) -> Result<Domain, SpecError> {
         let key = format!("hyperparameters.{name}");
@@ -1066,11 +1274,17 @@ impl Cx<'_> {
                         "write the lower bound first, and make it smaller than the upper bound",
                     ));
                 }
-                if !random {
+                if !matches!(search, Search::Random { .. }) {
+                    let message = match search {
+                        Search::SuccessiveHalving(_) => {
+                            "successive halving searches a grid: it needs a list of values, not a distribution"
+                        }
+                        _ => "a grid search needs a list of values, not a distribution",
+                    };
                     return Err(self.error(
                         &span,
                         &key,
-                        "a grid search needs a list of values, not a distribution".into(),
+                        message.into(),
                         &format!("write `{name} = {example}`, or set `strategy = \"random\"` under [search]"),
                     ));
                 }
@@ -1345,6 +1559,265 @@ max_concurrent = 2
         assert!(!s.evaluation.grader("exact_match").unwrap().is_cached());
     }
 
+    /// GOOD as a successive-halving sweep with the `[search]` lines `keys`
+    /// (line 10 on) and without `n_epochs`.
+    fn halving(keys: &str) -> String {
+        GOOD.replace("strategy = \"grid\"", &format!("strategy = \"successive_halving\"\n{keys}"))
+            .replace("n_epochs = [1, 3, 8]\n", "")
+    }
+
+    #[test]
+    fn a_halving_sweep_parses_and_its_first_rung_is_min_epochs() {
+        let s = parse_str(&halving("eta = 2\nmin_epochs = 2\nmax_epochs = 16")).unwrap();
+        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 2, min_epochs: 2, max_epochs: 16 }));
+        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(2.0)]));
+        assert_eq!(s.hyperparameters.batch_size, Domain::Values(vec![Some(4.0), Some(32.0)]));
+        assert!(!s.epochs_from_checkpoints);
+        let s = parse_str(&halving("max_epochs = 9")).unwrap();
+        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 3, min_epochs: 1, max_epochs: 9 }));
+        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(1.0)]));
+    }
+
+    #[test]
+    fn an_unknown_strategy_lists_the_three() {
+        let e = err(&GOOD.replace("\"grid\"", "\"hyperband\""));
+        assert_eq!((e.line, e.key.as_deref()), (Some(9), Some("search.strategy")));
+        assert!(e.message.contains("unknown strategy `hyperband`"), "{e}");
+        let hint = e.hint.unwrap();
+        for s in ["\"grid\"", "\"random\"", "\"successive_halving\""] {
+            assert!(hint.contains(s), "{hint}");
+        }
+    }
+
+    #[test]
+    fn halving_needs_max_epochs() {
+        let e = err(&halving("eta = 2"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(9), Some("search.max_epochs")));
+        assert!(e.message.contains("last rung"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("add `max_epochs = 3`"), "{e}");
+    }
+
+    #[test]
+    fn halving_settings_are_range_checked() {
+        for (keys, key, line) in [
+            ("eta = 1\nmax_epochs = 8", "search.eta", 10),
+            ("eta = 11\nmax_epochs = 8", "search.eta", 10),
+            ("min_epochs = 0\nmax_epochs = 8", "search.min_epochs", 10),
+            ("min_epochs = 51\nmax_epochs = 8", "search.min_epochs", 10),
+            ("max_epochs = 0", "search.max_epochs", 10),
+            ("eta = 2\nmax_epochs = 51", "search.max_epochs", 11),
+        ] {
+            let e = err(&halving(keys));
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{keys}: {e}");
+            assert!(e.message.contains("out of range"), "{e}");
+            assert!(e.hint.as_deref().unwrap().starts_with("use a whole number from"), "{e}");
+        }
+        assert!(err(&halving("eta = 2.5\nmax_epochs = 8")).message.contains("invalid type"));
+    }
+
+    #[test]
+    fn halving_needs_min_epochs_below_max_epochs() {
+        for keys in ["min_epochs = 4\nmax_epochs = 4", "min_epochs = 5\nmax_epochs = 4", "max_epochs = 1"] {
+            let e = err(&halving(keys));
+            assert_eq!(e.key.as_deref(), Some("search.max_epochs"), "{e}");
+            assert_eq!(e.line, Some(9 + keys.lines().count()), "{e}");
+            assert!(e.message.contains("must be greater than `min_epochs`"), "{e}");
+            let hint = e.hint.unwrap();
+            assert!(hint.contains("raise `max_epochs`") && hint.contains("\"grid\""), "{hint}");
+        }
+    }
+
+    #[test]
+    fn halving_keys_only_apply_to_halving() {
+        for key in ["eta = 2", "min_epochs = 1", "max_epochs = 8"] {
+            let name = key.split(' ').next().unwrap();
+            let e = err(&GOOD.replace("strategy = \"grid\"", &format!("strategy = \"grid\"\n{key}")));
+            assert_eq!((e.line, e.key.as_deref()), (Some(10), Some(format!("search.{name}").as_str())), "{e}");
+            assert!(e.message.contains("only applies to successive halving"), "{e}");
+            assert!(e.hint.as_deref().unwrap().contains("strategy = \"successive_halving\""), "{e}");
+            let e = err(&GOOD.replace("strategy = \"grid\"", &format!("strategy = \"random\"\nruns = 4\n{key}")));
+            assert_eq!((e.line, e.key.as_deref()), (Some(11), Some(format!("search.{name}").as_str())), "{e}");
+        }
+        // Without a [search] strategy, the grid is meant.
+        let e = err(&GOOD.replace("strategy = \"grid\"", "max_epochs = 8"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(9), Some("search.max_epochs")));
+    }
+
+    #[test]
+    fn halving_refuses_n_epochs_runs_and_distributions() {
+        let e = err(&GOOD.replace("strategy = \"grid\"", "strategy = \"successive_halving\"\nmax_epochs = 8"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(12), Some("hyperparameters.n_epochs")));
+        assert!(e.message.contains("sets the epochs rung by rung"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("remove `n_epochs`; set `min_epochs` and `max_epochs` under [search]"));
+        let e = err(&halving("max_epochs = 8\nruns = 4"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(11), Some("search.runs")));
+        assert!(e.message.contains("only applies to random search"), "{e}");
+        let e = err(&halving("max_epochs = 8").replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(12), Some("hyperparameters.learning_rate_multiplier")));
+        assert!(e.message.contains("successive halving searches a grid: it needs a list of values"), "{e}");
+    }
+
+    #[test]
+    fn epochs_from_checkpoints_is_a_flag_but_not_with_halving() {
+        assert!(!parse_str(GOOD).unwrap().epochs_from_checkpoints);
+        let with = |v: &str| {
+            GOOD.replace("strategy = \"grid\"", &format!("strategy = \"grid\"\nepochs_from_checkpoints = {v}"))
+        };
+        assert!(parse_str(&with("true")).unwrap().epochs_from_checkpoints);
+        assert!(!parse_str(&with("false")).unwrap().epochs_from_checkpoints);
+        let random =
+            GOOD.replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 3\nepochs_from_checkpoints = true");
+        assert!(parse_str(&random).unwrap().epochs_from_checkpoints);
+        assert!(err(&with("\"yes\"")).message.contains("invalid type"));
+        for v in ["true", "false"] {
+            let e = err(&halving(&format!("max_epochs = 8\nepochs_from_checkpoints = {v}")));
+            assert_eq!((e.line, e.key.as_deref()), (Some(11), Some("search.epochs_from_checkpoints")));
+            assert!(e.message.contains("does not apply to successive halving"), "{e}");
+            let hint = e.hint.unwrap();
+            assert!(hint.contains("remove the key") && hint.contains("own model"), "{hint}");
+        }
+    }
+
+    /// GOOD with the `[search]` lines `keys` (line 10 on).
+    fn search_keys(keys: &str) -> String {
+        GOOD.replace("strategy = \"grid\"", &format!("strategy = \"grid\"\n{keys}"))
+    }
+
+    #[test]
+    fn replicates_parse_with_every_strategy() {
+        assert_eq!(parse_str(GOOD).unwrap().replicates, None);
+        let want = Some(Replicates { top: 3, seeds: vec![1, 2, 2_147_483_647] });
+        let keys = "replicate_top = 3\nreplicate_seeds = [1, 2, 2147483647]";
+        assert_eq!(parse_str(&search_keys(keys)).unwrap().replicates, want);
+        assert_eq!(parse_str(&halving(&format!("max_epochs = 8\n{keys}"))).unwrap().replicates, want);
+        let random = GOOD.replace("strategy = \"grid\"", &format!("strategy = \"random\"\nruns = 4\n{keys}"));
+        assert_eq!(parse_str(&random).unwrap().replicates, want);
+        // The sweep's seed defaults to 0, and 42 is then free.
+        let s =
+            parse_str(&search_keys("replicate_top = 1\nreplicate_seeds = [42]").replace("seed = 42\n", "")).unwrap();
+        assert_eq!(s.replicates, Some(Replicates { top: 1, seeds: vec![42] }));
+    }
+
+    #[test]
+    fn replicate_keys_need_each_other() {
+        let e = err(&search_keys("replicate_top = 2"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("search.replicate_seeds")));
+        assert!(e.hint.as_deref().unwrap().contains("add `replicate_seeds = [1, 2]`"), "{e}");
+        let e = err(&search_keys("replicate_seeds = [1, 2]"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("search.replicate_top")));
+        assert!(e.hint.as_deref().unwrap().contains("add `replicate_top = 2`"), "{e}");
+    }
+
+    #[test]
+    fn replicate_settings_are_checked() {
+        for (keys, key, line, message, hint) in [
+            (
+                "replicate_top = 0\nreplicate_seeds = [1]",
+                "search.replicate_top",
+                10,
+                "0 is out of range",
+                "from 1 to 100",
+            ),
+            (
+                "replicate_top = 101\nreplicate_seeds = [1]",
+                "search.replicate_top",
+                10,
+                "101 is out of range",
+                "from 1 to 100",
+            ),
+            ("replicate_top = 2\nreplicate_seeds = []", "search.replicate_seeds", 11, "empty", "at least one seed"),
+            (
+                "replicate_top = 2\nreplicate_seeds = [1, -1]",
+                "search.replicate_seeds",
+                11,
+                "-1 is out of range",
+                "from 0 to 2147483647",
+            ),
+            (
+                "replicate_top = 2\nreplicate_seeds = [2147483648]",
+                "search.replicate_seeds",
+                11,
+                "2147483648 is out of range",
+                "from 0",
+            ),
+            (
+                "replicate_top = 2\nreplicate_seeds = [\n  7,\n  8,\n  7,\n]",
+                "search.replicate_seeds",
+                14,
+                "7 is listed twice",
+                "each seed once",
+            ),
+            (
+                "replicate_top = 2\nreplicate_seeds = [1, 42]",
+                "search.replicate_seeds",
+                11,
+                "42 is the sweep's `seed`",
+                "other than 42",
+            ),
+        ] {
+            let e = err(&search_keys(keys));
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{keys}: {e}");
+            assert!(e.message.contains(message), "{keys}: {e}");
+            assert!(e.hint.as_deref().unwrap().contains(hint), "{keys}: {e}");
+        }
+        // Without `seed`, the sweep's seed is 0.
+        let e = err(&search_keys("replicate_top = 2\nreplicate_seeds = [0, 1]").replace("seed = 42\n", ""));
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("search.replicate_seeds")));
+        assert!(e.message.contains("0 is the sweep's `seed`"), "{e}");
+        assert!(err(&search_keys("replicate_top = 2\nreplicate_seeds = [\"1\"]")).message.contains("invalid type"));
+    }
+
+    #[test]
+    fn early_stopping_takes_the_defaults_and_every_key() {
+        assert_eq!(parse_str(GOOD).unwrap().early_stopping, None);
+        let s = parse_str(&with_graders("[early_stopping]\n")).unwrap();
+        assert_eq!(s.early_stopping, Some(EarlyStopping::default()));
+        let s = parse_str(&with_graders("[early_stopping]\npatience = 5\n")).unwrap();
+        assert_eq!(s.early_stopping, Some(EarlyStopping { patience: 5, ..EarlyStopping::default() }));
+        let s = parse_str(&with_graders(
+            "[early_stopping]\nmetric = \"valid_accuracy\"\npatience = 100\nmin_delta = 0.005\ndivergence_factor = 2.5\n",
+        ))
+        .unwrap();
+        let want = EarlyStopping {
+            metric: StopMetric::ValidAccuracy,
+            patience: 100,
+            min_delta: 0.005,
+            divergence_factor: 2.5,
+        };
+        assert_eq!(s.early_stopping, Some(want));
+        // Whole numbers are numbers too.
+        let s = parse_str(&with_graders(
+            "[early_stopping]\nmetric = \"valid_loss\"\npatience = 1\nmin_delta = 0\ndivergence_factor = 1\n",
+        ))
+        .unwrap();
+        let want = EarlyStopping { patience: 1, ..EarlyStopping::default() };
+        assert_eq!(s.early_stopping, Some(want));
+    }
+
+    #[test]
+    fn early_stopping_errors_name_the_line_and_the_key() {
+        for (keys, key, message, hint) in [
+            ("metric = \"valid_f1\"", "early_stopping.metric", "unknown metric `valid_f1`", "\"valid_accuracy\""),
+            ("patience = 0", "early_stopping.patience", "0 is out of range", "from 1 to 100"),
+            ("patience = 101", "early_stopping.patience", "101 is out of range", "from 1 to 100"),
+            ("min_delta = -0.1", "early_stopping.min_delta", "-0.1 is not allowed", "0 or more"),
+            ("min_delta = nan", "early_stopping.min_delta", "NaN is not allowed", "0 or more"),
+            ("divergence_factor = 0.5", "early_stopping.divergence_factor", "0.5 is not allowed", "1.0 or more"),
+            ("divergence_factor = inf", "early_stopping.divergence_factor", "inf is not allowed", "1.0 or more"),
+        ] {
+            let e = err(&with_graders(&format!("[early_stopping]\n# the key on line 20\n{keys}\n")));
+            assert_eq!((e.line, e.key.as_deref()), (Some(20), Some(key)), "{keys}: {e}");
+            assert!(e.message.contains(message), "{keys}: {e}");
+            assert!(e.hint.as_deref().unwrap().contains(hint), "{keys}: {e}");
+        }
+        let e = err(&with_graders("[early_stopping]\nmetric = \"accuracy\"\n"));
+        let hint = e.hint.unwrap();
+        assert!(hint.contains("\"valid_loss\"") && hint.contains("\"valid_accuracy\""), "{hint}");
+        let e = err(&with_graders("[early_stopping]\npatiense = 3\n"));
+        assert_eq!(e.line, Some(19));
+        assert!(e.message.contains("unknown field `patiense`"), "{e}");
+    }
+
     /// Mutates valid sweep files (cuts, insertions of TOML punctuation and
     /// values, swapped types) and checks the parser returns, never panics.
     /// `FTSWEEP_FUZZ_CASES` sets the number of cases (default 2000).
@@ -1358,7 +1831,17 @@ max_concurrent = 2
             .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
         let openai = GOOD.replace("\"local\"\n", "\"openai\"\n")
             + "[openai]\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"azure\"\napi_version = \"x\"\n[pricing]\ntraining_per_million = 1.0\ninput_per_million = 1.0\noutput_per_million = 1.0\n";
-        let seeds = [GOOD.to_string(), random, openai];
+        let halving = GOOD
+            .replace(
+                "strategy = \"grid\"",
+                "strategy = \"successive_halving\"\neta = 2\nmin_epochs = 1\nmax_epochs = 8\n\
+                 replicate_top = 2\nreplicate_seeds = [1, 2]",
+            )
+            .replace("n_epochs = [1, 3, 8]\n", "")
+            + "[early_stopping]\nmetric = \"valid_accuracy\"\npatience = 3\nmin_delta = 0.01\ndivergence_factor = 2.0\n";
+        let checkpoints = GOOD.replace("strategy = \"grid\"", "strategy = \"grid\"\nepochs_from_checkpoints = true")
+            + "[early_stopping]\n";
+        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints];
         let junk = [
             "=",
             "[",
