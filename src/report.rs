@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
-use crate::plan::{PlannedRun, show};
+use crate::plan::{Origin, PlannedRun, show};
 use crate::rank::{Candidate, Role, Standing};
 use crate::store::RunState;
 
@@ -81,6 +81,105 @@ pub struct LeaderboardRow {
     pub error: Option<String>,
     /// What else the row says: overfitting, missing grades, what the row is.
     pub note: Option<String>,
+    /// Where the run's model comes from: `job`, `checkpoint` (of another
+    /// run's job) or `continue` (a halving rung continuing another run's model).
+    pub origin: Option<String>,
+    /// The run whose job or model this one comes from.
+    pub source_run: Option<String>,
+    /// The rung of successive halving.
+    pub rung: Option<u32>,
+    /// `search`, or `replicate` (a leader trained again with another seed).
+    pub role: Option<String>,
+    /// Why early stopping ended the run's job.
+    pub stopped_early: Option<String>,
+    /// The run's configuration over the seeds it was trained with, when
+    /// there are two or more (seed replicates).
+    pub seed_group: Option<SeedGroup>,
+}
+
+/// One configuration's scores over seeds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeedGroup {
+    pub seeds: Vec<u64>,
+    pub mean: f64,
+    /// Sample standard deviation.
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Groups the finished runs that differ only in seed (same origin kind and
+/// hyperparameters) and marks each member with its group, when a group has
+/// two or more runs.
+pub fn mark_seed_groups(rows: &mut [LeaderboardRow]) {
+    type Key = (Option<String>, Option<Option<u32>>, Option<Option<u64>>, Option<Option<u32>>);
+    let key = |r: &LeaderboardRow| -> Key {
+        (r.origin.clone(), r.n_epochs, r.learning_rate_multiplier.map(|l| l.map(f64::to_bits)), r.batch_size)
+    };
+    let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.kind == "run" && r.score.is_some() && r.status == "done" {
+            groups.entry(key(r)).or_default().push(i);
+        }
+    }
+    for members in groups.values().filter(|m| m.len() >= 2) {
+        let scores: Vec<f64> = members.iter().filter_map(|&i| rows[i].score).collect();
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let sd = (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let group = SeedGroup {
+            seeds: members.iter().filter_map(|&i| rows[i].seed).collect(),
+            mean,
+            sd,
+            min: scores.iter().copied().fold(f64::INFINITY, f64::min),
+            max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        };
+        for &i in members {
+            rows[i].seed_group = Some(group.clone());
+        }
+    }
+}
+
+/// The seed groups, best mean first: one row per configuration.
+pub fn seed_group_table(rows: &[LeaderboardRow], metric: &str) -> Option<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut groups: Vec<(&LeaderboardRow, &SeedGroup)> = rows
+        .iter()
+        .filter_map(|r| r.seed_group.as_ref().map(|g| (r, g)))
+        .filter(|(r, _)| {
+            seen.insert((
+                r.origin.clone(),
+                r.n_epochs,
+                r.learning_rate_multiplier.map(|l| l.map(f64::to_bits)),
+                r.batch_size,
+            ))
+        })
+        .collect();
+    if groups.is_empty() {
+        return None;
+    }
+    groups.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+    let mean_header = format!("mean {metric}");
+    let mut t = new_table(&["configuration", "from", "seeds", &mean_header, "sd", "min", "max"]);
+    for (r, g) in &groups {
+        let h = |v: Option<Option<f64>>| v.map_or("-".to_string(), show);
+        t.add_row(vec![
+            format!(
+                "n_epochs={} lr_mult={} batch={}",
+                h(r.n_epochs.map(|x| x.map(f64::from))),
+                h(r.learning_rate_multiplier),
+                h(r.batch_size.map(|x| x.map(f64::from)))
+            ),
+            r.origin.clone().unwrap_or_default(),
+            format!("{} ({})", g.seeds.len(), g.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+            format!("{:.3}", g.mean),
+            format!("{:.3}", g.sd),
+            format!("{:.3}", g.min),
+            format!("{:.3}", g.max),
+        ]);
+    }
+    right(&mut t, 3, 7);
+    Some(format!("seed replicates (a configuration over its seeds; `best` ranks these by mean):\n{t}"))
 }
 
 /// Builds the leaderboard rows, in the standings' order; `names` are the
@@ -110,6 +209,9 @@ pub fn leaderboard_rows(
                 Role::Baseline => notes.push(format!("baseline: `{}`, untrained", c.model.as_deref().unwrap_or("?"))),
                 Role::Model => notes.push(format!("`{}`, from `ftsweep eval`", c.model.as_deref().unwrap_or("?"))),
                 Role::Run | Role::Checkpoint => {}
+            }
+            if let Some(r) = run.filter(|_| c.role == Role::Run) {
+                notes.extend(origin_notes(r));
             }
             if let Some(o) = st.overfit {
                 notes.push(format!(
@@ -156,9 +258,40 @@ pub fn leaderboard_rows(
                 n_eval: (c.n_examples > 0).then_some(c.n_examples as i64),
                 error: run.and_then(|r| r.error.clone()).filter(|_| run.is_some_and(|r| r.state == RunState::Failed)),
                 note: (!notes.is_empty()).then(|| notes.join("; ")),
+                seed_group: None,
+                origin: run.map(|r| r.origin.kind().to_string()),
+                source_run: run.and_then(|r| r.origin.source().map(str::to_string)),
+                rung: run.and_then(|r| r.rung),
+                role: run.map(|r| r.role.clone()),
+                stopped_early: run.and_then(|r| r.stop_reason.clone()),
             }
         })
         .collect()
+}
+
+/// What a run's row says of where its model comes from, its rung, its role
+/// and an early stop.
+fn origin_notes(r: &crate::store::RunRecord) -> Vec<String> {
+    let mut notes = Vec::new();
+    match (&r.origin, r.rung) {
+        (Origin::Checkpoint { source }, _) => notes.push(format!(
+            "checkpoint: epoch {} of {source}'s job (its learning-rate schedule; tokens counted there)",
+            show(r.config.n_epochs)
+        )),
+        (Origin::Continue { parent, parent_epochs }, rung) => notes.push(format!(
+            "rung {}: continues {parent} after {parent_epochs} epochs",
+            rung.map_or("?".to_string(), |x| x.to_string())
+        )),
+        (Origin::Job, Some(rung)) => notes.push(format!("rung {rung}")),
+        (Origin::Job, None) => {}
+    }
+    if r.role == "replicate" {
+        notes.push(format!("replicate (seed {})", r.config.seed));
+    }
+    if let Some(reason) = &r.stop_reason {
+        notes.push(format!("stopped early: {reason}"));
+    }
+    notes
 }
 
 /// How a leaderboard is shown: the metric ranked by, the other scores, and
@@ -277,7 +410,10 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> Strin
     right(&mut t, 2, 6);
     right(&mut t, 7, 8);
     right(&mut t, 10, n - 1);
-    format!("{t}\n{}", board_legend(rows, view))
+    match seed_group_table(rows, view.metric) {
+        Some(groups) => format!("{t}\n{}\n{groups}", board_legend(rows, view)),
+        None => format!("{t}\n{}", board_legend(rows, view)),
+    }
 }
 
 /// The ranked table in GitHub Markdown, for pull requests.
@@ -412,6 +548,11 @@ pub struct PlanRow {
     #[serde(serialize_with = "auto_or")]
     pub batch_size: Option<u32>,
     pub seed: u64,
+    /// `job`, `checkpoint` (of `source_run`'s job: trains nothing itself) or
+    /// `continue` (a halving rung continuing `source_run`'s model).
+    pub origin: String,
+    pub source_run: Option<String>,
+    pub rung: Option<u32>,
     /// The run's recorded state, or `new` when the database does not know it.
     pub status: String,
     /// Whether running the sweep would train it (it is not done).
@@ -432,7 +573,7 @@ pub fn plan_rows(
 ) -> Vec<PlanRow> {
     runs.iter()
         .map(|r| {
-            let e = crate::pricing::estimate(r.config.n_epochs, data, price);
+            let e = crate::pricing::estimate(r.job_epochs(), data, price);
             let status = status_of(&r.run_id).unwrap_or_else(|| "new".into());
             PlanRow {
                 run_id: r.run_id.clone(),
@@ -440,6 +581,9 @@ pub fn plan_rows(
                 learning_rate_multiplier: r.config.learning_rate_multiplier,
                 batch_size: r.config.batch_size,
                 seed: r.config.seed,
+                origin: r.origin.kind().to_string(),
+                source_run: r.origin.source().map(str::to_string),
+                rung: r.rung,
                 to_train: status != "done",
                 status,
                 epochs_estimated: e.epochs_estimated,
@@ -469,6 +613,7 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
         "lr_mult",
         "batch",
         "seed",
+        "from",
         "status",
         "est_trained_tokens",
         "est_training",
@@ -487,6 +632,12 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
             show(r.learning_rate_multiplier),
             show(r.batch_size),
             r.seed.to_string(),
+            match (&r.source_run, r.rung) {
+                (Some(s), _) if r.origin == "checkpoint" => format!("ckpt of {s}"),
+                (Some(s), _) => format!("continues {s}"),
+                (None, Some(rung)) => format!("job, rung {rung}"),
+                (None, None) => "job".to_string(),
+            },
             r.status.clone(),
             tokens,
             usd(r.estimated_training_cost_usd),
@@ -494,7 +645,7 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
         ]);
     }
     right(&mut t, 2, 6);
-    right(&mut t, 7, 10);
+    right(&mut t, 8, 11);
     t.to_string()
 }
 

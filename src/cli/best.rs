@@ -43,14 +43,56 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         return Err(NoResult(format!("no run of sweep `{}` has finished yet", sweep.name)).into());
     };
     let rows = board.rows();
-    let chosen = &rows[pick.chosen];
+    // With seed replicates, the configuration with the best mean over its
+    // seeds wins, not a run that may owe its score to a lucky seed.
+    let by_seeds = if args.strict { None } else { seed_pick(&rows) };
+    let chosen = &rows[by_seeds.unwrap_or(pick.chosen)];
     if args.json {
         println!("{}", serde_json::to_string_pretty(chosen)?);
     } else {
         println!("{}", chosen.model.as_deref().unwrap_or_default());
     }
-    eprintln!("best of `{}`: {}", sweep.name, reason(&board, &rows, &pick, strategy));
+    let why = match by_seeds {
+        Some(i) => seed_reason(&rows, i, &board.metric),
+        None => reason(&board, &rows, &pick, strategy),
+    };
+    eprintln!("best of `{}`: {why}", sweep.name);
     Ok(ExitStatus::Success)
+}
+
+/// The row to deploy when some configurations were trained with several
+/// seeds: the best-scoring run of the configuration with the best mean.
+pub fn seed_pick(rows: &[LeaderboardRow]) -> Option<usize> {
+    let best_mean = rows.iter().filter_map(|r| r.seed_group.as_ref()).map(|g| g.mean).max_by(f64::total_cmp)?;
+    rows.iter()
+        .enumerate()
+        .filter(|(_, r)| r.seed_group.as_ref().is_some_and(|g| g.mean == best_mean))
+        .max_by(|a, b| a.1.score.unwrap_or(0.0).total_cmp(&b.1.score.unwrap_or(0.0)).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+}
+
+fn seed_reason(rows: &[LeaderboardRow], i: usize, metric: &str) -> String {
+    let r = &rows[i];
+    let Some(g) = &r.seed_group else { return String::new() };
+    let runner_up = rows
+        .iter()
+        .filter_map(|x| x.seed_group.as_ref())
+        .filter(|x| x.mean < g.mean)
+        .map(|x| x.mean)
+        .max_by(f64::total_cmp);
+    format!(
+        "{} ({metric} {}; {}): its configuration has the best mean {metric} over {} seeds, {:.3} ± {:.3} \
+         (min {:.3}, max {:.3}){}; this is its best seed's model. `--strict` picks the top single run",
+        label(r),
+        score(r),
+        hyperparameters(r),
+        g.seeds.len(),
+        g.mean,
+        g.sd,
+        g.min,
+        g.max,
+        runner_up.map_or(String::new(), |m| format!("; the next configuration's mean is {m:.3}"))
+    )
 }
 
 fn label(r: &LeaderboardRow) -> String {

@@ -106,7 +106,9 @@ impl Board {
     }
 
     pub fn rows(&self) -> Vec<LeaderboardRow> {
-        report::leaderboard_rows(&self.candidates, &self.standings, &self.metric, &self.names)
+        let mut rows = report::leaderboard_rows(&self.candidates, &self.standings, &self.metric, &self.names);
+        report::mark_seed_groups(&mut rows);
+        rows
     }
 
     /// The other scores than the one ranked by.

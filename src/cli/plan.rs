@@ -51,6 +51,39 @@ pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
     }))
 }
 
+/// A rung of successive halving after the first: planned once the scores
+/// of the rung before are in, so only its size and cost are known now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaterRung {
+    pub rung: u32,
+    /// The epochs each configuration has seen at the end of the rung.
+    pub epochs: u32,
+    pub configurations: usize,
+    pub estimated_trained_tokens: u64,
+    pub estimated_training_cost_usd: Option<f64>,
+}
+
+/// The rungs successive halving adds after the first (none for other searches).
+pub fn later_rungs(loaded: &LoadedSweep) -> Vec<LaterRung> {
+    let crate::spec::Search::SuccessiveHalving(h) = &loaded.sweep.search else { return Vec::new() };
+    let epochs = crate::plan::rung_epochs(h);
+    let sizes = crate::plan::rung_sizes(h, loaded.runs.len());
+    let data = figures(loaded);
+    (1..epochs.len())
+        .map(|i| {
+            let added = epochs[i] - epochs[i - 1];
+            let one = pricing::estimate(Some(added), &data, loaded.price);
+            LaterRung {
+                rung: i as u32,
+                epochs: epochs[i],
+                configurations: sizes[i],
+                estimated_trained_tokens: one.trained_tokens * sizes[i] as u64,
+                estimated_training_cost_usd: one.training_usd.map(|u| u * sizes[i] as f64),
+            }
+        })
+        .collect()
+}
+
 /// Σ of `f` over the rows, `None` when any is unknown.
 fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
     rows.iter().map(|r| f(r)).sum()
@@ -63,12 +96,30 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let all: Vec<&PlanRow> = rows.iter().collect();
     let pending: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train).collect();
     let baseline_eval = loaded.price.map(|p| pricing::eval_cost(&data, p));
-    let total_tokens: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum();
-    let pending_tokens: u64 = pending.iter().map(|r| r.estimated_trained_tokens).sum();
+    let later = later_rungs(&loaded);
+    let later_tokens: u64 = later.iter().map(|r| r.estimated_trained_tokens).sum();
+    let later_usd: Option<f64> = later
+        .iter()
+        .map(|r| r.estimated_training_cost_usd.zip(baseline_eval).map(|(t, e)| t + e * r.configurations as f64))
+        .sum();
+    let later_runs: usize = later.iter().map(|r| r.configurations).sum();
+    let total_tokens: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
+    let pending_tokens: u64 = pending.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
     // The base model is evaluated once per sweep, as the baseline.
-    let total_cost = sum(&all, |r| r.estimated_cost_usd).zip(baseline_eval).map(|(a, b)| a + b);
-    let pending_cost = sum(&pending, |r| r.estimated_cost_usd);
-    let eval_calls = data.eval_examples * (rows.len() as u64 + 1);
+    let total_cost = sum(&all, |r| r.estimated_cost_usd).zip(baseline_eval).zip(later_usd).map(|((a, b), c)| a + b + c);
+    let pending_cost = sum(&pending, |r| r.estimated_cost_usd).zip(later_usd).map(|(a, c)| a + c);
+    let eval_calls = data.eval_examples * ((rows.len() + later_runs) as u64 + 1);
+    // What the same runs would train with a job each, from the base model.
+    let jobs = rows.iter().filter(|r| r.origin != "checkpoint").count() + later_runs;
+    let unshared_tokens: u64 = loaded
+        .runs
+        .iter()
+        .map(|r| pricing::estimate(r.config.n_epochs, &data, loaded.price).trained_tokens)
+        .sum::<u64>()
+        + later
+            .iter()
+            .map(|r| pricing::estimate(Some(r.epochs), &data, None).trained_tokens * r.configurations as u64)
+            .sum::<u64>();
     if args.json {
         let out = serde_json::json!({
             "sweep": loaded.sweep.name,
@@ -86,6 +137,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             "to_train_estimated_trained_tokens": pending_tokens,
             "to_train_estimated_cost_usd": pending_cost,
             "evaluation_calls": eval_calls,
+            "jobs": jobs,
+            "estimated_trained_tokens_with_a_job_per_run": unshared_tokens,
+            "later_rungs": later,
             "runs": rows,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -93,10 +147,28 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     }
     println!("{}", report::plan_table(&rows));
     let s = &loaded.sweep;
+    for r in &later {
+        println!(
+            "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens, {})",
+            r.rung,
+            r.configurations,
+            r.epochs,
+            r.estimated_trained_tokens,
+            report::format_usd(r.estimated_training_cost_usd)
+        );
+    }
+    if jobs < rows.len() + later_runs || !later.is_empty() {
+        println!(
+            "{} runs from {jobs} jobs: ~{total_tokens} trained tokens, against ~{unshared_tokens} with a job per run \
+             trained from the base model ({:.0}% saved)",
+            rows.len() + later_runs,
+            100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
+        );
+    }
     println!(
         "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
-        rows.len(),
-        pending.len(),
+        rows.len() + later_runs,
+        pending.len() + later_runs,
         pending_tokens,
         report::format_usd(pending_cost),
         if pending.len() < rows.len() {
@@ -109,7 +181,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",
         eval_calls,
         data.eval_examples,
-        rows.len()
+        rows.len() + later_runs
     );
     match loaded.price {
         Some(p) => println!(

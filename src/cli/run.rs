@@ -66,7 +66,10 @@ pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<
 /// ask (no terminal) refuses unless `--yes`.
 fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[PlanRow]) -> Result<()> {
     let pending: Vec<_> = rows.iter().filter(|r| r.to_train).collect();
-    let cost: Option<f64> = pending.iter().map(|r| r.estimated_cost_usd).sum();
+    // Later rungs of successive halving are planned during the sweep; their cost counts now.
+    let later: Option<f64> = super::plan::later_rungs(loaded).iter().map(|r| r.estimated_training_cost_usd).sum();
+    let cost: Option<f64> =
+        pending.iter().map(|r| r.estimated_cost_usd).sum::<Option<f64>>().zip(later).map(|(a, b)| a + b);
     let threshold = loaded.sweep.limits.confirm_above_usd;
     let over = match cost {
         Some(c) => c > threshold,
@@ -248,7 +251,9 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
             Progress::Stopped { run_id, reason, trained_tokens, model } => eprintln!(
                 "{} STOPPED   early after {trained_tokens} trained tokens: {reason}; {}",
                 at(&run_id),
-                model.map_or("no checkpoint to evaluate".to_string(), |m| format!("its best checkpoint {m} is the model"))
+                model.map_or("no checkpoint to evaluate".to_string(), |m| format!(
+                    "its best checkpoint {m} is the model"
+                ))
             ),
             Progress::Planned { note, .. } => eprintln!("sweep: {note}"),
         }

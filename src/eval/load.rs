@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::runner::grade_cache;
 use super::scores::{self, GradeCache};
+use crate::plan::Origin;
 use crate::pricing::{self, Price};
 use crate::rank::{Candidate, Role};
 use crate::spec::{self, Evaluation, Metric};
@@ -105,6 +106,30 @@ fn eval_cost(e: Option<&EvaluationRecord>, price: Option<Price>) -> Option<f64> 
     Some(pricing::cost(e.input_tokens, p.input) + pricing::cost(e.output_tokens, p.output))
 }
 
+/// The trained tokens behind a run's model: its own job's, plus, for a
+/// continuation, its parent chain's; for a checkpoint, its share of the
+/// source job's (epochs / the job's epochs). What reproducing it would cost.
+pub fn tokens_behind(run: &RunRecord, runs: &[RunRecord]) -> Option<i64> {
+    let find = |id: &str| runs.iter().find(|r| r.run_id == id);
+    let mut run = run;
+    let mut total = 0i64;
+    for _ in 0..64 {
+        match &run.origin {
+            Origin::Job => return Some(total + run.trained_tokens?),
+            Origin::Checkpoint { source } => {
+                let s = find(source)?;
+                let (e, n) = (i64::from(run.config.n_epochs?), i64::from(s.config.n_epochs?.max(1)));
+                return Some(total + s.trained_tokens? * e / n);
+            }
+            Origin::Continue { parent, .. } => {
+                total += run.trained_tokens?;
+                run = find(parent)?;
+            }
+        }
+    }
+    None
+}
+
 /// Every row of the sweep's leaderboard, graded with its evaluation settings.
 pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreError> {
     let cache = grade_cache(store, &setup.evaluation, &setup.dir)?;
@@ -112,7 +137,8 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
     let price = setup.price;
     let inference = |p: Option<Price>| p.map(|p| p.input + p.output);
     let mut out = Vec::new();
-    for run in store.sweep_runs(setup.sweep.id)? {
+    let runs = store.sweep_runs(setup.sweep.id)?;
+    for run in runs.iter().cloned() {
         let curve: Vec<(u32, f64)> = {
             let mut by_epoch = std::collections::BTreeMap::new();
             for m in store.run_metrics(&run.run_id)?.iter().filter(|m| m.epoch_end) {
@@ -137,7 +163,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
             valid_loss: run.valid_loss,
             train_loss: run.train_loss,
             valid_curve: curve.clone(),
-            trained_tokens: run.trained_tokens,
+            trained_tokens: tokens_behind(&run, &runs),
             cost_usd: match (training_cost, eval_cost(evaluation.as_ref(), price)) {
                 (Some(t), Some(e)) => Some(t + e),
                 (t, None) => t,

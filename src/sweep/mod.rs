@@ -226,7 +226,10 @@ pub fn job_tags(sweep_name: &str, run_id: &str, attempt: i64) -> BTreeMap<String
 /// How one run's work ended, in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunEnd {
-    Done { trained: bool, stopped: bool },
+    Done {
+        trained: bool,
+        stopped: bool,
+    },
     /// Early stopping ended the job, and no checkpoint could stand in.
     Stopped,
     Failed,
@@ -236,10 +239,16 @@ enum RunEnd {
 
 /// What a run's training step gave.
 enum Trained {
-    Model { model: String, stopped: bool },
+    Model {
+        model: String,
+        stopped: bool,
+    },
     /// Early stopping ended the job without a model to evaluate.
     Stopped,
-    Failed { reason: String, retryable: bool },
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
     Interrupted,
 }
 
@@ -284,7 +293,11 @@ fn dependency(source_id: &str, source: Option<&RunRecord>, handled: &HashSet<Str
     };
     let why = || {
         let reason = source.stop_reason.as_ref().or(source.error.as_ref());
-        format!("its source run {source_id} ended {}{}", source.state.as_str(), reason.map_or(String::new(), |r| format!(": {r}")))
+        format!(
+            "its source run {source_id} ended {}{}",
+            source.state.as_str(),
+            reason.map_or(String::new(), |r| format!(": {r}"))
+        )
     };
     match source.state {
         RunState::Trained | RunState::Evaluating | RunState::Done if source.model.is_some() => Dependency::Ready,
@@ -311,11 +324,8 @@ pub async fn run(
         runs.iter().map(|r| if handled.contains(&r.run_id) { Work::Nothing } else { work_for(r, durable) }).collect();
     let to_train = work.iter().filter(|w| matches!(w, Work::TrainAndEvaluate | Work::Resume)).count();
     let to_evaluate = work.iter().filter(|w| matches!(w, Work::Evaluate | Work::FromCheckpoint)).count();
-    summary.reused = runs
-        .iter()
-        .zip(&work)
-        .filter(|(r, w)| **w == Work::Nothing && !handled.contains(&r.run_id))
-        .count();
+    summary.reused =
+        runs.iter().zip(&work).filter(|(r, w)| **w == Work::Nothing && !handled.contains(&r.run_id)).count();
     progress(Progress::Started { total: runs.len(), to_train, to_evaluate, done: runs.len() - to_train - to_evaluate });
     // The baseline, and grading of finished runs by graders added since, go alongside the runs.
     let references = tokio::spawn(evaluate::evaluate_references(&cx, &runs, &progress));

@@ -38,12 +38,8 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
         if !next.is_empty() {
             cx.store.lock().add_runs(sweep_id, &next, "search")?;
             let epochs = next[0].config.n_epochs.unwrap_or(0);
-            let note = format!(
-                "rung {}: the best {} of {} continue to {epochs} epochs",
-                rung + 1,
-                next.len(),
-                members.len()
-            );
+            let note =
+                format!("rung {}: the best {} of {} continue to {epochs} epochs", rung + 1, next.len(), members.len());
             progress(Progress::Planned { run_ids: next.iter().map(|r| r.run_id.clone()).collect(), note });
             return Ok(true);
         }
