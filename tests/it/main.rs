@@ -7,6 +7,7 @@ mod durability;
 mod errors;
 mod eval;
 mod protocol;
+mod search;
 mod serve;
 mod sweep;
 mod util;
