@@ -1,6 +1,8 @@
 //! `/v1/fine_tuning/jobs`: creating (with OpenAI's checks on the model, files, hyperparameters,
 //! suffix, seed and metadata), listing with metadata filters, retrieving, cancelling, and a job's
-//! events and checkpoints. Training itself is the worker's.
+//! events and checkpoints. Training itself is the worker's. A job fine-tunes `local/ngram`, or
+//! continues a model this server fine-tuned: a succeeded job's `fine_tuned_model` or one of its
+//! checkpoints' `fine_tuned_model_checkpoint`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,9 +66,10 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Job
 }
 
 fn new_job(app: &App, request: CreateJob, raw: &Value) -> Result<Job, ApiError> {
-    if request.model != BASE_MODEL {
+    if request.model != BASE_MODEL && !app.store.lock().is_fine_tuned_model(&request.model)? {
         let message = format!(
-            "Model {} is not available for fine-tuning or does not exist. This server fine-tunes `{BASE_MODEL}`.",
+            "Model {} is not available for fine-tuning or does not exist. This server fine-tunes `{BASE_MODEL}` \
+             and the models its succeeded jobs made (and their checkpoints).",
             request.model
         );
         return Err(ApiError::invalid(message, Some("model")).with_code("model_not_available"));

@@ -1,6 +1,8 @@
 //! `ftsweep serve`: the OpenAI fine-tuning protocol (files, jobs, events, checkpoints, chat
 //! completions, models) over HTTP, backed by the local provider and its own SQLite file, so
-//! OpenAI clients and SDKs can train and query local models.
+//! OpenAI clients and SDKs can train and query local models. Jobs validate on the whole
+//! validation set four times per epoch (metrics events with `full_valid_loss`), and can continue
+//! a model the server fine-tuned.
 
 mod chat;
 mod errors;
@@ -21,7 +23,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use rand::Rng;
 
-use crate::provider::local::{LocalProvider, ModelRepo};
+use crate::provider::local::{LocalProvider, ModelRepo, VALIDATIONS_PER_EPOCH};
 use crate::store::serve::{ServeStore, SharedServeStore};
 pub use errors::ServeError;
 use errors::{ApiError, INVALID};
@@ -85,7 +87,9 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr: format!("{host}:{port}"), source })?;
         let store = SharedServeStore::new(store);
         let app = App {
-            provider: Arc::new(LocalProvider::new(Arc::new(store.clone()))),
+            provider: Arc::new(
+                LocalProvider::new(Arc::new(store.clone())).with_validations_per_epoch(VALIDATIONS_PER_EPOCH),
+            ),
             store,
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_running.max(1))),
             controls: Mutex::default(),

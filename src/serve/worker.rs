@@ -1,6 +1,7 @@
 //! A job's life after it is created: validate its files, wait for a training slot, train on the
-//! local provider while recording events, checkpoints and the result CSV, and end `succeeded`,
-//! `failed` or `cancelled`. A terminal status is final: a cancelled job's worker records nothing.
+//! local provider (from `local/ngram` or continuing the job's `ft:` model) while recording events,
+//! checkpoints and the result CSV, and end `succeeded`, `failed` or `cancelled`. A terminal status
+//! is final: a cancelled job's worker records no more events, only the tokens it trained.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +13,11 @@ use super::jobs::{message_event, metrics_event, supervised};
 use super::{App, new_id, unix_now};
 use crate::data::{ChatFile, parse_chat_jsonl, sha256_hex};
 use crate::plan::RunConfig;
-use crate::provider::local::{BASE_MODEL, KEPT_CHECKPOINTS, resolve};
+use crate::provider::local::{KEPT_CHECKPOINTS, resolve};
 use crate::provider::openai::wire::{
     Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics,
 };
-use crate::provider::{JobEvent as TrainingEvent, JobOutcome, JobRequest};
+use crate::provider::{JobEvent as TrainingEvent, JobOutcome, JobRequest, ProviderError};
 use crate::store::StoreError;
 use crate::store::serve::ServeStore;
 
@@ -240,7 +241,7 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         return Ok(());
     }
     let request = JobRequest {
-        base_model: BASE_MODEL.into(),
+        base_model: job.model.clone(),
         training_file: training.provider_id,
         validation_file: validation,
         hyperparameters: RunConfig {
@@ -254,6 +255,11 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
     };
     let provider_job = match app.provider.create_job(&request) {
         Ok(p) => p,
+        // The model was checked when the job was created; its weights are gone or damaged.
+        Err(e @ (ProviderError::ModelNotFound(_) | ProviderError::BadModel { .. })) => {
+            let message = format!("The model {} cannot be fine-tuned: {e}", job.model);
+            return fail(app, id, job_error("model_not_available", message, Some("model"))).map(drop);
+        }
         Err(e) => return fail(app, id, job_error("server_error", e.to_string(), None)).map(drop),
     };
     app.store.lock().set_provider_job(id, &provider_job)?;
@@ -286,9 +292,26 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
             let param = (code == "invalid_training_file").then_some("training_file");
             fail(app, id, job_error(&code, message, param)).map(drop)
         }
-        Ok(JobOutcome::Cancelled { .. }) => end(app, id, "cancelled", |_, _| Ok(Vec::new())).map(drop),
+        Ok(JobOutcome::Cancelled { trained_tokens }) => cancelled(app, id, trained_tokens),
         Err(e) => fail(app, id, job_error("server_error", e.to_string(), None)).map(drop),
     }
+}
+
+/// Records what a cancelled training trained (the job is usually `cancelled` already: the cancel
+/// request ended it), and ends it `cancelled` if it is not finished.
+fn cancelled(app: &App, id: &str, trained_tokens: u64) -> Result<(), StoreError> {
+    let mut store = app.store.lock();
+    let Some(mut job) = store.job(id)? else { return Ok(()) };
+    match JobStatus::parse(&job.status) {
+        JobStatus::Cancelled => {}
+        s if s.is_terminal() => return Ok(()),
+        _ => {
+            job.status = "cancelled".into();
+            job.finished_at = Some(unix_now());
+        }
+    }
+    job.trained_tokens = Some(trained_tokens);
+    store.update_job(&job)
 }
 
 /// The job's requested hyperparameters, `None` for auto.

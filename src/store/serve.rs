@@ -242,6 +242,23 @@ impl ServeStore {
             .optional()
             .doing("loading a model")
     }
+
+    /// Whether `model` is a succeeded job's fine-tuned model or one of that job's kept
+    /// checkpoints, and its weights are here: a model a new job can continue. (An unfinished
+    /// job's checkpoints are not: a restart forgets them.)
+    pub fn is_fine_tuned_model(&self, model: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM models WHERE model = ?1)
+                   AND EXISTS (SELECT 1 FROM jobs j WHERE json_extract(j.object, '$.status') = 'succeeded'
+                     AND (json_extract(j.object, '$.fine_tuned_model') = ?1
+                          OR EXISTS (SELECT 1 FROM checkpoints c WHERE c.job_id = j.id
+                                       AND json_extract(c.object, '$.fine_tuned_model_checkpoint') = ?1)))",
+                [model],
+                |r| r.get(0),
+            )
+            .doing("looking up a fine-tuned model")
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +323,35 @@ mod tests {
         assert_eq!(s.load_model("m3").unwrap(), Some(vec![3]));
         let kept: Vec<u64> = s.checkpoints("j").unwrap().iter().map(|c| c.step_number).collect();
         assert_eq!(kept, [5, 4, 3]);
+    }
+
+    #[test]
+    fn fine_tuned_models_are_a_succeeded_job_s_model_and_checkpoints_with_weights() {
+        let mut s = ServeStore::open_in_memory().unwrap();
+        let mut job: Job = serde_json::from_str(r#"{"id":"j","status":"running"}"#).unwrap();
+        s.insert_job(&job).unwrap();
+        for (model, epoch) in [("ft:m:ckpt-step-1", 1), ("ft:m:ckpt-step-2", 2), ("ft:m", 2)] {
+            s.save_model(model, "p", epoch, &[1], 3).unwrap();
+        }
+        for epoch in [1, 2, 3] {
+            let c = Checkpoint {
+                id: format!("ftckpt_{epoch}"),
+                object: "fine_tuning.job.checkpoint".into(),
+                created_at: 0,
+                fine_tuning_job_id: "j".into(),
+                step_number: u64::from(epoch),
+                fine_tuned_model_checkpoint: format!("ft:m:ckpt-step-{epoch}"),
+                metrics: Default::default(),
+            };
+            s.insert_checkpoint("j", epoch, &c, 3).unwrap();
+        }
+        let known = |s: &ServeStore| {
+            ["ft:m", "ft:m:ckpt-step-1", "ft:m:ckpt-step-2", "ft:m:ckpt-step-3", "ft:other"]
+                .map(|m| s.is_fine_tuned_model(m).unwrap())
+        };
+        assert_eq!(known(&s), [false; 5], "the job has not succeeded");
+        (job.status, job.fine_tuned_model) = ("succeeded".into(), Some("ft:m".into()));
+        s.update_job(&job).unwrap();
+        assert_eq!(known(&s), [true, true, true, false, false], "checkpoint 3 has no weights");
     }
 }

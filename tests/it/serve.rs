@@ -420,9 +420,13 @@ async fn a_job_trains_and_reports_like_openai() {
     assert_eq!(metrics.len(), 69, "23 steps per epoch for 723 examples in batches of 32");
     assert!(metrics.iter().all(|e| e["data"]["train_loss"].is_number() && e["data"]["total_steps"] == 69));
     assert!(metrics.windows(2).all(|w| w[0]["data"]["step"].as_u64() > w[1]["data"]["step"].as_u64()));
-    let epoch_ends: Vec<&&Value> = metrics.iter().filter(|e| e["data"]["full_valid_loss"].is_number()).collect();
-    assert_eq!(epoch_ends.len(), 3);
-    assert!(epoch_ends[0]["message"].as_str().is_some_and(|m| m.starts_with("Step 69/69: training loss=")));
+    // Full validation passes at the first step past each quarter of an epoch, and at its end.
+    let validated: Vec<&&Value> = metrics.iter().filter(|e| e["data"]["full_valid_loss"].is_number()).collect();
+    let steps: Vec<u64> = validated.iter().filter_map(|e| e["data"]["step"].as_u64()).collect();
+    assert_eq!(steps, [69, 64, 58, 52, 46, 41, 35, 29, 23, 18, 12, 6]);
+    assert!(validated.iter().all(|e| e["data"]["train_loss"].is_number() && e["data"]["valid_loss"].is_number()));
+    assert!(validated[0]["message"].as_str().is_some_and(|m| m.starts_with("Step 69/69: training loss=")));
+    assert!(validated[1]["message"].as_str().is_some_and(|m| m.contains(", full validation loss=")));
     let page = api.get(&format!("/fine_tuning/jobs/{a_id}/events?limit=2")).await;
     assert_eq!(
         (ids(&page), page["has_more"].as_bool()),
@@ -460,7 +464,7 @@ async fn a_job_trains_and_reports_like_openai() {
     let oldest_checkpoint =
         checkpoints["data"][2]["fine_tuned_model_checkpoint"].as_str().expect("a model").to_string();
 
-    // The result file: one CSV row per step, validation cells at the epochs' ends.
+    // The result file: one CSV row per step, validation cells where the validation set was scored.
     let results = a["result_files"][0].as_str().expect("a result file");
     assert_eq!(api.get(&format!("/files/{results}")).await["purpose"], "fine-tune-results");
     let csv = server
@@ -476,7 +480,7 @@ async fn a_job_trains_and_reports_like_openai() {
     assert_eq!(lines[0], "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy");
     assert_eq!(lines.len(), 1 + 69);
     assert!(lines[1].starts_with("1,") && lines[1].ends_with(",,"), "{}", lines[1]);
-    assert_eq!(lines.iter().skip(1).filter(|l| !l.ends_with(",,")).count(), 3);
+    assert_eq!(lines.iter().skip(1).filter(|l| !l.ends_with(",,")).count(), 12);
 
     // Chat completions with the model, a checkpoint and the base model.
     let labels = topic_labels();
@@ -517,6 +521,70 @@ async fn a_job_trains_and_reports_like_openai() {
     assert_eq!(api.call(Method::GET, &format!("/files/{valid}"), None).await.0, StatusCode::NOT_FOUND);
 }
 
+/// The full validation loss of a job's first epoch, from its checkpoint.
+async fn first_epoch_valid_loss(api: &Api, job_id: &str) -> f64 {
+    let checkpoints = api.get(&format!("/fine_tuning/jobs/{job_id}/checkpoints")).await;
+    let first = checkpoints["data"].as_array().and_then(|c| c.last()).expect("a checkpoint").clone();
+    first["metrics"]["full_valid_loss"].as_f64().unwrap_or_else(|| panic!("no full validation loss: {first}"))
+}
+
+#[tokio::test]
+async fn a_job_continues_a_model_the_server_fine_tuned() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let api = server.api();
+    let train = api.upload_example("topics-train.jsonl").await;
+    let valid = api.upload_example("topics-valid.jsonl").await;
+    let hp = json!({"n_epochs": 1, "batch_size": 32, "learning_rate_multiplier": 1.0});
+    let extra = |suffix: &str| json!({"validation_file": valid, "seed": 11, "suffix": suffix});
+    let a = api.create_job(&train, hp.clone(), extra("first")).await;
+    let a = api.wait_for(a["id"].as_str().expect("an id"), &["succeeded", "failed"]).await;
+    assert_eq!(a["status"], "succeeded", "{a}");
+    let a_id = a["id"].as_str().expect("an id");
+    let a_model = a["fine_tuned_model"].as_str().expect("a model");
+
+    // One more epoch from A's model: the job names the model it continues, the new model the root.
+    let b = api.create_job(&train, hp.clone(), merged(extra("more"), json!({"model": a_model}))).await;
+    assert_eq!(b["model"], a_model, "{b}");
+    let b = api.wait_for(b["id"].as_str().expect("an id"), &["succeeded", "failed"]).await;
+    assert_eq!((b["status"].as_str(), b["model"].as_str()), (Some("succeeded"), Some(a_model)), "{b}");
+    let b_id = b["id"].as_str().expect("an id");
+    let b_model = b["fine_tuned_model"].as_str().expect("a model");
+    assert!(b_model.starts_with("ft:local/ngram:local:more:") && b_model != a_model, "{b_model}");
+    assert_eq!(b["trained_tokens"], a["trained_tokens"], "one epoch each");
+    let (a_loss, b_loss) = (first_epoch_valid_loss(&api, a_id).await, first_epoch_valid_loss(&api, b_id).await);
+    assert!(b_loss < a_loss, "B continued A: its first epoch ends at {b_loss}, A's at {a_loss}");
+    // B's validations within its epoch reach the client as metrics events.
+    let validated: Vec<u64> = (api.events(b_id).await.iter())
+        .filter(|e| e["type"] == "metrics" && e["data"]["full_valid_loss"].is_number())
+        .filter_map(|e| e["data"]["step"].as_u64())
+        .collect();
+    assert_eq!(validated, [23, 18, 12, 6]);
+    let labels = topic_labels();
+    let answer = api.chat(b_model, "Who wrote Pride and Prejudice?", json!({})).await;
+    assert!(labels.contains(answer["choices"][0]["message"]["content"].as_str().unwrap_or_default()), "{answer}");
+
+    // A checkpoint can be continued too.
+    let checkpoint = format!("{b_model}:ckpt-step-23");
+    let c = api.create_job(&train, hp.clone(), merged(extra("again"), json!({"model": checkpoint}))).await;
+    let c = api.wait_for(c["id"].as_str().expect("an id"), &["succeeded", "failed"]).await;
+    assert_eq!((c["status"].as_str(), c["model"].as_str()), (Some("succeeded"), Some(checkpoint.as_str())), "{c}");
+    assert!(c["fine_tuned_model"].as_str().is_some_and(|m| m.starts_with("ft:local/ngram:local:again:")), "{c}");
+
+    // Models the server does not have are refused, as before.
+    for model in ["ft:local/ngram:local::nope", "ft:gpt-4o-mini-2024-07-18:org::x", &format!("{a_model}:ckpt-step-1")] {
+        let body = json!({"model": model, "training_file": train});
+        let (status, error) = api.call(Method::POST, "/fine_tuning/jobs", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{model}: {error}");
+        assert_eq!(
+            (error["error"]["code"].as_str(), error["error"]["param"].as_str()),
+            (Some("model_not_available"), Some("model")),
+            "{model}: {error}"
+        );
+    }
+    assert_eq!(api.get("/fine_tuning/jobs").await["data"].as_array().map(Vec::len), Some(3));
+}
+
 #[tokio::test]
 async fn a_bad_training_file_fails_the_job_with_its_line() {
     let ws = Workspace::new();
@@ -543,6 +611,10 @@ async fn running_and_queued_jobs_can_be_cancelled() {
     let server = Server::start(&ws, "serve.log", &["--max-running", "1"]);
     let api = server.api();
     let train = api.upload_example("topics-train.jsonl").await;
+    // One epoch's tokens, for the cancelled job's count.
+    let one = api.create_job(&train, json!({"n_epochs": 1, "batch_size": 64}), json!({})).await;
+    let one = api.wait_for(one["id"].as_str().expect("an id"), &["succeeded"]).await;
+    let epoch_tokens = one["trained_tokens"].as_u64().expect("trained tokens");
     // Fifty epochs of single examples: tens of thousands of steps, still running when cancelled.
     let long = json!({"n_epochs": 50, "batch_size": 1});
     let running = api.create_job(&train, long.clone(), json!({})).await;
@@ -572,13 +644,30 @@ async fn running_and_queued_jobs_can_be_cancelled() {
         assert_eq!(events[0]["message"], "Fine-tuning job cancelled", "{}", events[0]);
     }
     assert!(!messages(&api.events(&queued).await).contains(&"Fine-tuning job started"));
+
+    // The running job trained some steps of its first epochs (723 steps each): its tokens are
+    // an epoch's tokens × steps / 723, counted once its training has stopped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trained = loop {
+        let job = api.get(&format!("/fine_tuning/jobs/{running}")).await;
+        if let Some(t) = job["trained_tokens"].as_u64() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no trained tokens: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let recorded = api.events(&running).await.iter().filter_map(|e| e["data"]["step"].as_u64()).max().unwrap_or(0);
+    let steps = (trained * 723 + epoch_tokens / 2) / epoch_tokens;
+    assert!(steps > recorded && steps < 50 * 723, "{steps} steps trained, {recorded} recorded");
+    assert_eq!(trained, (epoch_tokens * steps + 723 / 2) / 723, "{trained} tokens is a whole number of steps");
+    assert!(api.get(&format!("/fine_tuning/jobs/{queued}")).await["trained_tokens"].is_null(), "never trained");
 }
 
 #[cfg(unix)]
 #[tokio::test]
 async fn a_restarted_server_keeps_its_state_and_requeues_unfinished_jobs() {
     let ws = Workspace::new();
-    let mut first = Server::start(&ws, "first.log", &[]);
+    let mut first = Server::start(&ws, "first.log", &["--max-running", "1"]);
     let api = first.api();
     let train = api.upload_example("topics-train.jsonl").await;
     let valid = api.upload_example("topics-valid.jsonl").await;
@@ -592,14 +681,21 @@ async fn a_restarted_server_keeps_its_state_and_requeues_unfinished_jobs() {
     let unfinished = api.create_job(&train, json!({"n_epochs": 50, "batch_size": 1}), json!({})).await;
     let unfinished = unfinished["id"].as_str().expect("an id").to_string();
     api.wait_for(&unfinished, &["running"]).await;
+    // A job that continues the done job's model waits for the one training slot.
+    let continued = api
+        .create_job(&train, json!({"n_epochs": 1, "batch_size": 32}), json!({"validation_file": valid, "model": model}))
+        .await;
+    let continued = continued["id"].as_str().expect("an id").to_string();
+    api.wait_for(&continued, &["queued"]).await;
     let events_before = api.events(done_id).await;
     assert!(first.terminate(), "SIGTERM stops the server cleanly:\n{}", first.stderr());
 
     let second = Server::start(&ws, "second.log", &[]);
     let api = second.api();
     let files = ids(&api.get("/files?order=asc").await);
-    assert_eq!(files.len(), 3, "two uploads and a result file: {files:?}");
-    assert_eq!(files[..2], [train, valid]);
+    // Two uploads and a result file (and the continued job's, once it is done).
+    let results = done["result_files"][0].as_str().expect("a result file").to_string();
+    assert_eq!(files[..3], [train, valid, results]);
     assert_eq!(api.get(&format!("/fine_tuning/jobs/{done_id}")).await, done);
     assert_eq!(api.events(done_id).await, events_before);
     assert_eq!(
@@ -619,4 +715,15 @@ async fn a_restarted_server_keeps_its_state_and_requeues_unfinished_jobs() {
     );
     api.wait_for(&unfinished, &["running"]).await;
     assert_eq!(api.post(&format!("/fine_tuning/jobs/{unfinished}/cancel"), json!({})).await["status"], "cancelled");
+
+    // The queued job that continues a model is queued again and trains from that model.
+    let continued = api.wait_for(&continued, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(
+        (continued["status"].as_str(), continued["model"].as_str()),
+        (Some("succeeded"), Some(model)),
+        "{continued}"
+    );
+    let new_model = continued["fine_tuned_model"].as_str().expect("a model");
+    assert!(new_model.starts_with("ft:local/ngram:local:") && new_model != model, "{new_model}");
+    assert!(api.chat(new_model, question, json!({})).await["choices"][0]["message"]["content"].is_string());
 }

@@ -1,6 +1,8 @@
 //! The local provider: fine-tunes the embedded reply classifier on the CPU,
 //! with jobs, events, checkpoints (the last three epochs) and chat
 //! completions shaped like a hosted fine-tune's. Weights live in a `ModelRepo`.
+//! A job starts from `local/ngram` (nothing learnt) or continues one of the
+//! repo's fine-tuned models or checkpoints (`ft:local/ngram:…`).
 
 pub mod trainer;
 
@@ -23,6 +25,10 @@ pub const BASE_MODEL: &str = "local/ngram";
 
 /// How many epoch checkpoints a job keeps, like OpenAI.
 pub const KEPT_CHECKPOINTS: u32 = 3;
+
+/// The full validation passes per epoch that `ftsweep serve` asks for (at 1/4, 1/2 and 3/4 of
+/// each epoch, and its end); see `LocalProvider::with_validations_per_epoch`.
+pub const VALIDATIONS_PER_EPOCH: u32 = 4;
 
 struct UploadedFile {
     examples: Arc<Vec<Example>>,
@@ -60,6 +66,7 @@ pub struct LocalProvider {
     jobs: Mutex<HashMap<String, mpsc::UnboundedReceiver<Message2Scheduler>>>,
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
     models: Mutex<HashMap<String, Arc<ReplyModel>>>,
+    validations_per_epoch: u32,
 }
 
 /// Turns a conversation into a training example: the messages before the
@@ -72,6 +79,7 @@ pub fn example(c: &Conversation) -> Example {
 }
 
 impl LocalProvider {
+    /// A provider whose jobs validate at the end of each epoch only.
     pub fn new(repo: Arc<dyn ModelRepo>) -> LocalProvider {
         LocalProvider {
             repo,
@@ -79,7 +87,15 @@ impl LocalProvider {
             jobs: Mutex::default(),
             cancels: Mutex::default(),
             models: Mutex::default(),
+            validations_per_epoch: 0,
         }
+    }
+
+    /// Makes jobs also run a full validation pass `n` times per epoch (0: at epoch ends only; see
+    /// `TrainConfig::validations_per_epoch`), each reported as a `JobEvent::Validation`.
+    /// Validation changes nothing that is trained.
+    pub fn with_validations_per_epoch(self, n: u32) -> LocalProvider {
+        LocalProvider { validations_per_epoch: n, ..self }
     }
 
     /// Makes a file's conversations available to jobs; returns its file id
@@ -101,8 +117,12 @@ impl LocalProvider {
         files.get(id).cloned().ok_or_else(|| ProviderError::UnknownFile(id.to_string()))
     }
 
-    /// Starts training on a blocking thread; returns the job id.
+    /// Starts training on a blocking thread; returns the job id. The base model is `local/ngram`
+    /// or a fine-tuned model or checkpoint in the repo (`ModelNotFound` if it is not there),
+    /// whose training continues; the new model's id names the root model
+    /// (`ft:local/ngram:local:{suffix}:{id}`).
     pub fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
+        let (root, init) = self.base(&request.base_model)?;
         let training = self.file(&request.training_file)?;
         let validation = self.file(&request.validation_file)?;
         let short: String = {
@@ -110,8 +130,11 @@ impl LocalProvider {
             (0..8).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
         };
         let job_id = format!("ftjob-local-{short}");
-        let model_id = format!("ft:{}:local:{}:{short}", request.base_model, request.suffix);
-        let config = resolve(&request.hyperparameters, training.examples.len() as u64);
+        let model_id = format!("ft:{root}:local:{}:{short}", request.suffix);
+        let config = TrainConfig {
+            validations_per_epoch: self.validations_per_epoch,
+            ..resolve(&request.hyperparameters, training.examples.len() as u64)
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone(), rx);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -119,7 +142,8 @@ impl LocalProvider {
         let repo = self.repo.clone();
         let job = job_id.clone();
         tokio::task::spawn_blocking(move || {
-            let job = LocalJob { id: &job, model_id: &model_id, config: &config, cancel: &cancel };
+            let job =
+                LocalJob { id: &job, model_id: &model_id, config: &config, cancel: &cancel, init: init.as_deref() };
             let end = train_job(&job, &training, &validation, repo.as_ref(), &tx);
             // The follower may be gone (the process is stopping): nothing to tell.
             let _ = tx.send(Message2Scheduler::End(end));
@@ -185,6 +209,21 @@ impl LocalProvider {
         Ok(m.predict(&context).into_iter().take(k.max(1)).map(|(c, p)| (m.classes()[c].clone(), p)).collect())
     }
 
+    /// The root model of a job's base model and the weights it starts from: `local/ngram` starts
+    /// afresh; an `ft:` model (the root is its second `:`-separated field) continues.
+    fn base(&self, base_model: &str) -> Result<(String, Option<Arc<ReplyModel>>), ProviderError> {
+        if base_model == BASE_MODEL {
+            return Ok((BASE_MODEL.to_string(), None));
+        }
+        match base_model.split(':').collect::<Vec<_>>()[..] {
+            ["ft", root, ..] if !root.is_empty() => Ok((root.to_string(), Some(self.model(base_model)?))),
+            _ => Err(ProviderError::BadModel {
+                model: base_model.to_string(),
+                reason: format!("the local provider fine-tunes `{BASE_MODEL}` and the models fine-tuned from it"),
+            }),
+        }
+    }
+
     fn model(&self, id: &str) -> Result<Arc<ReplyModel>, ProviderError> {
         if let Some(m) = self.models.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(m.clone());
@@ -203,13 +242,14 @@ impl LocalProvider {
 
 /// Resolves `"auto"` hyperparameters for the local trainer: epochs by the
 /// cookbook's heuristic, a batch of about 0.2 % of the examples (1 to 256),
-/// and a multiplier of 1.
+/// and a multiplier of 1; validation at epoch ends only.
 pub fn resolve(hp: &RunConfig, n_examples: u64) -> TrainConfig {
     TrainConfig {
         n_epochs: hp.n_epochs.unwrap_or_else(|| crate::data::stats::default_epochs(n_examples)),
         batch_size: hp.batch_size.unwrap_or_else(|| (n_examples.div_ceil(500)).clamp(1, 256) as u32),
         learning_rate: trainer::BASE_LEARNING_RATE * hp.learning_rate_multiplier.unwrap_or(1.0),
         seed: hp.seed,
+        validations_per_epoch: 0,
     }
 }
 
@@ -220,6 +260,8 @@ struct LocalJob<'a> {
     model_id: &'a str,
     config: &'a TrainConfig,
     cancel: &'a AtomicBool,
+    /// The model whose training continues, if any.
+    init: Option<&'a ReplyModel>,
 }
 
 fn train_job(
@@ -242,6 +284,11 @@ fn train_job(
             TrainEvent::Step { step, total_steps, epoch, train_loss, train_accuracy } => {
                 JobEvent::Step { step, total_steps, epoch, train_loss, train_accuracy }
             }
+            TrainEvent::Validation { step, epoch, valid_loss, valid_accuracy } => match valid_loss {
+                Some(valid_loss) => JobEvent::Validation { step, epoch, valid_loss, valid_accuracy },
+                // No validation example has a known reply: nothing to report.
+                None => return ControlFlow::Continue(()),
+            },
             TrainEvent::Epoch { epoch, step, train_loss, train_accuracy, valid_loss, valid_accuracy, model } => {
                 let checkpoint = format!("{model_id}:ckpt-step-{step}");
                 let saved = repo.save_model(&checkpoint, job_id, epoch, &model.to_bytes(), KEPT_CHECKPOINTS);
@@ -264,7 +311,7 @@ fn train_job(
         let _ = tx.send(Message2Scheduler::Event(event));
         ControlFlow::Continue(())
     };
-    let summary = match trainer::train(&training.examples, &validation.examples, config, None, &mut on_event) {
+    let summary = match trainer::train(&training.examples, &validation.examples, config, job.init, &mut on_event) {
         Ok(s) => s,
         Err(e) => return JobOutcome::Failed { code: "invalid_training_file".into(), message: e.to_string() },
     };
@@ -272,11 +319,209 @@ fn train_job(
         return JobOutcome::Failed { code: "server_error".into(), message: format!("saving a checkpoint failed: {e}") };
     }
     if cancelled {
-        return JobOutcome::Cancelled { trained_tokens: training.tokens * u64::from(epochs_done) };
+        return JobOutcome::Cancelled { trained_tokens: tokens_trained(training.tokens, &summary) };
     }
     let saved = repo.save_model(model_id, job_id, epochs_done, &summary.model.to_bytes(), KEPT_CHECKPOINTS);
     if let Err(e) = saved {
         return JobOutcome::Failed { code: "server_error".into(), message: format!("saving the model failed: {e}") };
     }
     JobOutcome::Succeeded { model: model_id.to_string(), trained_tokens: training.tokens * u64::from(epochs_done) }
+}
+
+/// The tokens of the steps trained: an epoch's tokens × steps / steps per epoch, rounded.
+fn tokens_trained(tokens_per_epoch: u64, summary: &trainer::TrainSummary) -> u64 {
+    let per_epoch = u128::from(summary.steps_per_epoch.max(1));
+    let tokens = (u128::from(tokens_per_epoch) * u128::from(summary.steps) + per_epoch / 2) / per_epoch;
+    u64::try_from(tokens).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::parse_chat_jsonl;
+
+    /// Weights in memory.
+    #[derive(Default)]
+    struct MemoryRepo {
+        models: Mutex<HashMap<String, Vec<u8>>>,
+        /// Set when the first epoch's checkpoint is saved.
+        cancel_after_epoch_1: Option<Arc<AtomicBool>>,
+    }
+
+    impl ModelRepo for MemoryRepo {
+        fn save_model(&self, model: &str, _: &str, epoch: u32, weights: &[u8], _: u32) -> Result<(), String> {
+            self.models.lock().unwrap().insert(model.to_string(), weights.to_vec());
+            if let (Some(flag), 1) = (&self.cancel_after_epoch_1, epoch) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+
+        fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.models.lock().unwrap().get(model).cloned())
+        }
+    }
+
+    /// The first `n` lines of an example file.
+    fn example_file(name: &str, n: usize) -> ChatFile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        ChatFile {
+            path: path.clone(),
+            sha256: crate::data::sha256_hex(head.as_bytes()),
+            bytes: head.len() as u64,
+            conversations: parse_chat_jsonl(&path, head.as_bytes()).unwrap(),
+        }
+    }
+
+    fn request(p: &LocalProvider, base_model: &str, n_epochs: u32, suffix: &str) -> JobRequest {
+        JobRequest {
+            base_model: base_model.into(),
+            training_file: p.upload(&example_file("topics-train.jsonl", 200)),
+            validation_file: p.upload(&example_file("topics-valid.jsonl", 60)),
+            hyperparameters: RunConfig {
+                n_epochs: Some(n_epochs),
+                batch_size: Some(16),
+                learning_rate_multiplier: Some(1.0),
+                seed: 3,
+            },
+            suffix: suffix.into(),
+            metadata: Default::default(),
+        }
+    }
+
+    /// Runs a job to its end: its events and outcome.
+    async fn run(p: &LocalProvider, request: &JobRequest) -> (Vec<JobEvent>, JobOutcome) {
+        let job = p.create_job(request).unwrap();
+        let mut events = Vec::new();
+        let outcome = p.follow_job(&job, &mut |e| events.push(e)).await.unwrap();
+        (events, outcome)
+    }
+
+    fn first_valid_loss(events: &[JobEvent]) -> f64 {
+        events
+            .iter()
+            .find_map(|e| match e {
+                JobEvent::Checkpoint { valid_loss, .. } => *valid_loss,
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_continues_a_fine_tuned_model_or_checkpoint() {
+        let p = LocalProvider::new(Arc::new(MemoryRepo::default()));
+        let (first, outcome) = run(&p, &request(&p, BASE_MODEL, 2, "a")).await;
+        let JobOutcome::Succeeded { model, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(model.starts_with("ft:local/ngram:local:a:"), "{model}");
+        let checkpoint = first
+            .iter()
+            .find_map(|e| match e {
+                JobEvent::Checkpoint { epoch: 1, model, .. } => Some(model.clone()),
+                _ => None,
+            })
+            .unwrap();
+        for base in [&model, &checkpoint] {
+            let (more, outcome) = run(&p, &request(&p, base, 1, "b")).await;
+            let JobOutcome::Succeeded { model: continued, .. } = outcome else { panic!("{outcome:?}") };
+            assert!(continued.starts_with("ft:local/ngram:local:b:"), "the root model: {continued}");
+            assert!(first_valid_loss(&more) < first_valid_loss(&first), "{base} continued");
+        }
+        // A fresh job repeats the first one's first epoch: the lower losses come from the weights.
+        let (again, _) = run(&p, &request(&p, BASE_MODEL, 1, "c")).await;
+        assert_eq!(first_valid_loss(&again), first_valid_loss(&first));
+
+        let unknown = request(&p, "ft:local/ngram:local::nope", 1, "d");
+        assert!(matches!(p.create_job(&unknown), Err(ProviderError::ModelNotFound(m)) if m == unknown.base_model));
+        for other in ["gpt-4o", "ft:", "ft::x"] {
+            let e = p.create_job(&request(&p, other, 1, "d")).unwrap_err();
+            assert!(matches!(&e, ProviderError::BadModel { model, .. } if model == other), "{other}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn validations_within_epochs_are_reported_when_asked() {
+        let repo = Arc::new(MemoryRepo::default());
+        let quiet = LocalProvider::new(repo.clone());
+        let (events, plain) = run(&quiet, &request(&quiet, BASE_MODEL, 2, "q")).await;
+        assert!(!events.iter().any(|e| matches!(e, JobEvent::Validation { .. })));
+        let p = LocalProvider::new(repo.clone()).with_validations_per_epoch(VALIDATIONS_PER_EPOCH);
+        let (validated, outcome) = run(&p, &request(&p, BASE_MODEL, 2, "v")).await;
+        // 200 examples in batches of 16: 13 steps an epoch, validated after steps 4, 7 and 10.
+        let steps: Vec<u64> = validated
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::Validation { step, valid_loss, valid_accuracy, .. } => {
+                    assert!(valid_loss.is_finite() && valid_accuracy.is_some());
+                    Some(*step)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps, [4, 7, 10, 17, 20, 23]);
+        // The same training: the same other events (but the model ids) and the same weights.
+        let anonymous = |events: &[JobEvent]| -> Vec<JobEvent> {
+            let events = events.iter().filter(|e| !matches!(e, JobEvent::Validation { .. }));
+            events
+                .map(|e| match e.clone() {
+                    JobEvent::Checkpoint {
+                        epoch,
+                        step,
+                        train_loss,
+                        train_accuracy,
+                        valid_loss,
+                        valid_accuracy,
+                        ..
+                    } => {
+                        let model = String::new();
+                        JobEvent::Checkpoint {
+                            epoch,
+                            step,
+                            model,
+                            train_loss,
+                            train_accuracy,
+                            valid_loss,
+                            valid_accuracy,
+                        }
+                    }
+                    e => e,
+                })
+                .collect()
+        };
+        assert_eq!(anonymous(&validated), anonymous(&events));
+        let weights = |o: &JobOutcome| match o {
+            JobOutcome::Succeeded { model, .. } => repo.load_model(model).unwrap().unwrap(),
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(weights(&outcome), weights(&plain));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_job_counts_the_tokens_of_the_steps_it_trained() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let repo = MemoryRepo { cancel_after_epoch_1: Some(cancel.clone()), ..MemoryRepo::default() };
+        let p = LocalProvider::new(Arc::new(repo));
+        let request = request(&p, BASE_MODEL, 3, "x");
+        let (training, validation) =
+            (p.file(&request.training_file).unwrap(), p.file(&request.validation_file).unwrap());
+        let config = resolve(&request.hyperparameters, training.examples.len() as u64);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let job =
+            LocalJob { id: "j", model_id: "ft:local/ngram:local:x:j", config: &config, cancel: &cancel, init: None };
+        let outcome = train_job(&job, &training, &validation, p.repo.as_ref(), &tx);
+        // The flag is seen on the first event after the first epoch's checkpoint: step 14 of
+        // 13 per epoch was trained, not reported.
+        let per_epoch = 200u64.div_ceil(16);
+        let expected = (training.tokens * (per_epoch + 1) + per_epoch / 2) / per_epoch;
+        assert_eq!(outcome, JobOutcome::Cancelled { trained_tokens: expected });
+        assert!(expected > training.tokens && expected < 2 * training.tokens);
+        let mut last_step = 0;
+        while let Ok(Message2Scheduler::Event(e)) = rx.try_recv() {
+            if let JobEvent::Step { step, .. } = e {
+                last_step = step;
+            }
+        }
+        assert_eq!(last_step, per_epoch);
+    }
 }

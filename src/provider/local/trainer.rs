@@ -37,6 +37,10 @@ pub struct TrainConfig {
     pub batch_size: u32,
     pub learning_rate: f64,
     pub seed: u64,
+    /// How often an epoch is validated: a `Validation` event after the first step that completes
+    /// each `1/validations_per_epoch` of the epoch (the point at the epoch's end is its `Epoch`
+    /// event). 0 or 1: only at epoch ends. It never changes what is trained.
+    pub validations_per_epoch: u32,
 }
 
 /// Progress reports. Losses are mean cross-entropies; a non-finite loss is reported as infinity.
@@ -54,6 +58,15 @@ pub enum TrainEvent<'a> {
         train_loss: f64,
         train_accuracy: f64,
     },
+    /// A full validation pass within an epoch (see `TrainConfig::validations_per_epoch`), right
+    /// after the `Step` event of `step`; computed as at the epoch's end. Never sent without a
+    /// validation set.
+    Validation {
+        step: u64,
+        epoch: u32,
+        valid_loss: Option<f64>,
+        valid_accuracy: Option<f64>,
+    },
     Epoch {
         epoch: u32,
         step: u64,
@@ -66,9 +79,12 @@ pub enum TrainEvent<'a> {
 }
 
 /// The outcome of `train`; `stopped_early` is true when the callback's `Break` cut training short.
+/// `steps` counts the updates made (a `Break` on a `Step` event comes after that step's update).
 #[derive(Debug)]
 pub struct TrainSummary {
     pub steps: u64,
+    /// The number of steps (minibatches) in a whole epoch.
+    pub steps_per_epoch: u64,
     pub epochs_completed: u32,
     pub stopped_early: bool,
     pub model: ReplyModel,
@@ -391,9 +407,10 @@ impl Adam {
 /// gradient, lazy for embedding rows (a row's moments only change on steps that use it), and its
 /// state starts afresh on every call. New embedding rows are initialised from `cfg.seed`, and the
 /// example order is shuffled every epoch with a ChaCha8 generator seeded from it, so equal inputs
-/// give bit-identical models. When the callback returns `Break`, training stops right after that
-/// event; `epochs_completed` counts the epochs whose `Epoch` event was sent, and `stopped_early`
-/// is false only if the break came with the last one.
+/// give bit-identical models, whatever `cfg.validations_per_epoch` (validation only reads the
+/// model). When the callback returns `Break`, training stops right after that event (a `Step`,
+/// `Validation` or `Epoch`); `epochs_completed` counts the epochs whose `Epoch` event was sent, and
+/// `stopped_early` is false only if the break came with the last one.
 pub fn train(
     train: &[Example],
     valid: &[Example],
@@ -453,17 +470,31 @@ pub fn train(
 
     let n = data.len();
     let bs = (cfg.batch_size as usize).min(n);
-    let total_steps = u64::from(cfg.n_epochs) * n.div_ceil(bs) as u64;
+    let per_epoch = n.div_ceil(bs) as u64;
+    let total_steps = u64::from(cfg.n_epochs) * per_epoch;
+    // Step `b` of an epoch (from 1) is validated when it completes another `1/v` of the epoch.
+    let v = u128::from(cfg.validations_per_epoch);
+    let validates = |b: u64| {
+        let (b, per) = (u128::from(b), u128::from(per_epoch));
+        !vdata.is_empty() && b < per && b * v / per != (b - 1) * v / per
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut g_embed, mut g_hbias) = (Adam::new(model.embed.len()), Adam::new(d));
     let (mut g_out, mut g_bias) = (Adam::new(k * d), Adam::new(k));
     let (mut used, mut used_rows) = (vec![false; model.rows.len()], Vec::new());
     let mut step = 0u64;
+    let summary = |steps, epochs_completed, stopped_early, model| TrainSummary {
+        steps,
+        steps_per_epoch: per_epoch,
+        epochs_completed,
+        stopped_early,
+        model,
+    };
     for epoch in 1..=cfg.n_epochs {
         order.shuffle(&mut rng);
         let (mut epoch_loss, mut epoch_correct) = (0f64, 0usize);
-        for batch in order.chunks(bs) {
+        for (b, batch) in (1u64..).zip(order.chunks(bs)) {
             // Accumulates the batch-averaged gradient; every forward pass uses the old weights.
             let (mut loss, mut correct, scale) = (0f64, 0usize, 1.0 / batch.len() as f32);
             for &i in batch {
@@ -511,17 +542,21 @@ pub fn train(
             if on_event(event).is_break() {
                 return Ok(summary(step, epoch - 1, true, model));
             }
+            if validates(b) {
+                let (valid_loss, valid_accuracy) = validate(&model, &vdata);
+                if on_event(TrainEvent::Validation { step, epoch, valid_loss, valid_accuracy }).is_break() {
+                    return Ok(summary(step, epoch - 1, true, model));
+                }
+            }
         }
-        let scores: Vec<(Option<f64>, bool)> = vdata.iter().map(|(x, y)| model.score(x, *y)).collect();
-        let known: Vec<f64> = scores.iter().filter_map(|s| s.0).collect();
-        let vcorrect = scores.iter().filter(|s| s.1).count();
+        let (valid_loss, valid_accuracy) = validate(&model, &vdata);
         let event = TrainEvent::Epoch {
             epoch,
             step,
             train_loss: finite_or_inf(epoch_loss / n as f64),
             train_accuracy: epoch_correct as f64 / n as f64,
-            valid_loss: (!known.is_empty()).then(|| finite_or_inf(known.iter().sum::<f64>() / known.len() as f64)),
-            valid_accuracy: (!vdata.is_empty()).then(|| vcorrect as f64 / vdata.len() as f64),
+            valid_loss,
+            valid_accuracy,
             model: &model,
         };
         if on_event(event).is_break() {
@@ -531,8 +566,14 @@ pub fn train(
     Ok(summary(step, cfg.n_epochs, false, model))
 }
 
-fn summary(steps: u64, epochs_completed: u32, stopped_early: bool, model: ReplyModel) -> TrainSummary {
-    TrainSummary { steps, epochs_completed, stopped_early, model }
+/// A full validation pass: the mean loss over the examples whose reply is a class (`None` if
+/// none is), and the accuracy over all (`None` without examples).
+fn validate(model: &ReplyModel, vdata: &[(Features, Option<usize>)]) -> (Option<f64>, Option<f64>) {
+    let scores: Vec<(Option<f64>, bool)> = vdata.iter().map(|(x, y)| model.score(x, *y)).collect();
+    let known: Vec<f64> = scores.iter().filter_map(|s| s.0).collect();
+    let correct = scores.iter().filter(|s| s.1).count();
+    let loss = (!known.is_empty()).then(|| finite_or_inf(known.iter().sum::<f64>() / known.len() as f64));
+    (loss, (!vdata.is_empty()).then(|| correct as f64 / vdata.len() as f64))
 }
 
 #[cfg(test)]
@@ -567,7 +608,13 @@ mod tests {
     }
 
     fn cfg(n_epochs: u32, batch_size: u32, mult: f64) -> TrainConfig {
-        TrainConfig { n_epochs, batch_size, learning_rate: BASE_LEARNING_RATE * mult, seed: 7 }
+        TrainConfig {
+            n_epochs,
+            batch_size,
+            learning_rate: BASE_LEARNING_RATE * mult,
+            seed: 7,
+            validations_per_epoch: 0,
+        }
     }
 
     fn quiet(_: TrainEvent<'_>) -> ControlFlow<()> {
@@ -592,7 +639,7 @@ mod tests {
                 epochs.push((valid_loss, valid_accuracy));
                 if epoch == stop_at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             }
-            TrainEvent::Step { .. } => ControlFlow::Continue(()),
+            TrainEvent::Step { .. } | TrainEvent::Validation { .. } => ControlFlow::Continue(()),
         });
         (s.unwrap(), epochs)
     }
@@ -671,12 +718,14 @@ mod tests {
     fn events_count_steps() {
         let data = synth(10, 10);
         let mut steps = Vec::new();
-        let s = train(&data, &[], &cfg(3, 4, 1.0), None, &mut |e| {
+        let c = TrainConfig { validations_per_epoch: 4, ..cfg(3, 4, 1.0) };
+        let s = train(&data, &[], &c, None, &mut |e| {
             match e {
                 TrainEvent::Step { step, total_steps, .. } => steps.push((step, total_steps)),
                 TrainEvent::Epoch { valid_loss, valid_accuracy, .. } => {
                     assert!(valid_loss.is_none() && valid_accuracy.is_none())
                 }
+                TrainEvent::Validation { .. } => unreachable!("no validation set"),
             }
             ControlFlow::Continue(())
         });
@@ -737,10 +786,13 @@ mod tests {
     fn huge_learning_rate_never_reports_nan() {
         let data = synth(30, 15);
         let mut losses = Vec::new();
-        let s = train(&data, &data, &cfg(4, 2, 1e37), None, &mut |e| {
+        let c = TrainConfig { validations_per_epoch: 3, ..cfg(4, 2, 1e37) };
+        let s = train(&data, &data, &c, None, &mut |e| {
             match e {
                 TrainEvent::Step { train_loss, .. } => losses.push(Some(train_loss)),
-                TrainEvent::Epoch { valid_loss, .. } => losses.push(valid_loss),
+                TrainEvent::Epoch { valid_loss, .. } | TrainEvent::Validation { valid_loss, .. } => {
+                    losses.push(valid_loss)
+                }
             }
             ControlFlow::Continue(())
         });
@@ -749,5 +801,89 @@ mod tests {
         assert!(losses.iter().all(|l| l.is_some_and(|l| !l.is_nan())));
         let p = model.predict(&ctx("rain"));
         assert!((p.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    /// Every event of a run, as text (the `Epoch` event's model as its bytes).
+    fn trace(tr: &[Example], va: &[Example], c: &TrainConfig) -> (Vec<String>, Vec<u8>) {
+        let mut events = Vec::new();
+        let s = train(tr, va, c, None, &mut |e| {
+            events.push(match e {
+                TrainEvent::Epoch { model, .. } => format!("{e:?} {:?}", model.to_bytes()),
+                e => format!("{e:?}"),
+            });
+            ControlFlow::Continue(())
+        });
+        (events, s.unwrap().model.to_bytes())
+    }
+
+    #[test]
+    fn validation_within_epochs_changes_nothing_trained() {
+        let (tr, va) = (synth(40, 16), synth(12, 17));
+        for (batch, mult) in [(4, 1.0), (1, 0.3), (16, 3.0)] {
+            let (plain, model) = trace(&tr, &va, &cfg(3, batch, mult));
+            let c = TrainConfig { validations_per_epoch: 4, ..cfg(3, batch, mult) };
+            let (validated, same_model) = trace(&tr, &va, &c);
+            assert_eq!(model, same_model, "batch {batch}: the models are bit-identical");
+            let others: Vec<String> = validated.into_iter().filter(|e| !e.starts_with("Validation")).collect();
+            assert_eq!(plain, others, "batch {batch}: the other events are the same");
+        }
+    }
+
+    /// The (step, epoch, loss, accuracy) of every `Validation` event of a run.
+    fn validations(tr: &[Example], va: &[Example], c: &TrainConfig) -> Vec<(u64, u32, Option<f64>, Option<f64>)> {
+        let mut out = Vec::new();
+        train(tr, va, c, None, &mut |e| {
+            if let TrainEvent::Validation { step, epoch, valid_loss, valid_accuracy } = e {
+                out.push((step, epoch, valid_loss, valid_accuracy));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn validations_follow_the_first_step_past_each_fraction_of_an_epoch() {
+        let (tr, va) = (synth(40, 18), synth(9, 19));
+        let steps = |batch: u32, per_epoch: u32| {
+            let c = TrainConfig { validations_per_epoch: per_epoch, ..cfg(2, batch, 1.0) };
+            validations(&tr, &va, &c).iter().map(|v| (v.0, v.1)).collect::<Vec<_>>()
+        };
+        // 10 steps per epoch: 2.5, 5 and 7.5 steps are passed at steps 3, 5 and 8.
+        assert_eq!(steps(4, 4), [(3, 1), (5, 1), (8, 1), (13, 2), (15, 2), (18, 2)]);
+        assert_eq!(steps(4, 2), [(5, 1), (15, 2)]);
+        assert!(steps(4, 0).is_empty() && steps(4, 1).is_empty());
+        // 3 steps per epoch: 3/4 of it is passed at the epoch's end, reported by `Epoch`.
+        assert_eq!(steps(14, 4), [(1, 1), (2, 1), (4, 2), (5, 2)]);
+        // More validations than steps: once after each step but the last.
+        assert_eq!(steps(14, 100), [(1, 1), (2, 1), (4, 2), (5, 2)]);
+        assert!(steps(40, 4).is_empty(), "one step per epoch");
+        let c = TrainConfig { validations_per_epoch: 4, ..cfg(2, 4, 1.0) };
+        assert!(validations(&tr, &[], &c).is_empty(), "no validation set, no validation");
+    }
+
+    #[test]
+    fn a_break_on_a_validation_stops_there_with_that_pass_s_model() {
+        let (tr, va) = (synth(40, 20), synth(15, 21));
+        let c = TrainConfig { validations_per_epoch: 4, ..cfg(3, 4, 1.0) };
+        let mut seen = None;
+        let s = train(&tr, &va, &c, None, &mut |e| match e {
+            TrainEvent::Validation { step: 15, epoch, valid_loss, valid_accuracy } => {
+                seen = Some((epoch, valid_loss, valid_accuracy));
+                ControlFlow::Break(())
+            }
+            TrainEvent::Validation { step, .. } | TrainEvent::Step { step, .. } => {
+                assert!(step <= 15);
+                ControlFlow::Continue(())
+            }
+            TrainEvent::Epoch { .. } => ControlFlow::Continue(()),
+        })
+        .unwrap();
+        assert_eq!((s.steps, s.steps_per_epoch, s.epochs_completed, s.stopped_early), (15, 10, 1, true));
+        // The pass is the epoch end's computation on the model as it was at that step.
+        let scores: Vec<(Option<f64>, bool)> = va.iter().map(|e| s.model.loss_and_correct(e)).collect();
+        let loss = scores.iter().map(|x| x.0.unwrap()).sum::<f64>() / va.len() as f64;
+        let accuracy = scores.iter().filter(|x| x.1).count() as f64 / va.len() as f64;
+        assert_eq!(seen, Some((2, Some(loss), Some(accuracy))));
     }
 }
