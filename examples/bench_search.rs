@@ -33,7 +33,10 @@ fn binary() -> PathBuf {
 const STRATEGIES: [(&str, &str); 4] = [
     ("(a) naive grid", "[search]\nstrategy = \"grid\"\n"),
     ("(b) epochs from checkpoints", "[search]\nstrategy = \"grid\"\nepochs_from_checkpoints = true\n"),
-    ("(c) successive halving", "[search]\nstrategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n"),
+    (
+        "(c) successive halving",
+        "[search]\nstrategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n",
+    ),
     (
         "(d) halving + early stopping",
         "[search]\nstrategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n\n[early_stopping]\n",
@@ -135,11 +138,8 @@ fn main() {
             let jobs = runs.iter().filter(|r| r["origin"] != "checkpoint").count();
             let stopped = runs.iter().filter(|r| !r["stopped_early"].is_null()).count();
             if i == 0 {
-                naive_tied = runs
-                    .iter()
-                    .filter(|r| r["tied_with_best"] == true)
-                    .map(|r| format!("{:?}", config(r)))
-                    .collect();
+                naive_tied =
+                    runs.iter().filter(|r| r["tied_with_best"] == true).map(|r| format!("{:?}", config(r))).collect();
             }
             let (_, pick, _) = ftsweep(&bin, &dir, &["best", &name, "--json"]);
             let pick: Value = serde_json::from_str(&pick).expect("the pick");
@@ -153,10 +153,16 @@ fn main() {
         let naive = outcomes[0].tokens.max(1) as f64;
         println!(
             "\n{} ({} configurations in the naive grid's tied group):",
-            if provider == "serve" { "against `ftsweep serve` (OpenAI protocol over loopback)" } else { "local provider" },
+            if provider == "serve" {
+                "against `ftsweep serve` (OpenAI protocol over loopback)"
+            } else {
+                "local provider"
+            },
             naive_tied.len()
         );
-        println!("| strategy | jobs | trained tokens | % of naive | stopped early | wall s | pick (epochs, lr, batch) | score | in naive tied group |");
+        println!(
+            "| strategy | jobs | trained tokens | % of naive | stopped early | wall s | pick (epochs, lr, batch) | score | in naive tied group |"
+        );
         println!("|---|---|---|---|---|---|---|---|---|");
         for o in &outcomes {
             let (e, lr, b) = config(&o.pick);

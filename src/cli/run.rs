@@ -148,7 +148,11 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let provider = match s.provider {
-        ProviderKind::Local => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
+        ProviderKind::Local => Provider::Local(
+            // Validating four times an epoch lets early stopping act within an epoch.
+            LocalProvider::new(Arc::new(store.clone()))
+                .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH),
+        ),
         ProviderKind::OpenAi => Provider::OpenAi(openai_provider(&s.openai, store.clone())?),
     };
     let cx = Arc::new(SweepContext {

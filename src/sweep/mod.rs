@@ -745,10 +745,17 @@ async fn train(
         JobEvent::Validation { step, epoch, valid_loss, valid_accuracy } => {
             watch_stop(step, epoch, Some(valid_loss), valid_accuracy, steps_per_epoch);
             last_validation = Some((valid_loss, valid_accuracy));
+            // A validation within an epoch is a step row with a loss; one at
+            // an epoch's last step (or where the steps per epoch are unknown)
+            // is the epoch's.
+            let epoch_end = steps_per_epoch.is_none_or(|per| {
+                let at = step as f64 / per;
+                (at - at.round()).abs() * per < 0.5
+            });
             pending.push(MetricRow {
                 step,
                 epoch,
-                epoch_end: true,
+                epoch_end,
                 train_loss: None,
                 train_accuracy: None,
                 valid_loss: Some(valid_loss),

@@ -53,7 +53,7 @@ fn shorter_epochs_are_checkpoints_of_one_job() {
 #[test]
 fn a_diverging_job_is_stopped_early_and_costs_a_fraction_of_a_run() {
     let ws = Workspace::new();
-    let hp = "n_epochs = [3]\nlearning_rate_multiplier = [1.0, 30.0]\nbatch_size = [4]";
+    let hp = "n_epochs = [3]\nlearning_rate_multiplier = [1.0, 30.0]\nbatch_size = [64]";
     ws.write("s.toml", &(sweep_toml("es", hp) + "\n[early_stopping]\n"));
     let (code, _, err) = ws.run(&["run", "s.toml"]);
     assert_eq!(code, 0, "{err}");
@@ -66,7 +66,10 @@ fn a_diverging_job_is_stopped_early_and_costs_a_fraction_of_a_run() {
     let reason = wild["stopped_early"].as_str().expect("the diverging run is stopped");
     assert!(reason.contains("diverged"), "{reason}");
     let full = fine["trained_tokens"].as_f64().unwrap();
-    let spent = query(&ws.db(), &format!("SELECT trained_tokens FROM runs WHERE run_id = '{}'", wild["run_id"].as_str().unwrap()));
+    let spent = query(
+        &ws.db(),
+        &format!("SELECT trained_tokens FROM runs WHERE run_id = '{}'", wild["run_id"].as_str().unwrap()),
+    );
     let spent: f64 = spent[0].parse().unwrap();
     eprintln!("diverging run: {spent} of {full} trained tokens ({:.0}%): {reason}", 100.0 * spent / full);
     assert!(spent > 0.0 && spent <= full * 0.5, "stopped within the first half: {spent} of {full}");
@@ -164,7 +167,10 @@ fn killed_mid_rung_and_resumed_halving_neither_repeats_nor_skips_a_job() {
     assert_eq!(code, 0, "{err}");
     let rows = ws.json(&["leaderboard", "shk", "--json"]);
     let jobs = runtime.block_on(jobs_by_run(&server.url));
-    eprintln!("halving crash test: kills after creates {kills:?}, jobs {jobs:?}, {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "halving crash test: kills after creates {kills:?}, jobs {jobs:?}, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(kills.len() >= 4, "most starts were killed mid-sweep: {kills:?}");
     assert!(kills.iter().any(|&k| k >= 7), "a kill landed in rung 1: {kills:?}");
     let rungs = rungs_of(&rows);
