@@ -6,8 +6,10 @@
 //! For each: the trained tokens, the jobs, the wall time, the model `best`
 //! picks, and whether that pick's configuration is in the naive grid's tied
 //! group (the runs statistically tied with its leader). Runs against a real
-//! `ftsweep serve` over loopback (the OpenAI protocol), then with the local
-//! provider in process.
+//! `ftsweep serve` over loopback (the OpenAI protocol; `--example-delay-ms 5`, an epoch
+//! of the 723 examples lasting about 3.6 s
+//! so that jobs stream their events while they train, as hosted jobs do),
+//! then with the local provider.
 //!
 //! `cargo build --release && cargo run --release --example bench_search [-- serve|local]`
 
@@ -74,8 +76,11 @@ fn ftsweep(bin: &Path, dir: &Path, args: &[&str]) -> (bool, String, String) {
 
 type Config = (Value, Value, Value);
 
+/// The configuration behind a row's model: the epochs it saw (fewer than
+/// `n_epochs` when early stopping kept an earlier checkpoint), lr and batch.
 fn config(row: &Value) -> Config {
-    (row["n_epochs"].clone(), row["learning_rate_multiplier"].clone(), row["batch_size"].clone())
+    let epochs = if row["model_epochs"].is_null() { &row["n_epochs"] } else { &row["model_epochs"] };
+    (epochs.clone(), row["learning_rate_multiplier"].clone(), row["batch_size"].clone())
 }
 
 struct Outcome {
@@ -98,7 +103,18 @@ fn main() {
         let root = tempfile::tempdir().expect("a temporary folder");
         let server = (provider == "serve").then(|| {
             let mut child = Command::new(&bin)
-                .args(["serve", "--port", "0", "--key", "bench-key", "--max-running", "3", "--state"])
+                .args([
+                    "serve",
+                    "--port",
+                    "0",
+                    "--key",
+                    "bench-key",
+                    "--max-running",
+                    "3",
+                    "--example-delay-ms",
+                    "5",
+                    "--state",
+                ])
                 .arg(root.path().join("serve.db"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())

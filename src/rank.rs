@@ -279,6 +279,7 @@ mod tests {
             rung: None,
             role: "search".into(),
             stop_reason: None,
+            model_epochs: None,
         }
     }
 

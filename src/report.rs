@@ -92,6 +92,9 @@ pub struct LeaderboardRow {
     pub role: Option<String>,
     /// Why early stopping ended the run's job.
     pub stopped_early: Option<String>,
+    /// The epochs behind the row's model: `n_epochs`, or fewer when early
+    /// stopping made an earlier checkpoint the model.
+    pub model_epochs: Option<u32>,
     /// The run's configuration over the seeds it was trained with, when
     /// there are two or more (seed replicates).
     pub seed_group: Option<SeedGroup>,
@@ -264,6 +267,7 @@ pub fn leaderboard_rows(
                 rung: run.and_then(|r| r.rung),
                 role: run.map(|r| r.role.clone()),
                 stopped_early: run.and_then(|r| r.stop_reason.clone()),
+                model_epochs: run.and_then(|r| r.model_epochs.or(r.config.n_epochs)),
             }
         })
         .collect()
@@ -289,7 +293,10 @@ fn origin_notes(r: &crate::store::RunRecord) -> Vec<String> {
         notes.push(format!("replicate (seed {})", r.config.seed));
     }
     if let Some(reason) = &r.stop_reason {
-        notes.push(format!("stopped early: {reason}"));
+        match r.model_epochs {
+            Some(e) => notes.push(format!("stopped early: {reason}; the model is its epoch-{e} checkpoint")),
+            None => notes.push(format!("stopped early: {reason}")),
+        }
     }
     notes
 }

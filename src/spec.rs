@@ -188,7 +188,7 @@ pub struct EarlyStopping {
 
 impl Default for EarlyStopping {
     fn default() -> EarlyStopping {
-        EarlyStopping { metric: StopMetric::ValidLoss, patience: 2, min_delta: 0.0, divergence_factor: 1.0 }
+        EarlyStopping { metric: StopMetric::ValidLoss, patience: 4, min_delta: 0.0, divergence_factor: 1.0 }
     }
 }
 

@@ -32,6 +32,11 @@ pub struct Args {
     /// Accept at most this many requests per minute (429 above it); unlimited by default.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,
+    /// Pause this many milliseconds per trained example (a step of batch b pauses b times this), so
+    /// that jobs last in proportion to what they train and stream their metrics events like hosted
+    /// ones: for trying early stopping and crash recovery.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub example_delay_ms: u64,
 }
 
 /// Shows everything but the key.
@@ -44,6 +49,7 @@ impl fmt::Debug for Args {
             .field("state", &self.state)
             .field("max_running", &self.max_running)
             .field("rpm", &self.rpm)
+            .field("example_delay_ms", &self.example_delay_ms)
             .finish()
     }
 }
@@ -54,7 +60,12 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         hint: "set FTSWEEP_SERVE_KEY (or pass --key KEY); clients send it as `Authorization: Bearer KEY`".into(),
     })?;
     let store = ServeStore::open(&args.state)?;
-    let settings = Settings { key: key.trim().to_string(), max_running: args.max_running as usize, rpm: args.rpm };
+    let settings = Settings {
+        key: key.trim().to_string(),
+        max_running: args.max_running as usize,
+        rpm: args.rpm,
+        example_delay: std::time::Duration::from_millis(args.example_delay_ms),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let server = Server::bind(&args.host, args.port, store, settings).await.map_err(|e| match e {

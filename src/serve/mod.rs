@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_running: usize,
     /// Requests per minute, if limited.
     pub rpm: Option<u32>,
+    /// A pause after each training step, so that jobs last like hosted ones.
+    pub example_delay: std::time::Duration,
 }
 
 /// What the handlers share.
@@ -88,7 +90,9 @@ impl Server {
         let store = SharedServeStore::new(store);
         let app = App {
             provider: Arc::new(
-                LocalProvider::new(Arc::new(store.clone())).with_validations_per_epoch(VALIDATIONS_PER_EPOCH),
+                LocalProvider::new(Arc::new(store.clone()))
+                    .with_validations_per_epoch(VALIDATIONS_PER_EPOCH)
+                    .with_example_delay(settings.example_delay),
             ),
             store,
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_running.max(1))),

@@ -107,7 +107,7 @@ impl Store {
                 "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                      trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                      valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                     eval_seconds = NULL, note = NULL, not_before = NULL, cost_usd = NULL, stop_reason = NULL,
+                     eval_seconds = NULL, note = NULL, not_before = NULL, cost_usd = NULL, stop_reason = NULL, model_epochs = NULL,
                      estimated_tokens = ?2, estimated_cost_usd = ?3, updated_at = ?4
                  WHERE run_id = ?1",
                 params![run_id, tokens as i64, usd, t],
@@ -127,12 +127,13 @@ impl Store {
         Ok(Claim::Claimed { attempt })
     }
 
-    /// Records why early stopping ended a run's job (the run keeps its state).
-    pub fn set_stop_reason(&mut self, run_id: &str, reason: &str) -> Result<()> {
+    /// Records why early stopping ended a run's job (the run keeps its state)
+    /// and the epochs behind the checkpoint that became its model.
+    pub fn set_stop_reason(&mut self, run_id: &str, reason: &str, model_epochs: Option<u32>) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET stop_reason = ?2, updated_at = ?3 WHERE run_id = ?1",
-                params![run_id, reason, now()],
+                "UPDATE runs SET stop_reason = ?2, model_epochs = ?3, updated_at = ?4 WHERE run_id = ?1",
+                params![run_id, reason, model_epochs, now()],
             )
             .doing("recording an early stop")?;
         Ok(())

@@ -150,6 +150,9 @@ pub struct RunRecord {
     pub role: String,
     /// Why early stopping ended the run's job, if it did.
     pub stop_reason: Option<String>,
+    /// The epochs behind the run's model when early stopping made an
+    /// earlier checkpoint its model; `None`: `n_epochs`.
+    pub model_epochs: Option<u32>,
 }
 
 impl RunRecord {
@@ -265,7 +268,7 @@ pub(crate) fn connect(path: Option<&Path>, migrations: &[&str]) -> Result<Connec
 const RUN_COLUMNS: &str = "r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
      r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy,
      r.metric, r.score, r.n_eval, r.train_seconds, r.eval_seconds, r.origin, r.source_run, r.parent_epochs,
-     r.stop_reason";
+     r.stop_reason, r.model_epochs";
 
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -293,8 +296,9 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         eval_seconds: r.get(19)?,
         origin: origin(r.get(20)?, r.get(21)?, r.get(22)?),
         stop_reason: r.get(23)?,
-        rung: r.get(24)?,
-        role: r.get(25)?,
+        model_epochs: r.get(24)?,
+        rung: r.get(25)?,
+        role: r.get(26)?,
     })
 }
 
@@ -497,7 +501,7 @@ impl Store {
             "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                  trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                  valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                 eval_seconds = NULL, stop_reason = NULL, updated_at = ?2
+                 eval_seconds = NULL, stop_reason = NULL, model_epochs = NULL, updated_at = ?2
              WHERE run_id = ?1",
             params![run_id, now()],
         )

@@ -901,7 +901,11 @@ fn stopped_early(
         .filter_map(|c| value(c).map(|v| (v, c)))
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.clone());
-    store.set_stop_reason(&run.run_id, reason)?;
+    let epochs_before = match &run.origin {
+        Origin::Continue { parent_epochs, .. } => *parent_epochs,
+        _ => 0,
+    };
+    store.set_stop_reason(&run.run_id, reason, best.as_ref().map(|c| epochs_before + c.epoch))?;
     let run_id = run.run_id.clone();
     match best {
         Some(c) => {

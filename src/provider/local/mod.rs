@@ -67,6 +67,8 @@ pub struct LocalProvider {
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
     models: Mutex<HashMap<String, Arc<ReplyModel>>>,
     validations_per_epoch: u32,
+    /// A pause after each training step, so that jobs last like hosted ones.
+    example_delay: std::time::Duration,
 }
 
 /// Turns a conversation into a training example: the messages before the
@@ -88,7 +90,16 @@ impl LocalProvider {
             cancels: Mutex::default(),
             models: Mutex::default(),
             validations_per_epoch: 0,
+            example_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Makes each training step pause `delay` per example of its batch (`ftsweep serve
+    /// --example-delay-ms`), so that a job lasts in proportion to what it trains and streams its
+    /// events over time, as a hosted job does: early stopping and crash tests need that.
+    /// Training itself is unchanged.
+    pub fn with_example_delay(self, delay: std::time::Duration) -> LocalProvider {
+        LocalProvider { example_delay: delay, ..self }
     }
 
     /// Makes jobs also run a full validation pass `n` times per epoch (0: at epoch ends only; see
@@ -141,9 +152,16 @@ impl LocalProvider {
         self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone(), cancel.clone());
         let repo = self.repo.clone();
         let job = job_id.clone();
+        let example_delay = self.example_delay;
         tokio::task::spawn_blocking(move || {
-            let job =
-                LocalJob { id: &job, model_id: &model_id, config: &config, cancel: &cancel, init: init.as_deref() };
+            let job = LocalJob {
+                id: &job,
+                model_id: &model_id,
+                config: &config,
+                cancel: &cancel,
+                init: init.as_deref(),
+                example_delay,
+            };
             let end = train_job(&job, &training, &validation, repo.as_ref(), &tx);
             // The follower may be gone (the process is stopping): nothing to tell.
             let _ = tx.send(Message2Scheduler::End(end));
@@ -262,6 +280,7 @@ struct LocalJob<'a> {
     cancel: &'a AtomicBool,
     /// The model whose training continues, if any.
     init: Option<&'a ReplyModel>,
+    example_delay: std::time::Duration,
 }
 
 fn train_job(
@@ -282,6 +301,9 @@ fn train_job(
         }
         let event = match event {
             TrainEvent::Step { step, total_steps, epoch, train_loss, train_accuracy } => {
+                if !job.example_delay.is_zero() {
+                    std::thread::sleep(job.example_delay * config.batch_size);
+                }
                 JobEvent::Step { step, total_steps, epoch, train_loss, train_accuracy }
             }
             TrainEvent::Validation { step, epoch, valid_loss, valid_accuracy } => match valid_loss {
@@ -507,8 +529,14 @@ mod tests {
             (p.file(&request.training_file).unwrap(), p.file(&request.validation_file).unwrap());
         let config = resolve(&request.hyperparameters, training.examples.len() as u64);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let job =
-            LocalJob { id: "j", model_id: "ft:local/ngram:local:x:j", config: &config, cancel: &cancel, init: None };
+        let job = LocalJob {
+            id: "j",
+            model_id: "ft:local/ngram:local:x:j",
+            config: &config,
+            cancel: &cancel,
+            init: None,
+            example_delay: std::time::Duration::ZERO,
+        };
         let outcome = train_job(&job, &training, &validation, p.repo.as_ref(), &tx);
         // The flag is seen on the first event after the first epoch's checkpoint: step 14 of
         // 13 per epoch was trained, not reported.

@@ -6,8 +6,10 @@ ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'job';
 ALTER TABLE runs ADD COLUMN source_run TEXT;
 -- For a continuation: the epochs its parent chain trained.
 ALTER TABLE runs ADD COLUMN parent_epochs INTEGER;
--- Set when early stopping cancelled the run's job: the reason.
+-- Set when early stopping cancelled the run's job: the reason, and the
+-- epochs behind the checkpoint that became its model.
 ALTER TABLE runs ADD COLUMN stop_reason TEXT;
+ALTER TABLE runs ADD COLUMN model_epochs INTEGER;
 -- Successive halving: the rung a run belongs to in this sweep.
 ALTER TABLE sweep_runs ADD COLUMN rung INTEGER;
 -- search | replicate
