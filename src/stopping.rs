@@ -44,6 +44,11 @@ impl StopReason {
 #[derive(Debug, Clone)]
 pub struct Stopper {
     cfg: EarlyStopping,
+    /// Whether the job trains from the base model: only then is its first
+    /// evaluation a reference for divergence (a continuation starts from a
+    /// trained model, so rising above its first loss is overfitting, which
+    /// patience handles).
+    from_base: bool,
     first: Option<f64>,
     /// The best value so far and where it was seen.
     best: Option<(f64, f64)>,
@@ -54,7 +59,13 @@ pub struct Stopper {
 
 impl Stopper {
     pub fn new(cfg: EarlyStopping) -> Stopper {
-        Stopper { cfg, first: None, best: None, since_best: 0, last_at: None }
+        Stopper { cfg, from_base: true, first: None, best: None, since_best: 0, last_at: None }
+    }
+
+    /// For a job that continues a trained model: no divergence against its
+    /// first evaluation (a loss that is not finite still stops it).
+    pub fn continuing(cfg: EarlyStopping) -> Stopper {
+        Stopper { from_base: false, ..Stopper::new(cfg) }
     }
 
     /// Takes a validation evaluation at `at` (in epochs, fractional within
@@ -72,7 +83,7 @@ impl Stopper {
             return Some(StopReason::Diverged { at, value, first });
         }
         // Divergence is a loss rule: accuracy has no "above the first".
-        if lower_is_better && first.is_finite() && value > first * self.cfg.divergence_factor {
+        if self.from_base && lower_is_better && first.is_finite() && value > first * self.cfg.divergence_factor {
             return Some(StopReason::Diverged { at, value, first });
         }
         let improved = match self.best {
@@ -155,6 +166,16 @@ mod tests {
         assert_eq!(i, 0, "a first evaluation that is not finite stops at once");
         assert!(s.observe_train_loss(0.5, f64::NAN).is_some());
         assert!(s.observe_train_loss(0.5, 2.0).is_none());
+    }
+
+    #[test]
+    fn a_continuation_is_stopped_by_patience_not_by_its_first_loss() {
+        let mut s = Stopper::continuing(cfg(2, 0.0, 1.0));
+        assert_eq!(run(&mut s, &[1.2, 1.1, 1.25]), None, "above the first, but within patience");
+        let (i, r) = run(&mut Stopper::continuing(cfg(2, 0.0, 1.0)), &[1.2, 1.1, 1.25, 1.3]).unwrap();
+        assert_eq!((i, r.kind()), (3, "plateau"));
+        let (i, r) = run(&mut Stopper::continuing(cfg(2, 0.0, 1.0)), &[1.2, f64::INFINITY]).unwrap();
+        assert_eq!((i, r.kind()), (1, "diverged"));
     }
 
     #[test]

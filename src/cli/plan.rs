@@ -84,6 +84,19 @@ pub fn later_rungs(loaded: &LoadedSweep) -> Vec<LaterRung> {
         .collect()
 }
 
+/// The seed replicates planned after the search, at most: (runs, trained
+/// tokens, training USD), each costed as a job of the sweep's most epochs.
+pub fn replicates_estimate(loaded: &LoadedSweep) -> Option<(usize, u64, Option<f64>)> {
+    let r = loaded.sweep.replicates.as_ref()?;
+    let epochs = match &loaded.sweep.search {
+        crate::spec::Search::SuccessiveHalving(h) => Some(h.max_epochs),
+        _ => loaded.runs.iter().filter_map(|r| r.config.n_epochs).max(),
+    };
+    let one = pricing::estimate(epochs, &figures(loaded), loaded.price);
+    let n = r.top as usize * r.seeds.len();
+    Some((n, one.trained_tokens * n as u64, one.training_usd.map(|u| u * n as f64)))
+}
+
 /// Σ of `f` over the rows, `None` when any is unknown.
 fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
     rows.iter().map(|r| f(r)).sum()
@@ -102,7 +115,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .iter()
         .map(|r| r.estimated_training_cost_usd.zip(baseline_eval).map(|(t, e)| t + e * r.configurations as f64))
         .sum();
-    let later_runs: usize = later.iter().map(|r| r.configurations).sum();
+    let mut later_runs: usize = later.iter().map(|r| r.configurations).sum();
+    let replicates = replicates_estimate(&loaded);
+    let (later_tokens, later_usd) = match replicates {
+        Some((n, tokens, usd)) => {
+            later_runs += n;
+            (later_tokens + tokens, later_usd.zip(usd).zip(baseline_eval).map(|((a, b), e)| a + b + e * n as f64))
+        }
+        None => (later_tokens, later_usd),
+    };
     let total_tokens: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
     let pending_tokens: u64 = pending.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
     // The base model is evaluated once per sweep, as the baseline.
@@ -119,7 +140,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         + later
             .iter()
             .map(|r| pricing::estimate(Some(r.epochs), &data, None).trained_tokens * r.configurations as u64)
-            .sum::<u64>();
+            .sum::<u64>()
+        + replicates.map_or(0, |r| r.1);
     if args.json {
         let out = serde_json::json!({
             "sweep": loaded.sweep.name,
@@ -155,6 +177,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             r.epochs,
             r.estimated_trained_tokens,
             report::format_usd(r.estimated_training_cost_usd)
+        );
+    }
+    if let (Some((n, tokens, usd)), Some(r)) = (replicates, &s.replicates) {
+        println!(
+            "replicates: after the search, the top {} configuration(s) train again with seeds {:?}: {n} more \
+             runs, at most ~{tokens} trained tokens ({})",
+            r.top,
+            r.seeds,
+            report::format_usd(usd)
         );
     }
     if jobs < rows.len() + later_runs || !later.is_empty() {

@@ -68,6 +68,10 @@ fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[Pla
     let pending: Vec<_> = rows.iter().filter(|r| r.to_train).collect();
     // Later rungs of successive halving are planned during the sweep; their cost counts now.
     let later: Option<f64> = super::plan::later_rungs(loaded).iter().map(|r| r.estimated_training_cost_usd).sum();
+    let later = match super::plan::replicates_estimate(loaded) {
+        Some((_, _, usd)) => later.zip(usd).map(|(a, b)| a + b),
+        None => later,
+    };
     let cost: Option<f64> =
         pending.iter().map(|r| r.estimated_cost_usd).sum::<Option<f64>>().zip(later).map(|(a, b)| a + b);
     let threshold = loaded.sweep.limits.confirm_above_usd;

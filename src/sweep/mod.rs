@@ -287,7 +287,9 @@ enum Dependency {
     Broken(String),
 }
 
-fn dependency(source_id: &str, source: Option<&RunRecord>, handled: &HashSet<String>) -> Dependency {
+/// `ended` says whether this process has finished with a run (tried it,
+/// and its task, if any, is over).
+fn dependency(source_id: &str, source: Option<&RunRecord>, ended: &dyn Fn(&str) -> bool) -> Dependency {
     let Some(source) = source else {
         return Dependency::Broken(format!("its source run {source_id} is not part of the sweep"));
     };
@@ -303,7 +305,7 @@ fn dependency(source_id: &str, source: Option<&RunRecord>, handled: &HashSet<Str
         RunState::Trained | RunState::Evaluating | RunState::Done if source.model.is_some() => Dependency::Ready,
         RunState::Cancelled => Dependency::Broken(why()),
         // This process tried the source already: it failed, or the budget skipped it.
-        RunState::Failed | RunState::Planned if handled.contains(source_id) => Dependency::Broken(why()),
+        RunState::Failed | RunState::Planned if ended(source_id) => Dependency::Broken(why()),
         _ => Dependency::Wait,
     }
 }
@@ -375,6 +377,8 @@ pub async fn run(
         }
     }
     let mut tasks: JoinSet<(String, RunEnd)> = JoinSet::new();
+    // The runs whose task is running: a dependent waits for them.
+    let mut in_flight: HashSet<String> = HashSet::new();
     let mut waiting_said = false;
     let shutdown = cx.options.shutdown.clone();
     let result = loop {
@@ -393,7 +397,8 @@ pub async fn run(
                     continue;
                 }
                 if let Some(source) = run.origin.source() {
-                    match dependency(source, by_id.get(source).copied(), handled) {
+                    let ended = |id: &str| handled.contains(id) && !in_flight.contains(id);
+                    match dependency(source, by_id.get(source).copied(), &ended) {
                         Dependency::Ready => {}
                         Dependency::Wait => continue,
                         Dependency::Broken(reason) => {
@@ -432,6 +437,7 @@ pub async fn run(
                         if let Some(a) = attempt {
                             run.attempt = a;
                         }
+                        in_flight.insert(run.run_id.clone());
                         let (cx, files, progress) = (cx.clone(), files.clone(), progress.clone());
                         tasks.spawn(async move {
                             let end = run_one(&cx, &run, w, files.as_deref(), progress.as_ref()).await;
@@ -460,6 +466,9 @@ pub async fn run(
         // Wait for a run to end, or re-check the others now and then.
         let ended = tokio::time::timeout(Duration::from_millis(500), tasks.join_next()).await;
         if let Ok(Some(joined)) = ended {
+            if let Ok((id, _)) = &joined {
+                in_flight.remove(id);
+            }
             match joined {
                 Ok((_, RunEnd::Done { trained, stopped })) => {
                     summary.evaluated += 1;
@@ -721,10 +730,16 @@ async fn train(
     let mut last_validation: Option<(f64, Option<f64>)> = None;
     // Early stopping watches the validations; a verdict goes to the loop
     // below, which cancels the job and follows it to its end.
-    let mut stopper = cx.spec.early_stopping.map(crate::stopping::Stopper::new);
+    let mut stopper = cx.spec.early_stopping.map(|cfg| match run.origin {
+        Origin::Continue { .. } => crate::stopping::Stopper::continuing(cfg),
+        _ => crate::stopping::Stopper::new(cfg),
+    });
     let stop_metric = cx.spec.early_stopping.map(|e| e.metric);
     let (stop_tx, mut stop_rx) = watch::channel::<Option<String>>(None);
     let mut steps_per_epoch: Option<f64> = None;
+    // The last step reported, of how many: a cancelled job whose provider does
+    // not say what it trained is charged that share of its estimate.
+    let mut progress_steps: (u64, u64) = (0, 0);
     let mut watch_stop = |step: u64, epoch: u32, loss: Option<f64>, accuracy: Option<f64>, steps: Option<f64>| {
         let (Some(stopper), Some(metric)) = (stopper.as_mut(), stop_metric) else { return };
         if stop_tx.borrow().is_some() {
@@ -763,6 +778,7 @@ async fn train(
             });
         }
         JobEvent::Step { step, total_steps, epoch, train_loss, train_accuracy } => {
+            progress_steps = (step.max(progress_steps.0), total_steps);
             if let Some(n) = job_epochs_f.filter(|_| total_steps > 0) {
                 steps_per_epoch = Some(total_steps as f64 / n);
             }
@@ -858,6 +874,13 @@ async fn train(
         }
         Ok(JobOutcome::Cancelled { trained_tokens }) if stop_reason.is_some() => {
             let reason = stop_reason.unwrap_or_default();
+            let trained_tokens = match (trained_tokens, progress_steps) {
+                (0, (step, total)) if total > 0 => {
+                    let (estimate, _) = estimate(cx, run);
+                    (estimate as f64 * step.min(total) as f64 / total as f64).round() as u64
+                }
+                (t, _) => t,
+            };
             return stopped_early(cx, run, &reason, trained_tokens, started, progress);
         }
         Ok(JobOutcome::Failed { code, message }) => {

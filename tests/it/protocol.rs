@@ -28,8 +28,15 @@ impl Server {
     }
 
     pub fn start_with(ws: &Workspace, state: &str, key: &str, max_running: u32) -> Server {
+        Server::start_args(ws, state, key, &["--max-running", &max_running.to_string()])
+    }
+
+    /// A server with more command-line flags.
+    pub fn start_args(ws: &Workspace, state: &str, key: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
-            .args(["serve", "--port", "0", "--key", key, "--max-running", &max_running.to_string(), "--state"])
+            .args(["serve", "--port", "0", "--key", key])
+            .args(extra)
+            .arg("--state")
             .arg(ws.path(state))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -75,6 +75,34 @@ fn a_diverging_job_is_stopped_early_and_costs_a_fraction_of_a_run() {
     assert!(spent > 0.0 && spent <= full * 0.5, "stopped within the first half: {spent} of {full}");
 }
 
+#[test]
+fn a_diverging_hosted_job_is_cancelled_and_costs_a_fraction_of_a_run() {
+    // Jobs that last (2 ms per example: 1.4 s an epoch), so that events stream while they train.
+    let ws = Workspace::new();
+    let server = Server::start_args(&ws, "serve.db", KEY, &["--example-delay-ms", "2"]);
+    let hp = "n_epochs = [3]\nlearning_rate_multiplier = [30.0]\nbatch_size = [64]";
+    ws.write("s.toml", &(openai_sweep("hes", &server.url, hp) + "\n[early_stopping]\n"));
+    let (code, _, err) = run_sweep(&ws, "s.toml", &[]);
+    assert_eq!(code, 0, "{err}");
+    let rows = ws.json(&["leaderboard", "hes", "--json"]);
+    let run = runs(&rows)[0].clone();
+    let reason = run["stopped_early"].as_str().unwrap_or_else(|| panic!("stopped early: {run}\n{err}"));
+    assert!(reason.contains("diverged"), "{reason}");
+    // The plan's estimate of the whole 3-epoch job.
+    let full: f64 = query(&ws.db(), "SELECT estimated_tokens FROM runs")[0].parse().unwrap();
+    let spent: f64 = query(&ws.db(), "SELECT trained_tokens FROM runs")[0].parse().unwrap();
+    eprintln!("hosted diverging run: {spent} of {full} trained tokens ({:.0}%): {reason}", 100.0 * spent / full);
+    assert!(spent > 0.0 && spent <= full * 0.5, "cancelled within the first half: {spent} of {full}");
+    // The job at the server was cancelled, not run to its end.
+    let job_id = query(&ws.db(), "SELECT job_id FROM runs")[0].clone();
+    let job: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = format!("{}/fine_tuning/jobs/{job_id}", server.url);
+        reqwest::Client::new().get(url).bearer_auth(KEY).send().await.unwrap().json().await.unwrap()
+    });
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert_eq!(job["trained_tokens"].as_f64(), Some(spent), "the cost is the server's count");
+}
+
 const HALVING: &str = "[search]\nstrategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n";
 const HALVING_HP: &str = "learning_rate_multiplier = [0.3, 1.0, 3.0]\nbatch_size = [8, 32]";
 
