@@ -303,21 +303,25 @@ mod tests {
         assert_eq!(s.file_content("c").unwrap(), Some(b"x".to_vec()));
     }
 
+    /// Job `j`'s checkpoint at `epoch` (step = epoch), for `model`.
+    fn checkpoint(epoch: u32, model: &str) -> Checkpoint {
+        Checkpoint {
+            id: format!("ftckpt_{epoch}"),
+            object: "fine_tuning.job.checkpoint".into(),
+            created_at: 0,
+            fine_tuning_job_id: "j".into(),
+            step_number: u64::from(epoch),
+            fine_tuned_model_checkpoint: model.to_string(),
+            metrics: Default::default(),
+        }
+    }
+
     #[test]
     fn models_and_checkpoints_keep_the_last_three_epochs() {
         let mut s = ServeStore::open_in_memory().unwrap();
         for epoch in 1..=5u32 {
             s.save_model(&format!("m{epoch}"), "p", epoch, &[epoch as u8], 3).unwrap();
-            let c = Checkpoint {
-                id: format!("ftckpt_{epoch}"),
-                object: "fine_tuning.job.checkpoint".into(),
-                created_at: 0,
-                fine_tuning_job_id: "j".into(),
-                step_number: u64::from(epoch),
-                fine_tuned_model_checkpoint: format!("m{epoch}"),
-                metrics: Default::default(),
-            };
-            s.insert_checkpoint("j", epoch, &c, 3).unwrap();
+            s.insert_checkpoint("j", epoch, &checkpoint(epoch, &format!("m{epoch}")), 3).unwrap();
         }
         assert_eq!(s.load_model("m2").unwrap(), None);
         assert_eq!(s.load_model("m3").unwrap(), Some(vec![3]));
@@ -334,16 +338,7 @@ mod tests {
             s.save_model(model, "p", epoch, &[1], 3).unwrap();
         }
         for epoch in [1, 2, 3] {
-            let c = Checkpoint {
-                id: format!("ftckpt_{epoch}"),
-                object: "fine_tuning.job.checkpoint".into(),
-                created_at: 0,
-                fine_tuning_job_id: "j".into(),
-                step_number: u64::from(epoch),
-                fine_tuned_model_checkpoint: format!("ft:m:ckpt-step-{epoch}"),
-                metrics: Default::default(),
-            };
-            s.insert_checkpoint("j", epoch, &c, 3).unwrap();
+            s.insert_checkpoint("j", epoch, &checkpoint(epoch, &format!("ft:m:ckpt-step-{epoch}")), 3).unwrap();
         }
         let known = |s: &ServeStore| {
             ["ft:m", "ft:m:ckpt-step-1", "ft:m:ckpt-step-2", "ft:m:ckpt-step-3", "ft:other"]
