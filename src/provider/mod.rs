@@ -67,8 +67,9 @@ pub struct JobRequest {
 pub enum JobEvent {
     /// A minibatch step.
     Step { step: u64, total_steps: u64, epoch: u32, train_loss: f64, train_accuracy: f64 },
-    /// A full validation pass reported without a checkpoint model (hosted
-    /// jobs keep only the last three epochs' models).
+    /// A full validation pass without a checkpoint model: within an epoch
+    /// (the local provider and `ftsweep serve` validate four times an
+    /// epoch), or a hosted job's epoch end whose model is read at the end.
     Validation { step: u64, epoch: u32, valid_loss: f64, valid_accuracy: Option<f64> },
     /// The end of an epoch: full validation metrics and the epoch's model.
     Checkpoint {
