@@ -95,6 +95,9 @@ pub struct LeaderboardRow {
     /// The epochs behind the row's model: `n_epochs`, or fewer when early
     /// stopping made an earlier checkpoint the model.
     pub model_epochs: Option<u32>,
+    /// What the run's own job trained (0 for a checkpoint; a continuation's
+    /// job only), where `trained_tokens` counts everything behind the model.
+    pub job_tokens: Option<i64>,
     /// The run's configuration over the seeds it was trained with, when
     /// there are two or more (seed replicates).
     pub seed_group: Option<SeedGroup>,
@@ -141,6 +144,35 @@ pub fn mark_seed_groups(rows: &mut [LeaderboardRow]) {
             rows[i].seed_group = Some(group.clone());
         }
     }
+}
+
+/// Successive halving's rungs: per rung, its epochs, runs, how many went on
+/// to the next rung, the tokens its jobs trained and its best score.
+pub fn rung_table(rows: &[LeaderboardRow], metric: &str) -> Option<String> {
+    let runs: Vec<&LeaderboardRow> = rows.iter().filter(|r| r.kind == "run" && r.rung.is_some()).collect();
+    let last = runs.iter().filter_map(|r| r.rung).max()?;
+    let best_header = format!("best {metric}");
+    let mut t = new_table(&["rung", "epochs", "runs", "promoted", "stopped early", "trained tokens", &best_header]);
+    for rung in 0..=last {
+        let members: Vec<&&LeaderboardRow> = runs.iter().filter(|r| r.rung == Some(rung)).collect();
+        let promoted = members
+            .iter()
+            .filter(|m| runs.iter().any(|n| n.rung == Some(rung + 1) && n.source_run == m.run_id))
+            .count();
+        let epochs: BTreeMap<String, ()> = members.iter().map(|m| (show(m.n_epochs.flatten()), ())).collect();
+        let best = members.iter().filter_map(|m| m.score).max_by(f64::total_cmp);
+        t.add_row(vec![
+            rung.to_string(),
+            epochs.into_keys().collect::<Vec<_>>().join(", "),
+            members.len().to_string(),
+            if rung == last { "-".to_string() } else { promoted.to_string() },
+            members.iter().filter(|m| m.stopped_early.is_some()).count().to_string(),
+            members.iter().filter_map(|m| m.job_tokens).sum::<i64>().to_string(),
+            best.map_or("-".into(), |b| format!("{b:.3}")),
+        ]);
+    }
+    right(&mut t, 0, 7);
+    Some(format!("successive halving, by rung (trained tokens: the rung's own jobs):\n{t}"))
 }
 
 /// The seed groups, best mean first: one row per configuration.
@@ -268,6 +300,7 @@ pub fn leaderboard_rows(
                 role: run.map(|r| r.role.clone()),
                 stopped_early: run.and_then(|r| r.stop_reason.clone()),
                 model_epochs: run.and_then(|r| r.model_epochs.or(r.config.n_epochs)),
+                job_tokens: run.filter(|_| c.role == Role::Run).and_then(|r| r.trained_tokens),
             }
         })
         .collect()
@@ -417,10 +450,12 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> Strin
     right(&mut t, 2, 6);
     right(&mut t, 7, 8);
     right(&mut t, 10, n - 1);
-    match seed_group_table(rows, view.metric) {
-        Some(groups) => format!("{t}\n{}\n{groups}", board_legend(rows, view)),
-        None => format!("{t}\n{}", board_legend(rows, view)),
+    let mut out = format!("{t}\n{}", board_legend(rows, view));
+    for extra in [rung_table(rows, view.metric), seed_group_table(rows, view.metric)].into_iter().flatten() {
+        out.push('\n');
+        out.push_str(&extra);
     }
+    out
 }
 
 /// The ranked table in GitHub Markdown, for pull requests.

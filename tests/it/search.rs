@@ -144,6 +144,11 @@ fn halving_promotes_the_best_third_and_continues_their_models() {
         assert_eq!(r["n_epochs"], 3);
         assert_eq!(r["status"], "done");
     }
+    let (code, table, _) = ws.run(&["leaderboard", "sh"]);
+    assert_eq!(code, 0);
+    let rung1 = table.lines().find(|l| l.contains("│    1 ┆      3 ┆    2 ┆")).unwrap_or_else(|| panic!("{table}"));
+    let own: i64 = runs(&rows).iter().filter(|r| r["rung"] == 1).map(|r| r["job_tokens"].as_i64().unwrap()).sum();
+    assert!(rung1.contains(&own.to_string()), "rung 1's tokens are its own jobs': {own} in {rung1}");
     // Running again trains nothing: the same promotions are planned again.
     let (code, _, err) = ws.run(&["run", "s.toml"]);
     assert_eq!(code, 0, "{err}");
