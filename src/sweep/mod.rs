@@ -326,8 +326,15 @@ pub async fn run(
         runs.iter().map(|r| if handled.contains(&r.run_id) { Work::Nothing } else { work_for(r, durable) }).collect();
     let to_train = work.iter().filter(|w| matches!(w, Work::TrainAndEvaluate | Work::Resume)).count();
     let to_evaluate = work.iter().filter(|w| matches!(w, Work::Evaluate | Work::FromCheckpoint)).count();
-    summary.reused =
-        runs.iter().zip(&work).filter(|(r, w)| **w == Work::Nothing && !handled.contains(&r.run_id)).count();
+    // A run that needs nothing counts as reused once, in the first pass that sees it.
+    let reused: Vec<String> = runs
+        .iter()
+        .zip(&work)
+        .filter(|(r, w)| **w == Work::Nothing && !handled.contains(&r.run_id))
+        .map(|(r, _)| r.run_id.clone())
+        .collect();
+    summary.reused = reused.len();
+    handled.extend(reused);
     progress(Progress::Started { total: runs.len(), to_train, to_evaluate, done: runs.len() - to_train - to_evaluate });
     // The baseline, and grading of finished runs by graders added since, go alongside the runs.
     let references = tokio::spawn(evaluate::evaluate_references(&cx, &runs, &progress));

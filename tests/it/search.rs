@@ -153,6 +153,7 @@ fn halving_promotes_the_best_third_and_continues_their_models() {
     let (code, _, err) = ws.run(&["run", "s.toml"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("0 trained"), "{err}");
+    assert!(err.contains("8 reused"), "each run counted once across the passes: {err}");
     assert_eq!(rungs, rungs_of(&ws.json(&["leaderboard", "sh", "--json"])));
 }
 
