@@ -12,16 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the example's path");
-    let release = exe.parent().and_then(Path::parent).expect("target/release");
-    let bin = release.join("ftsweep");
-    if !bin.exists() {
-        let status = Command::new("cargo").args(["build", "--release", "--bin", "ftsweep"]).status();
-        assert!(status.is_ok_and(|s| s.success()), "cannot build the ftsweep binary");
-    }
-    bin
-}
+#[path = "common/binary.rs"]
+mod common;
+use common::binary;
 
 /// Runs a sweep and returns (seconds, request counts).
 fn run(bin: &Path, dir: &Path, sweep: &Path) -> (f64, BTreeMap<String, u64>) {

@@ -21,16 +21,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the example's path");
-    let release = exe.parent().and_then(Path::parent).expect("target/release");
-    let bin = release.join("ftsweep");
-    if !bin.exists() {
-        let status = Command::new("cargo").args(["build", "--release", "--bin", "ftsweep"]).status();
-        assert!(status.is_ok_and(|s| s.success()), "cannot build the ftsweep binary");
-    }
-    bin
-}
+#[path = "common/binary.rs"]
+mod common;
+use common::binary;
 
 const STRATEGIES: [(&str, &str); 4] = [
     ("(a) naive grid", "[search]\nstrategy = \"grid\"\n"),

@@ -61,6 +61,14 @@ impl Origin {
         }
     }
 
+    /// For a continuation, the epochs its parent chain trained.
+    pub fn parent_epochs(&self) -> Option<u32> {
+        match self {
+            Origin::Continue { parent_epochs, .. } => Some(*parent_epochs),
+            _ => None,
+        }
+    }
+
     /// The run this one depends on, if any.
     pub fn source(&self) -> Option<&str> {
         match self {

@@ -310,13 +310,6 @@ fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> O
     }
 }
 
-fn parent_epochs(origin: &Origin) -> Option<u32> {
-    match origin {
-        Origin::Continue { parent_epochs, .. } => Some(*parent_epochs),
-        _ => None,
-    }
-}
-
 /// Inserts runs (new ones as `planned`, known ones kept as they are) and
 /// makes them active in the sweep, positioned from `first`; a run the sweep
 /// already lists keeps its position when `role` is not `search`.
@@ -340,7 +333,7 @@ fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &
                 c.seed as i64,
                 run.origin.kind(),
                 run.origin.source(),
-                parent_epochs(&run.origin),
+                run.origin.parent_epochs(),
                 t,
                 sweep_id
             ],

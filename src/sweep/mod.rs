@@ -664,10 +664,7 @@ async fn train(
         _ => cx.base_model.clone(),
     };
     let job_epochs = crate::plan::job_epochs(&run.origin, run.config.n_epochs);
-    let epochs_before = match &run.origin {
-        Origin::Continue { parent_epochs, .. } => *parent_epochs,
-        _ => 0,
-    };
+    let epochs_before = run.origin.parent_epochs().unwrap_or(0);
     let request = JobRequest {
         base_model,
         training_file: training_file.clone(),
@@ -931,10 +928,7 @@ fn stopped_early(
         .filter_map(|c| value(c).map(|v| (v, c)))
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.clone());
-    let epochs_before = match &run.origin {
-        Origin::Continue { parent_epochs, .. } => *parent_epochs,
-        _ => 0,
-    };
+    let epochs_before = run.origin.parent_epochs().unwrap_or(0);
     store.set_stop_reason(&run.run_id, reason, best.as_ref().map(|c| epochs_before + c.epoch))?;
     let run_id = run.run_id.clone();
     match best {
