@@ -78,8 +78,11 @@ fn killed_at_twenty_random_moments_the_sweep_still_ends_with_one_job_per_run() {
         let mut child = spawn_run(&ws, "s.toml");
         // Half the kills land right after a job create reached the server
         // (its answer held back), the others at a random moment.
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(150..1200));
         let on_create = i % 2 == 0;
+        // A start aimed at a create waits for one (the server's queue may hold the
+        // sweep's slots for a while); the others die at a random moment.
+        let wait = rng.random_range(150..1200);
+        let deadline = Instant::now() + Duration::from_millis(if on_create { 8000 } else { wait });
         let mut killed_after_create = false;
         loop {
             if on_create && creates.try_recv().is_ok() {
