@@ -110,6 +110,13 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
         if text.trim().is_empty() {
             continue;
         }
+        if let Some(problem) = check::line_size_problem(raw) {
+            return Err(err(
+                line_no,
+                problem,
+                "split the example, or leave it out: `ftsweep data check FILE` lists such lines",
+            ));
+        }
         let value: Value = serde_json::from_str(text).map_err(|e| {
             err(
                 line_no,
