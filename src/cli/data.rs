@@ -54,6 +54,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
+    /// The chat JSONL file to describe.
     pub file: PathBuf,
     /// The base model: chooses the tokenizer and the per-example token limit.
     #[arg(long, default_value = "gpt-4.1-mini-2025-04-14")]
@@ -67,6 +68,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SplitArgs {
+    /// The chat JSONL file to split.
     pub file: PathBuf,
     /// The share of examples that goes to validation, between 0 and 1 (exclusive).
     #[arg(long, default_value_t = 0.2)]
