@@ -818,68 +818,8 @@ impl Checker<'_> {
                 }
             }
         }
-        if functions.is_empty() {
-            return 0;
-        }
-        let mut n = ToolConstants::FUNC_END;
-        for f in functions {
-            n += self.function_tokens(f);
-        }
-        u64::try_from(n).unwrap_or(0)
-    }
-
-    /// The tokens of one function definition, after the cookbook's `num_tokens_for_tools`
-    /// (openai/openai-cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb, section 7): a
-    /// fixed start, `name:description` (one trailing `.` dropped), and, when it has parameter
-    /// properties, a fixed start plus for each property a fixed cost, `key:type:description` and
-    /// its enum items. Nested object properties are counted the same way, one level down each; the
-    /// cookbook does not count them at all, which would underestimate such tools.
-    fn function_tokens(&mut self, f: &Map<String, Value>) -> i64 {
-        let c = ToolConstants::of(self.opts.encoding);
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
-        let description = text(f.get("description"));
-        let line = format!("{}:{}", text(f.get("name")), description.strip_suffix('.').unwrap_or(&description));
-        let mut n = c.func_init + self.tokens(&line) as i64;
-        if let Some(Value::Object(properties)) = f.get("parameters").and_then(|p| p.get("properties")) {
-            n += self.properties_tokens(properties, 0);
-        }
-        n
-    }
-
-    /// The tokens of a schema's `properties` (see [`Checker::function_tokens`]); 0 if empty.
-    fn properties_tokens(&mut self, properties: &Map<String, Value>, depth: usize) -> i64 {
-        const MAX_DEPTH: usize = 8;
-        if properties.is_empty() {
-            return 0;
-        }
-        let c = ToolConstants::of(self.opts.encoding);
-        let mut n = c.prop_init;
-        for (key, schema) in properties {
-            n += c.prop_key;
-            let kind = match schema.get("type") {
-                Some(Value::String(t)) => t.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            let description = schema.get("description").and_then(Value::as_str).unwrap_or_default();
-            let line = format!("{key}:{kind}:{}", description.strip_suffix('.').unwrap_or(description));
-            n += self.tokens(&line) as i64;
-            if let Some(Value::Array(items)) = schema.get("enum") {
-                n += c.enum_init;
-                for item in items {
-                    let item = match item {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    n += c.enum_item + self.tokens(&item) as i64;
-                }
-            }
-            let nested = schema.get("properties").or_else(|| schema.get("items").and_then(|i| i.get("properties")));
-            if let (Some(Value::Object(nested)), true) = (nested, depth < MAX_DEPTH) {
-                n += self.properties_tokens(nested, depth + 1);
-            }
-        }
-        n
+        let encoding = self.opts.encoding;
+        tools_definition_tokens(&functions, encoding, &mut |text| self.tokens(text))
     }
 
     /// Checks an assistant message's `tool_calls` (or legacy `function_call`) and returns each
@@ -1100,6 +1040,87 @@ impl ToolConstants {
         };
         ToolConstants { func_init, prop_init: 3, prop_key: 3, enum_init: -3, enum_item: 3 }
     }
+}
+
+/// The tokens of a line's tool definitions (the `function` objects), after the cookbook's
+/// `num_tokens_for_tools` (openai/openai-cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb,
+/// section 7): per function a fixed start and `name:description` (one trailing `.` dropped); when it
+/// has parameter properties, a fixed start plus for each a fixed cost, `key:type:description` and its
+/// enum items; and a fixed end once per line. Nested object properties are counted the same way, one
+/// level down each; the cookbook leaves them out, which would underestimate such tools. `count`
+/// counts the tokens of a text. 0 without functions.
+pub fn tools_definition_tokens(
+    functions: &[&Map<String, Value>],
+    encoding: Encoding,
+    count: &mut dyn FnMut(&str) -> u64,
+) -> u64 {
+    if functions.is_empty() {
+        return 0;
+    }
+    let c = ToolConstants::of(encoding);
+    let mut n = ToolConstants::FUNC_END;
+    for f in functions {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let description = text(f.get("description"));
+        let line = format!("{}:{}", text(f.get("name")), description.strip_suffix('.').unwrap_or(&description));
+        n += c.func_init + count(&line) as i64;
+        if let Some(Value::Object(properties)) = f.get("parameters").and_then(|p| p.get("properties")) {
+            n += properties_tokens(properties, &c, count, 0);
+        }
+    }
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The tokens of a schema's `properties` (see [`tools_definition_tokens`]); 0 if empty.
+fn properties_tokens(
+    properties: &Map<String, Value>,
+    c: &ToolConstants,
+    count: &mut dyn FnMut(&str) -> u64,
+    depth: usize,
+) -> i64 {
+    const MAX_DEPTH: usize = 8;
+    if properties.is_empty() {
+        return 0;
+    }
+    let mut n = c.prop_init;
+    for (key, schema) in properties {
+        n += c.prop_key;
+        let kind = match schema.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let description = schema.get("description").and_then(Value::as_str).unwrap_or_default();
+        let line = format!("{key}:{kind}:{}", description.strip_suffix('.').unwrap_or(description));
+        n += count(&line) as i64;
+        if let Some(Value::Array(items)) = schema.get("enum") {
+            n += c.enum_init;
+            for item in items {
+                let item = match item {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                n += c.enum_item + count(&item) as i64;
+            }
+        }
+        let nested = schema.get("properties").or_else(|| schema.get("items").and_then(|i| i.get("properties")));
+        if let (Some(Value::Object(nested)), true) = (nested, depth < MAX_DEPTH) {
+            n += properties_tokens(nested, c, count, depth + 1);
+        }
+    }
+    n
+}
+
+/// The function definitions of a line's `tools` (their `function` objects) and deprecated
+/// `functions`, skipping malformed ones (the checker reports those).
+pub fn tool_functions(obj: &Map<String, Value>) -> Vec<&Map<String, Value>> {
+    let tools = obj.get("tools").and_then(Value::as_array).into_iter().flatten().filter_map(|t| t.get("function"));
+    let functions = obj.get("functions").and_then(Value::as_array).into_iter().flatten();
+    tools
+        .chain(functions)
+        .filter_map(Value::as_object)
+        .filter(|f| f.get("name").is_some_and(Value::is_string))
+        .collect()
 }
 
 /// A reply as one comparable text: its content, then each tool call as `name(arguments)` with the
