@@ -79,6 +79,7 @@ fn main() -> ExitCode {
                     Message { role: "user".into(), content: format!("question {i}") },
                     Message { role: "assistant".into(), content: "answer".into() },
                 ],
+                tool_tokens: 0,
             })
             .collect();
         let data = ChatFile { path: "synthetic.jsonl".into(), sha256: "synthetic".into(), bytes: 0, conversations };

@@ -715,15 +715,16 @@ pub fn check_table(reports: &[crate::data::check::FileReport]) -> String {
     t.to_string()
 }
 
-/// Every kept problem of a report as `file:line: severity: message [code]`,
-/// each kind followed by how many more of it were found but not listed.
+/// Every kept problem of a report as `file:line: severity: message [code]`, in line order (the
+/// problems of the whole file last), then for each kind how many more were found but not listed.
 pub fn problem_lines(report: &crate::data::check::FileReport) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut kept: Vec<_> = report.problems.iter().collect();
+    kept.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    let mut out: Vec<String> = kept.iter().map(|p| report.describe(p)).collect();
     for (code, &count) in &report.counts {
-        let kept: Vec<_> = report.problems.iter().filter(|p| p.code == *code).collect();
-        out.extend(kept.iter().map(|p| report.describe(p)));
-        if count > kept.len() {
-            out.push(format!("{}: ... and {} more [{}]", report.path.display(), count - kept.len(), code));
+        let listed = report.problems.iter().filter(|p| p.code == *code).count();
+        if count > listed {
+            out.push(format!("{}: ... and {} more [{}]", report.path.display(), count - listed, code));
         }
     }
     out

@@ -54,6 +54,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
+    /// The chat JSONL file to describe.
     pub file: PathBuf,
     /// The base model: chooses the tokenizer and the per-example token limit.
     #[arg(long, default_value = "gpt-4.1-mini-2025-04-14")]
@@ -67,10 +68,12 @@ pub struct StatsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SplitArgs {
+    /// The chat JSONL file to split.
     pub file: PathBuf,
-    /// The share of examples that goes to validation, between 0 and 1.
+    /// The share of examples that goes to validation, between 0 and 1 (exclusive).
     #[arg(long, default_value_t = 0.2)]
     pub valid: f64,
+    /// The seed of the shuffle: the same file, share and seed give the same split.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// The training output (default: FILE with `-train` before `.jsonl`).
@@ -79,6 +82,9 @@ pub struct SplitArgs {
     /// The validation output (default: FILE with `-valid` before `.jsonl`).
     #[arg(long)]
     pub out_valid: Option<PathBuf>,
+    /// Replace outputs that already exist (without it, a split refuses to overwrite them).
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +104,16 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
 }
 
 fn options(model: &str, format: FormatArg) -> CheckOptions {
+    if !check::model_is_known(model) {
+        let o = CheckOptions::for_model(model);
+        eprintln!(
+            "warning: unknown model `{model}`: tokens are counted with {} and a limit of {} per example \
+             (the gpt-4o defaults)\n  hint: pass --model with the base model you will fine-tune, e.g. \
+             gpt-4.1-mini-2025-04-14",
+            o.encoding.name(),
+            o.token_limit
+        );
+    }
     CheckOptions {
         format: match format {
             FormatArg::Sft => Format::Sft,
@@ -124,6 +140,10 @@ fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
     }
     let overlaps: Vec<(usize, check::Problem)> =
         (1..reports.len()).filter_map(|i| check::overlap(&reports[0], &reports[i]).map(|p| (i, p))).collect();
+    // The overlap warning is one of the later file's problems: counted, and listed with the rest.
+    for (i, p) in &overlaps {
+        reports[*i].add_problem(p.clone());
+    }
     let failed = reports.iter().any(FileReport::has_errors);
     if a.json {
         let files: Vec<_> = reports
@@ -145,9 +165,6 @@ fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
             for line in report::problem_lines(r) {
                 println!("{line}");
             }
-        }
-        for (i, p) in &overlaps {
-            println!("{}", reports[*i].describe(p));
         }
     }
     if failed {
@@ -185,8 +202,8 @@ fn sibling(file: &Path, suffix: &str) -> PathBuf {
 fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
     let out_train = a.out_train.clone().unwrap_or_else(|| sibling(&a.file, "train"));
     let out_valid = a.out_valid.clone().unwrap_or_else(|| sibling(&a.file, "valid"));
-    let summary = split::split(&a.file, a.valid, a.seed, &out_train, &out_valid)
-        .map_err(|e| UsageError { message: e.to_string(), hint: "see `ftsweep data check FILE`".into() })?;
+    let summary = split::split(&a.file, a.valid, a.seed, &out_train, &out_valid, a.force)
+        .map_err(|e| UsageError { message: e.to_string(), hint: e.hint().into() })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -199,6 +216,9 @@ fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
             summary.valid,
             if summary.stratified { ", stratified by label" } else { "" }
         );
+        for p in &summary.overwritten {
+            println!("replaced the existing {}", p.display());
+        }
     }
     Ok(ExitStatus::Success)
 }

@@ -1,6 +1,7 @@
 //! Streaming checks of chat JSONL fine-tuning data (SFT and DPO), following the OpenAI cookbook's
-//! checks and token-counting rules. Memory stays bounded by the longest line plus a few small
-//! numbers per example, and no input makes the checker panic.
+//! checks and token-counting rules. Memory stays bounded by a few times [`MAX_LINE_BYTES`] plus a
+//! few small numbers per example (a line over that size, or with over [`MAX_LINE_VALUES`] JSON
+//! values, is refused before it is parsed), and no input makes the checker panic.
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -21,6 +22,14 @@ pub const MIN_EXAMPLES: usize = 10;
 pub const LABEL_MAX_CHARS: usize = 40;
 /// The checker stops collecting distinct short replies after this many.
 pub const MAX_TRACKED_REPLIES: usize = 1000;
+/// The longest line accepted, in bytes (32 MiB). One line is one example, and the longest example
+/// OpenAI trains on is 65,536 tokens, a few hundred kilobytes of text; a longer line is refused
+/// without being read into memory whole or parsed.
+pub const MAX_LINE_BYTES: usize = 32 << 20;
+/// The most JSON values (objects, lists, keys and scalars) a line may hold. Parsed, each small
+/// value takes a few hundred bytes, so this bounds the memory a line of tiny messages needs
+/// (about 40,000 messages: a 65,536-token example holds at most about 13,000).
+pub const MAX_LINE_VALUES: usize = 200_000;
 
 const SFT_KEYS: [&str; 4] = ["messages", "tools", "parallel_tool_calls", "functions"];
 const DPO_KEYS: [&str; 3] = ["input", "preferred_output", "non_preferred_output"];
@@ -128,6 +137,16 @@ pub fn token_limit_for_model(model: &str) -> u64 {
     }
 }
 
+/// Whether the tokenizer and token limit of `model` are known: the gpt-3.5, gpt-4, gpt-4o, gpt-4.1
+/// and gpt-5 families, the o-series, davinci-002 and babbage-002, their fine-tunes, and the local
+/// provider's `local/` models (counted as gpt-4o). Other models get the gpt-4o defaults.
+pub fn model_is_known(model: &str) -> bool {
+    let base = base_model(model);
+    ["gpt-3.5-turbo", "gpt-4", "gpt-5", "o1", "o3", "o4", "davinci-002", "babbage-002", "local/"]
+        .iter()
+        .any(|family| base.starts_with(family))
+}
+
 /// What to check and how to count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckOptions {
@@ -185,6 +204,7 @@ pub enum ProblemCode {
     EmptyFile,
     InvalidUtf8,
     NotJson,
+    LineTooLong,
     NotObject,
     MissingMessages,
     MessageNotObject,
@@ -194,6 +214,8 @@ pub enum ProblemCode {
     UnknownRole,
     BadContentType,
     BadWeight,
+    BadTools,
+    BadToolCall,
     NoAssistantMessage,
     MissingInput,
     BadPreferredOutput,
@@ -216,6 +238,7 @@ impl ProblemCode {
             EmptyFile => "empty_file",
             InvalidUtf8 => "invalid_utf8",
             NotJson => "not_json",
+            LineTooLong => "line_too_long",
             NotObject => "not_object",
             MissingMessages => "missing_messages",
             MessageNotObject => "message_not_object",
@@ -225,6 +248,8 @@ impl ProblemCode {
             UnknownRole => "unknown_role",
             BadContentType => "bad_content_type",
             BadWeight => "bad_weight",
+            BadTools => "bad_tools",
+            BadToolCall => "bad_tool_call",
             NoAssistantMessage => "no_assistant_message",
             MissingInput => "missing_input",
             BadPreferredOutput => "bad_preferred_output",
@@ -328,6 +353,12 @@ impl FileReport {
         self.counts.iter().filter(|(code, _)| code.severity() == severity).map(|(_, n)| n).sum()
     }
 
+    /// Adds a problem found outside the line-by-line check (such as an overlap with another file).
+    pub fn add_problem(&mut self, problem: Problem) {
+        *self.counts.entry(problem.code).or_insert(0) += 1;
+        self.problems.push(problem);
+    }
+
     /// A problem as `path:line: error: message [code]`.
     pub fn describe(&self, problem: &Problem) -> String {
         let line = problem.line.map(|l| format!(":{l}")).unwrap_or_default();
@@ -345,31 +376,107 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> io::Result<FileReport> {
     Ok(check_reader(path, BufReader::with_capacity(1 << 16, file), opts))
 }
 
+/// One line as [`for_each_line`] hands it over.
+pub(crate) enum Line<'a> {
+    /// The line's bytes, without the `\n`.
+    Bytes(&'a [u8]),
+    /// A line of this many bytes, over [`MAX_LINE_BYTES`]: it was skipped, not kept.
+    TooLong(u64),
+}
+
 /// Calls `f` with the 1-based number and bytes of each line (without the `\n`; a UTF-8 BOM is
-/// dropped from line 1). The line buffer is reused, so memory is bounded by the longest line.
+/// dropped from line 1). The line buffer is reused and never holds more than [`MAX_LINE_BYTES`]:
+/// a longer line is read past and handed over as [`Line::TooLong`].
 pub(crate) fn for_each_line<R: BufRead>(
     mut reader: R,
-    mut f: impl FnMut(usize, &[u8]) -> io::Result<()>,
+    mut f: impl FnMut(usize, Line<'_>) -> io::Result<()>,
 ) -> Result<(), (usize, io::Error)> {
     let mut buf = Vec::with_capacity(1 << 12);
     let mut line = 0;
     loop {
         buf.clear();
         line += 1;
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err((line, e)),
+        // Reads up to the next `\n` (included), keeping at most MAX_LINE_BYTES + 1 bytes of it.
+        let (mut total, mut ended) = (0u64, false);
+        while !ended {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err((line, e)),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let (take, found) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            let room = (MAX_LINE_BYTES + 1).saturating_sub(buf.len());
+            buf.extend_from_slice(&chunk[..take.min(room)]);
+            total += take as u64;
+            ended = found;
+            reader.consume(take);
         }
-        let mut bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if line == 1 {
-            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if total == 0 {
+            return Ok(());
         }
-        f(line, bytes).map_err(|e| (line, e))?;
+        let length = total - u64::from(ended);
+        let item = if length > MAX_LINE_BYTES as u64 {
+            Line::TooLong(length)
+        } else {
+            let mut bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            if line == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            Line::Bytes(bytes)
+        };
+        f(line, item).map_err(|e| (line, e))?;
         if buf.capacity() > 1 << 20 {
             buf.shrink_to(1 << 12);
         }
     }
+}
+
+/// Why a line is too big to parse, or `None`: over [`MAX_LINE_BYTES`] bytes, or over
+/// [`MAX_LINE_VALUES`] JSON values (counted by a scan of the bytes, before any parsing).
+pub fn line_size_problem(bytes: &[u8]) -> Option<String> {
+    if bytes.len() > MAX_LINE_BYTES {
+        return Some(too_long_message(bytes.len() as u64));
+    }
+    // A value takes at least a byte, so a shorter line needs no scan.
+    if bytes.len() < MAX_LINE_VALUES {
+        return None;
+    }
+    // Outside strings, every value after the first follows a `,`, `:`, `[` or `{`.
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b':' | b'[' | b'{' => values += 1,
+            _ => {}
+        }
+    }
+    (values > MAX_LINE_VALUES).then(|| {
+        format!(
+            "the line holds over {MAX_LINE_VALUES} JSON values (about {values}); an example that big cannot be \
+             trained on, and it is not parsed"
+        )
+    })
+}
+
+/// The problem text of a line of `bytes` bytes over [`MAX_LINE_BYTES`].
+pub fn too_long_message(bytes: u64) -> String {
+    format!("the line is {bytes} bytes, over the {} MiB limit for one example; it is not parsed", MAX_LINE_BYTES >> 20)
 }
 
 /// Checks JSONL read from `reader`; `display_path` is only used in the report.
@@ -390,8 +497,14 @@ pub fn check_reader(display_path: &Path, reader: impl BufRead, opts: &CheckOptio
         cache: HashMap::new(),
         cache_bytes: 0,
     };
-    let result = for_each_line(reader, |n, bytes| {
-        c.check_line(n, bytes);
+    let result = for_each_line(reader, |n, line| {
+        match line {
+            Line::Bytes(bytes) => c.check_line(n, bytes),
+            Line::TooLong(length) => {
+                (c.report.lines, c.line, c.line_has_error) = (n, n, false);
+                c.err(ProblemCode::LineTooLong, || too_long_message(length));
+            }
+        }
         Ok(())
     });
     if let Err((line, e)) = result {
@@ -493,6 +606,9 @@ impl Checker<'_> {
                 });
             }
         };
+        if let Some(problem) = line_size_problem(bytes) {
+            return self.err(ProblemCode::LineTooLong, || problem);
+        }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(e) => {
@@ -536,12 +652,13 @@ impl Checker<'_> {
     fn check_sft(&mut self, obj: &Map<String, Value>) {
         self.unknown_keys(obj, &SFT_KEYS, "the line");
         let Some(messages) = self.messages(obj.get("messages"), "messages") else { return };
-        let walk = self.walk(messages);
+        let mut walk = self.walk(messages);
+        walk.tokens += self.tools_tokens(obj);
         if !walk.has_assistant {
             self.err(ProblemCode::NoAssistantMessage, || "the conversation has no assistant message".into());
         }
         if !self.line_has_error {
-            let hash = conversation_hash(&[&obj["messages"]]);
+            let hash = conversation_hash(&identity_parts(Some(obj), &[&obj["messages"]]));
             self.accept(walk, messages.len(), hash);
         }
     }
@@ -549,9 +666,11 @@ impl Checker<'_> {
     /// Checks a DPO line: `{"input": {"messages": [...]}, "preferred_output": [...], ...}`.
     fn check_dpo(&mut self, obj: &Map<String, Value>) {
         self.unknown_keys(obj, &DPO_KEYS, "the line");
+        let mut tools_tokens = 0;
         let messages = match obj.get("input") {
             Some(Value::Object(input)) => {
                 self.unknown_keys(input, &DPO_INPUT_KEYS, "`input`");
+                tools_tokens = self.tools_tokens(input);
                 self.messages(input.get("messages"), "input.messages")
             }
             other => {
@@ -561,6 +680,7 @@ impl Checker<'_> {
             }
         };
         let mut walk = messages.map(|m| self.walk(m)).unwrap_or_default();
+        walk.tokens += tools_tokens;
         let preferred = self.output(obj.get("preferred_output"), ProblemCode::BadPreferredOutput);
         let non_preferred = self.output(obj.get("non_preferred_output"), ProblemCode::BadNonPreferredOutput);
         let (Some(messages), Some(preferred), Some(non_preferred)) = (messages, preferred, non_preferred) else {
@@ -578,8 +698,10 @@ impl Checker<'_> {
             }
         }
         walk.last_reply = Some(preferred.to_owned());
-        let hash =
-            conversation_hash(&[&obj["input"]["messages"], &obj["preferred_output"], &obj["non_preferred_output"]]);
+        let hash = conversation_hash(&identity_parts(
+            obj["input"].as_object(),
+            &[&obj["input"]["messages"], &obj["preferred_output"], &obj["non_preferred_output"]],
+        ));
         self.accept(walk, messages.len() + 2, hash);
     }
 
@@ -638,6 +760,7 @@ impl Checker<'_> {
             }
             let is_assistant = role == Some("assistant");
             let calls = ["tool_calls", "function_call"].iter().any(|key| m.get(*key).is_some_and(|v| !v.is_null()));
+            let call_list = if calls { self.tool_calls(k, m) } else { Vec::new() };
             let text = self.content(k, m.get("content"), is_assistant && calls);
             if let Some(w) = m.get("weight").filter(|w| w.as_f64() != Some(0.0) && w.as_f64() != Some(1.0)) {
                 self.err(ProblemCode::BadWeight, || {
@@ -645,7 +768,11 @@ impl Checker<'_> {
                 });
             }
             let text = text.unwrap_or_default();
-            let content_tokens = self.tokens(&text);
+            // A call's name and arguments are what the model writes: they count as reply tokens.
+            let mut content_tokens = self.tokens(&text);
+            for (name, arguments) in &call_list {
+                content_tokens += self.tokens(name) + self.tokens(arguments);
+            }
             walk.tokens += 3 + role.map_or(0, |r| self.tokens(r)) + content_tokens;
             match m.get("name") {
                 Some(Value::String(name)) => walk.tokens += 1 + self.tokens(name),
@@ -661,12 +788,80 @@ impl Checker<'_> {
                     if !calls && text.trim().is_empty() && walk.empty_reply.is_none() {
                         walk.empty_reply = Some(format!("message {k}"));
                     }
-                    walk.last_reply = Some(text.into_owned());
+                    walk.last_reply = Some(reply_text(&text, &call_list));
                 }
                 _ => {}
             }
         }
         walk
+    }
+
+    /// Checks the tool definitions of a line (`tools`, or the deprecated `functions`) and returns
+    /// their tokens; 0 without any.
+    fn tools_tokens(&mut self, obj: &Map<String, Value>) -> u64 {
+        let mut functions = Vec::new();
+        for key in ["tools", "functions"] {
+            let Some(value) = obj.get(key) else { continue };
+            let Value::Array(list) = value else {
+                self.err(ProblemCode::BadTools, || format!("`{key}` is {}, not a list", kind(value)));
+                continue;
+            };
+            for (i, item) in list.iter().enumerate() {
+                // A tool is {"type": "function", "function": {...}}; a legacy function is the
+                // inner object itself.
+                let function = if key == "tools" { item.get("function") } else { Some(item) };
+                match function {
+                    Some(Value::Object(f)) if f.get("name").is_some_and(Value::is_string) => functions.push(f),
+                    _ => self.err(ProblemCode::BadTools, || {
+                        format!("`{key}` item {} has no function with a string `name`", i + 1)
+                    }),
+                }
+            }
+        }
+        let encoding = self.opts.encoding;
+        tools_definition_tokens(&functions, encoding, &mut |text| self.tokens(text))
+    }
+
+    /// Checks an assistant message's `tool_calls` (or legacy `function_call`) and returns each
+    /// call's name and arguments text.
+    fn tool_calls(&mut self, k: usize, m: &Map<String, Value>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |this: &mut Self, call: &Value, what: String| {
+            let function = if what.starts_with("tool") { call.get("function") } else { Some(call) };
+            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let arguments = function.and_then(|f| f.get("arguments"));
+            let problem = match (name, arguments) {
+                (None, _) => "has no string `name`".to_owned(),
+                (Some(_), Some(Value::String(a))) if serde_json::from_str::<Value>(a).is_err() => {
+                    "has `arguments` that are not valid JSON".to_owned()
+                }
+                (Some(name), Some(Value::String(a))) => {
+                    out.push((name.to_owned(), a.clone()));
+                    return;
+                }
+                (Some(name), None) => {
+                    out.push((name.to_owned(), String::new()));
+                    return;
+                }
+                (Some(_), Some(v)) => format!("has `arguments` that are {}; they must be a JSON string", kind(v)),
+            };
+            this.err(ProblemCode::BadToolCall, || format!("message {k} {what} {problem}"));
+        };
+        match m.get("tool_calls") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(calls)) => {
+                for (i, call) in calls.iter().enumerate() {
+                    check(self, call, format!("tool call {}", i + 1));
+                }
+            }
+            Some(v) => {
+                self.err(ProblemCode::BadToolCall, || format!("message {k} has `tool_calls` that are {}", kind(v)))
+            }
+        }
+        if let Some(call) = m.get("function_call").filter(|v| !v.is_null()) {
+            check(self, call, "`function_call`".to_owned());
+        }
+        out
     }
 
     /// Checks a message's content and returns its text (the text parts joined).
@@ -820,6 +1015,156 @@ pub fn conversation_hash(parts: &[&Value]) -> [u8; 16] {
     let digest = w.0.finalize();
     let mut out = [0; 16];
     out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// The per-model constants of the cookbook's `num_tokens_for_tools` (see
+/// [`Checker::function_tokens`]): gpt-4o and later (o200k_base) start a function at 7 tokens,
+/// gpt-3.5-turbo and gpt-4 (cl100k_base) at 10.
+struct ToolConstants {
+    func_init: i64,
+    prop_init: i64,
+    prop_key: i64,
+    enum_init: i64,
+    enum_item: i64,
+}
+
+impl ToolConstants {
+    /// Added once to a line's tool definitions, whatever their number.
+    const FUNC_END: i64 = 12;
+
+    fn of(encoding: Encoding) -> ToolConstants {
+        let func_init = match encoding {
+            Encoding::O200kBase => 7,
+            Encoding::Cl100kBase => 10,
+        };
+        ToolConstants { func_init, prop_init: 3, prop_key: 3, enum_init: -3, enum_item: 3 }
+    }
+}
+
+/// The tokens of a line's tool definitions (the `function` objects), after the cookbook's
+/// `num_tokens_for_tools` (openai/openai-cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb,
+/// section 7): per function a fixed start and `name:description` (one trailing `.` dropped); when it
+/// has parameter properties, a fixed start plus for each a fixed cost, `key:type:description` and its
+/// enum items; and a fixed end once per line. Nested object properties are counted the same way, one
+/// level down each; the cookbook leaves them out, which would underestimate such tools. `count`
+/// counts the tokens of a text. 0 without functions.
+pub fn tools_definition_tokens(
+    functions: &[&Map<String, Value>],
+    encoding: Encoding,
+    count: &mut dyn FnMut(&str) -> u64,
+) -> u64 {
+    if functions.is_empty() {
+        return 0;
+    }
+    let c = ToolConstants::of(encoding);
+    let mut n = ToolConstants::FUNC_END;
+    for f in functions {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let description = text(f.get("description"));
+        let line = format!("{}:{}", text(f.get("name")), description.strip_suffix('.').unwrap_or(&description));
+        n += c.func_init + count(&line) as i64;
+        if let Some(Value::Object(properties)) = f.get("parameters").and_then(|p| p.get("properties")) {
+            n += properties_tokens(properties, &c, count, 0);
+        }
+    }
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The tokens of a schema's `properties` (see [`tools_definition_tokens`]); 0 if empty.
+fn properties_tokens(
+    properties: &Map<String, Value>,
+    c: &ToolConstants,
+    count: &mut dyn FnMut(&str) -> u64,
+    depth: usize,
+) -> i64 {
+    const MAX_DEPTH: usize = 8;
+    if properties.is_empty() {
+        return 0;
+    }
+    let mut n = c.prop_init;
+    for (key, schema) in properties {
+        n += c.prop_key;
+        let kind = match schema.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let description = schema.get("description").and_then(Value::as_str).unwrap_or_default();
+        let line = format!("{key}:{kind}:{}", description.strip_suffix('.').unwrap_or(description));
+        n += count(&line) as i64;
+        if let Some(Value::Array(items)) = schema.get("enum") {
+            n += c.enum_init;
+            for item in items {
+                let item = match item {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                n += c.enum_item + count(&item) as i64;
+            }
+        }
+        let nested = schema.get("properties").or_else(|| schema.get("items").and_then(|i| i.get("properties")));
+        if let (Some(Value::Object(nested)), true) = (nested, depth < MAX_DEPTH) {
+            n += properties_tokens(nested, c, count, depth + 1);
+        }
+    }
+    n
+}
+
+/// The function definitions of a line's `tools` (their `function` objects) and deprecated
+/// `functions`, skipping malformed ones (the checker reports those).
+pub fn tool_functions(obj: &Map<String, Value>) -> Vec<&Map<String, Value>> {
+    let tools = obj.get("tools").and_then(Value::as_array).into_iter().flatten().filter_map(|t| t.get("function"));
+    let functions = obj.get("functions").and_then(Value::as_array).into_iter().flatten();
+    tools
+        .chain(functions)
+        .filter_map(Value::as_object)
+        .filter(|f| f.get("name").is_some_and(Value::is_string))
+        .collect()
+}
+
+/// A reply as one comparable text: its content, then each tool call as `name(arguments)` with the
+/// arguments parsed as JSON and written with sorted keys, so that key order and spacing do not
+/// make two equal calls differ. Without calls it is the content unchanged.
+pub fn reply_text(content: &str, calls: &[(String, String)]) -> String {
+    let mut out = content.to_owned();
+    for (name, arguments) in calls {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let arguments = match serde_json::from_str::<Value>(arguments) {
+            Ok(v) => canonical_json(&v),
+            Err(_) => arguments.clone(),
+        };
+        out.push_str(&format!("{name}({arguments})"));
+    }
+    out
+}
+
+/// JSON text with every object's keys sorted, whatever serde_json's map order.
+fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&map[*k]))).collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// What an example's identity covers: `parts`, plus the line's tool definitions and
+/// `parallel_tool_calls` when it has them (the same messages with other tools are another example).
+fn identity_parts<'v>(obj: Option<&'v Map<String, Value>>, parts: &[&'v Value]) -> Vec<&'v Value> {
+    let mut out = parts.to_vec();
+    for key in ["tools", "functions", "parallel_tool_calls"] {
+        if let Some(v) = obj.and_then(|o| o.get(key)) {
+            out.push(v);
+        }
+    }
     out
 }
 
@@ -1158,6 +1503,94 @@ mod tests {
         // Billing tokens are capped at the limit per example.
         let report = run(format!("{OK}\n{}", ok("a", "b")).as_bytes(), &CheckOptions { token_limit: 10, ..opts });
         assert_eq!(report.billing_tokens, 20);
+    }
+
+    #[test]
+    fn tool_definitions_count_as_the_cookbook_and_the_api_do() {
+        // The cookbook's `num_tokens_for_tools` example: this tool and these two messages are 101
+        // prompt tokens for gpt-4o and 105 for gpt-3.5-turbo and gpt-4, as counted by the API.
+        let tools = r#"[{"type":"function","function":{"name":"get_current_weather","description":"Get the current weather in a given location","parameters":{"type":"object","properties":{"location":{"type":"string","description":"The city and state, e.g. San Francisco, CA"},"unit":{"type":"string","description":"The unit of temperature to return","enum":["celsius","fahrenheit"]}},"required":["location"]}}}]"#;
+        let messages = concat!(
+            r#"{"role":"system","content":"You are a helpful assistant that can answer to questions about the weather."},"#,
+            r#"{"role":"user","content":"What's the weather like in San Francisco?"},"#,
+            r#"{"role":"assistant","content":"x"}"#
+        );
+        let line = format!(r#"{{"messages":[{messages}],"tools":{tools}}}"#);
+        for (encoding, api_prompt_tokens) in [(Encoding::O200kBase, 101), (Encoding::Cl100kBase, 105)] {
+            let opts = CheckOptions { encoding, min_examples: 0, ..CheckOptions::default() };
+            let report = run(line.as_bytes(), &opts);
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            let reply = 3 + encoding.count("assistant") + encoding.count("x");
+            assert_eq!(report.total_tokens[0] as usize, api_prompt_tokens + reply, "{encoding:?}");
+            // The same tools as legacy `functions` count the same.
+            let functions = serde_json::from_str::<Value>(tools).unwrap()[0]["function"].to_string();
+            let legacy = format!(r#"{{"messages":[{messages}],"functions":[{functions}]}}"#);
+            assert_eq!(run(legacy.as_bytes(), &opts).total_tokens, report.total_tokens);
+        }
+    }
+
+    #[test]
+    fn tool_calls_are_replies_and_reply_tokens() {
+        let call = |name: &str, args: &str| {
+            format!(
+                r#"{{"messages":[{SU},{{"role":"assistant","content":null,"tool_calls":[{{"id":"c","type":"function","function":{{"name":"{name}","arguments":{}}}}}]}}]}}"#,
+                Value::String(args.into())
+            )
+        };
+        let opts = CheckOptions { min_examples: 0, ..CheckOptions::default() };
+        let lines = [
+            call("move", r#"{"direction": "up", "m": 3}"#),
+            call("move", r#"{"m":3,"direction":"up"}"#),
+            call("move", r#"{"m":4,"direction":"up"}"#),
+            call("land", "{}"),
+        ];
+        let report = run(lines.join("\n").as_bytes(), &opts);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Key order and spacing do not make two calls differ; name and values do.
+        assert_eq!(report.distinct_replies, 3);
+        assert_eq!(report.reply_labels[0].0, r#"move({"direction":"up","m":3})"#);
+        let n = |s: &str| Encoding::O200kBase.count(s) as u32;
+        assert_eq!(report.assistant_tokens[3], n("land") + n("{}"));
+        let plain = 3 + 3 * 3 + n("system") + n("s") + n("user") + n("u") + n("assistant");
+        assert_eq!(report.total_tokens[3], plain + n("land") + n("{}"));
+
+        // Calls without a name, with arguments that are not JSON text, and tools that are not
+        // function lists are errors.
+        let bad = [
+            call("move", "{oops").into_bytes(),
+            su(r#"{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"arguments":"{}"}}]}"#),
+            su(r#"{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":{"a":1}}}]}"#),
+            su(r#"{"role":"assistant","tool_calls":{"id":"c"}}"#),
+        ];
+        for line in &bad {
+            check(line, &at1(&[BadToolCall]));
+        }
+        check(OK.replace("]}", r#"],"tools":{}}"#), &at1(&[BadTools]));
+        check(OK.replace("]}", r#"],"tools":[{"type":"function"}]}"#), &at1(&[BadTools]));
+    }
+
+    #[test]
+    fn lines_too_big_to_parse_are_refused_by_line() {
+        // A line of many tiny messages: few bytes, but too many values to parse.
+        let tiny = r#"{"role":"user","content":"x"},"#.repeat(MAX_LINE_VALUES / 5 + 10);
+        let line = msgs(&format!("{tiny}{{\"role\":\"assistant\",\"content\":\"y\"}}"));
+        let input = format!("{OK}\n{line}\n{OK}");
+        let report = run(input.as_bytes(), &CheckOptions { min_examples: 0, ..CheckOptions::default() });
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert_eq!((report.problems[0].code, report.problems[0].line), (LineTooLong, Some(2)));
+        assert!(report.problems[0].message.contains("JSON values"), "{}", report.problems[0].message);
+        assert_eq!(report.problems[1].code, Duplicate);
+        // A line over the byte limit is skipped without being kept whole; the next line is read.
+        let long = format!(r#"{{"messages":"{}"}}"#, "a".repeat(MAX_LINE_BYTES));
+        let input = format!("{long}\n{OK}\n");
+        let report = run(input.as_bytes(), &CheckOptions { min_examples: 0, ..CheckOptions::default() });
+        assert_eq!((report.lines, report.examples), (2, 1));
+        assert_eq!((report.problems[0].code, report.problems[0].line), (LineTooLong, Some(1)));
+        let want = format!("the line is {} bytes, over the 32 MiB limit for one example; it is not parsed", long.len());
+        assert_eq!(report.problems[0].message, want);
+        assert!(line_size_problem(OK.as_bytes()).is_none());
+        // Values inside strings do not count.
+        assert!(line_size_problem(format!(r#"{{"a":"{}"}}"#, ",".repeat(MAX_LINE_VALUES * 2)).as_bytes()).is_none());
     }
 
     #[test]

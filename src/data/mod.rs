@@ -26,6 +26,9 @@ pub struct Conversation {
     /// 1-based line in the file it came from.
     pub line: usize,
     pub messages: Vec<Message>,
+    /// The tokens of the line's tool definitions and of its assistant tool calls (name and
+    /// arguments), o200k_base; 0 without tools.
+    pub tool_tokens: u64,
 }
 
 impl Conversation {
@@ -110,6 +113,13 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
         if text.trim().is_empty() {
             continue;
         }
+        if let Some(problem) = check::line_size_problem(raw) {
+            return Err(err(
+                line_no,
+                problem,
+                "split the example, or leave it out: `ftsweep data check FILE` lists such lines",
+            ));
+        }
         let value: Value = serde_json::from_str(text).map_err(|e| {
             err(
                 line_no,
@@ -117,17 +127,12 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
                 "each line must be one complete JSON object, e.g. {\"messages\": [...]}",
             )
         })?;
-        let messages = value
-            .as_object()
-            .ok_or_else(|| {
-                err(line_no, "the line is not a JSON object".into(), "write {\"messages\": [...]} on each line")
-            })?
-            .get("messages")
-            .and_then(Value::as_array)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| {
-                err(line_no, "`messages` is missing or empty".into(), "each line needs a non-empty `messages` list")
-            })?;
+        let object = value.as_object().ok_or_else(|| {
+            err(line_no, "the line is not a JSON object".into(), "write {\"messages\": [...]} on each line")
+        })?;
+        let messages = object.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()).ok_or_else(|| {
+            err(line_no, "`messages` is missing or empty".into(), "each line needs a non-empty `messages` list")
+        })?;
         let mut parsed = Vec::with_capacity(messages.len());
         for (j, m) in messages.iter().enumerate() {
             let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
@@ -163,7 +168,7 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
                 "end each conversation with the assistant reply to learn",
             ));
         }
-        out.push(Conversation { line: line_no, messages: parsed });
+        out.push(Conversation { line: line_no, messages: parsed, tool_tokens: tool_tokens(object) });
     }
     if out.is_empty() {
         return Err(DataError {
@@ -176,13 +181,30 @@ pub fn parse_chat_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Conversation>, 
     Ok(out)
 }
 
+/// The o200k_base tokens of a line's tool definitions (cookbook rule, see
+/// [`check::tools_definition_tokens`]) and of the name and arguments of its tool calls.
+fn tool_tokens(line: &serde_json::Map<String, Value>) -> u64 {
+    let enc = check::Encoding::O200kBase;
+    let count = &mut |text: &str| enc.count(text) as u64;
+    let mut n = check::tools_definition_tokens(&check::tool_functions(line), enc, count);
+    let messages = line.get("messages").and_then(Value::as_array).into_iter().flatten();
+    let calls = messages.filter_map(|m| m.get("tool_calls")).filter_map(Value::as_array).flatten();
+    for function in calls.filter_map(|c| c.get("function")) {
+        for key in ["name", "arguments"] {
+            n += function.get(key).and_then(Value::as_str).map_or(0, &mut *count);
+        }
+    }
+    n
+}
+
 /// Tokens of one conversation as the OpenAI cookbook counts them for
-/// fine-tuning: 3 per message, plus the role and content, plus 3.
+/// fine-tuning: 3 per message, plus the role and content, plus 3, plus its
+/// tool definitions and calls.
 pub fn conversation_tokens(conversation: &Conversation) -> u64 {
     // `Encoding::count` encodes long texts in safe chunks: tiktoken-rs
     // overflows its stack on about 1 MB of white space.
     let enc = check::Encoding::O200kBase;
-    let mut n = 3u64;
+    let mut n = 3 + conversation.tool_tokens;
     for m in &conversation.messages {
         n += 3;
         n += enc.count(&m.role) as u64;
@@ -242,6 +264,18 @@ mod tests {
         // string with cl100k_base to exactly these ids.
         let ids = tiktoken_rs::cl100k_base_singleton().encode_ordinary("tiktoken is great!");
         assert_eq!(ids, [83, 1609, 5963, 374, 2294, 0]);
+    }
+
+    #[test]
+    fn tool_definitions_and_calls_are_trained_tokens() {
+        // The same figure as `data check`, which the plan's estimate uses.
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/drone-tools.jsonl")).unwrap();
+        let file =
+            ChatFile { path: "d.jsonl".into(), sha256: String::new(), bytes: 0, conversations: parse(&text).unwrap() };
+        let report = check::check_reader(Path::new("d.jsonl"), text.as_bytes(), &check::CheckOptions::default());
+        assert_eq!(file_tokens(&file), report.billing_tokens);
+        assert!(file.conversations.iter().all(|c| c.tool_tokens > 250));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::check::{CheckOptions, Severity, check_file, for_each_line};
+use super::check::{CheckOptions, Line, Severity, check_file, for_each_line};
 use super::stats::label_set;
 
 /// Why a split failed; nothing is left half-written.
@@ -21,12 +21,38 @@ pub enum SplitError {
     BadFraction(f64),
     #[error("the training and validation outputs must be different files")]
     SameOutputs,
+    #[error("`{0}` is the input file; a split does not overwrite its input")]
+    OutputIsInput(PathBuf),
+    #[error("{} already exist{}; nothing was written", list(.0), if .0.len() == 1 { "s" } else { "" })]
+    OutputsExist(Vec<PathBuf>),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{first} ({errors} error(s) in all); fix the file before splitting it")]
     HasErrors { first: String, errors: usize },
     #[error("{0}: a split needs at least 2 distinct conversations")]
     TooFewConversations(PathBuf),
+}
+
+/// Paths as "`a` and `b`", for messages.
+fn list(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(" and ")
+}
+
+impl SplitError {
+    /// What to do about the error.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SplitError::BadFraction(_) => "pass --valid as the share of examples for validation, e.g. --valid 0.2",
+            SplitError::SameOutputs => "give --out-train and --out-valid different paths",
+            SplitError::OutputIsInput(_) => "choose other paths with --out-train and --out-valid",
+            SplitError::OutputsExist(_) => {
+                "pass --force to replace them, or choose other paths with --out-train and --out-valid"
+            }
+            SplitError::Io { .. } => "check the paths and that their folders exist and are writable",
+            SplitError::HasErrors { .. } => "`ftsweep data check FILE` lists every problem",
+            SplitError::TooFewConversations(_) => "a split needs a file with at least 2 different conversations",
+        }
+    }
 }
 
 /// How one label was split.
@@ -47,6 +73,8 @@ pub struct SplitSummary {
     /// Whether the split was stratified by label; then `labels` holds each label's split.
     pub stratified: bool,
     pub labels: Vec<LabelSplit>,
+    /// Outputs that existed and were replaced (only with `overwrite`).
+    pub overwritten: Vec<PathBuf>,
 }
 
 /// A set of examples with the same conversation.
@@ -65,18 +93,30 @@ struct Group {
 /// least one group taken and one left when the label has two or more. Otherwise all groups are
 /// split that way at once. Lines are copied byte for byte, each ending with `\n`, in their original
 /// order; blank lines and a leading BOM are dropped. The file must not change during the split.
+///
+/// Existing outputs are refused unless `overwrite` is set; the input is never overwritten.
 pub fn split(
     path: &Path,
     valid_fraction: f64,
     seed: u64,
     out_train: &Path,
     out_valid: &Path,
+    overwrite: bool,
 ) -> Result<SplitSummary, SplitError> {
     if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
         return Err(SplitError::BadFraction(valid_fraction));
     }
-    if out_train == out_valid {
+    let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same(out_train, out_valid) {
         return Err(SplitError::SameOutputs);
+    }
+    if let Some(out) = [out_train, out_valid].into_iter().find(|o| same(o, path)) {
+        return Err(SplitError::OutputIsInput(out.to_path_buf()));
+    }
+    let existing: Vec<PathBuf> =
+        [out_train, out_valid].into_iter().filter(|o| o.exists()).map(Path::to_path_buf).collect();
+    if !existing.is_empty() && !overwrite {
+        return Err(SplitError::OutputsExist(existing));
     }
     let opts = CheckOptions { count_tokens: false, max_per_kind: 1, ..CheckOptions::default() };
     let report = check_file(path, &opts).map_err(|source| SplitError::Io { path: path.to_path_buf(), source })?;
@@ -148,7 +188,14 @@ pub fn split(
 
     let n_valid = valid.iter().filter(|&&v| v).count();
     write_split(path, &report.example_lines, &valid, out_train, out_valid)?;
-    Ok(SplitSummary { train: report.examples - n_valid, valid: n_valid, groups: groups.len(), stratified, labels })
+    Ok(SplitSummary {
+        train: report.examples - n_valid,
+        valid: n_valid,
+        groups: groups.len(),
+        stratified,
+        labels,
+        overwritten: existing,
+    })
 }
 
 /// `name.tmp` next to `path`.
@@ -174,10 +221,10 @@ fn write_split(
         let (mut train, mut valid_out) = (create(&tmp_train)?, create(&tmp_valid)?);
         let input = File::open(path).map_err(|source| SplitError::Io { path: path.to_path_buf(), source })?;
         let (mut next, mut write_error) = (0, None);
-        let read = for_each_line(BufReader::with_capacity(1 << 16, input), |line, bytes| {
-            if example_lines.get(next) != Some(&line) {
+        let read = for_each_line(BufReader::with_capacity(1 << 16, input), |line, item| {
+            let (Line::Bytes(bytes), true) = (item, example_lines.get(next) == Some(&line)) else {
                 return Ok(());
-            }
+            };
             let (out, out_path) = if valid[next] { (&mut valid_out, &tmp_valid) } else { (&mut train, &tmp_train) };
             next += 1;
             // A write error is kept with its path, and stops the reading.
@@ -250,6 +297,7 @@ mod tests {
                 seed,
                 &dir.path().join("t.jsonl"),
                 &dir.path().join("v.jsonl"),
+                false,
             )
             .unwrap();
             Run { dir, summary }
@@ -319,22 +367,22 @@ mod tests {
             (dir.path().join("in.jsonl"), dir.path().join("t.jsonl"), dir.path().join("v.jsonl"));
         std::fs::write(&input, labelled()).unwrap();
         for f in [0.0, 1.0, -0.5, f64::NAN] {
-            assert!(matches!(split(&input, f, 1, &train, &valid), Err(SplitError::BadFraction(_))));
+            assert!(matches!(split(&input, f, 1, &train, &valid, false), Err(SplitError::BadFraction(_))));
         }
-        assert!(matches!(split(&input, 0.2, 1, &train, &train), Err(SplitError::SameOutputs)));
+        assert!(matches!(split(&input, 0.2, 1, &train, &train, false), Err(SplitError::SameOutputs)));
 
         // An output in a missing directory fails, and no output or temporary file remains.
         let missing = dir.path().join("nope").join("v.jsonl");
-        assert!(matches!(split(&input, 0.2, 1, &train, &missing), Err(SplitError::Io { .. })));
+        assert!(matches!(split(&input, 0.2, 1, &train, &missing, false), Err(SplitError::Io { .. })));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["in.jsonl"]);
 
         // A file with errors is refused with its first error.
         std::fs::write(&input, labelled().replacen("\"role\":\"user\"", "\"role\":\"bot\"", 2)).unwrap();
-        let err = split(&input, 0.2, 1, &train, &valid).unwrap_err().to_string();
+        let err = split(&input, 0.2, 1, &train, &valid, false).unwrap_err().to_string();
         assert!(err.ends_with("in.jsonl:1: error: message 2 has an unknown role `bot` [unknown_role] (2 error(s) in all); fix the file before splitting it"), "{err}");
         std::fs::write(&input, (line("x", "y") + "\n").repeat(12)).unwrap();
-        assert!(matches!(split(&input, 0.2, 1, &train, &valid), Err(SplitError::TooFewConversations(_))));
+        assert!(matches!(split(&input, 0.2, 1, &train, &valid, false), Err(SplitError::TooFewConversations(_))));
         assert!(!train.exists() && !valid.exists());
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::check::{FileReport, LABEL_MAX_CHARS};
+use super::check::{Encoding, FileReport, LABEL_MAX_CHARS};
 
 /// Replies form a label set only if there are at most this many distinct ones.
 pub const MAX_LABELS: usize = 50;
@@ -65,6 +65,8 @@ pub struct DataStats {
     pub assistant_tokens: Option<Distribution>,
     /// Σ min(token_limit, tokens): what one epoch bills.
     pub billing_tokens: u64,
+    /// The tokenizer the counts used.
+    pub encoding: Encoding,
     pub token_limit: u64,
     pub over_limit: usize,
     pub distinct_replies: usize,
@@ -82,6 +84,7 @@ pub fn stats(report: &FileReport) -> DataStats {
         total_tokens: Distribution::of(&report.total_tokens),
         assistant_tokens: Distribution::of(&report.assistant_tokens),
         billing_tokens: report.billing_tokens,
+        encoding: report.encoding,
         token_limit: report.token_limit,
         over_limit: report.over_limit,
         distinct_replies: report.distinct_replies,

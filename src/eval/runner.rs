@@ -329,6 +329,7 @@ mod tests {
                 .map(|i| Conversation {
                     line: i + 1,
                     messages: vec![m("user", format!("word{}", i % 7)), m("assistant", format!("WORD{}", i % 3))],
+                    tool_tokens: 0,
                 })
                 .collect(),
         }

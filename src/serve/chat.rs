@@ -81,7 +81,7 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
             }],
         }),
     });
-    let prompt_tokens = conversation_tokens(&Conversation { line: 0, messages });
+    let prompt_tokens = conversation_tokens(&Conversation { line: 0, messages, tool_tokens: 0 });
     let completion_tokens = tiktoken_rs::o200k_base_singleton().encode_ordinary(&content).len() as u64;
     Ok(Json(ChatResponse {
         id: new_id("chatcmpl-"),

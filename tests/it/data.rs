@@ -149,3 +149,96 @@ fn plan_and_run_stop_on_data_errors() {
         assert!(!ws.db().exists());
     }
 }
+
+#[test]
+fn split_explains_bad_fractions_and_refuses_to_overwrite() {
+    let ws = Workspace::new();
+    let src = ws.write("in.jsonl", &std::fs::read_to_string(example_data("topics-train.jsonl")).unwrap());
+    let src = src.to_str().unwrap();
+    let (code, _, err) = ws.run(&["data", "split", src, "--valid", "1.5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("between 0 and 1") && err.contains("hint: pass --valid as the share"), "{err}");
+    let (_, help, _) = ws.run(&["data", "split", "--help"]);
+    assert!(help.contains("The seed of the shuffle"), "{help}");
+    assert!(help.contains("--force"), "{help}");
+
+    let (code, _, err) = ws.run(&["data", "split", src]);
+    assert_eq!(code, 0, "{err}");
+    let train = ws.path("in-train.jsonl");
+    let first = std::fs::read(&train).unwrap();
+    // A re-run with another seed refuses, names both files and writes nothing.
+    let (code, out, err) = ws.run(&["data", "split", src, "--seed", "9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("in-train.jsonl` and `") && err.contains("already exist; nothing was written"), "{err}");
+    assert!(err.contains("hint: pass --force"), "{err}");
+    assert_eq!(std::fs::read(&train).unwrap(), first);
+    let (code, out, err) = ws.run(&["data", "split", src, "--seed", "9", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replaced the existing") && out.contains("in-valid.jsonl"), "{out}");
+    assert_ne!(std::fs::read(&train).unwrap(), first);
+    // The input is never an output.
+    let (code, _, err) = ws.run(&["data", "split", src, "--out-train", src, "--force"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is the input file"), "{err}");
+}
+
+#[test]
+fn check_counts_the_overlap_and_lists_problems_in_line_order() {
+    let ws = Workspace::new();
+    let good = std::fs::read_to_string(example_data("topics-train.jsonl")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let valid = ws.write("valid.jsonl", &format!("{}\n{}\n", lines[100], lines[0]));
+    let v = ws.json(&["data", "check", &example_data("topics-train.jsonl"), valid.to_str().unwrap(), "--json"]);
+    assert_eq!(v["files"][1]["counts"]["overlap"], 1, "{}", v["files"][1]);
+    let (code, out, _) = ws.run(&["data", "check", &example_data("topics-train.jsonl"), valid.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let row = out.lines().find(|l| l.contains("valid.jsonl ")).unwrap();
+    let cells: Vec<&str> = row.split('┆').map(str::trim).collect();
+    assert_eq!(cells[4], "1", "the warnings column counts the overlap: {row}");
+    assert_eq!(out.matches("[overlap]").count(), 1, "{out}");
+
+    // Problems of different kinds come out in line order.
+    let mut bad: Vec<&str> = lines[..12].to_vec();
+    bad[2] = r#"{"messages":[{"role":"bot","content":"x"},{"role":"assistant","content":"y"}]}"#;
+    bad[4] = "{\"messages\": [";
+    bad[6] = r#"{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y","weight":2}]}"#;
+    let bad = ws.write("bad.jsonl", &(bad.join("\n") + "\n"));
+    let (code, out, _) = ws.run(&["data", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("{s} in {out}"));
+    assert!(at("bad.jsonl:3: error") < at("bad.jsonl:5: error"), "{out}");
+    assert!(at("bad.jsonl:5: error") < at("bad.jsonl:7:"), "{out}");
+}
+
+#[test]
+fn stats_names_the_tokenizer_of_an_unknown_model() {
+    let ws = Workspace::new();
+    let (code, out, err) = ws.run(&["data", "stats", &example_data("topics-train.jsonl"), "--model", "foo-bar"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: unknown model `foo-bar`: tokens are counted with o200k_base and a limit of 65536"),
+        "{err}"
+    );
+    assert!(err.contains("hint: pass --model"), "{err}");
+    assert!(out.contains("o200k_base, limit 65536 per example"), "{out}");
+    let (_, _, err) =
+        ws.run(&["data", "stats", &example_data("topics-train.jsonl"), "--model", "gpt-4o-mini-2024-07-18"]);
+    assert!(!err.contains("unknown model"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_line_too_big_to_parse_and_names_it() {
+    let ws = Workspace::new();
+    let good = std::fs::read_to_string(example_data("topics-train.jsonl")).unwrap();
+    // 50,000 tiny messages on one line: 1.5 MB, but more JSON values than any trainable example.
+    let tiny = r#"{"role":"user","content":"x"},"#.repeat(50_000);
+    let big = format!(r#"{{"messages":[{tiny}{{"role":"assistant","content":"y"}}]}}"#);
+    let lines: Vec<&str> = good.lines().take(11).collect();
+    let file = ws.write("big.jsonl", &format!("{}\n{big}\n{}\n", lines[..5].join("\n"), lines[5..].join("\n")));
+    let (code, out, err) = ws.run(&["data", "check", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.contains("big.jsonl:6: error: the line holds over 200000 JSON values"), "{out}");
+    assert!(out.contains("[line_too_long]"), "{out}");
+    assert!(err.contains("1 error(s)"), "{err}");
+}

@@ -10,4 +10,5 @@ mod protocol;
 mod search;
 mod serve;
 mod sweep;
+mod tools;
 mod util;
