@@ -981,6 +981,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_run_defined_otherwise_than_a_planned_run_of_its_id_is_refused() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rec = s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
+        let e = s.record_sweep(&sweep(), &[run("b", 2), run("a", 2)]).unwrap_err();
+        assert!(matches!(&e, StoreError::IdConflict { run_id, .. } if run_id == "a"), "{e}");
+        assert!(e.to_string().contains("stored:  local local/ngram training aa validation bb n_epochs=1"), "{e}");
+        assert!(e.to_string().contains("planned: local local/ngram training aa validation bb n_epochs=2"), "{e}");
+        assert!(s.run("b").unwrap().is_none(), "the transaction is rolled back");
+        assert!(matches!(s.add_runs(rec.id, &[run("a", 3)], "search"), Err(StoreError::IdConflict { .. })));
+        let other_data = NewSweep { training_sha256: "ab", ..sweep() };
+        assert!(matches!(s.record_sweep(&other_data, &[run("a", 1)]), Err(StoreError::IdConflict { .. })));
+        assert_eq!(s.run("a").unwrap().unwrap().config.n_epochs, Some(1));
+    }
+
+    #[test]
     fn a_new_attempt_hides_the_old_attempts_metrics() {
         let mut s = Store::open_in_memory().unwrap();
         s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
