@@ -141,6 +141,16 @@ fn plan_counts_the_runs_run_makes_and_never_a_negative_cost() {
     assert!(!out.contains("$-"), "{out}");
     let (_, json, _) = ws.run(&["plan", "grid.toml", "--json"]);
     assert!(json.contains("\"to_train_estimated_cost_usd\": 0.0") && !json.contains("-0.0"), "{json}");
+    // A cancelled run (stopped by `cancel` or early stopping) is not trained
+    // again by `run`, so `plan` does not count it either.
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    conn.execute("UPDATE runs SET state = 'cancelled' WHERE run_id = 'r-b71a5f1529'", []).unwrap();
+    drop(conn);
+    let (_, out, _) = ws.run(&["plan", "grid.toml"]);
+    assert!(out.contains("2 runs (0 to train)"), "{out}");
+    let (code, _, err) = ws.run(&["run", "--yes", "grid.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sweep `ids-grid`: 0 trained"), "{err}");
 
     // Halving with a replicate: the leader is a continuation, and its
     // replicate trains the whole chain again (2 runs), so 2 + 1 + 2 runs.
