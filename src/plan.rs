@@ -295,11 +295,32 @@ pub fn replicate(sweep: &Sweep, data: &DataIdentity, chain: &[PlannedRun], seed:
     out
 }
 
-/// The stable id of a run: a hash of provider (and server), base model,
-/// data, hyperparameters and, for a run without its own job from the base
-/// model, where its model comes from. The sweep's name takes no part, so a
-/// renamed or extended sweep finds its finished runs again.
+/// The hex digits of a run id's hash: 16, 64 bits. ftsweep 0.1 kept 10 (40
+/// bits), and two runs of a grid of a million collided; its id of a
+/// definition is the prefix of today's (see [`legacy_id`]).
+const ID_HEX_DIGITS: usize = 16;
+const LEGACY_HEX_DIGITS: usize = 10;
+
+/// The stable id of a run: `r-` and 16 hex digits of a hash of provider (and
+/// server), base model, data, hyperparameters and, for a run without its own
+/// job from the base model, the id of the run its model comes from. The
+/// sweep's name takes no part, so a renamed or extended sweep finds its
+/// finished runs again.
 pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin) -> String {
+    let digest = Sha256::digest(canonical(sweep, data, c, origin).as_bytes());
+    let hex: String = digest.iter().take(ID_HEX_DIGITS / 2).map(|b| format!("{b:02x}")).collect();
+    format!("r-{hex}")
+}
+
+/// The id ftsweep 0.1 gave the run of `run_id` (the same hash, 40 bits), if
+/// its model comes from a run with an id of that time or from the base model.
+pub fn legacy_id(run_id: &str) -> Option<&str> {
+    let len = 2 + LEGACY_HEX_DIGITS;
+    (run_id.len() == 2 + ID_HEX_DIGITS).then(|| &run_id[..len])
+}
+
+/// What a run id hashes (the text is the same as in ftsweep 0.1).
+fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin) -> String {
     let canonical = format!(
         "ftsweep-run-v1\nprovider={}\nbase_model={}\ntraining={}\nvalidation={}\nn_epochs={}\nbatch_size={}\nlearning_rate_multiplier={}\nseed={}\n",
         sweep.provider.as_str(),
@@ -319,9 +340,111 @@ pub fn run_id(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin
             canonical.push_str(&format!("origin=continue\nparent={parent}\nparent_epochs={parent_epochs}\n"))
         }
     }
-    let digest = Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    format!("r-{hex}")
+    canonical
+}
+
+/// What defines a run, as the database records it: everything its id hashes
+/// but the server (a hosted sweep's, not kept per run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub provider: String,
+    pub base_model: String,
+    pub training_sha256: String,
+    pub validation_sha256: String,
+    pub config: RunConfig,
+    pub origin: Origin,
+}
+
+impl Definition {
+    /// The definition of a planned run of `sweep`.
+    pub fn of(sweep: &Sweep, data: &DataIdentity, run: &PlannedRun) -> Definition {
+        Definition {
+            provider: sweep.provider.as_str().to_string(),
+            base_model: sweep.base_model.clone(),
+            training_sha256: data.training_sha256.clone(),
+            validation_sha256: data.validation_sha256.clone(),
+            config: run.config,
+            origin: run.origin.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        write!(
+            f,
+            "{} {} training {:.12} validation {:.12} n_epochs={} lr_mult={} batch={} seed={}",
+            self.provider,
+            self.base_model,
+            self.training_sha256,
+            self.validation_sha256,
+            show(c.n_epochs),
+            show(c.learning_rate_multiplier),
+            show(c.batch_size),
+            c.seed
+        )?;
+        match &self.origin {
+            Origin::Job => Ok(()),
+            Origin::Checkpoint { source } => write!(f, " checkpoint of {source}"),
+            Origin::Continue { parent, parent_epochs } => write!(f, " continues {parent} after {parent_epochs} epochs"),
+        }
+    }
+}
+
+/// Finds planned runs again in a database written by ftsweep 0.1 (40-bit
+/// ids): a run whose id is not stored takes its [`legacy_id`] when a stored
+/// run has that id and the same definition. A stored run with another
+/// definition is another configuration whose 40-bit id collided: the planned
+/// run keeps its own id and trains. A run whose model comes from a renamed run
+/// refers to the new name, and its id is hashed again. `stored` reads a stored
+/// run's definition by id; the order of `runs` is kept.
+pub fn adopt_stored<E>(
+    sweep: &Sweep,
+    data: &DataIdentity,
+    runs: Vec<PlannedRun>,
+    mut stored: impl FnMut(&str) -> Result<Option<Definition>, E>,
+) -> Result<Vec<PlannedRun>, E> {
+    let index: std::collections::HashMap<&str, usize> =
+        runs.iter().enumerate().map(|(i, r)| (r.run_id.as_str(), i)).collect();
+    let mut renamed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut out: Vec<Option<PlannedRun>> = vec![None; runs.len()];
+    // The runs a model comes from first (a checkpoint run may be listed
+    // before its job): each pass takes the runs whose source is done.
+    while out.iter().any(Option::is_none) {
+        let before = out.iter().filter(|r| r.is_some()).count();
+        for (i, planned) in runs.iter().enumerate() {
+            let source_pending = planned.origin.source().and_then(|s| index.get(s)).is_some_and(|&j| out[j].is_none());
+            if out[i].is_some() || source_pending {
+                continue;
+            }
+            let mut run = planned.clone();
+            if let Some(to) = run.origin.source().and_then(|s| renamed.get(s)) {
+                run.origin = match &run.origin {
+                    Origin::Job => Origin::Job,
+                    Origin::Checkpoint { .. } => Origin::Checkpoint { source: to.clone() },
+                    Origin::Continue { parent_epochs, .. } => {
+                        Origin::Continue { parent: to.clone(), parent_epochs: *parent_epochs }
+                    }
+                };
+                run.run_id = run_id(sweep, data, &run.config, &run.origin);
+            }
+            if let Some(old) = legacy_id(&run.run_id)
+                && stored(&run.run_id)?.is_none()
+                && stored(old)?.is_some_and(|d| d == Definition::of(sweep, data, &run))
+            {
+                run.run_id = old.to_string();
+            }
+            if run.run_id != planned.run_id {
+                renamed.insert(planned.run_id.clone(), run.run_id.clone());
+            }
+            out[i] = Some(run);
+        }
+        if out.iter().filter(|r| r.is_some()).count() == before {
+            break;
+        }
+    }
+    Ok(out.into_iter().zip(runs).map(|(a, planned)| a.unwrap_or(planned)).collect())
 }
 
 fn values(d: &Domain) -> &[Option<f64>] {
@@ -395,8 +518,7 @@ mod tests {
         for run in &a {
             assert!(b.contains(run), "{} survives the extension", run.run_id);
         }
-        // A known value pins the id scheme: changing it orphans every stored run.
-        assert_eq!(a[0].run_id.len(), 12);
+        assert_eq!(a[0].run_id.len(), 18, "r- and 64 bits in hex");
         assert_eq!(a, expand(&sweep("", HP), &data()));
     }
 
@@ -533,5 +655,110 @@ mod tests {
         assert_eq!(round_significant(0.123456, 3), 0.123);
         assert_eq!(round_significant(12.3456, 3), 12.3);
         assert_eq!(round_significant(0.30000000000000004, 3), 0.3);
+    }
+
+    /// The data of tests/data/ids-v1, whose database ftsweep 0.1 wrote.
+    fn fixture_data() -> DataIdentity {
+        DataIdentity {
+            training_sha256: "2a0212798d9584e27019fe0caac1e1e8cb1eb06df4706d85ab0bdd5df7ffcb3a".into(),
+            validation_sha256: "4ab114d975db29b0ab35b1a3fc737c6c16835753b5747844cb209f34f4b845bb".into(),
+            server: String::new(),
+        }
+    }
+
+    /// A sweep of the fixture's seed, 42.
+    fn fixture_sweep(extra: &str, hp: &str) -> Sweep {
+        let mut s = sweep(extra, &format!("{hp}\nseed = [42]"));
+        s.seed = 42;
+        s
+    }
+
+    fn config(n_epochs: u32, lr: f64, batch_size: u32) -> RunConfig {
+        RunConfig {
+            n_epochs: Some(n_epochs),
+            batch_size: Some(batch_size),
+            learning_rate_multiplier: Some(lr),
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn ids_are_64_bits_and_begin_with_the_40_bit_id_of_the_same_run() {
+        // A known value pins the id scheme: changing it orphans every stored
+        // run. ftsweep 0.1 stored this run as r-8bc21d377c (tests/data/ids-v1).
+        let s = fixture_sweep("", HP);
+        let id = run_id(&s, &fixture_data(), &config(1, 0.1, 4), &Origin::Job);
+        assert_eq!(id, "r-8bc21d377cd9ccda");
+        assert_eq!(legacy_id(&id), Some("r-8bc21d377c"));
+        assert_eq!(legacy_id("r-8bc21d377c"), None, "an old id has no older one");
+    }
+
+    #[test]
+    fn definitions_that_collided_in_40_bits_have_distinct_ids() {
+        // Found in a 10^6 grid over the fixture's data: ftsweep 0.1 gave both
+        // r-b5465147df, and planned the grid with one run fewer.
+        let s = fixture_sweep("", "n_epochs = [9, 42]\nlearning_rate_multiplier = [0.32, 0.51]\nbatch_size = [164]");
+        let a = run_id(&s, &fixture_data(), &config(42, 0.32, 164), &Origin::Job);
+        let b = run_id(&s, &fixture_data(), &config(9, 0.51, 164), &Origin::Job);
+        assert_eq!(legacy_id(&a), Some("r-b5465147df"));
+        assert_eq!(legacy_id(&a), legacy_id(&b), "the 40-bit ids collide");
+        assert_ne!(a, b);
+        assert_eq!(expand(&s, &fixture_data()).len(), 4, "no point of the grid is dropped");
+    }
+
+    /// A database of ftsweep 0.1, as `adopt_stored` reads it.
+    fn stored_by(
+        s: &Sweep,
+        runs: &[(&str, RunConfig, Origin)],
+    ) -> impl FnMut(&str) -> Result<Option<Definition>, ()> + use<> {
+        let rows: std::collections::HashMap<String, Definition> = runs
+            .iter()
+            .map(|(id, config, origin)| {
+                let run = PlannedRun { run_id: id.to_string(), config: *config, origin: origin.clone(), rung: None };
+                (id.to_string(), Definition::of(s, &fixture_data(), &run))
+            })
+            .collect();
+        move |id| Ok(rows.get(id).cloned())
+    }
+
+    #[test]
+    fn runs_stored_under_40_bit_ids_are_found_again_with_their_chains() {
+        // What ftsweep 0.1 stored for tests/data/ids-v1/checkpoints.toml: a
+        // 2-epoch job, and the 1-epoch run as its checkpoint.
+        let hp = "n_epochs = [1, 2]\nlearning_rate_multiplier = [1.0]\nbatch_size = [4]";
+        let s = fixture_sweep("[search]\nepochs_from_checkpoints = true", hp);
+        let source = Origin::Checkpoint { source: "r-206403f9d5".into() };
+        let mut stored = stored_by(
+            &s,
+            &[("r-206403f9d5", config(2, 1.0, 4), Origin::Job), ("r-941ff13c38", config(1, 1.0, 4), source)],
+        );
+        let planned = expand(&s, &fixture_data());
+        assert_eq!(planned[0].origin.kind(), "checkpoint", "listed before its job");
+        let adopted = adopt_stored(&s, &fixture_data(), planned.clone(), &mut stored).unwrap();
+        let ids: Vec<&str> = adopted.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["r-941ff13c38", "r-206403f9d5"]);
+        assert_eq!(adopted[0].origin, Origin::Checkpoint { source: "r-206403f9d5".into() });
+        // A new database changes nothing.
+        let fresh = adopt_stored(&s, &fixture_data(), planned.clone(), |_| Ok::<_, ()>(None)).unwrap();
+        assert_eq!(fresh, planned);
+
+        // A continuation of an old run hashes the old id: its 40-bit id is its prefix.
+        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 2 };
+        let parent =
+            PlannedRun { run_id: "r-8bc21d377c".into(), config: config(1, 0.1, 4), origin: Origin::Job, rung: Some(0) };
+        let next = promote(&s, &fixture_data(), &h, 0, &[(parent, Some(0.5), None)]);
+        assert_eq!(legacy_id(&next[0].run_id), Some("r-25ad00e31a"));
+    }
+
+    #[test]
+    fn a_stored_run_with_another_definition_under_the_40_bit_id_is_not_reused() {
+        let s = fixture_sweep("", "n_epochs = [9, 42]\nlearning_rate_multiplier = [0.32, 0.51]\nbatch_size = [164]");
+        // The database holds (9, 0.51, 164) under the id both had in 40 bits.
+        let mut stored = stored_by(&s, &[("r-b5465147df", config(9, 0.51, 164), Origin::Job)]);
+        let adopted = adopt_stored(&s, &fixture_data(), expand(&s, &fixture_data()), &mut stored).unwrap();
+        let find = |c: RunConfig| adopted.iter().find(|r| r.config == c).unwrap().run_id.clone();
+        assert_eq!(find(config(9, 0.51, 164)), "r-b5465147df", "its own run, found again");
+        assert_eq!(find(config(42, 0.32, 164)), run_id(&s, &fixture_data(), &config(42, 0.32, 164), &Origin::Job));
+        assert_eq!(find(config(42, 0.32, 164)).len(), 18, "the other configuration is a new run");
     }
 }

@@ -71,6 +71,13 @@ pub fn cost(tokens: u64, per_million: f64) -> f64 {
     tokens as f64 * per_million / 1e6
 }
 
+/// Σ of costs, `None` when one is unknown. The sum starts from +0.0: Rust's
+/// float sum starts from -0.0 (the sum of nothing is -0.0), which printed
+/// as `$-0.00` for a sweep with nothing left to train.
+pub fn total(costs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    costs.into_iter().try_fold(0.0, |sum, c| c.map(|c| sum + c))
+}
+
 /// The figures of a sweep's data that its cost depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataFigures {
@@ -163,6 +170,17 @@ mod tests {
         assert!(auto.epochs_estimated);
         assert_eq!(auto.epochs, 3, "723 examples: the cookbook keeps 3 epochs");
         assert_eq!(estimate(Some(1), &data, None).total_usd(), None, "no price, no cost");
+    }
+
+    #[test]
+    fn a_total_of_nothing_is_positive_zero() {
+        let nothing: [Option<f64>; 0] = [];
+        let empty: Option<f64> = nothing.iter().copied().sum();
+        assert!(empty.unwrap().is_sign_negative(), "the std sum of nothing is -0.0");
+        assert!(total(nothing).unwrap().is_sign_positive());
+        assert!(total([Some(-0.0)]).unwrap().is_sign_positive());
+        assert_eq!(total([Some(1.5), Some(2.0)]), Some(3.5));
+        assert_eq!(total([Some(1.5), None]), None, "an unknown price makes the total unknown");
     }
 
     #[test]

@@ -626,7 +626,8 @@ pub fn plan_rows(
                 origin: r.origin.kind().to_string(),
                 source_run: r.origin.source().map(str::to_string),
                 rung: r.rung,
-                to_train: status != "done",
+                // As `run` sees it: a done or cancelled run is not trained again.
+                to_train: !matches!(status.as_str(), "done" | "cancelled"),
                 status,
                 epochs_estimated: e.epochs_estimated,
                 estimated_trained_tokens: e.trained_tokens,
@@ -642,6 +643,8 @@ fn usd(x: Option<f64>) -> String {
     match x {
         None => "?".into(),
         Some(v) if v > 0.0 && v < 0.01 => format!("${v:.4}"),
+        // -0.0 (a float sum of nothing) and what rounds to it: never `$-0.00`.
+        Some(v) if v <= 0.0 && v > -0.005 => "$0.00".into(),
         Some(v) => format!("${v:.2}"),
     }
 }

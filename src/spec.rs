@@ -327,6 +327,10 @@ pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
 pub const BATCH_SIZE_RANGE: (f64, f64) = (1.0, 256.0);
 pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
 
+/// The most runs a grid (or the first rung of successive halving) may have,
+/// counted before it is expanded; random search draws at most 1,000.
+pub const MAX_GRID_RUNS: u64 = 10_000;
+
 /// A problem in a sweep file, located to a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
@@ -553,6 +557,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), &search, &hp_span)?,
         },
     };
+
+    if !matches!(search, Search::Random { .. }) {
+        cx.grid_size(&hyperparameters, &hp_span)?;
+    }
 
     let evaluation = match &raw.evaluation {
         None => Evaluation::default(),
@@ -950,6 +958,33 @@ impl Cx<'_> {
         Ok(x as u64)
     }
 
+    /// Refuses a grid of more than [`MAX_GRID_RUNS`] runs, counted from the
+    /// lists' lengths before anything is expanded.
+    fn grid_size(&self, hp: &Hyperparameters, table_span: &Range<usize>) -> Result<(), SpecError> {
+        let lists = [
+            ("n_epochs", &hp.n_epochs),
+            ("learning_rate_multiplier", &hp.learning_rate_multiplier),
+            ("batch_size", &hp.batch_size),
+            ("seed", &hp.seed),
+        ];
+        let len = |d: &Domain| match d {
+            Domain::Values(v) => v.len() as u128,
+            Domain::Uniform(..) | Domain::LogUniform(..) => 1,
+        };
+        let count: u128 = lists.iter().map(|(_, d)| len(d)).product();
+        if count <= u128::from(MAX_GRID_RUNS) {
+            return Ok(());
+        }
+        let factors: Vec<String> =
+            lists.iter().filter(|(_, d)| len(d) > 1).map(|(name, d)| format!("{} {name}", len(d))).collect();
+        Err(self.error(
+            table_span,
+            "hyperparameters",
+            format!("the grid has {count} runs ({}), more than the limit of {MAX_GRID_RUNS}", factors.join(" × ")),
+            "list fewer values, or sample the space with `strategy = \"random\"` and `runs = 1000` (at most) under [search]",
+        ))
+    }
+
     /// The strategy and its settings; also refuses the keys that belong to
     /// another strategy.
     fn search(&self, s: &RawSearch) -> Result<Search, SpecError> {
@@ -1075,6 +1110,7 @@ impl Cx<'_> {
             ));
         }
         let mut seeds = Vec::with_capacity(list.get_ref().len());
+        let mut seen = std::collections::HashSet::with_capacity(list.get_ref().len());
         for v in list.get_ref() {
             let x = self.int_in(v, "search.replicate_seeds", SEED_RANGE)?;
             if x == seed {
@@ -1085,7 +1121,7 @@ impl Cx<'_> {
                     &format!("use seeds other than {seed} (the sweep's `seed`, 0 when not written)"),
                 ));
             }
-            if seeds.contains(&x) {
+            if !seen.insert(x) {
                 return Err(self.at(
                     v,
                     "search.replicate_seeds",
@@ -1230,9 +1266,11 @@ impl Cx<'_> {
                     ));
                 }
                 let mut values = Vec::with_capacity(items.len());
+                // By bits: the values are finite and positive, so equal bits are equal values.
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
                 for item in items {
                     let x = number(item)?;
-                    if values.contains(&x) {
+                    if !seen.insert(x.map(f64::to_bits)) {
                         return Err(self.error(
                             &span,
                             &key,
@@ -1900,5 +1938,63 @@ max_concurrent = 2
             start.elapsed().as_secs_f64()
         );
         assert_eq!(ok + rejected, cases);
+    }
+
+    #[test]
+    fn a_grid_over_the_limit_is_refused_before_it_is_expanded() {
+        let list = |n: usize| format!("[{}]", (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        // 50 × 100 × 200 × 1000 = 10^9 runs: counted, never expanded.
+        let huge = GOOD
+            .replace("n_epochs = [1, 3, 8]", &format!("n_epochs = {}", list(50)))
+            .replace(
+                "learning_rate_multiplier = [0.1, 1.0, 10.0]",
+                &format!("learning_rate_multiplier = {}", list(100)),
+            )
+            .replace("batch_size = [4, 32]", &format!("batch_size = {}\nseed = {}", list(200), list(1000)));
+        let e = err(&huge);
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("hyperparameters")), "{e}");
+        assert!(
+            e.message.contains(
+                "the grid has 1000000000 runs (50 n_epochs × 100 learning_rate_multiplier × 200 batch_size × 1000 seed), \
+                 more than the limit of 10000"
+            ),
+            "{e}"
+        );
+        assert!(e.hint.as_deref().unwrap().contains("strategy = \"random\""), "{e}");
+        // Exactly at the limit is fine; one more list entry is not.
+        let at = GOOD.replace("n_epochs = [1, 3, 8]", &format!("n_epochs = {}", list(50))).replace(
+            "learning_rate_multiplier = [0.1, 1.0, 10.0]",
+            &format!("learning_rate_multiplier = {}", list(100)),
+        );
+        assert!(parse_str(&at).is_ok());
+        assert!(err(&at.replace("batch_size = [4, 32]", "batch_size = [4, 32, 64]")).message.contains("15000 runs"));
+        // Halving counts its first rung; random search is capped by `runs`.
+        let halving = at
+            .replace("strategy = \"grid\"", "strategy = \"successive_halving\"\nmax_epochs = 3")
+            .replace(&format!("n_epochs = {}\n", list(50)), "")
+            .replace("batch_size = [4, 32]", &format!("batch_size = {}", list(101)));
+        assert!(
+            err(&halving).message.contains("the grid has 10100 runs (100 learning_rate_multiplier × 101 batch_size)")
+        );
+        let random = huge.replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 10");
+        assert!(parse_str(&random).is_ok());
+    }
+
+    #[test]
+    fn a_value_listed_twice_is_found_in_a_long_list() {
+        // 300,000 values: found by a set, not by comparing every pair.
+        let values: Vec<String> = (1..=300_000).map(|i| format!("{}.5", i)).collect();
+        let text = GOOD.replace(
+            "learning_rate_multiplier = [0.1, 1.0, 10.0]",
+            &format!("learning_rate_multiplier = [{}, 7.5]", values.join(", ")),
+        );
+        let start = std::time::Instant::now();
+        let e = err(&text);
+        eprintln!("300,001 values checked for duplicates in {:.2}s", start.elapsed().as_secs_f64());
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.learning_rate_multiplier"));
+        assert!(e.message.contains("7.5 is listed twice"), "{e}");
+        // An integer and the same float are one value.
+        assert!(err(&GOOD.replace("[0.1, 1.0, 10.0]", "[0.1, 1.0, 10.0, 1]")).message.contains("1 is listed twice"));
+        assert!(err(&GOOD.replace("[1, 3, 8]", "[1, \"auto\", 3, \"auto\"]")).message.contains("auto is listed twice"));
     }
 }

@@ -1,14 +1,17 @@
 //! `ftsweep plan`: check a sweep and its data, and print the runs it expands
 //! to with their estimated tokens and cost. Writes nothing.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
 
 use super::sweepfile::{self, LoadedSweep};
 use super::{Cli, ExitStatus, open_store};
+use crate::plan::PlannedRun;
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
+use crate::store::RunRecord;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,19 +39,47 @@ pub fn figures(loaded: &LoadedSweep) -> DataFigures {
 /// The plan's rows, with each run's recorded state when the database exists
 /// (it is never created here).
 pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
-    let known: Vec<(String, String)> = if cli.db.exists() {
+    let (runs, known): (Vec<PlannedRun>, HashMap<String, String>) = if cli.db.exists() {
         let store = open_store(&cli.db)?;
         let store = store.lock();
-        match store.sweep(&loaded.sweep.name)? {
-            Some(s) => store.sweep_runs(s.id)?.into_iter().map(|r| (r.run_id, r.state.as_str().to_string())).collect(),
+        // Runs recorded under the 40-bit ids of ftsweep 0.1 show under those.
+        let runs = store.adopt_stored(&loaded.sweep, &loaded.identity, loaded.runs.clone())?;
+        let records = match store.sweep(&loaded.sweep.name)? {
+            Some(s) => store.sweep_runs(s.id)?,
             None => Vec::new(),
-        }
+        };
+        let later = recorded_later(&records, &runs);
+        let known = records.into_iter().map(|r| (r.run_id, r.state.as_str().to_string())).collect();
+        ([runs, later].concat(), known)
     } else {
-        Vec::new()
+        (loaded.runs.clone(), HashMap::new())
     };
-    Ok(report::plan_rows(&loaded.runs, &figures(loaded), loaded.price, |id| {
-        known.iter().find(|(k, _)| k == id).map(|(_, s)| s.clone())
-    }))
+    Ok(report::plan_rows(&runs, &figures(loaded), loaded.price, |id| known.get(id).cloned()))
+}
+
+/// The runs an earlier `run` added after the first rung (later rungs and
+/// replicates) that still follow from `runs`, in the sweep's order: a sweep
+/// file changed since would plan others.
+fn recorded_later(records: &[RunRecord], runs: &[PlannedRun]) -> Vec<PlannedRun> {
+    let mut ids: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    let key = |c: &crate::plan::RunConfig| (c.n_epochs, c.learning_rate_multiplier.map(f64::to_bits), c.batch_size);
+    let configs: HashSet<_> = runs.iter().map(|r| key(&r.config)).collect();
+    let mut later = Vec::new();
+    for r in records {
+        if ids.contains(r.run_id.as_str()) || !(r.role == "replicate" || r.rung.is_some_and(|x| x > 0)) {
+            continue;
+        }
+        let follows = match r.origin.source() {
+            Some(source) => ids.contains(source),
+            // A replicate's own job: a planned configuration with another seed.
+            None => configs.contains(&key(&r.config)),
+        };
+        if follows {
+            ids.insert(&r.run_id);
+            later.push(r.planned());
+        }
+    }
+    later
 }
 
 /// A rung of successive halving after the first: planned once the scores
@@ -63,8 +94,9 @@ pub struct LaterRung {
     pub estimated_training_cost_usd: Option<f64>,
 }
 
-/// The rungs successive halving adds after the first (none for other searches).
-pub fn later_rungs(loaded: &LoadedSweep) -> Vec<LaterRung> {
+/// The rungs successive halving adds after the first (none for other
+/// searches) that `rows` (from [`rows`]) do not hold yet.
+pub fn later_rungs(loaded: &LoadedSweep, rows: &[PlanRow]) -> Vec<LaterRung> {
     let crate::spec::Search::SuccessiveHalving(h) = &loaded.sweep.search else { return Vec::new() };
     let epochs = crate::plan::rung_epochs(h);
     let sizes = crate::plan::rung_sizes(h, loaded.runs.len());
@@ -81,25 +113,46 @@ pub fn later_rungs(loaded: &LoadedSweep) -> Vec<LaterRung> {
                 estimated_training_cost_usd: one.training_usd.map(|u| u * sizes[i] as f64),
             }
         })
+        .filter(|later| !rows.iter().any(|r| r.rung == Some(later.rung)))
         .collect()
 }
 
 /// The seed replicates planned after the search, at most: (runs, trained
-/// tokens, training USD), each costed as a job of the sweep's most epochs.
-pub fn replicates_estimate(loaded: &LoadedSweep) -> Option<(usize, u64, Option<f64>)> {
+/// tokens, training USD). A replicate trains its run's whole chain again (the
+/// job a checkpoint comes from, the rungs a continuation continues): its
+/// runs count each, and its tokens are those of one job of the sweep's most
+/// epochs. `None` without replicates, or when `rows` hold them already.
+pub fn replicates_estimate(loaded: &LoadedSweep, rows: &[PlanRow]) -> Option<(usize, u64, Option<f64>)> {
     let r = loaded.sweep.replicates.as_ref()?;
+    // Rows after the first rung's are later rungs (with a rung) or replicates.
+    if rows.iter().skip(loaded.runs.len()).any(|row| row.rung.is_none()) {
+        return None;
+    }
     let epochs = match &loaded.sweep.search {
         crate::spec::Search::SuccessiveHalving(h) => Some(h.max_epochs),
         _ => loaded.runs.iter().filter_map(|r| r.config.n_epochs).max(),
     };
+    // The chains' lengths, longest first: a leader of rung i has i + 1 runs,
+    // a checkpoint run 2 (its job's and its own), a run with its own job 1.
+    let mut lengths: Vec<usize> = match &loaded.sweep.search {
+        crate::spec::Search::SuccessiveHalving(h) => crate::plan::rung_sizes(h, loaded.runs.len())
+            .into_iter()
+            .enumerate()
+            .flat_map(|(rung, size)| std::iter::repeat_n(rung + 1, size))
+            .collect(),
+        _ => loaded.runs.iter().map(|r| if r.origin.source().is_some() { 2 } else { 1 }).collect(),
+    };
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    let leaders = lengths.len().min(r.top as usize);
+    let chains = leaders * r.seeds.len();
+    let n = lengths.iter().take(leaders).sum::<usize>() * r.seeds.len();
     let one = pricing::estimate(epochs, &figures(loaded), loaded.price);
-    let n = r.top as usize * r.seeds.len();
-    Some((n, one.trained_tokens * n as u64, one.training_usd.map(|u| u * n as f64)))
+    Some((n, one.trained_tokens * chains as u64, one.training_usd.map(|u| u * chains as f64)))
 }
 
 /// Σ of `f` over the rows, `None` when any is unknown.
 fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
-    rows.iter().map(|r| f(r)).sum()
+    pricing::total(rows.iter().map(|r| f(r)))
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
@@ -109,14 +162,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let all: Vec<&PlanRow> = rows.iter().collect();
     let pending: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train).collect();
     let baseline_eval = loaded.price.map(|p| pricing::eval_cost(&data, p));
-    let later = later_rungs(&loaded);
+    let later = later_rungs(&loaded, &rows);
     let later_tokens: u64 = later.iter().map(|r| r.estimated_trained_tokens).sum();
-    let later_usd: Option<f64> = later
-        .iter()
-        .map(|r| r.estimated_training_cost_usd.zip(baseline_eval).map(|(t, e)| t + e * r.configurations as f64))
-        .sum();
+    let later_usd: Option<f64> = pricing::total(
+        later
+            .iter()
+            .map(|r| r.estimated_training_cost_usd.zip(baseline_eval).map(|(t, e)| t + e * r.configurations as f64)),
+    );
     let mut later_runs: usize = later.iter().map(|r| r.configurations).sum();
-    let replicates = replicates_estimate(&loaded);
+    let replicates = replicates_estimate(&loaded, &rows);
     let (later_tokens, later_usd) = match replicates {
         Some((n, tokens, usd)) => {
             later_runs += n;
@@ -132,16 +186,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let eval_calls = data.eval_examples * ((rows.len() + later_runs) as u64 + 1);
     // What the same runs would train with a job each, from the base model.
     let jobs = rows.iter().filter(|r| r.origin != "checkpoint").count() + later_runs;
-    let unshared_tokens: u64 = loaded
-        .runs
-        .iter()
-        .map(|r| pricing::estimate(r.config.n_epochs, &data, loaded.price).trained_tokens)
-        .sum::<u64>()
-        + later
-            .iter()
-            .map(|r| pricing::estimate(Some(r.epochs), &data, None).trained_tokens * r.configurations as u64)
-            .sum::<u64>()
-        + replicates.map_or(0, |r| r.1);
+    let unshared_tokens: u64 =
+        rows.iter().map(|r| pricing::estimate(r.n_epochs, &data, loaded.price).trained_tokens).sum::<u64>()
+            + later
+                .iter()
+                .map(|r| pricing::estimate(Some(r.epochs), &data, None).trained_tokens * r.configurations as u64)
+                .sum::<u64>()
+            + replicates.map_or(0, |r| r.1);
     if args.json {
         let out = serde_json::json!({
             "sweep": loaded.sweep.name,

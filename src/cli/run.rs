@@ -67,8 +67,8 @@ pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<
 fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[PlanRow]) -> Result<()> {
     let pending: Vec<_> = rows.iter().filter(|r| r.to_train).collect();
     // Later rungs of successive halving are planned during the sweep; their cost counts now.
-    let later: Option<f64> = super::plan::later_rungs(loaded).iter().map(|r| r.estimated_training_cost_usd).sum();
-    let later = match super::plan::replicates_estimate(loaded) {
+    let later: Option<f64> = super::plan::later_rungs(loaded, rows).iter().map(|r| r.estimated_training_cost_usd).sum();
+    let later = match super::plan::replicates_estimate(loaded, rows) {
         Some((_, _, usd)) => later.zip(usd).map(|(a, b)| a + b),
         None => later,
     };
@@ -133,6 +133,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
         .collect();
     let store = open_store(&cli.db)?;
+    let planned = store.lock().adopt_stored(s, &loaded.identity, loaded.runs.clone())?;
     let record = store.lock().record_sweep(
         &NewSweep {
             name: &s.name,
@@ -146,7 +147,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
             validation_sha256: &loaded.validation.sha256,
             metric: s.evaluation.metric.as_str(),
         },
-        &loaded.runs,
+        &planned,
     )?;
     let runs = store.lock().sweep_runs(record.id)?;
 

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::plan::{Origin, PlannedRun, RunConfig};
+use crate::plan::{DataIdentity, Definition, Origin, PlannedRun, RunConfig};
+use crate::spec::Sweep;
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -34,6 +35,15 @@ pub enum StoreError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("database error while {doing}: {source}")]
     Sql { doing: &'static str, source: rusqlite::Error },
+    /// A run id is a hash of the run's definition: a stored run with the id
+    /// and another definition is never reused.
+    #[error(
+        "the database has a run `{run_id}` defined otherwise than the run planned under that id\n  \
+         stored:  {stored}\n  planned: {planned}\n  \
+         hint: nothing was launched for it; the id hashes a run's definition, so this is a hash collision or \
+         a database changed by hand: record this sweep in another database (--db), or delete the stored run"
+    )]
+    IdConflict { run_id: String, stored: Box<Definition>, planned: Box<Definition> },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -310,13 +320,67 @@ fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> O
     }
 }
 
+/// The columns `definition` reads.
+const DEFINITION_COLUMNS: &str = "provider, base_model, training_sha256, validation_sha256, n_epochs, batch_size,
+     learning_rate_multiplier, seed, origin, source_run, parent_epochs";
+
+fn definition(r: &rusqlite::Row<'_>) -> rusqlite::Result<Definition> {
+    Ok(Definition {
+        provider: r.get(0)?,
+        base_model: r.get(1)?,
+        training_sha256: r.get(2)?,
+        validation_sha256: r.get(3)?,
+        config: RunConfig {
+            n_epochs: r.get(4)?,
+            batch_size: r.get(5)?,
+            learning_rate_multiplier: r.get(6)?,
+            seed: r.get::<_, i64>(7)? as u64,
+        },
+        origin: origin(r.get(8)?, r.get(9)?, r.get(10)?),
+    })
+}
+
+fn run_definition(conn: &Connection, run_id: &str) -> Result<Option<Definition>> {
+    conn.prepare_cached(&format!("SELECT {DEFINITION_COLUMNS} FROM runs WHERE run_id = ?1"))
+        .doing("reading a run's definition")?
+        .query_row([run_id], definition)
+        .optional()
+        .doing("reading a run's definition")
+}
+
 /// Inserts runs (new ones as `planned`, known ones kept as they are) and
 /// makes them active in the sweep, positioned from `first`; a run the sweep
-/// already lists keeps its position when `role` is not `search`.
+/// already lists keeps its position when `role` is not `search`. A stored
+/// run with a planned run's id and another definition is refused, and the
+/// transaction with it.
 fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &str, first: i64) -> Result<()> {
     let t = now();
+    let (provider, base_model, training_sha256, validation_sha256): (String, String, String, String) = tx
+        .query_row(
+            "SELECT provider, base_model, training_sha256, validation_sha256 FROM sweeps WHERE id = ?1",
+            [sweep_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .doing("reading the sweep")?;
     for (i, run) in runs.iter().enumerate() {
         let c = &run.config;
+        if let Some(stored) = run_definition(tx, &run.run_id)? {
+            let planned = Definition {
+                provider: provider.clone(),
+                base_model: base_model.clone(),
+                training_sha256: training_sha256.clone(),
+                validation_sha256: validation_sha256.clone(),
+                config: run.config,
+                origin: run.origin.clone(),
+            };
+            if stored != planned {
+                return Err(StoreError::IdConflict {
+                    run_id: run.run_id.clone(),
+                    stored: Box::new(stored),
+                    planned: Box::new(planned),
+                });
+            }
+        }
         tx.execute(
             "INSERT INTO runs (run_id, provider, base_model, training_sha256, validation_sha256, n_epochs,
                                batch_size, learning_rate_multiplier, seed, state, origin, source_run,
@@ -423,6 +487,26 @@ impl Store {
             .doing("reading a sweep's positions")?;
         insert_runs(&tx, sweep_id, runs, role, next)?;
         tx.commit().doing("adding runs to a sweep")
+    }
+
+    /// A stored run's definition.
+    pub fn run_definition(&self, run_id: &str) -> Result<Option<Definition>> {
+        run_definition(&self.conn, run_id)
+    }
+
+    /// The planned runs under the ids the database knows them by: a run
+    /// recorded by ftsweep 0.1 under its 40-bit id keeps that id (see
+    /// [`crate::plan::adopt_stored`]). Record the runs this returns.
+    pub fn adopt_stored(&self, sweep: &Sweep, data: &DataIdentity, runs: Vec<PlannedRun>) -> Result<Vec<PlannedRun>> {
+        // Only ftsweep 0.1 wrote 12-character ids: a database without one has nothing to adopt.
+        let legacy: bool = self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE length(run_id) = 12)", [], |r| r.get(0))
+            .doing("looking for 40-bit run ids")?;
+        if !legacy {
+            return Ok(runs);
+        }
+        crate::plan::adopt_stored(sweep, data, runs, |id| self.run_definition(id))
     }
 
     /// A sweep by name.
@@ -894,6 +978,21 @@ mod tests {
         assert_eq!(runs[0].state, RunState::Trained);
         assert_eq!(runs[0].model.as_deref(), Some("m"));
         assert_eq!(runs[1].state, RunState::Planned);
+    }
+
+    #[test]
+    fn a_stored_run_defined_otherwise_than_a_planned_run_of_its_id_is_refused() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rec = s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
+        let e = s.record_sweep(&sweep(), &[run("b", 2), run("a", 2)]).unwrap_err();
+        assert!(matches!(&e, StoreError::IdConflict { run_id, .. } if run_id == "a"), "{e}");
+        assert!(e.to_string().contains("stored:  local local/ngram training aa validation bb n_epochs=1"), "{e}");
+        assert!(e.to_string().contains("planned: local local/ngram training aa validation bb n_epochs=2"), "{e}");
+        assert!(s.run("b").unwrap().is_none(), "the transaction is rolled back");
+        assert!(matches!(s.add_runs(rec.id, &[run("a", 3)], "search"), Err(StoreError::IdConflict { .. })));
+        let other_data = NewSweep { training_sha256: "ab", ..sweep() };
+        assert!(matches!(s.record_sweep(&other_data, &[run("a", 1)]), Err(StoreError::IdConflict { .. })));
+        assert_eq!(s.run("a").unwrap().unwrap().config.n_epochs, Some(1));
     }
 
     #[test]

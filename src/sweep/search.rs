@@ -36,7 +36,12 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
             members.iter().map(|r| (r.planned(), score(r), r.valid_loss)).collect();
         let next = plan::promote(&cx.spec, &cx.identity, h, rung, &results);
         if !next.is_empty() {
-            cx.store.lock().add_runs(sweep_id, &next, "search")?;
+            let next = {
+                let mut store = cx.store.lock();
+                let next = store.adopt_stored(&cx.spec, &cx.identity, next)?;
+                store.add_runs(sweep_id, &next, "search")?;
+                next
+            };
             let epochs = next[0].config.n_epochs.unwrap_or(0);
             let note =
                 format!("rung {}: the best {} of {} continue to {epochs} epochs", rung + 1, next.len(), members.len());
@@ -49,12 +54,14 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
     let by_id: HashMap<&str, &RunRecord> = runs.iter().map(|r| (r.run_id.as_str(), r)).collect();
     let active: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     let mut new: Vec<PlannedRun> = Vec::new();
+    let mut planned: HashSet<String> = HashSet::new();
     let leaders = plan::leaders(&results, replicates.top as usize);
     for leader in &leaders {
         let chain = chain_of(leader, &by_id);
         for &seed in &replicates.seeds {
-            for r in plan::replicate(&cx.spec, &cx.identity, &chain, seed) {
-                if !active.contains(r.run_id.as_str()) && !new.iter().any(|n| n.run_id == r.run_id) {
+            let copy = plan::replicate(&cx.spec, &cx.identity, &chain, seed);
+            for r in cx.store.lock().adopt_stored(&cx.spec, &cx.identity, copy)? {
+                if !active.contains(r.run_id.as_str()) && planned.insert(r.run_id.clone()) {
                     new.push(r);
                 }
             }
