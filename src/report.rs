@@ -457,7 +457,7 @@ pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
          instead of the leader. gap = valid_loss - train_loss.",
         view.metric,
         alpha = view.alpha,
-        confidence = (1e6 * 100.0 * (1.0 - view.alpha)).round() / 1e6,
+        confidence = crate::stats::confidence_percent(view.alpha),
         margin = view.margin
     )
 }

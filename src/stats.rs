@@ -279,6 +279,11 @@ pub fn tango_upper_bound(b: f64, c: f64, n: f64, z: f64) -> f64 {
     hi
 }
 
+/// `1 - alpha` as a percentage for messages: 95 for alpha 0.05, 97.5 for 0.025.
+pub fn confidence_percent(alpha: f64) -> f64 {
+    (1e6 * 100.0 * (1.0 - alpha)).round() / 1e6
+}
+
 /// The fewest examples on which two runs that agree on every one are shown to be within `margin` of each other:
 /// the least `n` with `z² / (n + z²) < margin`; `None` for a margin of 0 or less, which no sample resolves.
 pub fn examples_to_resolve(margin: f64, z: f64) -> Option<u64> {
@@ -531,6 +536,11 @@ mod tests {
         assert_eq!((c.test, c.p_value, c.tied), ("paired_bootstrap", 1.0, true));
         // One run pass/fail and the other graded also takes the bootstrap.
         assert_eq!(compare_to_leader(&leader, &[0.5; 10], 0.05, 1).unwrap().test, "paired_bootstrap");
+    }
+
+    #[test]
+    fn confidence_is_a_clean_percentage() {
+        assert_eq!((confidence_percent(0.05), confidence_percent(0.025), confidence_percent(0.1)), (95.0, 97.5, 90.0));
     }
 
     #[test]

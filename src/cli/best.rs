@@ -143,8 +143,7 @@ fn tokens(r: &LeaderboardRow) -> String {
 
 /// `95% one-sided bound, tango score` for alpha 0.05.
 fn bound_text(alpha: f64, b: &Shortfall) -> String {
-    let confidence = (1e6 * 100.0 * (1.0 - alpha)).round() / 1e6;
-    format!("{confidence}% one-sided bound, {}", b.method.replace('_', " "))
+    format!("{}% one-sided bound, {}", stats::confidence_percent(alpha), b.method.replace('_', " "))
 }
 
 /// Why the pick was made, in one sentence.

@@ -130,7 +130,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             Some(old) => {
                 let test = paired_test(new_scores, old, alpha);
                 let shortfall = crate::stats::shortfall_bound(old, new_scores, alpha, crate::rank::SEED).ok();
-                let within = cheaper && shortfall.is_some_and(|b| b.within(margin));
+                let confidence = crate::stats::confidence_percent(alpha);
+                // A cheaper model shown to be within the margin of the holder.
+                let shown = shortfall.filter(|b| cheaper && b.within(margin));
                 previous = json!({
                     "model": holder.model,
                     "run_id": holder.run_id,
@@ -138,34 +140,29 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                     "test": test.as_ref().map(|t| t.test.clone()),
                     "p_value": test.as_ref().map(|t| t.p_value),
                     "shortfall_upper": shortfall.map(|b| b.upper),
-                    "cheaper_within_margin": within,
+                    "cheaper_within_margin": shown.is_some(),
                 });
                 // Why a cheaper model does not pass the margin, when it is cheaper.
                 let margin_text = match shortfall.filter(|_| cheaper) {
                     Some(b) => format!(
                         "; it is cheaper, but not shown to be within the margin {margin} of it: it may be up to \
-                         {:.3} below it ({}% one-sided bound)",
-                        b.upper,
-                        (1e6 * 100.0 * (1.0 - alpha)).round() / 1e6
+                         {:.3} below it ({confidence}% one-sided bound)",
+                        b.upper
                     ),
                     None => String::new(),
                 };
                 let hint = || "--force moves it anyway".to_string();
-                match test {
-                    Some(t) if t.significant && t.mean_diff > 0.0 => Ok(()),
-                    _ if within => {
-                        let b = shortfall.unwrap_or_else(|| unreachable!("within needs a bound"));
+                match (test, shown) {
+                    (Some(t), _) if t.significant && t.mean_diff > 0.0 => Ok(()),
+                    (_, Some(b)) => {
                         eprintln!(
                             "`{model}` is cheaper than `{}` and shown to be within the margin {margin} of it on the \
-                             same {} examples: at most {:.3} below it ({}% one-sided bound)",
-                            holder.model,
-                            b.n,
-                            b.upper,
-                            (1e6 * 100.0 * (1.0 - alpha)).round() / 1e6
+                             same {} examples: at most {:.3} below it ({confidence}% one-sided bound)",
+                            holder.model, b.n, b.upper
                         );
                         Ok(())
                     }
-                    Some(t) if t.mean_diff <= 0.0 => Err((
+                    (Some(t), None) if t.mean_diff <= 0.0 => Err((
                         format!(
                             "it is not better on the same {} examples ({} p = {:.4}){margin_text}",
                             new_scores.len(),
@@ -174,7 +171,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                         ),
                         hint(),
                     )),
-                    Some(t) => Err((
+                    (Some(t), None) => Err((
                         format!(
                             "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = \
                              {alpha}){margin_text}",
@@ -184,7 +181,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                         ),
                         hint(),
                     )),
-                    None => {
+                    (None, None) => {
                         Err((format!("it scores exactly as the current model on every example{margin_text}"), hint()))
                     }
                 }
