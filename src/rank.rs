@@ -205,9 +205,10 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
         let scores = scores_of(c, s.metric);
         let is_leader = Some(i) == leader;
         let (comparison, shortfall) = match (scores, leader_scores) {
-            (Some(x), Some(l)) if !is_leader => {
-                (stats::compare_to_leader(l, x, s.alpha, SEED).ok(), stats::shortfall_bound(l, x, s.alpha, SEED).ok())
-            }
+            (Some(x), Some(l)) if !is_leader => match stats::compare_and_bound(l, x, s.alpha, SEED) {
+                Ok((c, b)) => (Some(c), Some(b)),
+                Err(_) => (None, None),
+            },
             _ => (None, None),
         };
         out.push(Standing {

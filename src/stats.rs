@@ -152,10 +152,16 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: u32, seed: u64) -> Pair
         return PairedBootstrap { mean_diff, interval: (mean_diff, mean_diff), p_value: 1.0 };
     }
     let means = resampled_means(&diffs, resamples, seed);
+    let p_value = bootstrap_p_value(&means);
+    PairedBootstrap { mean_diff, interval: percentile_interval(means, 0.95), p_value }
+}
+
+/// The two-sided p-value of [`paired_bootstrap`] from its resampled mean differences.
+fn bootstrap_p_value(means: &[f64]) -> f64 {
     let at_most_zero = means.iter().filter(|&&d| d <= 0.0).count();
     let at_least_zero = means.iter().filter(|&&d| d >= 0.0).count();
-    let tail = (at_most_zero.min(at_least_zero) + 1) as f64 / (f64::from(resamples) + 1.0);
-    PairedBootstrap { mean_diff, interval: percentile_interval(means, 0.95), p_value: (2.0 * tail).min(1.0) }
+    let tail = (at_most_zero.min(at_least_zero) + 1) as f64 / (means.len() as f64 + 1.0);
+    (2.0 * tail).min(1.0)
 }
 
 /// Tells whether every score is exactly 0 or 1 (true for an empty slice).
@@ -348,6 +354,36 @@ impl Shortfall {
 ///
 /// Different lengths are an error.
 pub fn shortfall_bound(leader: &[f64], other: &[f64], alpha: f64, seed: u64) -> Result<Shortfall, StatsError> {
+    shortfall_with(leader, other, alpha, |diffs| resampled_means(diffs, COMPARE_RESAMPLES, seed))
+}
+
+/// [`compare_to_leader`] and [`shortfall_bound`] at once, the same results for the cost of one bootstrap: for
+/// graded scores both come from the same resampled mean differences.
+pub fn compare_and_bound(
+    leader: &[f64],
+    other: &[f64],
+    alpha: f64,
+    seed: u64,
+) -> Result<(Comparison, Shortfall), StatsError> {
+    if is_pass_fail(leader) && is_pass_fail(other) {
+        return Ok((compare_to_leader(leader, other, alpha, seed)?, shortfall_bound(leader, other, alpha, seed)?));
+    }
+    let mut p_value = 1.0;
+    let shortfall = shortfall_with(leader, other, alpha, |diffs| {
+        let means = resampled_means(diffs, COMPARE_RESAMPLES, seed);
+        p_value = bootstrap_p_value(&means);
+        means
+    })?;
+    Ok((Comparison { p_value, test: "paired_bootstrap", tied: p_value >= alpha }, shortfall))
+}
+
+/// [`shortfall_bound`], with `resample` drawing the bootstrap's mean differences for graded scores.
+fn shortfall_with(
+    leader: &[f64],
+    other: &[f64],
+    alpha: f64,
+    resample: impl FnOnce(&[f64]) -> Vec<f64>,
+) -> Result<Shortfall, StatsError> {
     if leader.len() != other.len() {
         return Err(StatsError::LengthMismatch { leader: leader.len(), other: other.len() });
     }
@@ -365,7 +401,7 @@ pub fn shortfall_bound(leader: &[f64], other: &[f64], alpha: f64, seed: u64) -> 
         let only_other = diffs.iter().filter(|&&d| d < 0.0).count() as f64;
         (tango_upper_bound(only_leader, only_other, n as f64, z), "tango_score")
     } else {
-        let mut means = resampled_means(&diffs, COMPARE_RESAMPLES, seed);
+        let mut means = resample(&diffs);
         means.sort_by(f64::total_cmp);
         (quantile(&means, 1.0 - alpha).max(resolution).min(1.0), "paired_bootstrap")
     };
@@ -634,6 +670,19 @@ mod tests {
         assert_eq!(same.upper, same.resolution, "identical graded runs get the floor, not 0");
         assert!(shortfall_bound(&[1.0], &[], 0.05, 1).is_err());
         assert_eq!(shortfall_bound(&[], &[], 0.05, 1).unwrap().upper, 1.0);
+    }
+
+    #[test]
+    fn compare_and_bound_is_both_at_once() {
+        let graded = repeat(&[0.9, 0.8, 0.95, 0.7], 25);
+        let near: Vec<f64> = graded.iter().enumerate().map(|(i, x)| if i % 7 == 0 { x - 0.2 } else { *x }).collect();
+        let pass = repeat(&[1.0, 0.0, 1.0], 30);
+        let other = repeat(&[1.0, 1.0, 0.0], 30);
+        for (l, o) in [(&graded, &near), (&pass, &other), (&graded, &graded)] {
+            let both = compare_and_bound(l, o, 0.05, 9).unwrap();
+            assert_eq!(both, (compare_to_leader(l, o, 0.05, 9).unwrap(), shortfall_bound(l, o, 0.05, 9).unwrap()));
+        }
+        assert!(compare_and_bound(&[0.5], &[], 0.05, 1).is_err());
     }
 
     #[test]
