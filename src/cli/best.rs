@@ -47,7 +47,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     };
     let rows = board.rows();
     // With seed replicates, the configuration with the best mean over its
-    // seeds wins, not a run that may owe its score to a lucky seed.
+    // seeds wins, not a run that may owe its score to a lucky seed. The
+    // margin rule holds there as it stands: that configuration is the
+    // replicated leader, and a cheaper configuration is never picked in its
+    // place (so no failed test can trade its quality for cost).
     let by_seeds = if args.strict { None } else { seed_pick(&rows) };
     let chosen = &rows[by_seeds.unwrap_or(pick.chosen)];
     if args.json {
@@ -206,6 +209,10 @@ fn reason(board: &Board, rows: &[LeaderboardRow], pick: &Pick, strategy: Strateg
 /// runs) how many examples would show the closest cheaper run within it.
 fn resolution_note(board: &Board, rows: &[LeaderboardRow], pick: &Pick, single_runs: bool) -> Option<String> {
     let margin = board.setup.evaluation.margin;
+    // The examples only limit the pick when there is a cheaper run to pick.
+    if pick.cheaper.is_empty() {
+        return None;
+    }
     let any = board.standings.iter().find_map(|s| s.shortfall)?;
     if any.resolution >= margin {
         let need = stats::examples_to_resolve(margin, any.z)
