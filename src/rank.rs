@@ -1,12 +1,19 @@
 //! Ranking: orders a sweep's evaluated models by the primary metric, gives
-//! each a 95 % interval and a paired test against the leader, marks those
-//! statistically tied with it, flags overfitting, and picks the model to
-//! deploy. Pure: no I/O.
+//! each a 95 % interval, a paired test against the leader (marking those not
+//! significantly different from it) and an upper bound on how far below the
+//! leader it is (marking those shown to be within the margin), flags
+//! overfitting, and picks the model to deploy. Pure: no I/O.
+//!
+//! The pick: a test that fails to find a difference is no evidence that two
+//! runs are as good, so `best` trades quality for cost only on a shown bound:
+//! a cheaper run is picked only when the one-sided `1 - alpha` upper bound on
+//! its shortfall from the leader is below `[evaluation] margin`
+//! ([`stats::shortfall_bound`]); otherwise the leader is.
 
 use std::cmp::Ordering;
 
 use crate::eval::scores::Grades;
-use crate::stats::{self, Comparison};
+use crate::stats::{self, Comparison, Shortfall};
 use crate::store::{RunRecord, RunState};
 
 /// The seed of every bootstrap, so that a report is reproducible.
@@ -96,8 +103,11 @@ pub struct Settings<'a> {
     pub metric: &'a str,
     /// Whether it only scores 0 or 1 (Wilson interval, McNemar's test).
     pub pass_fail: bool,
-    /// The significance level of the test against the leader.
+    /// The significance level of the test against the leader, and `1 -` the
+    /// confidence of the bound on the shortfall.
     pub alpha: f64,
+    /// The largest shortfall from the leader that counts as as good.
+    pub margin: f64,
 }
 
 /// Validation loss that rose after its lowest point.
@@ -122,8 +132,14 @@ pub struct Standing {
     /// The paired test against the leader (not for the leader itself).
     pub comparison: Option<Comparison>,
     pub is_leader: bool,
-    /// The leader, and every row not significantly different from it.
+    /// The leader, and every row not significantly different from it (the
+    /// test failed to find a difference: no evidence that it is as good).
     pub tied_with_best: bool,
+    /// The upper bound on how far below the leader it is (not for the leader).
+    pub shortfall: Option<Shortfall>,
+    /// The leader, and every row whose shortfall bound is below the margin:
+    /// shown to be as good within the margin.
+    pub within_margin: bool,
     pub overfit: Option<Overfit>,
 }
 
@@ -188,9 +204,12 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
         let c = &candidates[i];
         let scores = scores_of(c, s.metric);
         let is_leader = Some(i) == leader;
-        let comparison = match (scores, leader_scores) {
-            (Some(x), Some(l)) if !is_leader => stats::compare_to_leader(l, x, s.alpha, SEED).ok(),
-            _ => None,
+        let (comparison, shortfall) = match (scores, leader_scores) {
+            (Some(x), Some(l)) if !is_leader => match stats::compare_and_bound(l, x, s.alpha, SEED) {
+                Ok((c, b)) => (Some(c), Some(b)),
+                Err(_) => (None, None),
+            },
+            _ => (None, None),
         };
         out.push(Standing {
             index: i,
@@ -198,7 +217,9 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
             score: scores.map(stats::mean),
             interval: scores.map(|x| interval(x, s.pass_fail)),
             tied_with_best: is_leader || comparison.is_some_and(|c| c.tied),
+            within_margin: is_leader || shortfall.is_some_and(|b| b.within(s.margin)),
             comparison,
+            shortfall,
             is_leader,
             overfit: overfitting(&c.valid_curve),
         });
@@ -209,8 +230,9 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
 /// How the model to deploy is picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// The cheapest of the runs tied with the leader: fewest trained tokens,
-    /// then lowest inference price, then rank.
+    /// The cheapest of the runs shown to be within the margin of the leader
+    /// (the leader included): fewest trained tokens, then lowest inference
+    /// price, then rank. Not significantly different is not enough.
     Cheapest,
     /// The leader: the top score alone.
     Strict,
@@ -223,30 +245,39 @@ pub struct Pick {
     pub chosen: usize,
     /// Index into the standings.
     pub leader: usize,
-    /// The ranked rows tied with the leader, the leader included (indices into the standings).
-    pub tied: Vec<usize>,
+    /// The ranked rows within the margin of the leader, the leader included (indices into the standings).
+    pub within: Vec<usize>,
+    /// The ranked rows cheaper than the leader (fewer trained tokens, or as
+    /// many and a lower inference price), most promising first: the lowest
+    /// shortfall bound first (indices into the standings).
+    pub cheaper: Vec<usize>,
+}
+
+/// Fewest trained tokens, then lowest inference price.
+fn by_cost(a: &Candidate, b: &Candidate) -> Ordering {
+    a.trained_tokens
+        .unwrap_or(i64::MAX)
+        .cmp(&b.trained_tokens.unwrap_or(i64::MAX))
+        .then_with(|| a.inference_price.unwrap_or(f64::INFINITY).total_cmp(&b.inference_price.unwrap_or(f64::INFINITY)))
 }
 
 /// Picks the model to deploy among the ranked rows; `None` when no run has
 /// finished with complete grades.
 pub fn pick(candidates: &[Candidate], standings: &[Standing], strategy: Strategy) -> Option<Pick> {
     let leader = standings.iter().position(|s| s.is_leader)?;
-    let tied: Vec<usize> =
-        (0..standings.len()).filter(|&i| standings[i].rank.is_some() && standings[i].tied_with_best).collect();
+    let of = |i: usize| &candidates[standings[i].index];
+    let ranked = (0..standings.len()).filter(|&i| standings[i].rank.is_some());
+    let within: Vec<usize> = ranked.clone().filter(|&i| standings[i].within_margin).collect();
+    let upper = |i: usize| standings[i].shortfall.map_or(f64::INFINITY, |b| b.upper);
+    let mut cheaper: Vec<usize> = ranked.filter(|&i| by_cost(of(i), of(leader)) == Ordering::Less).collect();
+    cheaper.sort_by(|&a, &b| upper(a).total_cmp(&upper(b)).then_with(|| standings[a].rank.cmp(&standings[b].rank)));
     let chosen = match strategy {
         Strategy::Strict => leader,
-        Strategy::Cheapest => *tied.iter().min_by(|&&a, &&b| {
-            let (ca, cb) = (&candidates[standings[a].index], &candidates[standings[b].index]);
-            ca.trained_tokens
-                .unwrap_or(i64::MAX)
-                .cmp(&cb.trained_tokens.unwrap_or(i64::MAX))
-                .then_with(|| {
-                    ca.inference_price.unwrap_or(f64::INFINITY).total_cmp(&cb.inference_price.unwrap_or(f64::INFINITY))
-                })
-                .then_with(|| standings[a].rank.cmp(&standings[b].rank))
-        })?,
+        Strategy::Cheapest => *within
+            .iter()
+            .min_by(|&&a, &&b| by_cost(of(a), of(b)).then_with(|| standings[a].rank.cmp(&standings[b].rank)))?,
     };
-    Some(Pick { chosen, leader, tied })
+    Some(Pick { chosen, leader, within, cheaper })
 }
 
 #[cfg(test)]
@@ -305,7 +336,7 @@ mod tests {
         }
     }
 
-    const EXACT: Settings<'static> = Settings { metric: "exact_match", pass_fail: true, alpha: 0.05 };
+    const EXACT: Settings<'static> = Settings { metric: "exact_match", pass_fail: true, alpha: 0.05, margin: 0.02 };
 
     fn labels(c: &[Candidate], s: &[Standing]) -> Vec<(Option<usize>, String, bool)> {
         s.iter().map(|s| (s.rank, c[s.index].label(), s.tied_with_best)).collect()
@@ -344,9 +375,14 @@ mod tests {
         assert!((lo - 0.711_1).abs() < 1e-3 && (hi - 0.866_7).abs() < 1e-3, "{lo} {hi}");
         assert!(s[0].is_leader && s[0].comparison.is_none());
 
+        // Not significantly different is not as good: 4 of 100 examples against it bound its shortfall at 0.086.
+        assert!(!s[1].within_margin && s[0].within_margin);
+        let b = s[1].shortfall.unwrap();
+        assert_eq!(b.method, "tango_score");
+        assert!((b.diff - 0.04).abs() < 1e-12 && b.upper > 0.08, "{b:?}");
         let cheapest = pick(&cs, &s, Strategy::Cheapest).unwrap();
-        assert_eq!(cs[s[cheapest.chosen].index].label(), "near", "fewer trained tokens among the tied");
-        assert_eq!(cheapest.tied, [0, 1]);
+        assert_eq!(cs[s[cheapest.chosen].index].label(), "top", "nothing cheaper is within the margin");
+        assert_eq!((cheapest.within, cheapest.cheaper), (vec![0], vec![1, 2]), "the closest cheaper run first");
         let strict = pick(&cs, &s, Strategy::Strict).unwrap();
         assert_eq!(cs[s[strict.chosen].index].label(), "top");
     }
@@ -368,21 +404,71 @@ mod tests {
         let cs = vec![nan, ok];
         let s = standings(&cs, &EXACT);
         assert_eq!(cs[s[0].index].label(), "ok");
-        // Identical scores are tied (p = 1); the tokens are equal, so the rank decides.
+        // Identical scores are tied (p = 1) but 10 examples cannot show them within 0.02; the leader stays.
+        assert!(s[1].tied_with_best && !s[1].within_margin);
         let p = pick(&cs, &s, Strategy::Cheapest).unwrap();
         assert_eq!(cs[s[p.chosen].index].label(), "ok");
     }
 
     #[test]
     fn inference_price_breaks_a_tie_in_tokens() {
-        let mut a = candidate("a", RunState::Done, 100, Some(pass_fail(8, 10)));
-        let mut b = candidate("b", RunState::Done, 100, Some(pass_fail(7, 10)));
+        // Identical on 2,000 examples: within the margin; b is as cheap to train and cheaper to run.
+        let mut a = candidate("a", RunState::Done, 100, Some(pass_fail(1600, 2000)));
+        let mut b = candidate("b", RunState::Done, 100, Some(pass_fail(1600, 2000)));
         a.inference_price = Some(5.0);
         b.inference_price = Some(2.0);
         let cs = vec![a, b];
         let s = standings(&cs, &EXACT);
         let p = pick(&cs, &s, Strategy::Cheapest).unwrap();
         assert_eq!(cs[s[p.chosen].index].label(), "b");
+        assert_eq!(p.within, [0, 1]);
+    }
+
+    /// `n` examples; the leader right on the first `passes`; the cheaper run
+    /// loses `lost` of those and gains `gained` of the others.
+    fn leader_and_cheaper(n: usize, passes: usize, lost: usize, gained: usize) -> Vec<Candidate> {
+        let leader = pass_fail(passes, n);
+        let mut cheap = leader.clone();
+        cheap.iter_mut().take(lost).for_each(|x| *x = 0.0);
+        cheap.iter_mut().skip(passes).take(gained).for_each(|x| *x = 1.0);
+        // A lower validation loss keeps the leader first when the scores are equal.
+        let mut first = candidate("leader", RunState::Done, 300, Some(leader));
+        first.valid_loss = Some(1.0);
+        vec![first, candidate("cheap", RunState::Done, 100, Some(cheap))]
+    }
+
+    #[test]
+    fn a_cheaper_run_is_picked_only_when_shown_to_be_within_the_margin() {
+        // (what, examples, leader's passes, lost, gained, not significantly different, picked)
+        let cases = [
+            // The case: 0.767 against 0.533 on 30, McNemar p = 0.118 cannot reject; bound 0.424.
+            ("far below on 30", 30, 23, 11, 4, true, false),
+            ("identical on 30: 30 examples resolve 0.083 at best", 30, 23, 0, 0, true, false),
+            ("identical on 184: the bound is 0.0145", 184, 140, 0, 0, true, true),
+            ("5 lost and 5 gained of 184: the bound is 0.031", 184, 140, 5, 5, true, false),
+            ("3 lost and 1 gained of 2,000: the bound is 0.0033", 2000, 1500, 3, 1, true, true),
+            ("60 lost and 20 gained of 2,000: 0.02 below", 2000, 1500, 60, 20, false, false),
+            ("30 lost and 20 gained of 2,000: p = 0.2, the bound is 0.0111", 2000, 1500, 30, 20, true, true),
+        ];
+        for (what, n, passes, lost, gained, not_different, picked) in cases {
+            let cs = leader_and_cheaper(n, passes, lost, gained);
+            let s = standings(&cs, &EXACT);
+            assert_eq!(cs[s[0].index].label(), "leader", "{what}");
+            assert_eq!(s[1].tied_with_best, not_different, "{what}: {:?}", s[1].comparison);
+            let b = s[1].shortfall.unwrap();
+            assert_eq!(s[1].within_margin, b.upper < 0.02, "{what}");
+            let p = pick(&cs, &s, Strategy::Cheapest).unwrap();
+            let chosen = cs[s[p.chosen].index].label();
+            assert_eq!(chosen, if picked { "cheap" } else { "leader" }, "{what}: bound {:.4}", b.upper);
+            assert_eq!(cs[s[pick(&cs, &s, Strategy::Strict).unwrap().chosen].index].label(), "leader", "{what}");
+        }
+        // A margin of 0.05 lets the 5-lost-5-gained run through; a margin of 0 never lets one through.
+        let cs = leader_and_cheaper(184, 140, 5, 5);
+        let wide = standings(&cs, &Settings { margin: 0.05, ..EXACT });
+        assert_eq!(cs[wide[pick(&cs, &wide, Strategy::Cheapest).unwrap().chosen].index].label(), "cheap");
+        let cs = leader_and_cheaper(2000, 1500, 0, 0);
+        let zero = standings(&cs, &Settings { margin: 0.0, ..EXACT });
+        assert_eq!(cs[zero[pick(&cs, &zero, Strategy::Cheapest).unwrap().chosen].index].label(), "leader");
     }
 
     #[test]

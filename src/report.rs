@@ -55,8 +55,16 @@ pub struct LeaderboardRow {
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub is_leader: bool,
-    /// The leader, and rows whose paired test against it is not significant.
+    /// The leader, and rows whose paired test against it is not significant
+    /// (no difference found, which is no evidence that they are as good).
     pub tied_with_best: bool,
+    /// The one-sided `1 - alpha` upper bound on how far the score is below
+    /// the leader's on the same examples.
+    pub shortfall_upper: Option<f64>,
+    /// The leader, and rows whose `shortfall_upper` is below `[evaluation]
+    /// margin`: shown to be as good within the margin, the only rows `best`
+    /// may pick instead of the leader.
+    pub within_margin: bool,
     /// The paired test against the leader: `mcnemar_exact` or `paired_bootstrap`.
     pub test: Option<String>,
     pub p_value: Option<f64>,
@@ -277,6 +285,8 @@ pub fn leaderboard_rows(
                 ci_high: st.interval.map(|i| i.1),
                 is_leader: st.is_leader,
                 tied_with_best: st.tied_with_best,
+                shortfall_upper: st.shortfall.map(|b| b.upper),
+                within_margin: st.within_margin,
                 test: st.comparison.map(|c| c.test.to_string()),
                 p_value: st.comparison.map(|c| c.p_value),
                 diff_from_leader: st.score.zip(leader_score).map(|(s, l)| s - l),
@@ -335,13 +345,14 @@ fn origin_notes(r: &crate::store::RunRecord) -> Vec<String> {
 }
 
 /// How a leaderboard is shown: the metric ranked by, the other scores, and
-/// what the interval and the tie mark mean.
+/// what the interval and the marks against the leader mean.
 #[derive(Debug, Clone, Copy)]
 pub struct BoardView<'a> {
     pub metric: &'a str,
     /// The other scores, as columns.
     pub others: &'a [String],
     pub alpha: f64,
+    pub margin: f64,
     pub pass_fail: bool,
 }
 
@@ -349,14 +360,21 @@ fn p_text(p: f64) -> String {
     if p < 0.001 { "p<0.001".into() } else { format!("p={p:.3}") }
 }
 
-/// The row's standing against the leader: `leader`, `tie p=…` or `p=…`.
+/// The row's standing against the leader: `leader`, or the paired test
+/// (`n.s. p=…` for not significantly different, `below p=…`, `above p=…`)
+/// and the bound on its shortfall (`within margin`, or `≤0.097 below`).
 fn vs_leader(r: &LeaderboardRow) -> String {
-    match (r.is_leader, r.p_value) {
-        (true, _) => "leader".into(),
-        (false, Some(p)) if r.tied_with_best => format!("tie {}", p_text(p)),
+    let test = match (r.is_leader, r.p_value) {
+        (true, _) => return "leader".into(),
+        (false, Some(p)) if r.tied_with_best => format!("n.s. {}", p_text(p)),
         (false, Some(p)) if r.diff_from_leader.is_some_and(|d| d > 0.0) => format!("above {}", p_text(p)),
         (false, Some(p)) => format!("below {}", p_text(p)),
-        (false, None) => "-".into(),
+        (false, None) => return "-".into(),
+    };
+    match r.shortfall_upper {
+        Some(_) if r.within_margin => format!("{test}; within margin"),
+        Some(u) => format!("{test}; ≤{u:.3} below"),
+        None => test,
     }
 }
 
@@ -423,7 +441,7 @@ fn board_header(view: &BoardView<'_>) -> Vec<String> {
     h
 }
 
-/// What the interval and the tie mark mean, under the table.
+/// What the interval and the marks against the leader mean, under the table.
 pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
     let n = rows.iter().find(|r| r.is_leader).and_then(|r| r.n_eval).unwrap_or(0);
     let (interval, test) = if view.pass_fail {
@@ -433,9 +451,14 @@ pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
     };
     format!(
         "{}: mean over {n} examples; 95% CI: {interval}. vs leader: {test} on the same examples; \
-         `tie` = not significantly different at alpha = {} (no correction for multiple comparisons). \
-         gap = valid_loss - train_loss.",
-        view.metric, view.alpha
+         `n.s.` = not significantly different at alpha = {alpha} (no correction for multiple comparisons), \
+         which is no evidence that it is as good; `≤x below` = at most x below the leader ({confidence}% one-sided \
+         bound); `within margin` = that bound is below the margin {margin}, the only runs `best` may pick \
+         instead of the leader. gap = valid_loss - train_loss.",
+        view.metric,
+        alpha = view.alpha,
+        confidence = crate::stats::confidence_percent(view.alpha),
+        margin = view.margin
     )
 }
 

@@ -228,6 +228,9 @@ pub struct Evaluation {
     pub combined: Option<Weighted>,
     /// The significance level of the paired test against the leader.
     pub alpha: f64,
+    /// How far below the leader a cheaper run may be shown to be and still be
+    /// picked by `best` (the non-inferiority margin, in units of the metric).
+    pub margin: f64,
     /// Whether the runs' earlier kept epoch checkpoints are evaluated too.
     pub checkpoints: bool,
     /// Whether the base model is evaluated, as the baseline row.
@@ -238,6 +241,9 @@ pub struct Evaluation {
 
 /// The default significance level.
 pub const ALPHA: f64 = 0.05;
+
+/// The default non-inferiority margin.
+pub const MARGIN: f64 = 0.02;
 
 /// The default number of completions in flight.
 pub const EVAL_CONCURRENCY: u32 = 8;
@@ -250,6 +256,7 @@ impl Default for Evaluation {
             graders: NamedGrader::builtin("exact_match").into_iter().collect(),
             combined: None,
             alpha: ALPHA,
+            margin: MARGIN,
             checkpoints: false,
             baseline: true,
             concurrency: EVAL_CONCURRENCY,
@@ -438,6 +445,7 @@ struct RawEvaluation {
     graders: Option<Vec<Spanned<toml::Table>>>,
     combined: Option<Spanned<toml::Table>>,
     alpha: Option<Spanned<f64>>,
+    margin: Option<Spanned<f64>>,
     checkpoints: Option<bool>,
     baseline: Option<bool>,
     concurrency: Option<Spanned<i64>>,
@@ -860,6 +868,19 @@ impl Cx<'_> {
                 ));
             }
         };
+        let margin = match &raw.margin {
+            None => MARGIN,
+            Some(m) if (0.0..1.0).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.at(
+                    m,
+                    "evaluation.margin",
+                    format!("{} is not allowed", m.get_ref()),
+                    "give the largest shortfall from the leader that still counts as as good, at least 0 and below 1, \
+                     e.g. `margin = 0.02`",
+                ));
+            }
+        };
         let concurrency = match &raw.concurrency {
             None => EVAL_CONCURRENCY,
             Some(c) => self.int_in(c, "evaluation.concurrency", (1.0, 256.0))? as u32,
@@ -869,6 +890,7 @@ impl Cx<'_> {
             graders,
             combined,
             alpha,
+            margin,
             checkpoints: raw.checkpoints.unwrap_or(false),
             baseline: raw.baseline.unwrap_or(true),
             concurrency,
@@ -1582,6 +1604,25 @@ max_concurrent = 2
         assert_eq!(e.key.as_deref(), Some("evaluation.alpha"));
         let e = err(&GOOD.replace("metric = \"exact_match\"", "metrics = \"exact_match\""));
         assert!(e.message.contains("unknown field `metrics`"), "{e}");
+    }
+
+    #[test]
+    fn the_margin_defaults_to_two_points_and_must_be_below_one() {
+        assert_eq!(parse_str(GOOD).unwrap().evaluation.margin, 0.02);
+        let s = parse_str(&GOOD.replace("metric = \"exact_match\"", "margin = 0.05")).unwrap();
+        assert_eq!(s.evaluation.margin, 0.05);
+        assert_eq!(
+            parse_str(&GOOD.replace("metric = \"exact_match\"", "margin = 0.0")).unwrap().evaluation.margin,
+            0.0
+        );
+        for bad in ["margin = 1.0", "margin = -0.01", "margin = nan"] {
+            let e = err(&GOOD.replace("metric = \"exact_match\"", bad));
+            assert_eq!((e.line, e.key.as_deref()), (Some(15), Some("evaluation.margin")), "{bad}");
+            assert!(
+                e.message.contains("is not allowed") && e.hint.as_deref().unwrap().contains("margin = 0.02"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

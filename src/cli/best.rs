@@ -1,7 +1,9 @@
 //! `ftsweep best`: the model to deploy, for scripts. By default the cheapest
-//! run statistically tied with the leader; `--strict` for the top score;
-//! `--alias` for the model an alias points at. Only the model id goes to
-//! stdout; the reason goes to stderr.
+//! run shown to be within `[evaluation] margin` of the leader (a one-sided
+//! upper bound on its shortfall below the margin; not significantly different
+//! is not enough), else the leader; `--strict` for the top score; `--alias`
+//! for the model an alias points at. Only the model id goes to stdout; the
+//! reason, and what the validation set can resolve, go to stderr.
 
 use anyhow::Result;
 
@@ -11,6 +13,7 @@ use super::{Cli, ExitStatus, NoResult, UsageError, open_sweep};
 use crate::plan::show;
 use crate::rank::{self, Pick, Strategy};
 use crate::report::LeaderboardRow;
+use crate::stats::{self, Shortfall};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,7 +23,7 @@ pub struct Args {
     /// Print the chosen run's leaderboard row as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Pick the top score alone, ignoring ties and cost.
+    /// Pick the top score alone, ignoring cost.
     #[arg(long)]
     pub strict: bool,
     /// Print the model an alias points at (see `ftsweep promote`).
@@ -44,7 +47,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     };
     let rows = board.rows();
     // With seed replicates, the configuration with the best mean over its
-    // seeds wins, not a run that may owe its score to a lucky seed.
+    // seeds wins, not a run that may owe its score to a lucky seed. The
+    // margin rule holds there as it stands: that configuration is the
+    // replicated leader, and a cheaper configuration is never picked in its
+    // place (so no failed test can trade its quality for cost).
     let by_seeds = if args.strict { None } else { seed_pick(&rows) };
     let chosen = &rows[by_seeds.unwrap_or(pick.chosen)];
     if args.json {
@@ -57,6 +63,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         None => reason(&board, &rows, &pick, strategy),
     };
     eprintln!("best of `{}`: {why}", sweep.name);
+    if !args.strict
+        && let Some(note) = resolution_note(&board, &rows, &pick, by_seeds.is_none())
+    {
+        eprintln!("note: {note}");
+    }
     Ok(ExitStatus::Success)
 }
 
@@ -129,44 +140,112 @@ fn test_text(r: &LeaderboardRow) -> String {
     }
 }
 
+fn tokens(r: &LeaderboardRow) -> String {
+    r.trained_tokens.map_or("?".into(), |t| t.to_string())
+}
+
+/// `95% one-sided bound, tango score` for alpha 0.05.
+fn bound_text(alpha: f64, b: &Shortfall) -> String {
+    format!("{}% one-sided bound, {}", stats::confidence_percent(alpha), b.method.replace('_', " "))
+}
+
 /// Why the pick was made, in one sentence.
 fn reason(board: &Board, rows: &[LeaderboardRow], pick: &Pick, strategy: Strategy) -> String {
     let (chosen, leader) = (&rows[pick.chosen], &rows[pick.leader]);
     let metric = &board.metric;
-    let alpha = board.setup.evaluation.alpha;
-    let others = pick.tied.len() - 1;
+    let (alpha, margin) = (board.setup.evaluation.alpha, board.setup.evaluation.margin);
     let head = format!("{} ({metric} {}; {})", label(chosen), score(chosen), hyperparameters(chosen));
+    let shown = pick.within.len() - 1;
     if strategy == Strategy::Strict {
         return format!(
-            "{head}: the top score (--strict); {others} other runs are statistically tied with it at alpha = {alpha}"
+            "{head}: the top score (--strict); {shown} other runs are shown to be within the margin {margin} of it"
         );
     }
     if pick.chosen == pick.leader {
-        if others == 0 {
-            let runner_up = rows.iter().find(|r| r.rank == Some(2));
-            let next = runner_up.map_or(String::new(), |r| format!(" (the runner-up {}: {})", label(r), test_text(r)));
-            return format!("{head}: the leader, and no other run is statistically tied with it{next}");
-        }
+        let Some(&c) = pick.cheaper.first() else {
+            return format!("{head}: the leader, and no ranked run is cheaper");
+        };
+        let (r, b) = (&rows[c], board.standings[c].shortfall);
+        let Some(b) = b else { return format!("{head}: the leader") };
+        let not_different = if r.tied_with_best {
+            format!(
+                "; the paired test finds no significant difference ({} >= alpha = {alpha}), which is no evidence \
+                 that it is as good",
+                test_text(r)
+            )
+        } else {
+            String::new()
+        };
         return format!(
-            "{head}: the leader, and the cheapest of the {} runs statistically tied with it at alpha = {alpha} \
-             ({} trained tokens)",
-            others + 1,
-            chosen.trained_tokens.map_or("?".into(), |t| t.to_string())
+            "{head}: the leader; no cheaper run is shown to be within the margin {margin} of it: the closest, {} \
+             ({metric} {}, {} trained tokens against the leader's {}), may be up to {:.3} below it ({}){not_different}",
+            label(r),
+            r.score.map_or("-".into(), |s| format!("{s:.3}")),
+            tokens(r),
+            tokens(leader),
+            b.upper,
+            bound_text(alpha, &b)
         );
     }
     let cheaper = match (chosen.trained_tokens, leader.trained_tokens) {
         (Some(a), Some(b)) if a < b => format!("{a} trained tokens against the leader's {b}"),
-        (Some(a), _) => format!("{a} trained tokens, the same as the leader, and a lower inference price or rank"),
+        (Some(a), _) => format!("{a} trained tokens, the same as the leader, and a lower inference price"),
         _ => "the fewest trained tokens".into(),
     };
+    let bound = board.standings[pick.chosen]
+        .shortfall
+        .map_or(String::new(), |b| format!(": at most {:.3} below it ({})", b.upper, bound_text(alpha, &b)));
     format!(
-        "{head}: statistically tied with the leader {} ({metric} {}; {} >= alpha = {alpha}) and the cheapest of the \
-         {} tied runs: {cheaper}; `--strict` picks the leader",
+        "{head}: shown to be within the margin {margin} of the leader {} ({metric} {}){bound}, and the cheapest of \
+         the {} runs within the margin: {cheaper}; `--strict` picks the leader",
         label(leader),
         leader.score.map_or("-".into(), |s| format!("{s:.3}")),
-        test_text(chosen),
-        others + 1
+        shown + 1
     )
+}
+
+/// What the validation set can resolve, when it limits the pick: too few
+/// examples to show any run within the margin, or (for a pick among single
+/// runs) how many examples would show the closest cheaper run within it.
+fn resolution_note(board: &Board, rows: &[LeaderboardRow], pick: &Pick, single_runs: bool) -> Option<String> {
+    let margin = board.setup.evaluation.margin;
+    // The examples only limit the pick when there is a cheaper run to pick.
+    if pick.cheaper.is_empty() {
+        return None;
+    }
+    let any = board.standings.iter().find_map(|s| s.shortfall)?;
+    if any.resolution >= margin {
+        let need = stats::examples_to_resolve(margin, any.z)
+            .map_or("no number of examples resolves a margin of 0".into(), |k| {
+                format!("about {k} examples would resolve a margin of {margin} (more when runs disagree on some)")
+            });
+        return Some(format!(
+            "the validation set is too small to tell runs apart within the margin {margin}: with {} examples the \
+             smallest shortfall it can rule out is {:.3} (two runs that agree on every example), so `best` picks the \
+             leader; {need}",
+            any.n, any.resolution
+        ));
+    }
+    if !single_runs || pick.chosen != pick.leader {
+        return None;
+    }
+    let &c = pick.cheaper.first()?;
+    let b = board.standings[c].shortfall?;
+    Some(match b.examples_needed(margin) {
+        Some(k) => format!(
+            "{} could be shown to be within the margin {margin} with about {k} examples, if it kept differing from \
+             the leader as it does on these {}",
+            label(&rows[c]),
+            b.n
+        ),
+        None => format!(
+            "{} scores {:.3} below the leader on these {} examples, at least the margin {margin}: more examples \
+             like these would not show it to be within it",
+            label(&rows[c]),
+            b.diff,
+            b.n
+        ),
+    })
 }
 
 fn print_alias(cli: &Cli, alias: &str, json: bool) -> Result<ExitStatus> {

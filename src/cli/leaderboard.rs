@@ -100,7 +100,8 @@ impl Board {
         };
         let pass_fail = metric != COMBINED && setup.evaluation.grader(&metric).is_some_and(|g| g.is_pass_fail());
         let candidates: Vec<Candidate> = loaded.iter().map(|l| l.candidate.clone()).collect();
-        let settings = Settings { metric: &metric, pass_fail, alpha: setup.evaluation.alpha };
+        let settings =
+            Settings { metric: &metric, pass_fail, alpha: setup.evaluation.alpha, margin: setup.evaluation.margin };
         let standings = rank::standings(&candidates, &settings);
         Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail })
     }
@@ -123,6 +124,7 @@ impl Board {
             metric: &self.metric,
             others: &others,
             alpha: self.setup.evaluation.alpha,
+            margin: self.setup.evaluation.margin,
             pass_fail: self.pass_fail,
         };
         Ok(match format {

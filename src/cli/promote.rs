@@ -1,7 +1,11 @@
 //! `ftsweep promote RUN --alias NAME`: points an alias at a run's model,
 //! with provenance (sweep, run, model, data hashes, graders, scores, time).
-//! Guarded: an alias moves only to a model significantly better than the
-//! current holder on the same validation examples, unless `--force`.
+//! Guarded by the rule of `best`: an alias moves only to a model
+//! significantly better than the current holder on the same validation
+//! examples, or to a cheaper one (fewer trained tokens) shown to be within
+//! `[evaluation] margin` of it (the one-sided upper bound on its shortfall
+//! below the margin), unless `--force`. Not significantly different is never
+//! enough.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +26,8 @@ pub struct Args {
     /// The alias to point at the run's model, e.g. `champion`.
     #[arg(long)]
     pub alias: String,
-    /// Move the alias even if the run is not significantly better than its current model.
+    /// Move the alias even if the run is neither significantly better than its current model nor cheaper and
+    /// within the margin of it.
     #[arg(long)]
     pub force: bool,
     /// The sweep (default: the latest sweep that plans the run).
@@ -78,7 +83,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let model = candidate.model.clone().unwrap_or_default();
     let examples = &board.loaded[standing.index].examples;
     let new_scores = candidate.grades.get(&board.metric).unwrap_or_default();
-    let alpha = board.setup.evaluation.alpha;
+    let (alpha, margin) = (board.setup.evaluation.alpha, board.setup.evaluation.margin);
     let current = store.lock().alias(&args.alias)?;
 
     let mut previous = serde_json::Value::Null;
@@ -105,6 +110,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             }
         };
         let old_mean = holder_scores.as_deref().map(crate::stats::mean);
+        // Cheaper: fewer trained tokens behind the model than the holder's
+        // (from its row in this sweep, else from its provenance).
+        let holder_tokens = board
+            .candidates
+            .iter()
+            .find(|c| c.role.is_ranked() && c.model.as_deref() == Some(holder.model.as_str()))
+            .and_then(|c| c.trained_tokens)
+            .or_else(|| holder.provenance["trained_tokens"].as_i64());
+        let cheaper = candidate.trained_tokens.zip(holder_tokens).is_some_and(|(new, old)| new < old);
         let verdict: Result<(), (String, String)> = match &holder_scores {
             None => Err((
                 format!("the current model `{}` has no grades on this sweep's validation examples", holder.model),
@@ -115,37 +129,61 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             )),
             Some(old) => {
                 let test = paired_test(new_scores, old, alpha);
+                let shortfall = crate::stats::shortfall_bound(old, new_scores, alpha, crate::rank::SEED).ok();
+                let confidence = crate::stats::confidence_percent(alpha);
+                // A cheaper model shown to be within the margin of the holder.
+                let shown = shortfall.filter(|b| cheaper && b.within(margin));
                 previous = json!({
                     "model": holder.model,
                     "run_id": holder.run_id,
                     "score": old_mean,
                     "test": test.as_ref().map(|t| t.test.clone()),
                     "p_value": test.as_ref().map(|t| t.p_value),
+                    "shortfall_upper": shortfall.map(|b| b.upper),
+                    "cheaper_within_margin": shown.is_some(),
                 });
-                match test {
-                    Some(t) if t.significant && t.mean_diff > 0.0 => Ok(()),
-                    Some(t) if t.mean_diff <= 0.0 => Err((
+                // Why a cheaper model does not pass the margin, when it is cheaper.
+                let margin_text = match shortfall.filter(|_| cheaper) {
+                    Some(b) => format!(
+                        "; it is cheaper, but not shown to be within the margin {margin} of it: it may be up to \
+                         {:.3} below it ({confidence}% one-sided bound)",
+                        b.upper
+                    ),
+                    None => String::new(),
+                };
+                let hint = || "--force moves it anyway".to_string();
+                match (test, shown) {
+                    (Some(t), _) if t.significant && t.mean_diff > 0.0 => Ok(()),
+                    (_, Some(b)) => {
+                        eprintln!(
+                            "`{model}` is cheaper than `{}` and shown to be within the margin {margin} of it on the \
+                             same {} examples: at most {:.3} below it ({confidence}% one-sided bound)",
+                            holder.model, b.n, b.upper
+                        );
+                        Ok(())
+                    }
+                    (Some(t), None) if t.mean_diff <= 0.0 => Err((
                         format!(
-                            "it is not better on the same {} examples ({} p = {:.4})",
+                            "it is not better on the same {} examples ({} p = {:.4}){margin_text}",
                             new_scores.len(),
                             t.test.replace('_', " "),
                             t.p_value
                         ),
-                        "--force moves it anyway".into(),
+                        hint(),
                     )),
-                    Some(t) => Err((
+                    (Some(t), None) => Err((
                         format!(
-                            "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = {alpha})",
+                            "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = \
+                             {alpha}){margin_text}",
                             new_scores.len(),
                             t.test.replace('_', " "),
                             t.p_value
                         ),
-                        "--force moves it anyway".into(),
+                        hint(),
                     )),
-                    None => Err((
-                        "it scores exactly as the current model on every example".into(),
-                        "--force moves it anyway".into(),
-                    )),
+                    (None, None) => {
+                        Err((format!("it scores exactly as the current model on every example{margin_text}"), hint()))
+                    }
                 }
             }
         };
@@ -188,6 +226,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         "graders": evaluation.graders.iter().map(|g| g.describe()).collect::<Vec<_>>(),
         "combined": evaluation.combined.as_ref().map(|w| w.parts.clone()),
         "alpha": alpha,
+        "margin": margin,
         "score": row.score,
         "ci_low": row.ci_low,
         "ci_high": row.ci_high,
