@@ -8,6 +8,7 @@ mod errors;
 mod eval;
 mod protocol;
 mod search;
+mod security;
 mod serve;
 mod sweep;
 mod util;
