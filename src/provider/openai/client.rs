@@ -93,6 +93,10 @@ pub enum ApiError {
     /// The answer was not what the protocol says.
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// Nothing was sent: the settings would send the key in clear, or a
+    /// value that cannot be an HTTP header.
+    #[error("refusing to send any request: {0}")]
+    Refused(String),
 }
 
 impl ApiError {
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::Transport { sent, .. } => *sent,
             ApiError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 409,
             ApiError::Decode(_) => true,
+            ApiError::Refused(_) => false,
         }
     }
 
@@ -140,6 +145,7 @@ impl ApiError {
         match self {
             ApiError::Transport { .. } | ApiError::Decode(_) => true,
             ApiError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 409,
+            ApiError::Refused(_) => false,
         }
     }
 }
@@ -280,8 +286,7 @@ impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
         // The callers check these with a better error; this is the last line
         // before the key goes out.
-        let refuse = |reason: String| ApiError::Transport { reason, sent: false };
-        crate::spec::check_base_url(&cfg.base_url).map_err(|m| refuse(format!("refusing the base URL: {m}")))?;
+        crate::spec::check_base_url(&cfg.base_url).map_err(|m| ApiError::Refused(format!("base URL: {m}")))?;
         let headers = [
             ("the organization", cfg.organization.as_deref()),
             ("the project", cfg.project.as_deref()),
@@ -289,7 +294,7 @@ impl Client {
         ];
         for (what, value) in headers {
             if let Some(problem) = value.and_then(crate::spec::header_value_problem) {
-                return Err(refuse(format!("{what} cannot be sent: {problem}")));
+                return Err(ApiError::Refused(format!("{what} cannot be sent: {problem}")));
             }
         }
         let http = reqwest::Client::builder()
@@ -536,7 +541,7 @@ fn http_error(status: StatusCode, headers: &HeaderMap, bytes: &[u8], key_env: &s
 fn is_retryable(e: &ApiError) -> bool {
     match e {
         ApiError::Transport { .. } => true,
-        ApiError::Decode(_) => false,
+        ApiError::Decode(_) | ApiError::Refused(_) => false,
         ApiError::Http { status, code, .. } => {
             let hopeless = matches!(code.as_deref(), Some("insufficient_quota" | "daily_rate_limit_exceeded"));
             !hopeless && (*status == 408 || *status == 409 || *status == 429 || *status >= 500)
