@@ -100,23 +100,49 @@ impl Default for OpenAiSettings {
 }
 
 /// Checks a base URL: `https://` anywhere, plain `http://` only to a
-/// loopback host (the key would otherwise cross the network in clear).
+/// loopback host (the key would otherwise cross the network in clear):
+/// an IP literal in 127.0.0.0/8, `::1`, or `localhost`. The URL is parsed as
+/// the HTTP client parses it, so `http://127.0.0.1@host/` (user info) and
+/// `http://127.0.0.1.example.com/` are what they are: other hosts. A URL
+/// with user info is refused whatever its scheme.
 pub fn check_base_url(url: &str) -> Result<(), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}` is not a URL"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the URL has a user-info part (`...@` before the host): a base URL names the server and \
+                    nothing else, and the part before `@` is not its host"
+            .into());
     }
-    match scheme {
+    let Some(host) = parsed.host() else { return Err(format!("`{url}` has no host")) };
+    match parsed.scheme() {
         "https" => Ok(()),
-        "http" if host == "localhost" || host == "::1" || host.starts_with("127.") => Ok(()),
-        "http" => Err(format!("plain http is refused for `{host}`: the API key would cross the network unencrypted")),
+        "http" if is_loopback(&host) => Ok(()),
+        "http" => Err(format!(
+            "plain http is refused for `{host}`, which is not a loopback host (127.0.0.0/8, ::1, localhost): the API \
+             key would cross the network unencrypted"
+        )),
         other => Err(format!("unsupported scheme `{other}`")),
     }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Why `value` cannot be sent as an HTTP header value, if it cannot: only
+/// visible ASCII, spaces and tabs can (a CR or LF would end the header and
+/// start another). The value itself is never quoted: it may be a key.
+pub fn header_value_problem(value: &str) -> Option<String> {
+    let (i, c) = value.chars().enumerate().find(|(_, c)| !(c.is_ascii_graphic() || *c == ' ' || *c == '\t'))?;
+    let what = match c {
+        '\r' | '\n' => "a line break (CR or LF)".to_string(),
+        c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+        _ => "a non-ASCII character".to_string(),
+    };
+    Some(format!("the value has {what} at character {}, which cannot be sent in an HTTP header", i + 1))
 }
 
 /// How the hyperparameter space is searched.
@@ -393,8 +419,8 @@ struct RawSweep {
 struct RawOpenAi {
     base_url: Option<Spanned<String>>,
     api_key_env: Option<Spanned<String>>,
-    organization: Option<String>,
-    project: Option<String>,
+    organization: Option<Spanned<String>>,
+    project: Option<Spanned<String>>,
     auth: Option<Spanned<String>>,
     api_version: Option<String>,
 }
@@ -459,6 +485,22 @@ struct RawLimits {
     budget_usd: Option<Spanned<f64>>,
     max_trained_tokens: Option<Spanned<i64>>,
     retries: Option<Spanned<i64>>,
+}
+
+/// An error about a top-level key's value found after parsing (the data
+/// file it names is a directory, say), located at the key's line.
+pub fn key_error(path: &Path, text: &str, key: &str, message: String, hint: &str) -> SpecError {
+    let line = text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')));
+    SpecError {
+        path: path.to_path_buf(),
+        line: line.map(|i| i + 1),
+        key: Some(key.to_string()),
+        message,
+        hint: Some(hint.to_string()),
+    }
 }
 
 /// Parses a sweep file's text. `path` names the file in errors and anchors
@@ -666,6 +708,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
     })
 }
 
+/// The table a `[table]` or `[[table]]` header line opens.
+fn table_header(line: &str) -> Option<&str> {
+    let line = line.split('#').next().unwrap_or_default().trim();
+    let inner = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+    let inner = inner.or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))?.trim();
+    let key_like = !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c));
+    (key_like && !inner.chars().all(|c| c.is_ascii_digit())).then_some(inner)
+}
+
 fn names(graders: &[NamedGrader]) -> String {
     let names: Vec<&str> = graders.iter().map(|g| g.name.as_str()).collect();
     if names.is_empty() { "(none)".into() } else { names.join(", ") }
@@ -705,23 +756,78 @@ impl Cx<'_> {
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> SpecError {
-        let message = e.message().trim().to_string();
+        let mut message = e.message().trim().to_string();
+        let mut line = e.span().map(|s| self.line_of(s.start));
+        let mut key = None;
         let hint = if message.starts_with("unknown field") {
             "remove or rename the key (the keys that table accepts are listed)"
         } else if message.starts_with("missing field") {
             "add the key; see the sweep file format in README.md"
+        } else if let Some(number) =
+            message.strip_prefix("invalid type: integer `").and_then(|m| m.split_once("` as i128"))
+        {
+            message = format!("the number `{}` is too large (whole numbers here are at most {})", number.0, i64::MAX);
+            "give the key a value in the range README.md gives for it"
         } else if message.starts_with("invalid type") {
             "give the key a value of the expected type"
+        } else if message == "recursion limit" || message.starts_with("cannot recurse further") {
+            if line.is_none()
+                && let Some((at, start, parts)) = self.deepest_key()
+            {
+                line = Some(at);
+                message = format!("the key `{start}...` has {parts} dotted parts, more than the TOML parser allows");
+            } else {
+                message = "values nest deeper than the TOML parser allows".into();
+            }
+            "a sweep file nests a few levels at most (e.g. `[evaluation.combined]`): remove or flatten this"
         } else {
             "fix the TOML syntax at that line"
         };
-        SpecError {
-            path: self.path.to_path_buf(),
-            line: e.span().map(|s| self.line_of(s.start)),
-            key: None,
-            message,
-            hint: Some(hint.to_string()),
+        let keyed = ["unknown field", "invalid type", "invalid value", "the number", "values nest"];
+        if keyed.iter().any(|p| message.starts_with(p)) {
+            key = e.span().and_then(|s| self.key_at(s.start));
         }
+        SpecError { path: self.path.to_path_buf(), line, key, message, hint: Some(hint.to_string()) }
+    }
+
+    /// The dotted key (with its table) whose value or name is at `offset`:
+    /// the `key =` on that line, or on the closest line above it in the
+    /// same table (a value that spans lines).
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let end = offset.min(self.text.len());
+        let end = self.text[end..].find('\n').map_or(self.text.len(), |i| end + i);
+        let mut lines = self.text[..end].lines().rev();
+        let mut key = None;
+        for line in lines.by_ref() {
+            if let Some(table) = table_header(line) {
+                return key.map(|k| format!("{table}.{k}"));
+            }
+            if let Some((k, _)) = line.split_once('=')
+                && let k = k.trim()
+                && !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+            {
+                key = Some(k.to_string());
+                break;
+            }
+        }
+        let key = key?;
+        let table = lines.find_map(table_header);
+        Some(table.map_or(key.clone(), |t| format!("{t}.{key}")))
+    }
+
+    /// The line, the start and the number of parts of the first key with
+    /// more dotted parts than the parser takes (it reports that without a place).
+    fn deepest_key(&self) -> Option<(usize, String, usize)> {
+        self.text.lines().enumerate().find_map(|(i, line)| {
+            let line = line.trim_start();
+            let key = match line.strip_prefix('[') {
+                Some(header) => header.split(']').next().unwrap_or_default(),
+                None => line.split('=').next().unwrap_or_default(),
+            };
+            let parts = key.matches('.').count() + 1;
+            (parts > 64).then(|| (i + 1, key.trim().chars().take(24).collect(), parts))
+        })
     }
 
     /// The line of `key = ` in the table that starts at the span (up to the
@@ -907,7 +1013,7 @@ impl Cx<'_> {
                     url,
                     "openai.base_url",
                     m,
-                    "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server",
+                    "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server, with no `user@` part",
                 )
             })?;
             settings.base_url = trimmed;
@@ -927,8 +1033,8 @@ impl Cx<'_> {
             }
             settings.api_key_env = name.clone();
         }
-        settings.organization = raw.organization.clone();
-        settings.project = raw.project.clone();
+        settings.organization = self.header_value(raw.organization.as_ref(), "openai.organization")?;
+        settings.project = self.header_value(raw.project.as_ref(), "openai.project")?;
         settings.auth = match raw.auth.as_ref().map(|a| a.get_ref().as_str()) {
             None | Some("bearer") => Auth::Bearer,
             Some("azure") => Auth::Azure {
@@ -951,6 +1057,20 @@ impl Cx<'_> {
             }
         };
         Ok(settings)
+    }
+
+    /// A value sent as an HTTP header (`organization`, `project`).
+    fn header_value(&self, v: Option<&Spanned<String>>, key: &str) -> Result<Option<String>, SpecError> {
+        let Some(v) = v else { return Ok(None) };
+        if let Some(problem) = header_value_problem(v.get_ref()) {
+            return Err(self.at(
+                v,
+                key,
+                problem,
+                "write the id on one line, as the provider shows it (e.g. `org-...`, `proj_...`)",
+            ));
+        }
+        Ok(Some(v.get_ref().clone()))
     }
 
     fn data_path(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
@@ -1503,6 +1623,93 @@ max_concurrent = 2
         assert!(check_base_url("https://example.com/v1").is_ok());
         assert!(check_base_url("http://[::1]:80/v1").is_ok());
         assert!(check_base_url("http://localhost/v1").is_ok());
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_hosts_as_the_client_parses_them() {
+        for ok in [
+            "https://example.com/v1",
+            "https://api.openai.com/v1",
+            "http://127.0.0.1:8089/v1",
+            "http://127.1.2.3/v1",
+            "http://[::1]:80/v1",
+            "http://localhost:9/v1",
+            "http://LOCALHOST/v1",
+        ] {
+            assert_eq!(check_base_url(ok), Ok(()), "{ok}");
+        }
+        // The host is what follows `@`, and `127.0.0.1.example.com` is a name.
+        for (bad, says) in [
+            ("http://127.0.0.1@otherhost:8000/v1", "user-info"),
+            ("http://127.0.0.1:x@otherhost/v1", "user-info"),
+            ("http://user@127.0.0.1:8000/v1", "user-info"),
+            ("https://user:pw@example.com/v1", "user-info"),
+            ("http://127.0.0.1.example.com/v1", "`127.0.0.1.example.com`"),
+            ("http://localhost.example.com/v1", "not a loopback host"),
+            ("http://128.0.0.1/v1", "not a loopback host"),
+            ("http://0.0.0.0:80/v1", "not a loopback host"),
+            ("http://[::ffff:7f00:1]/v1", "not a loopback host"),
+            ("http://evil\\@127.0.0.1/v1", "not a loopback host"),
+            ("ftp://127.0.0.1/v1", "unsupported scheme"),
+            ("127.0.0.1:8000/v1", "not a URL"),
+        ] {
+            let e = check_base_url(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn header_values_must_be_sendable() {
+        assert_eq!(header_value_problem("org-AbC_123 x\tz"), None);
+        let crlf = header_value_problem("org-1\r\nX-Evil: 1").unwrap();
+        assert!(crlf.contains("line break") && crlf.contains("character 6"), "{crlf}");
+        assert!(header_value_problem("a\u{0}b").unwrap().contains("U+0000"));
+        assert!(header_value_problem("a\u{7f}").unwrap().contains("U+007F"));
+        let utf8 = header_value_problem("sk-é-secret").unwrap();
+        assert!(utf8.contains("non-ASCII") && !utf8.contains('é') && !utf8.contains("secret"), "{utf8}");
+        let openai = GOOD
+            .replace("provider = \"local\"", "provider = \"openai\"")
+            .replace("local/ngram", "gpt-4.1-mini-2025-04-14");
+        for key in ["organization", "project"] {
+            let e = err(&format!("{openai}[openai]\n{key} = \"x\\r\\nX-Evil: 1\"\n"));
+            assert_eq!(e.key.as_deref(), Some(format!("openai.{key}").as_str()), "{e}");
+            assert_eq!(e.line, Some(19), "{e}");
+            assert!(e.message.contains("line break"), "{e}");
+        }
+        let ok = parse_str(&format!("{openai}[openai]\norganization = \"org-1\"\nproject = \"proj_2\"\n")).unwrap();
+        assert_eq!((ok.openai.organization.as_deref(), ok.openai.project.as_deref()), (Some("org-1"), Some("proj_2")));
+    }
+
+    #[test]
+    fn toml_errors_name_the_key_and_a_deep_key_its_line() {
+        let e = err(&GOOD.replace("max_concurrent = 2", "max_concurrent = 99999999999999999999"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(17), Some("limits.max_concurrent")), "{e}");
+        assert!(e.message.contains("too large"), "{e}");
+        let e = err(&GOOD.replace("seed = 42", "seed = 99999999999999999999"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(7), Some("seed")), "{e}");
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [\n  4,\n  99999999999999999999,\n]"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(15), Some("hyperparameters.batch_size")), "{e}");
+        let e = err(&GOOD.replace("max_concurrent = 2", "max_concurrent = \"two\""));
+        assert_eq!(e.key.as_deref(), Some("limits.max_concurrent"), "{e}");
+        let deep = vec!["a"; 20_000].join(".");
+        let e = err(&format!("{GOOD}\n[{deep}]\nx = 1\n"));
+        assert_eq!(e.line, Some(19), "{e}");
+        assert!(e.message.contains("20000 dotted parts") && e.message.contains("`a.a.a"), "{e}");
+        assert!(e.to_string().len() < 400, "the key is not printed whole: {e}");
+        let e = err(&format!("{GOOD}x = {}{}\n", "[".repeat(20_000), "]".repeat(20_000)));
+        assert_eq!(e.line, Some(18), "{e}");
+        assert!(e.message.contains("nest deeper"), "{e}");
+        // An unknown key is named with its table.
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nbatch_sise = 3"));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn a_key_error_is_at_the_top_level_key() {
+        let e = key_error(Path::new("s.toml"), GOOD, "validation_file", "gone".into(), "fix it");
+        assert_eq!(e.to_string(), "s.toml:6: `validation_file`: gone\n  hint: fix it");
+        let e = key_error(Path::new("s.toml"), GOOD, "metric", "x".into(), "y");
+        assert_eq!(e.line, None, "only top-level keys: `metric` is in [evaluation]");
     }
 
     #[test]

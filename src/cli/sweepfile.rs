@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::UsageError;
 use super::data::{DataCheckFailed, check_path};
 use crate::data::check::{self, CheckOptions, FileReport, Severity};
-use crate::data::{self, ChatFile, DataError};
+use crate::data::{self, ChatFile};
 use crate::plan::{self, DataIdentity, PlannedRun};
 use crate::pricing::{self, Price};
 use crate::report;
@@ -44,8 +44,8 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
 /// it and anchors its relative data paths.
 pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     let sweep = spec::parse(path, &text)?;
-    exists(&sweep.training_file, "training_file")?;
-    exists(&sweep.validation_file, "validation_file")?;
+    data_file(path, &text, &sweep.training_file, "training_file")?;
+    data_file(path, &text, &sweep.validation_file, "validation_file")?;
     let opts = CheckOptions::for_model(&sweep.base_model);
     let training_report = check_path(&sweep.training_file, &opts)?;
     let validation_report = check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, ..opts })?;
@@ -107,7 +107,8 @@ pub fn server_url(settings: &OpenAiSettings) -> Result<String> {
             let url = url.trim().trim_end_matches('/').to_string();
             check_base_url(&url).map_err(|m| UsageError {
                 message: format!("OPENAI_BASE_URL: {m}"),
-                hint: "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server".into(),
+                hint: "use an https:// URL, or http://127.0.0.1:PORT/v1 for a local server, with no `user@` part"
+                    .into(),
             })?;
             Ok(url)
         }
@@ -115,17 +116,46 @@ pub fn server_url(settings: &OpenAiSettings) -> Result<String> {
     }
 }
 
-fn exists(path: &Path, key: &str) -> Result<()> {
-    if !path.is_file() {
-        return Err(DataError {
-            path: path.to_path_buf(),
-            line: None,
-            message: format!("the file named by `{key}` does not exist"),
-            hint: format!("check `{key}` in the sweep file: the path is relative to the sweep file's folder"),
-        }
-        .into());
-    }
-    Ok(())
+/// Checks that the data file a sweep file's `key` names is a regular file
+/// (or a symbolic link to one); the error names the sweep file, the line and
+/// the key, and says what the path is instead.
+fn data_file(sweep_path: &Path, text: &str, file: &Path, key: &str) -> Result<()> {
+    let shown = file.display();
+    let (message, hint) = match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(m) if m.is_dir() => (
+            format!("`{shown}` is a directory, not a file"),
+            format!("name the chat JSONL file inside it, e.g. `{key} = \"data/train.jsonl\"`"),
+        ),
+        Ok(_) => (
+            format!("`{shown}` is not a regular file (a device, pipe or socket)"),
+            "name a chat JSONL file on disk; save the data to a file first".to_string(),
+        ),
+        Err(e) if is_symlink_loop(&e) => (
+            format!("`{shown}` cannot be resolved: its symbolic links form a loop ({e})"),
+            "fix or remove the symbolic link, or name the file itself".to_string(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(file) {
+            Ok(target) => (
+                format!("`{shown}` is a symbolic link to `{}`, which does not exist", target.display()),
+                "fix the symbolic link, or name the file itself".to_string(),
+            ),
+            Err(_) => (
+                format!("`{shown}` does not exist"),
+                format!("check `{key}`: a relative path is relative to the sweep file's folder"),
+            ),
+        },
+        Err(e) => (format!("`{shown}` cannot be opened: {e}"), format!("check `{key}` and the file's permissions")),
+    };
+    Err(spec::key_error(sweep_path, text, key, message, &hint).into())
+}
+
+fn is_symlink_loop(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    let code = Some(libc::ELOOP);
+    #[cfg(not(unix))]
+    let code = None;
+    code.is_some() && e.raw_os_error() == code
 }
 
 fn read(path: &Path) -> Result<ChatFile> {

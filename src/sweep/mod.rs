@@ -386,6 +386,8 @@ pub async fn run(
     let mut tasks: JoinSet<(String, RunEnd)> = JoinSet::new();
     // The runs whose task is running: a dependent waits for them.
     let mut in_flight: HashSet<String> = HashSet::new();
+    // Each task's run, to record the run failed if its task panics.
+    let mut task_runs: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut waiting_said = false;
     let shutdown = cx.options.shutdown.clone();
     let result = loop {
@@ -446,11 +448,14 @@ pub async fn run(
                         }
                         in_flight.insert(run.run_id.clone());
                         let (cx, files, progress) = (cx.clone(), files.clone(), progress.clone());
-                        tasks.spawn(async move {
+                        let run_id = run.run_id.clone();
+                        let task = tasks.spawn(async move {
+                            injected_panic(&run.run_id);
                             let end = run_one(&cx, &run, w, files.as_deref(), progress.as_ref()).await;
                             let _ = cx.store.lock().release(&run.run_id, &cx.options.owner);
                             (run.run_id.clone(), end.unwrap_or(RunEnd::Failed))
                         });
+                        task_runs.insert(task.id(), run_id);
                     }
                 }
             }
@@ -473,7 +478,11 @@ pub async fn run(
         // Wait for a run to end, or re-check the others now and then.
         let ended = tokio::time::timeout(Duration::from_millis(500), tasks.join_next()).await;
         if let Ok(Some(joined)) = ended {
-            if let Ok((id, _)) = &joined {
+            let task = match &joined {
+                Ok((id, _)) => Some(id.clone()),
+                Err(e) => task_runs.remove(&e.id()),
+            };
+            if let Some(id) = &task {
                 in_flight.remove(id);
             }
             match joined {
@@ -490,8 +499,16 @@ pub async fn run(
                 Ok((_, RunEnd::Skipped)) => summary.skipped += 1,
                 Ok((_, RunEnd::Interrupted)) => summary.interrupted += 1,
                 Err(e) => {
+                    // A bug, not the sweep's end: the run is a failed row
+                    // with the reason, and the other runs go on.
                     summary.failed += 1;
-                    progress(Progress::Failed { run_id: "?".into(), reason: format!("internal error: {e}") });
+                    let reason = format!("internal error: {}", panic_message(e));
+                    let run_id = task.unwrap_or_else(|| "?".into());
+                    if run_id != "?" {
+                        cx.store.lock().fail_run(&run_id, &reason)?;
+                        let _ = cx.store.lock().release(&run_id, &cx.options.owner);
+                    }
+                    progress(Progress::Failed { run_id, reason });
                 }
             }
         }
@@ -499,6 +516,25 @@ pub async fn run(
     heartbeat.abort();
     result?;
     evaluate::join_references(references, progress.as_ref()).await.map(|()| summary)
+}
+
+/// What a run's task ended with when it did not return: its panic's message.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let text =
+        payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+    format!("the run's task panicked: {}", text.unwrap_or_else(|| "(no message)".into()))
+}
+
+/// Debug builds only: `FTSWEEP_TEST_PANIC_RUN=1` makes every run's task
+/// panic, so that tests can check that a panic becomes a failed row.
+fn injected_panic(run_id: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("FTSWEEP_TEST_PANIC_RUN").is_some_and(|v| v == "1") {
+        panic!("injected by FTSWEEP_TEST_PANIC_RUN in run {run_id}");
+    }
 }
 
 /// A run's estimated training (tokens, USD): from the plan, or, for a run

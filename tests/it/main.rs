@@ -10,6 +10,7 @@ mod ids;
 mod pick;
 mod protocol;
 mod search;
+mod security;
 mod serve;
 mod sweep;
 mod tools;

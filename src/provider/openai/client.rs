@@ -93,6 +93,10 @@ pub enum ApiError {
     /// The answer was not what the protocol says.
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// Nothing was sent: the settings would send the key in clear, or a
+    /// value that cannot be an HTTP header.
+    #[error("refusing to send any request: {0}")]
+    Refused(String),
 }
 
 impl ApiError {
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::Transport { sent, .. } => *sent,
             ApiError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 409,
             ApiError::Decode(_) => true,
+            ApiError::Refused(_) => false,
         }
     }
 
@@ -140,6 +145,7 @@ impl ApiError {
         match self {
             ApiError::Transport { .. } | ApiError::Decode(_) => true,
             ApiError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 409,
+            ApiError::Refused(_) => false,
         }
     }
 }
@@ -226,6 +232,16 @@ pub enum Kind {
     Other,
 }
 
+/// The longest wait taken from an `x-ratelimit-reset-requests` header. A
+/// window said to reset later than this (or at a time that does not parse)
+/// is not paced by: requests go out, and if the server means it, its 429s
+/// (with `retry-after`, itself capped at 120 s) and the backoff pace instead.
+/// OpenAI's request windows reset within a minute.
+pub const MAX_RATELIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest any pacing wait can be: a `retry-after` (120 s at most).
+const MAX_PACE_WAIT: Duration = Duration::from_secs(120);
+
 /// Pacing from the `x-ratelimit-*` headers: how many requests remain in the
 /// window and when it resets, decremented locally as requests go out.
 #[derive(Debug, Default)]
@@ -268,6 +284,19 @@ pub enum Retry {
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
+        // The callers check these with a better error; this is the last line
+        // before the key goes out.
+        crate::spec::check_base_url(&cfg.base_url).map_err(|m| ApiError::Refused(format!("base URL: {m}")))?;
+        let headers = [
+            ("the organization", cfg.organization.as_deref()),
+            ("the project", cfg.project.as_deref()),
+            ("the API key", Some(cfg.api_key.0.as_str())),
+        ];
+        for (what, value) in headers {
+            if let Some(problem) = value.and_then(crate::spec::header_value_problem) {
+                return Err(ApiError::Refused(format!("{what} cannot be sent: {problem}")));
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(30))
@@ -390,14 +419,26 @@ impl Client {
             until
         };
         if let Some(t) = until {
-            tokio::time::sleep_until(t.into()).await;
+            let wait = t.saturating_duration_since(Instant::now()).min(MAX_PACE_WAIT);
+            tokio::time::sleep(wait).await;
         }
     }
 
     fn update_pace(&self, headers: &HeaderMap, not_before: Option<Duration>) {
         let mut p = self.pace.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining-requests") {
+        // A window without a usable reset (absurd, unparseable, or beyond
+        // the cap) is not paced by: its count says nothing about when to go.
+        let reset = headers.get("x-ratelimit-reset-requests").map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(parse_go_duration)
+                .filter(|d| *d <= MAX_RATELIMIT_WAIT)
+                .and_then(|d| now.checked_add(d))
+        });
+        if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining-requests")
+            && reset != Some(None)
+        {
             // Keep the smaller of what the server says and what we have
             // already spent since: answers arrive out of order. A count from
             // a window that has reset since is stale: take the server's.
@@ -405,14 +446,12 @@ impl Client {
                 p.remaining = None;
             }
             p.remaining = Some(p.remaining.map_or(remaining, |r| r.min(remaining)));
-            if let Some(reset) =
-                headers.get("x-ratelimit-reset-requests").and_then(|v| v.to_str().ok()).and_then(parse_go_duration)
-            {
-                p.reset_at = Some(now + reset);
+            if let Some(Some(at)) = reset {
+                p.reset_at = Some(at);
             }
         }
         if let Some(d) = not_before {
-            p.not_before = Some(now + d);
+            p.not_before = now.checked_add(d.min(MAX_PACE_WAIT));
         }
     }
 
@@ -502,7 +541,7 @@ fn http_error(status: StatusCode, headers: &HeaderMap, bytes: &[u8], key_env: &s
 fn is_retryable(e: &ApiError) -> bool {
     match e {
         ApiError::Transport { .. } => true,
-        ApiError::Decode(_) => false,
+        ApiError::Decode(_) | ApiError::Refused(_) => false,
         ApiError::Http { status, code, .. } => {
             let hopeless = matches!(code.as_deref(), Some("insufficient_quota" | "daily_rate_limit_exceeded"));
             !hopeless && (*status == 408 || *status == 409 || *status == 429 || *status >= 500)
@@ -523,7 +562,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Parses a Go-style duration as the rate-limit headers give it: `1s`,
-/// `6m0s`, `12ms`, `1h2m3.5s`.
+/// `6m0s`, `12ms`, `1h2m3.5s`. `None` for anything else, including a
+/// duration too long to represent.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -548,7 +588,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         total += value * factor;
         rest = &rest[unit_end..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -563,6 +603,65 @@ mod tests {
         assert_eq!(parse_go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
         assert_eq!(parse_go_duration("soon"), None);
         assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn absurd_go_durations_are_none_not_a_panic() {
+        assert_eq!(parse_go_duration("99999999999999999999h"), None);
+        assert_eq!(parse_go_duration(&format!("{}s", "9".repeat(400))), None);
+        assert_eq!(parse_go_duration("10000000000000000000s"), Some(Duration::from_secs(10_000_000_000_000_000_000)));
+        assert_eq!(parse_go_duration("."), None);
+        assert_eq!(parse_go_duration("-1s"), None);
+    }
+
+    fn client(base_url: &str) -> Result<Client, ApiError> {
+        Client::new(ClientConfig::new(base_url, Secret::new("sk-x".into()), "K", Auth::Bearer))
+    }
+
+    /// The pacing state after one answer with these headers.
+    fn paced_by(headers: &[(&'static str, &str)]) -> Pace {
+        let c = client("http://127.0.0.1:1/v1").unwrap();
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().unwrap());
+        }
+        c.update_pace(&h, None);
+        c.pace.into_inner().unwrap()
+    }
+
+    #[test]
+    fn hostile_rate_limit_headers_neither_panic_nor_stall() {
+        for reset in ["99999999999999999999h", "10000000000000000000s", "1000000h", "61s", "soon"] {
+            let p = paced_by(&[("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", reset)]);
+            assert_eq!((p.remaining, p.reset_at), (None, None), "{reset}: not paced by");
+        }
+        let p = paced_by(&[("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "2s")]);
+        assert_eq!(p.remaining, Some(0));
+        let wait = p.reset_at.unwrap().saturating_duration_since(Instant::now());
+        assert!(wait <= Duration::from_secs(2) && wait > Duration::ZERO, "{wait:?}");
+        let p = paced_by(&[("x-ratelimit-remaining-requests", "99999999999999999999999")]);
+        assert_eq!(p.remaining, None);
+    }
+
+    #[test]
+    fn a_pace_wait_is_capped() {
+        let c = client("http://127.0.0.1:1/v1").unwrap();
+        c.update_pace(&HeaderMap::new(), Some(Duration::from_secs(u64::MAX)));
+        let until = c.pace.lock().unwrap().not_before.unwrap();
+        assert!(until <= Instant::now() + MAX_PACE_WAIT);
+    }
+
+    #[test]
+    fn the_client_refuses_what_it_must_not_send() {
+        let e = client("http://127.0.0.1@192.0.2.2:8000/v1").err().unwrap();
+        assert!(e.to_string().contains("user-info"), "{e}");
+        let mut cfg = ClientConfig::new("http://127.0.0.1:1/v1", Secret::new("sk-x\n".into()), "K", Auth::Bearer);
+        let e = Client::new(cfg.clone()).err().unwrap();
+        assert!(e.to_string().contains("the API key cannot be sent"), "{e}");
+        cfg.api_key = Secret::new("sk-x".into());
+        cfg.project = Some("p\r\nX: y".into());
+        let e = Client::new(cfg).err().unwrap();
+        assert!(e.to_string().contains("the project cannot be sent"), "{e}");
     }
 
     #[test]
