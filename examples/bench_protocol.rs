@@ -23,7 +23,7 @@ fn run(bin: &Path, dir: &Path, sweep: &Path) -> (f64, BTreeMap<String, u64>) {
         .current_dir(dir)
         .args(["run", "--yes"])
         .arg(sweep)
-        .env("FTSWEEP_BENCH_KEY", "bench-key")
+        .env("FTSWEEP_BENCH_KEY", "bench-key-3b8e1f0a9c")
         .env_remove("OPENAI_BASE_URL")
         .output()
         .expect("running ftsweep");
@@ -44,7 +44,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("a temporary folder");
     let mut server = Command::new(&bin)
-        .args(["serve", "--port", "0", "--key", "bench-key", "--state"])
+        .args(["serve", "--port", "0", "--key", "bench-key-3b8e1f0a9c", "--state"])
         .arg(dir.path().join("serve.db"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

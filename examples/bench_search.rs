@@ -60,7 +60,7 @@ fn ftsweep(bin: &Path, dir: &Path, args: &[&str]) -> (bool, String, String) {
         .current_dir(dir)
         .args(["--db", "bench.db"])
         .args(args)
-        .env("FTSWEEP_BENCH_KEY", "bench-key")
+        .env("FTSWEEP_BENCH_KEY", "bench-key-3b8e1f0a9c")
         .env_remove("OPENAI_BASE_URL")
         .output()
         .expect("running ftsweep");
@@ -101,7 +101,7 @@ fn main() {
                     "--port",
                     "0",
                     "--key",
-                    "bench-key",
+                    "bench-key-3b8e1f0a9c",
                     "--max-running",
                     "3",
                     "--example-delay-ms",

@@ -3,24 +3,27 @@
 
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Result;
 
 use super::{Cli, ExitStatus, UsageError};
-use crate::serve::{ServeError, Server, Settings};
+use crate::serve::{SHUTDOWN_GRACE, ServeError, Server, Settings};
 use crate::store::serve::ServeStore;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The address to listen on; the default serves this machine only.
+    /// The address to listen on; the default serves this machine only. Any other address serves
+    /// plain HTTP to the network, where the key travels in clear.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// The port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 8089)]
     pub port: u16,
-    /// The API key clients must send (`Authorization: Bearer KEY` or `api-key: KEY`). Prefer the
-    /// environment variable: a command line is visible to other users of the machine.
+    /// The API key clients must send (`Authorization: Bearer KEY` or `api-key: KEY`), 16 characters
+    /// at least. Prefer the environment variable: a command line is visible to other users of the
+    /// machine.
     #[arg(long, env = "FTSWEEP_SERVE_KEY", hide_env_values = true)]
     pub key: Option<String>,
     /// The SQLite file that keeps the server's files, jobs, events and models.
@@ -54,14 +57,43 @@ impl fmt::Debug for Args {
     }
 }
 
-pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
-    let key = args.key.clone().filter(|k| !k.trim().is_empty()).ok_or_else(|| UsageError {
+/// The shortest key `serve` accepts.
+const MIN_KEY_CHARS: usize = 16;
+
+/// The key, trimmed: present and long enough to be hard to guess.
+fn check_key(key: Option<&str>) -> Result<String, UsageError> {
+    let key = key.map(str::trim).filter(|k| !k.is_empty()).ok_or_else(|| UsageError {
         message: "`serve` needs an API key for its clients".into(),
         hint: "set FTSWEEP_SERVE_KEY (or pass --key KEY); clients send it as `Authorization: Bearer KEY`".into(),
     })?;
+    let n = key.chars().count();
+    if n < MIN_KEY_CHARS {
+        return Err(UsageError {
+            message: format!("the API key is {n} characters long: `serve` needs at least {MIN_KEY_CHARS}"),
+            hint:
+                "set FTSWEEP_SERVE_KEY to a longer random key, e.g. `export FTSWEEP_SERVE_KEY=$(openssl rand -hex 16)`"
+                    .into(),
+        });
+    }
+    Ok(key.to_string())
+}
+
+/// The warning for a server that listens beyond this machine: it speaks plain HTTP, so clients
+/// there send the key in clear.
+fn clear_text_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().to_canonical().is_loopback()).then(|| {
+        format!(
+            "{addr} is not a loopback address: `serve` has no TLS, so clients reaching it over the network \
+             send the API key in clear; keep the default --host 127.0.0.1, or put a TLS proxy in front of it"
+        )
+    })
+}
+
+pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    let key = check_key(args.key.as_deref())?;
     let store = ServeStore::open(&args.state)?;
     let settings = Settings {
-        key: key.trim().to_string(),
+        key,
         max_running: args.max_running as usize,
         rpm: args.rpm,
         example_delay: std::time::Duration::from_millis(args.example_delay_ms),
@@ -75,7 +107,11 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
             }),
             other => other.into(),
         })?;
-        let url = format!("http://{}/v1", server.local_addr()?);
+        let addr = server.local_addr()?;
+        if let Some(warning) = clear_text_warning(addr) {
+            eprintln!("warning: {warning}");
+        }
+        let url = format!("http://{addr}/v1");
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{url}")?;
         stdout.flush()?;
@@ -85,7 +121,13 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
             args.state.display(),
             args.max_running
         );
-        server.run(shutdown_signal()).await?;
+        let cut = server.run(shutdown_signal()).await?;
+        if cut > 0 {
+            eprintln!(
+                "ftsweep serve: {cut} connection(s) still busy {} s after the stop signal were closed",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
         anyhow::Ok(())
     });
     // Open requests have been answered. Training threads are not waited for: their jobs are
@@ -96,7 +138,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// Completes on Ctrl-C or SIGTERM. A signal that cannot be watched is never seen, rather than
+/// Completes on Ctrl-C or SIGTERM (the server then waits `SHUTDOWN_GRACE` at most). A signal that cannot be watched is never seen, rather than
 /// stopping the server at once.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -118,5 +160,34 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_present_and_sixteen_characters_long() {
+        for missing in [None, Some(""), Some("   ")] {
+            assert!(check_key(missing).unwrap_err().message.contains("needs an API key"));
+        }
+        let short = check_key(Some(" fifteen-chars-k ")).unwrap_err();
+        assert_eq!(short.message, "the API key is 15 characters long: `serve` needs at least 16");
+        assert!(short.hint.contains("FTSWEEP_SERVE_KEY") && !short.message.contains("fifteen"), "{short:?}");
+        assert_eq!(check_key(Some(" sixteen-chars-ky\n")).unwrap(), "sixteen-chars-ky");
+    }
+
+    #[test]
+    fn only_addresses_beyond_this_machine_are_warned_about() {
+        let warned = |a: &str| clear_text_warning(a.parse().unwrap()).is_some();
+        for quiet in ["127.0.0.1:8089", "127.9.9.9:1", "[::1]:8089", "[::ffff:127.0.0.1]:8089"] {
+            assert!(!warned(quiet), "{quiet}");
+        }
+        for loud in ["0.0.0.0:8089", "[::]:8089", "192.168.1.20:8089", "[::ffff:10.0.0.1]:80"] {
+            assert!(warned(loud), "{loud}");
+        }
+        let text = clear_text_warning("0.0.0.0:8089".parse().unwrap()).unwrap();
+        assert!(text.contains("in clear") && text.contains("--host 127.0.0.1"), "{text}");
     }
 }

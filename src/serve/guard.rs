@@ -1,19 +1,22 @@
 //! What every request goes through: the API key check, the optional requests-per-minute limit
-//! with OpenAI's rate-limit headers, an `x-request-id`, and error bodies in the protocol's shape
-//! even for errors the framework makes (unknown method, body too large).
+//! with OpenAI's rate-limit headers, the body's deadline (a 408 when it arrives too slowly), an
+//! `x-request-id`, and error bodies in the protocol's shape even for errors the framework makes
+//! (unknown method, body too large).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::errors::{ApiError, INVALID};
+use super::limits::{BODY_ALLOWANCE, BODY_MIN_RATE, TimedBody};
 use super::{App, random_hex};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -104,7 +107,12 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
     let response = match admission {
         _ if !authorized => ApiError::unauthorized().into_response(),
         Some(a) if !a.allowed => too_many_requests(a, app.limiter.as_ref().map_or(0, |l| l.limit)),
-        _ => next.run(request).await,
+        _ => {
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let request = request.map(|body| Body::new(TimedBody::new(body, timed_out.clone())));
+            let response = next.run(request).await;
+            if timed_out.load(Ordering::Relaxed) { too_slow() } else { response }
+        }
     };
     let mut response = error_body(response).await;
     let h = response.headers_mut();
@@ -134,6 +142,18 @@ fn too_many_requests(a: Admission, limit: u32) -> Response {
     let h = response.headers_mut();
     insert(h, "retry-after-ms", a.retry_after.as_millis().to_string());
     insert(h, "retry-after", a.retry_after.as_secs_f64().ceil().to_string());
+    response
+}
+
+/// The 408 answer to a body that arrived too slowly; the connection is closed after it.
+fn too_slow() -> Response {
+    let message = format!(
+        "The request body arrived too slowly: send it at {} KiB/s at least, after an allowance of {} s.",
+        BODY_MIN_RATE / 1024,
+        BODY_ALLOWANCE.as_secs()
+    );
+    let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, INVALID, message).into_response();
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -2,20 +2,22 @@
 //! completions, models) over HTTP, backed by the local provider and its own SQLite file, so
 //! OpenAI clients and SDKs can train and query local models. Jobs validate on the whole
 //! validation set four times per epoch (metrics events with `full_valid_loss`), and can continue
-//! a model the server fine-tuned.
+//! a model the server fine-tuned. Uploads go to the store in chunks as they arrive; slow clients
+//! and a stopping server have deadlines (`limits`).
 
 mod chat;
 mod errors;
 mod files;
 mod guard;
 mod jobs;
+mod limits;
 mod worker;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +29,7 @@ use crate::provider::local::{LocalProvider, ModelRepo, VALIDATIONS_PER_EPOCH};
 use crate::store::serve::{ServeStore, SharedServeStore};
 pub use errors::ServeError;
 use errors::{ApiError, INVALID};
+pub use limits::SHUTDOWN_GRACE;
 
 /// The largest upload, as on OpenAI.
 const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
@@ -87,6 +90,11 @@ impl Server {
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
             .map_err(|source| ServeError::Bind { addr: format!("{host}:{port}"), source })?;
+        let mut store = store;
+        let stray = store.delete_stray_chunks()?;
+        if stray > 0 {
+            tracing::info!("deleted {stray} chunk(s) of uploads the last run left unfinished");
+        }
         let store = SharedServeStore::new(store);
         let app = App {
             provider: Arc::new(
@@ -109,12 +117,64 @@ impl Server {
     }
 
     /// Re-queues the jobs an earlier run left unfinished, then serves until `shutdown` completes
-    /// and the open requests are answered. Training threads are not waited for: their jobs are
-    /// re-queued on the next start.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    /// and the open requests are answered, or `SHUTDOWN_GRACE` has passed. Returns how many
+    /// connections were still busy then (they are dropped with the runtime). Training threads are
+    /// not waited for: their jobs are re-queued on the next start.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<usize, ServeError> {
         worker::resume(&self.app)?;
-        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await?;
-        Ok(())
+        let router = router(self.app);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Every connection holds a sender: `recv` answers once they are all gone.
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let open = open_tx.downgrade();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            tokio::spawn(connection(stream, router.clone(), stop_rx.clone(), open_tx.clone()));
+        }
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        drop(open_tx);
+        match tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv()).await {
+            Ok(_) => Ok(0),
+            Err(_) => Ok(open.strong_count()),
+        }
+    }
+}
+
+/// Serves one connection over HTTP/1.1, with the header deadline, until it closes, or until
+/// `stop` and its request in progress is answered.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    _open: tokio::sync::mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEADER_TIMEOUT);
+    let mut conn = std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection: {e}");
     }
 }
 

@@ -154,10 +154,8 @@ struct Input {
 /// Reads and parses one of the job's files; a bad file is the job's error.
 fn read_input(app: &App, file_id: &str, param: &str) -> Result<Result<Input, JobError>, StoreError> {
     let code = format!("invalid_{param}");
-    let (file, content) = {
-        let store = app.store.lock();
-        (store.file(file_id)?, store.file_content(file_id)?)
-    };
+    let file = app.store.lock().file(file_id)?;
+    let content = app.store.read_content(file_id)?;
     let (Some(file), Some(content)) = (file, content) else {
         return Ok(Err(job_error(
             &code,

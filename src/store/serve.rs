@@ -14,7 +14,11 @@ use super::{Doing, Result, connect, now};
 use crate::provider::openai::wire::{Checkpoint, FileObject, Job, JobEvent};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("serve_migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("serve_migrations/0001_init.sql"), include_str!("serve_migrations/0002_file_chunks.sql")];
+
+/// How many chunks one lock of the store deletes, so that deleting a big file never holds it long.
+const CHUNKS_PER_DELETE: usize = 8;
 
 /// An open serve database.
 pub struct ServeStore {
@@ -34,6 +38,48 @@ impl SharedServeStore {
     pub fn lock(&self) -> MutexGuard<'_, ServeStore> {
         // Every write is one statement or one transaction, so a poisoned lock is still usable.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a file's content to `each` a piece at a time (its inline content, then its chunks),
+    /// locking the store for one piece at a time; stops early when `each` returns false. Returns
+    /// whether the file exists and all its bytes were handed over (false if it is deleted while
+    /// it is read).
+    pub fn each_piece(&self, id: &str, mut each: impl FnMut(Vec<u8>) -> bool) -> Result<bool> {
+        let Some((file, inline)) = ({
+            let store = self.lock();
+            store.file(id)?.zip(store.inline_content(id)?)
+        }) else {
+            return Ok(false);
+        };
+        let mut sent = inline.len() as u64;
+        if !inline.is_empty() && !each(inline) {
+            return Ok(false);
+        }
+        for n in 0.. {
+            let Some(chunk) = self.lock().file_chunk(id, n)? else { break };
+            sent += chunk.len() as u64;
+            if !each(chunk) {
+                return Ok(false);
+            }
+        }
+        Ok(sent == file.bytes)
+    }
+
+    /// A file's whole content, read a chunk at a time; `None` if there is no such file (or it is
+    /// deleted while it is read).
+    pub fn read_content(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let mut content = Vec::new();
+        let whole = self.each_piece(id, |piece| {
+            content.extend_from_slice(&piece);
+            true
+        })?;
+        Ok(whole.then_some(content))
+    }
+
+    /// Deletes a file's chunks (an upload that failed, or a deleted file's) a few at a time.
+    pub fn delete_chunks(&self, id: &str) -> Result<()> {
+        while self.lock().delete_some_chunks(id, CHUNKS_PER_DELETE)? > 0 {}
+        Ok(())
     }
 }
 
@@ -59,7 +105,7 @@ impl ServeStore {
         Ok(ServeStore { conn: connect(None, MIGRATIONS)? })
     }
 
-    /// Stores a file and its content.
+    /// Stores a file and its inline content (for an upload, none: its chunks were stored first).
     pub fn insert_file(&mut self, file: &FileObject, content: &[u8]) -> Result<()> {
         self.conn
             .execute(
@@ -77,11 +123,46 @@ impl ServeStore {
             .doing("reading a file")
     }
 
-    pub fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>> {
+    /// The content kept in a file's row: all of a result file's, none of an upload's.
+    fn inline_content(&self, id: &str) -> Result<Option<Vec<u8>>> {
         self.conn
             .query_row("SELECT content FROM files WHERE id = ?1", [id], |r| r.get(0))
             .optional()
             .doing("reading a file's content")
+    }
+
+    /// Stores chunk `n` (from 0) of the upload that will be file `file_id`.
+    pub fn insert_chunk(&mut self, file_id: &str, n: u64, data: &[u8]) -> Result<()> {
+        self.conn
+            .execute("INSERT INTO file_chunks (file_id, n, data) VALUES (?1, ?2, ?3)", params![file_id, n as i64, data])
+            .doing("storing a chunk of an upload")?;
+        Ok(())
+    }
+
+    /// Chunk `n` of a file's content, if it has one.
+    pub fn file_chunk(&self, file_id: &str, n: u64) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT data FROM file_chunks WHERE file_id = ?1 AND n = ?2")
+            .and_then(|mut stmt| stmt.query_row(params![file_id, n as i64], |r| r.get(0)).optional())
+            .doing("reading a chunk of a file")
+    }
+
+    /// Deletes up to `limit` of a file's chunks; returns how many.
+    fn delete_some_chunks(&mut self, file_id: &str, limit: usize) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM file_chunks WHERE seq IN (SELECT seq FROM file_chunks WHERE file_id = ?1 LIMIT ?2)",
+                params![file_id, limit as i64],
+            )
+            .doing("deleting a file's chunks")
+    }
+
+    /// Deletes the chunks of uploads that never became files (the server stopped during them, or
+    /// while it deleted a file); returns how many. Only while no upload is arriving.
+    pub fn delete_stray_chunks(&mut self) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM file_chunks WHERE file_id NOT IN (SELECT id FROM files)", [])
+            .doing("deleting the chunks of unfinished uploads")
     }
 
     /// Up to `limit` files (of one purpose, if given), oldest or newest first, after the file
@@ -105,7 +186,8 @@ impl ServeStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().doing("listing files")
     }
 
-    /// Deletes a file; returns whether it existed.
+    /// Deletes a file (not its chunks: `SharedServeStore::delete_chunks` does that, a few at a
+    /// time); returns whether it existed.
     pub fn delete_file(&mut self, id: &str) -> Result<bool> {
         Ok(self.conn.execute("DELETE FROM files WHERE id = ?1", [id]).doing("deleting a file")? > 0)
     }
@@ -300,7 +382,33 @@ mod tests {
         assert_eq!(ids(s.files(Some("fine-tune"), false, Some("c"), 10).unwrap()), ["a"]);
         assert!(s.files(None, false, Some("unknown"), 10).unwrap().is_empty());
         assert!(s.delete_file("b").unwrap() && !s.delete_file("b").unwrap());
-        assert_eq!(s.file_content("c").unwrap(), Some(b"x".to_vec()));
+        assert_eq!(s.inline_content("c").unwrap(), Some(b"x".to_vec()));
+    }
+
+    #[test]
+    fn an_upload_is_its_chunks_in_order_and_unfinished_uploads_leave_nothing() {
+        let shared = SharedServeStore::new(ServeStore::open_in_memory().unwrap());
+        {
+            let mut s = shared.lock();
+            s.insert_chunk("up", 1, b"world").unwrap();
+            s.insert_chunk("up", 0, b"hello ").unwrap();
+            s.insert_file(&FileObject { bytes: 11, ..file("up", "fine-tune") }, &[]).unwrap();
+            for n in 0..20 {
+                s.insert_chunk("stray", n, b"y").unwrap();
+            }
+        }
+        assert_eq!(shared.read_content("up").unwrap().as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(shared.read_content("stray").unwrap(), None, "chunks without a file are no file");
+        // A file whose chunks are missing (deleted while it is read) is not handed over whole.
+        shared.lock().insert_file(&FileObject { bytes: 3, ..file("short", "fine-tune") }, b"ab").unwrap();
+        assert_eq!(shared.read_content("short").unwrap(), None);
+        assert_eq!(shared.lock().delete_stray_chunks().unwrap(), 20);
+        shared.lock().insert_chunk("failed", 0, b"z").unwrap();
+        shared.delete_chunks("failed").unwrap();
+        assert!(shared.lock().delete_file("up").unwrap());
+        shared.delete_chunks("up").unwrap();
+        let left: i64 = shared.lock().conn.query_row("SELECT COUNT(*) FROM file_chunks", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 
     /// Job `j`'s checkpoint at `epoch` (step = epoch), for `model`.

@@ -149,7 +149,7 @@ fn the_key_appears_in_no_output_log_or_database() {
     assert_eq!(code, 0, "{err}");
     let (_, lb, _) = ws.run(&["leaderboard", "s", "--json"]);
     // A wrong key: the error explains, and names the variable, not the key.
-    let wrong = Server::start(&ws, "other.db", "another-key");
+    let wrong = Server::start(&ws, "other.db", "another-key-9f2d7c4e1b");
     ws.write("w.toml", &openai_sweep("w", &wrong.url, "n_epochs = 1\nlearning_rate_multiplier = 1.0\nbatch_size = 32"));
     let (code2, out2, err2) = run_sweep(&ws, "w.toml", &["-v"]);
     assert_ne!(code2, 0);

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::util::{Workspace, example_data};
 
-const KEY: &str = "test-key";
+const KEY: &str = "test-key-5d2e9a41c7";
 
 /// A running `ftsweep serve`, killed when dropped.
 struct Server {
@@ -57,6 +58,34 @@ impl Server {
 
     fn api(&self) -> Api {
         Api { http: reqwest::Client::new(), url: self.url.clone() }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").trim_end_matches("/v1").parse().expect("host:port")
+    }
+
+    /// The server's peak resident memory so far, in KiB (Linux).
+    #[cfg(target_os = "linux")]
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("a VmHWM line");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM in kB")
+    }
+
+    /// Sends SIGTERM and waits up to `bound` for the server to exit; returns its exit status and
+    /// how long it took, or `None` if it was still running.
+    #[cfg(unix)]
+    fn terminate_within(&mut self, bound: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Sends SIGTERM and returns whether the server exited successfully within 10 s.
@@ -172,6 +201,71 @@ impl Api {
         let body = json!({"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0.7});
         self.post("/chat/completions", merged(body, extra)).await
     }
+}
+
+/// The multipart boundary of raw uploads.
+const BOUNDARY: &str = "ftsweep-test-boundary";
+
+/// A raw upload's body: `purpose`, then `file` with `content`.
+fn multipart_body(content: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// Opens a connection and sends the head of a `POST /v1/files` of `length` bytes.
+fn raw_upload(addr: SocketAddr, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("sending the head");
+    stream
+}
+
+/// Sends `bytes` one byte every 0.5 s until the server stops reading or closes the connection (or
+/// 60 s pass), then returns what it answered and whether it closed the connection.
+fn trickle(mut stream: TcpStream, bytes: &[u8]) -> (String, bool) {
+    stream.set_read_timeout(Some(Duration::from_millis(500))).expect("a read timeout");
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    for byte in bytes.iter().cycle() {
+        if start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if stream.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
+    if !closed {
+        // Whatever the server answered before the client gave up.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let _ = stream.read_to_end(&mut answer);
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
 }
 
 /// `body` with the fields of `extra` added.
@@ -726,4 +820,151 @@ async fn a_restarted_server_keeps_its_state_and_requeues_unfinished_jobs() {
     let new_model = continued["fine_tuned_model"].as_str().expect("a model");
     assert!(new_model.starts_with("ft:local/ngram:local:") && new_model != model, "{new_model}");
     assert!(api.chat(new_model, question, json!({})).await["choices"][0]["message"]["content"].is_string());
+}
+
+#[tokio::test]
+async fn an_upload_goes_to_the_store_in_chunks_while_other_requests_answer() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let api = server.api();
+    api.get("/models").await;
+    #[cfg(target_os = "linux")]
+    let idle = server.peak_rss_kib();
+    let mb = 48;
+    let content: Vec<u8> = (0..)
+        .flat_map(|i| format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"line {i}\"}}]}}\n").into_bytes())
+        .take(mb << 20)
+        .collect();
+    let body = multipart_body(&content);
+    let (half_tx, half_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let addr = server.addr();
+    let upload = std::thread::spawn(move || {
+        let mut stream = raw_upload(addr, body.len());
+        let (first, rest) = body.split_at(body.len() / 2);
+        stream.write_all(first).expect("sending the first half");
+        half_tx.send(()).expect("the test waits");
+        go_rx.recv().expect("the test goes on");
+        stream.write_all(rest).expect("sending the rest");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("the answer");
+        answer
+    });
+    tokio::task::spawn_blocking(move || half_rx.recv()).await.expect("joined").expect("half sent");
+    // Half-way through the upload, the server answers and has no file yet.
+    assert!(ids(&api.get("/models").await).contains(&"local/ngram".to_string()));
+    assert_eq!(ids(&api.get("/files").await), Vec::<String>::new(), "a file exists once all of it is stored");
+    go_tx.send(()).expect("the upload waits");
+    let answer = tokio::task::spawn_blocking(move || upload.join().expect("the upload thread")).await.expect("joined");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let file: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON");
+    assert_eq!(file["bytes"].as_u64(), Some(content.len() as u64), "{file}");
+    let id = file["id"].as_str().expect("an id");
+    assert_eq!(ids(&api.get("/files").await), [id]);
+    let response =
+        api.http.get(format!("{}/files/{id}/content", server.url)).bearer_auth(KEY).send().await.expect("content");
+    assert_eq!(response.content_length(), Some(content.len() as u64));
+    let downloaded = response.bytes().await.expect("the content");
+    assert!(downloaded == content, "the content comes back as it was sent ({} bytes)", downloaded.len());
+    // Memory: a chunk at a time, not the whole upload (before, it grew by about twice the upload).
+    #[cfg(target_os = "linux")]
+    {
+        let grown = server.peak_rss_kib().saturating_sub(idle);
+        eprintln!("serve's peak RSS grew by {} MiB for a {mb} MiB upload and download", grown / 1024);
+        assert!(grown < ((mb as u64) << 10) / 2, "peak RSS grew by {grown} KiB for a {mb} MiB upload");
+    }
+    assert_eq!(api.ok(Method::DELETE, &format!("/files/{id}"), None).await["deleted"], true);
+    let (status, _) = api.call(Method::GET, &format!("/files/{id}/content"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_is_answered_408() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let addr = server.addr();
+    // A byte every 0.5 s, far below the minimum rate: cut off after the allowance (10 s).
+    let (answer, closed) = tokio::task::spawn_blocking(move || trickle(raw_upload(addr, 100_000), b"-"))
+        .await
+        .expect("the trickling client");
+    assert!(closed && answer.starts_with("HTTP/1.1 408"), "closed: {closed}, answer: {answer:?}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).expect("JSON");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("too slowly")), "{body}");
+    // Nothing was stored, and the server goes on.
+    assert_eq!(ids(&server.api().get("/files").await), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn headers_that_never_end_are_cut_off() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.log", &[]);
+    let addr = server.addr();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connecting");
+        stream.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n").expect("a first line");
+        trickle(stream, b"X-Slow: loris\r\n")
+    })
+    .await
+    .expect("the trickling client");
+    // The header deadline (20 s) closes the connection before 60 s of trickling; the answer, if
+    // any, is an error.
+    let (answer, closed) = answer;
+    assert!(closed, "the connection is still open after 60 s of headers");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(server.api().get("/models").await["data"].is_array());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn slow_clients_do_not_keep_a_stopped_server_alive() {
+    let ws = Workspace::new();
+    let mut server = Server::start(&ws, "serve.log", &[]);
+    let addr = server.addr();
+    // A byte every 0.5 s, and an upload at 40 KiB/s (fast enough for the body deadline, but
+    // four minutes long).
+    let loris = std::thread::spawn(move || trickle(raw_upload(addr, 100_000), b"-"));
+    let slow = std::thread::spawn(move || {
+        let body = multipart_body(&vec![b'x'; 10 << 20]);
+        let mut stream = raw_upload(addr, body.len());
+        for piece in body.chunks(20 << 10) {
+            if stream.write_all(piece).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = server.terminate_within(Duration::from_secs(15));
+    let (status, took) = stopped.unwrap_or_else(|| panic!("still running 15 s after SIGTERM:\n{}", server.stderr()));
+    eprintln!("serve exited {took:?} after SIGTERM, with two slow clients");
+    assert!(status.success(), "{status}:\n{}", server.stderr());
+    assert!(
+        server.stderr().contains("connection(s) still busy 5 s after the stop signal were closed"),
+        "{}",
+        server.stderr()
+    );
+    loris.join().expect("the trickling client");
+    slow.join().expect("the slow client");
+}
+
+#[test]
+fn serve_refuses_a_short_key() {
+    // A server that starts instead is stopped after this long.
+    const LONG: Duration = Duration::from_secs(30);
+    let ws = Workspace::new();
+    let short = "short-key-15chr";
+    for out in [
+        ws.cmd().env_remove("FTSWEEP_SERVE_KEY").args(["serve", "--port", "0", "--key", short]).timeout(LONG).output(),
+        ws.cmd().env("FTSWEEP_SERVE_KEY", short).args(["serve", "--port", "0"]).timeout(LONG).output(),
+    ] {
+        let out = out.expect("running");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("the API key is 15 characters long: `serve` needs at least 16"), "{stderr}");
+        assert!(stderr.contains("hint: set FTSWEEP_SERVE_KEY to a longer random key"), "{stderr}");
+        assert!(!stderr.contains(short), "the key is echoed: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    assert!(!ws.path("ftsweep-serve.db").exists(), "nothing is created");
 }

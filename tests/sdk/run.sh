@@ -24,7 +24,7 @@ python3 -m venv "$venv"
 
 bin="${CARGO_TARGET_DIR:-target}/debug/ftsweep"
 [ -x "$bin" ] || cargo build --quiet
-"$bin" serve --port 0 --key sdk-key --state "$tmp/serve.db" >"$tmp/url" 2>"$tmp/serve.log" &
+"$bin" serve --port 0 --key sdk-key-0c4f1e8b2a7d --state "$tmp/serve.db" >"$tmp/url" 2>"$tmp/serve.log" &
 server_pid=$!
 for _ in $(seq 200); do
     [ -s "$tmp/url" ] && break
@@ -37,4 +37,4 @@ if [ -z "$url" ]; then
     exit 1
 fi
 
-FTSWEEP_URL="$url" FTSWEEP_KEY=sdk-key "$venv/bin/python" tests/sdk/test_openai_sdk.py
+FTSWEEP_URL="$url" FTSWEEP_KEY=sdk-key-0c4f1e8b2a7d "$venv/bin/python" tests/sdk/test_openai_sdk.py
