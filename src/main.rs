@@ -17,6 +17,11 @@ fn main() -> ExitCode {
     let default = if cli.verbose { "ftsweep=debug" } else { "ftsweep=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // A log line that cannot be written must not panic: it is remembered, and the exit code is 1.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(ftsweep::cli::out::TracingStderr)
+        .log_internal_errors(false)
+        .init();
     ftsweep::cli::run(cli)
 }

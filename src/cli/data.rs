@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::data::check::{self, CheckOptions, FileReport, Format};
 use crate::data::{split, stats};
@@ -138,16 +139,16 @@ fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "files": files }))?);
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "files": files }))?)?;
     } else {
-        println!("{}", report::check_table(&reports));
+        outln!("{}", report::check_table(&reports))?;
         for r in &reports {
             for line in report::problem_lines(r) {
-                println!("{line}");
+                outln!("{line}")?;
             }
         }
         for (i, p) in &overlaps {
-            println!("{}", reports[*i].describe(p));
+            outln!("{}", reports[*i].describe(p))?;
         }
     }
     if failed {
@@ -165,14 +166,14 @@ fn run_stats(a: &StatsArgs) -> Result<ExitStatus> {
     let r = check_path(&a.file, &opts)?;
     let s = stats::stats(&r);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
     } else {
-        println!("{}", report::stats_text(&r, &s));
+        outln!("{}", report::stats_text(&r, &s))?;
     }
     if r.has_errors() {
-        eprintln!("warning: {} line(s) with errors were left out; run `ftsweep data check` to see them", {
+        errln!("warning: {} line(s) with errors were left out; run `ftsweep data check` to see them", {
             r.total(check::Severity::Error)
-        });
+        })?;
     }
     Ok(ExitStatus::Success)
 }
@@ -188,9 +189,9 @@ fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
     let summary = split::split(&a.file, a.valid, a.seed, &out_train, &out_valid)
         .map_err(|e| UsageError { message: e.to_string(), hint: "see `ftsweep data check FILE`".into() })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        outln!(
             "{} → {} ({} examples) and {} ({} examples){}",
             a.file.display(),
             out_train.display(),
@@ -198,7 +199,7 @@ fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
             out_valid.display(),
             summary.valid,
             if summary.stratified { ", stratified by label" } else { "" }
-        );
+        )?;
     }
     Ok(ExitStatus::Success)
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::compare::paired_test;
 use super::leaderboard::{Board, sweep_for};
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::scores;
 use crate::rank::Role;
@@ -85,8 +86,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let mut forced = false;
     if let Some(holder) = &current {
         if holder.model == model {
-            eprintln!("alias `{}` already points at {model}", args.alias);
-            println!("{model}");
+            errln!("alias `{}` already points at {model}", args.alias)?;
+            outln!("{model}")?;
             return Ok(ExitStatus::Success);
         }
         // The holder's replies to the same examples, graded the same way.
@@ -160,7 +161,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 );
             }
             forced = true;
-            eprintln!("warning: moving `{}` anyway (--force): {reason}", args.alias);
+            errln!("warning: moving `{}` anyway (--force): {reason}", args.alias)?;
         }
     }
 
@@ -207,8 +208,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         promoted_at: now,
     };
     store.lock().set_alias(&record, forced)?;
-    println!("{model}");
-    eprintln!(
+    outln!("{model}")?;
+    errln!(
         "`{}` now points at {model} ({} of sweep `{}`, {} {}){}",
         args.alias,
         row.run_id.as_deref().unwrap_or("-"),
@@ -219,7 +220,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             Some(h) => format!("; it was {}", h.model),
             None => String::new(),
         }
-    );
+    )?;
     Ok(ExitStatus::Success)
 }
 

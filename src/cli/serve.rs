@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::out::errln;
 use super::{Cli, ExitStatus, UsageError};
 use crate::serve::{ServeError, Server, Settings};
 use crate::store::serve::ServeStore;
@@ -80,43 +81,22 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         writeln!(stdout, "{url}")?;
         stdout.flush()?;
         drop(stdout);
-        eprintln!(
+        errln!(
             "ftsweep serve: listening on {url} (state: {}, {} job(s) at a time); Ctrl-C stops",
             args.state.display(),
             args.max_running
-        );
-        server.run(shutdown_signal()).await?;
+        )?;
+        server
+            .run(async {
+                super::shutdown_signal().await;
+            })
+            .await?;
         anyhow::Ok(())
     });
     // Open requests have been answered. Training threads are not waited for: their jobs are
     // re-queued on the next start, and every write they make is an SQLite transaction.
     runtime.shutdown_background();
     result?;
-    eprintln!("ftsweep serve: stopped");
+    errln!("ftsweep serve: stopped")?;
     Ok(ExitStatus::Success)
-}
-
-/// Completes on Ctrl-C or SIGTERM. A signal that cannot be watched is never seen, rather than
-/// stopping the server at once.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
