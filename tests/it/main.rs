@@ -6,6 +6,7 @@ mod data;
 mod durability;
 mod errors;
 mod eval;
+mod input;
 mod protocol;
 mod search;
 mod serve;
