@@ -21,6 +21,8 @@ use crate::spec::{self, ProviderKind};
 use crate::store::EvalKind;
 
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "ftsweep eval --model ID --data FILE [--json]\n       \
+                            ftsweep eval --model ID --sweep NAME [--data FILE] [--json]")]
 pub struct Args {
     /// The model to evaluate: any model id the provider answers for.
     #[arg(long)]
