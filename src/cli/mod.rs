@@ -122,6 +122,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(ExitStatus::Failure) => ExitCode::from(1),
         Ok(ExitStatus::Interrupted) => ExitCode::from(130),
         Ok(ExitStatus::Terminated) => ExitCode::from(143),
+        // As a Unix tool killed by SIGPIPE: no message.
+        Err(e) if e.downcast_ref::<out::WriteFailed>().is_some_and(out::WriteFailed::is_closed_stdout) => {
+            ExitCode::from(141)
+        }
         Err(e) => {
             let code = exit_code(&e);
             // Nothing more can be said when stderr fails too: the exit code says it.

@@ -2,7 +2,9 @@
 //! write fails (`ftsweep leaderboard NAME > /dev/full`); the commands print through `outln!`
 //! and `errln!` instead, which return an error (exit code 1). A failed write to either stream is
 //! also remembered, so that a command which cannot report an error still ends with exit code 1.
-//! A reader that goes away (`| head`) still ends the process quietly: `main` restores SIGPIPE.
+//! A reader of stdout that goes away (`| head`) ends the command quietly, with exit code 141 as
+//! if SIGPIPE had killed it (SIGPIPE itself is ignored, so that a closed pipe to a child process
+//! is an error, not the death of ftsweep).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -22,6 +24,13 @@ pub struct WriteFailed {
 /// Whether a write to stdout or stderr has failed.
 pub fn failed() -> bool {
     FAILED.load(Ordering::Relaxed)
+}
+
+impl WriteFailed {
+    /// The reader of stdout went away: the command ends quietly.
+    pub fn is_closed_stdout(&self) -> bool {
+        self.stream == "stdout" && self.source.kind() == io::ErrorKind::BrokenPipe
+    }
 }
 
 fn write(stream: &'static str, w: &mut dyn Write, args: fmt::Arguments<'_>) -> Result<(), WriteFailed> {

@@ -414,7 +414,9 @@ pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> R
 
 /// Opens a file read-only. While another connection has it open its `-wal` file exists and is
 /// read through; otherwise the file is opened as immutable, so that SQLite creates no `-wal` and
-/// `-shm` files beside it (and can read it in a folder it may not write to).
+/// `-shm` files beside it (and can read it in a folder it may not write to). A writer that starts
+/// during such a read is not seen by it; at worst (a checkpoint into the file meanwhile) the read
+/// fails. The file itself is never at risk: this connection cannot write.
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut wal = path.as_os_str().to_owned();

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::{KEY, Server, openai_sweep};
-use crate::util::{Workspace, query, sweep_toml};
+use crate::util::{Workspace, example_data, query, sweep_toml};
 
 /// One run of one epoch: a sweep that records a database in a second or two.
 const ONE: &str = "n_epochs = [1]\nlearning_rate_multiplier = [1.0]\nbatch_size = [8]";
@@ -403,4 +403,22 @@ fn sigterm_stops_a_run_as_ctrl_c_does() {
     let in_flight = query(&ws.db(), "SELECT count(*) FROM runs WHERE state IN ('launching', 'training', 'evaluating')");
     assert_eq!(in_flight, ["0"], "{err}");
     assert_eq!(query(&ws.db(), "SELECT DISTINCT state FROM runs"), ["planned"], "{err}");
+}
+
+#[test]
+fn a_command_grader_that_does_not_read_its_input_is_not_the_death_of_ftsweep() {
+    // Its input is larger than a pipe holds, so the write to it fails (EPIPE) once it closes its
+    // stdin: with SIGPIPE at its default, that killed ftsweep (exit 141, the run left unfinished).
+    let ws = Workspace::new();
+    let example = serde_json::json!({"messages": [
+        {"role": "user", "content": "word ".repeat(40_000)},
+        {"role": "assistant", "content": "greetings"},
+    ]});
+    let valid = ws.write("valid.jsonl", &format!("{example}\n"));
+    let text = sweep_toml("g", ONE).replace(&example_data("topics-valid.jsonl"), valid.to_str().unwrap())
+        + "\n[[evaluation.graders]]\ntype = \"command\"\nname = \"deaf\"\ncommand = [\"sh\", \"-c\", \"exec <&-; echo 1\"]\n";
+    ws.write("g.toml", &text);
+    let (code, _, err) = ws.run(&["run", "g.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(query(&ws.db(), "SELECT state FROM runs"), ["done"]);
 }
