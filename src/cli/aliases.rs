@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::open_existing;
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus};
 
 #[derive(Debug, clap::Args)]
@@ -21,11 +22,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             .iter()
             .map(|a| serde_json::json!({"alias": a.name, "model": a.model, "provenance": a.provenance}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?)?;
         return Ok(ExitStatus::Success);
     }
     if aliases.is_empty() {
-        eprintln!("no aliases yet: `ftsweep promote RUN --alias champion` sets one");
+        errln!("no aliases yet: `ftsweep promote RUN --alias champion` sets one")?;
         return Ok(ExitStatus::Success);
     }
     let mut t = comfy_table::Table::new();
@@ -60,6 +61,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             note,
         ]);
     }
-    println!("{t}");
+    outln!("{t}")?;
     Ok(ExitStatus::Success)
 }

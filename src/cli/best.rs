@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use super::leaderboard::Board;
 use super::open_existing;
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, NoResult, UsageError, open_sweep};
 use crate::plan::show;
 use crate::rank::{self, Pick, Strategy};
@@ -54,19 +55,19 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let by_seeds = if args.strict { None } else { seed_pick(&rows) };
     let chosen = &rows[by_seeds.unwrap_or(pick.chosen)];
     if args.json {
-        println!("{}", serde_json::to_string_pretty(chosen)?);
+        outln!("{}", serde_json::to_string_pretty(chosen)?)?;
     } else {
-        println!("{}", chosen.model.as_deref().unwrap_or_default());
+        outln!("{}", chosen.model.as_deref().unwrap_or_default())?;
     }
     let why = match by_seeds {
         Some(i) => seed_reason(&rows, i, &board.metric),
         None => reason(&board, &rows, &pick, strategy),
     };
-    eprintln!("best of `{}`: {why}", sweep.name);
+    errln!("best of `{}`: {why}", sweep.name)?;
     if !args.strict
         && let Some(note) = resolution_note(&board, &rows, &pick, by_seeds.is_none())
     {
-        eprintln!("note: {note}");
+        errln!("note: {note}")?;
     }
     Ok(ExitStatus::Success)
 }
@@ -264,17 +265,17 @@ fn print_alias(cli: &Cli, alias: &str, json: bool) -> Result<ExitStatus> {
         .into());
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&a.provenance)?);
+        outln!("{}", serde_json::to_string_pretty(&a.provenance)?)?;
     } else {
-        println!("{}", a.model);
+        outln!("{}", a.model)?;
     }
-    eprintln!(
+    errln!(
         "alias `{}`: {} (run {}, sweep {}, promoted {})",
         a.name,
         a.model,
         a.run_id.as_deref().unwrap_or("-"),
         a.sweep.as_deref().unwrap_or("-"),
         a.provenance["promoted_at"].as_str().unwrap_or("-")
-    );
+    )?;
     Ok(ExitStatus::Success)
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, UsageError, open_sweep, run::openai_provider};
+use super::out::errln;
+use super::{Cli, ExitStatus, UsageError, open_sweep_for_writing, run::openai_provider};
 use crate::spec::ProviderKind;
 use crate::store::RunState;
 
@@ -16,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
-    let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
+    let (store, sweep) = open_sweep_for_writing(&cli.db, &args.sweep)?;
     let spec = crate::spec::parse(Path::new(&sweep.spec_path), &store.lock().sweep_text(sweep.id)?)?;
     if spec.provider == ProviderKind::Local {
         return Err(UsageError {
@@ -42,11 +43,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             Some(job_id) => match runtime.block_on(provider.cancel_job(&job_id)) {
                 Ok(()) => {
                     store.lock().set_cancelled(&r.run_id, "cancelled by `ftsweep cancel`", None)?;
-                    eprintln!("{}: job {job_id} cancelled", r.run_id);
+                    errln!("{}: job {job_id} cancelled", r.run_id)?;
                     cancelled += 1;
                 }
                 Err(e) => {
-                    eprintln!("{}: cancelling job {job_id} failed: {e}", r.run_id);
+                    errln!("{}: cancelling job {job_id} failed: {e}", r.run_id)?;
                     failed += 1;
                 }
             },
@@ -56,6 +57,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             }
         }
     }
-    eprintln!("sweep `{}`: {cancelled} run(s) cancelled, {failed} could not be", sweep.name);
+    errln!("sweep `{}`: {cancelled} run(s) cancelled, {failed} could not be", sweep.name)?;
     Ok(if failed > 0 { ExitStatus::Failure } else { ExitStatus::Success })
 }

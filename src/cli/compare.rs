@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::leaderboard::{Board, sweep_for};
+use super::out::outln;
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::judge::render_prompt;
 use crate::report::LeaderboardRow;
@@ -124,15 +125,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             n_examples: sa.len(),
             disagreements,
         };
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        outln!("{}", serde_json::to_string_pretty(&c)?)?;
         return Ok(ExitStatus::Success);
     }
-    println!("{}", side_by_side(&board, ra, rb));
+    outln!("{}", side_by_side(&board, ra, rb))?;
     match &test {
-        Some(t) => println!("{}", describe_test(t, &board.metric, sa.len(), board.setup.evaluation.alpha)),
-        None => println!("no paired test: the two score the same on every example"),
-    }
-    println!(
+        Some(t) => outln!("{}", describe_test(t, &board.metric, sa.len(), board.setup.evaluation.alpha)),
+        None => outln!("no paired test: the two score the same on every example"),
+    }?;
+    outln!(
         "\n{} of {} examples differ on `{}`{}",
         disagreements.len(),
         sa.len(),
@@ -142,7 +143,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         } else {
             String::new()
         }
-    );
+    )?;
     let short = |s: &str| {
         let one_line = s.replace('\n', " ⏎ ");
         if one_line.chars().count() > 100 {
@@ -152,7 +153,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         }
     };
     for d in disagreements.iter().take(args.limit) {
-        println!(
+        outln!(
             "\nline {}: {}\n  reference: {}\n  A ({:.2}): {}\n  B ({:.2}): {}",
             d.line,
             short(&d.prompt),
@@ -161,7 +162,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             short(&d.reply_a),
             d.score_b,
             short(&d.reply_b)
-        );
+        )?;
     }
     Ok(ExitStatus::Success)
 }

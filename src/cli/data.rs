@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::data::check::{self, CheckOptions, FileReport, Format};
 use crate::data::{split, stats};
@@ -103,24 +104,24 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     }
 }
 
-fn options(model: &str, format: FormatArg) -> CheckOptions {
+fn options(model: &str, format: FormatArg) -> Result<CheckOptions, super::out::WriteFailed> {
     if !check::model_is_known(model) {
         let o = CheckOptions::for_model(model);
-        eprintln!(
+        errln!(
             "warning: unknown model `{model}`: tokens are counted with {} and a limit of {} per example \
              (the gpt-4o defaults)\n  hint: pass --model with the base model you will fine-tune, e.g. \
              gpt-4.1-mini-2025-04-14",
             o.encoding.name(),
             o.token_limit
-        );
+        )?;
     }
-    CheckOptions {
+    Ok(CheckOptions {
         format: match format {
             FormatArg::Sft => Format::Sft,
             FormatArg::Dpo => Format::Dpo,
         },
         ..CheckOptions::for_model(model)
-    }
+    })
 }
 
 /// Checks a file, turning "cannot open" into a usage error.
@@ -131,7 +132,7 @@ pub fn check_path(path: &Path, opts: &CheckOptions) -> Result<FileReport> {
 }
 
 fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
-    let opts = CheckOptions { max_per_kind: a.max_per_kind, ..options(&a.model, a.format) };
+    let opts = CheckOptions { max_per_kind: a.max_per_kind, ..options(&a.model, a.format)? };
     let mut reports = Vec::new();
     for (i, f) in a.files.iter().enumerate() {
         // Only the first file (the training file) must hold 10 examples.
@@ -158,12 +159,12 @@ fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "files": files }))?);
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "files": files }))?)?;
     } else {
-        println!("{}", report::check_table(&reports));
+        outln!("{}", report::check_table(&reports))?;
         for r in &reports {
             for line in report::problem_lines(r) {
-                println!("{line}");
+                outln!("{line}")?;
             }
         }
     }
@@ -178,18 +179,18 @@ fn run_check(a: &CheckArgs) -> Result<ExitStatus> {
 }
 
 fn run_stats(a: &StatsArgs) -> Result<ExitStatus> {
-    let opts = CheckOptions { min_examples: 0, ..options(&a.model, a.format) };
+    let opts = CheckOptions { min_examples: 0, ..options(&a.model, a.format)? };
     let r = check_path(&a.file, &opts)?;
     let s = stats::stats(&r);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
     } else {
-        println!("{}", report::stats_text(&r, &s));
+        outln!("{}", report::stats_text(&r, &s))?;
     }
     if r.has_errors() {
-        eprintln!("warning: {} line(s) with errors were left out; run `ftsweep data check` to see them", {
+        errln!("warning: {} line(s) with errors were left out; run `ftsweep data check` to see them", {
             r.total(check::Severity::Error)
-        });
+        })?;
     }
     Ok(ExitStatus::Success)
 }
@@ -205,9 +206,9 @@ fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
     let summary = split::split(&a.file, a.valid, a.seed, &out_train, &out_valid, a.force)
         .map_err(|e| UsageError { message: e.to_string(), hint: e.hint().into() })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        outln!(
             "{} → {} ({} examples) and {} ({} examples){}",
             a.file.display(),
             out_train.display(),
@@ -215,9 +216,9 @@ fn run_split(a: &SplitArgs) -> Result<ExitStatus> {
             out_valid.display(),
             summary.valid,
             if summary.stratified { ", stratified by label" } else { "" }
-        );
+        )?;
         for p in &summary.overwritten {
-            println!("replaced the existing {}", p.display());
+            outln!("replaced the existing {}", p.display())?;
         }
     }
     Ok(ExitStatus::Success)

@@ -9,7 +9,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::leaderboard::Board;
-use super::{Cli, ExitStatus, UsageError, open_store, open_sweep};
+use super::out::{errln, outln};
+use super::{Cli, ExitStatus, UsageError, open_store, open_sweep_for_writing};
 use crate::data;
 use crate::eval::runner::{self, Target};
 use crate::eval::{EvalError, Session};
@@ -20,11 +21,14 @@ use crate::spec::{self, ProviderKind};
 use crate::store::EvalKind;
 
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "ftsweep eval --model ID --data FILE [--json]\n       \
+                            ftsweep eval --model ID --sweep NAME [--data FILE] [--json]")]
 pub struct Args {
     /// The model to evaluate: any model id the provider answers for.
     #[arg(long)]
     pub model: String,
-    /// The chat JSONL file to evaluate on (default: the sweep's validation file).
+    /// The chat JSONL file to evaluate on: required without --sweep; with it, the default is the
+    /// sweep's validation file.
     #[arg(long, required_unless_present = "sweep")]
     pub data: Option<PathBuf>,
     /// Use this sweep's provider and graders, and show the model in its leaderboard.
@@ -39,7 +43,7 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let (store, record) = match &args.sweep {
         Some(name) => {
-            let (store, record) = open_sweep(&cli.db, name)?;
+            let (store, record) = open_sweep_for_writing(&cli.db, name)?;
             (store, Some(record))
         }
         None => (open_store(&cli.db)?, None),
@@ -69,11 +73,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     }
     let file = data::read_chat_file(&data_path)?;
     if let Some(r) = record.as_ref().filter(|r| args.data.is_none() && r.validation_sha256 != file.sha256) {
-        eprintln!(
+        errln!(
             "warning: `{}` changed since sweep `{}` was recorded: the model will not be comparable with its runs",
             data_path.display(),
             r.name
-        );
+        )?;
     }
     let evaluation = sweep.as_ref().map(|s| s.evaluation.clone()).unwrap_or_default();
     let provider = match sweep.as_ref().map(|s| (s.provider, &s.openai)) {
@@ -99,9 +103,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         Err(e) => anyhow::bail!("{e}"),
     };
     let counts = session.counts.snapshot();
-    eprintln!("eval `{}` on {} ({} examples): {counts}", args.model, data_path.display(), outcome.examples.len());
+    errln!("eval `{}` on {} ({} examples): {counts}", args.model, data_path.display(), outcome.examples.len())?;
     if let Some(f) = session.first_failure() {
-        eprintln!("warning: {} examples left ungraded; the first: {f}", counts.grader_failures);
+        errln!("warning: {} examples left ungraded; the first: {f}", counts.grader_failures)?;
     }
 
     let names = evaluation.score_names();
@@ -141,7 +145,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             "sweep": record.as_ref().map(|r| r.name.clone()),
             "leaderboard_row": row,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(ExitStatus::Success);
     }
     let mut t = comfy_table::Table::new();
@@ -155,7 +159,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             if s["primary"] == true { "primary".into() } else { String::new() },
         ]);
     }
-    println!("{t}");
+    outln!("{t}")?;
     if let Some(row) = row {
         let stand = match (row.is_leader, row.tied_with_best, row.p_value, row.diff_from_leader) {
             (true, _, _, _) => "it leads the sweep".to_string(),
@@ -170,11 +174,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             ),
             _ => "not compared with the sweep's leader (no run has finished)".to_string(),
         };
-        eprintln!(
+        errln!(
             "in sweep `{}`: {stand}; see `ftsweep leaderboard {}`",
             record.as_ref().map_or("", |r| &r.name),
             record.as_ref().map_or("", |r| &r.name)
-        );
+        )?;
     }
     Ok(ExitStatus::Success)
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_existing, open_sweep};
 use crate::eval::config::COMBINED;
 use crate::eval::load::{self, Loaded, SweepSetup};
@@ -50,14 +51,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         _ => Format::Table,
     };
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
-    println!("{}", board.render(format)?);
+    outln!("{}", board.render(format)?)?;
     Ok(ExitStatus::Success)
 }
 
 /// Prints the sweep's leaderboard on stdout: a table, or JSON.
 pub fn print(store: &SharedStore, sweep: &SweepRecord, json: bool) -> Result<()> {
     let board = Board::load(store, sweep, None)?;
-    println!("{}", board.render(if json { Format::Json } else { Format::Table })?);
+    outln!("{}", board.render(if json { Format::Json } else { Format::Table })?)?;
     Ok(())
 }
 
@@ -84,7 +85,7 @@ impl Board {
             (setup, loaded)
         };
         if let Some(w) = &setup.warning {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}")?;
         }
         let names = setup.evaluation.score_names();
         let metric = match metric {

@@ -1,5 +1,8 @@
 //! The command line: clap types, one file per command, and the one place
-//! where errors become exit codes. Only this module prints.
+//! where errors become exit codes. Only this module prints, through `out`.
+
+// `println!` and `eprintln!` panic when a write fails: print with `outln!` and `errln!`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod aliases;
 mod best;
@@ -8,6 +11,7 @@ mod compare;
 mod data;
 mod eval;
 mod leaderboard;
+pub mod out;
 mod plan;
 mod promote;
 mod resume;
@@ -23,7 +27,7 @@ use clap::{Parser, Subcommand};
 
 use crate::data::DataError;
 use crate::spec::SpecError;
-use crate::store::{SharedStore, Store, SweepRecord};
+use crate::store::{SharedStore, Store, StoreError, SweepRecord};
 
 /// Hyperparameter sweeps of model fine-tunes, and picking the model to deploy.
 #[derive(Debug, Parser)]
@@ -90,6 +94,8 @@ pub enum ExitStatus {
     Failure,
     /// Stopped by Ctrl-C, with everything recorded: exit code 130.
     Interrupted,
+    /// Stopped by SIGTERM, with everything recorded: exit code 143.
+    Terminated,
 }
 
 /// Runs the parsed command line and maps the outcome to an exit code.
@@ -110,16 +116,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Aliases(ref a) => aliases::run(&cli, a),
     };
     match result {
+        // Output that could not be written is a failure, whatever the work's outcome.
+        Ok(_) if out::failed() => ExitCode::from(1),
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Failure) => ExitCode::from(1),
         Ok(ExitStatus::Interrupted) => ExitCode::from(130),
+        Ok(ExitStatus::Terminated) => ExitCode::from(143),
+        // As a Unix tool killed by SIGPIPE: no message.
+        Err(e) if e.downcast_ref::<out::WriteFailed>().is_some_and(out::WriteFailed::is_closed_stdout) => {
+            ExitCode::from(141)
+        }
         Err(e) => {
             let code = exit_code(&e);
-            if code == 2 {
-                eprintln!("error: {e}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
+            // Nothing more can be said when stderr fails too: the exit code says it.
+            let _ = if code == 2 { out::errln!("error: {e}") } else { out::errln!("error: {e:#}") };
             ExitCode::from(code)
         }
     }
@@ -130,6 +140,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         || e.downcast_ref::<DataError>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<data::DataCheckFailed>().is_some()
+        || e.downcast_ref::<StoreError>().is_some_and(StoreError::is_bad_input)
     {
         2
     } else {
@@ -142,8 +153,8 @@ fn open_store(db: &Path) -> anyhow::Result<SharedStore> {
     Ok(SharedStore::new(Store::open(db)?))
 }
 
-/// Opens an existing database (read commands do not create one).
-pub fn open_existing(db: &Path) -> anyhow::Result<SharedStore> {
+/// Fails when there is no database at `db`.
+fn must_exist(db: &Path) -> anyhow::Result<()> {
     if !db.exists() {
         return Err(UsageError {
             message: format!("no database at `{}`", db.display()),
@@ -153,12 +164,33 @@ pub fn open_existing(db: &Path) -> anyhow::Result<SharedStore> {
         }
         .into());
     }
+    Ok(())
+}
+
+/// Opens an existing database to read it (read commands do not create one); a file that
+/// cannot be written is opened read-only.
+pub fn open_existing(db: &Path) -> anyhow::Result<SharedStore> {
+    must_exist(db)?;
+    Ok(SharedStore::new(Store::open_existing(db)?))
+}
+
+/// Opens an existing database to write to it: a read-only one is refused now, before any work.
+fn open_existing_for_writing(db: &Path) -> anyhow::Result<SharedStore> {
+    must_exist(db)?;
     open_store(db)
 }
 
-/// Opens an existing database and finds a sweep in it.
+/// Opens an existing database to read it and finds a sweep in it.
 fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
-    let store = open_existing(db)?;
+    find_sweep(open_existing(db)?, db, name)
+}
+
+/// Opens an existing database to write to it and finds a sweep in it.
+fn open_sweep_for_writing(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
+    find_sweep(open_existing_for_writing(db)?, db, name)
+}
+
+fn find_sweep(store: SharedStore, db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord)> {
     let sweep = store.lock().sweep(name)?;
     match sweep {
         Some(s) => Ok((store, s)),
@@ -174,5 +206,39 @@ fn open_sweep(db: &Path, name: &str) -> anyhow::Result<(SharedStore, SweepRecord
             }
             .into())
         }
+    }
+}
+
+/// The signal that asked a command to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM, as from `kill`, systemd or a container runtime.
+    Terminate,
+}
+
+/// Completes on Ctrl-C or SIGTERM, saying which. A signal that cannot be watched is never seen,
+/// rather than stopping the command at once.
+pub(crate) async fn shutdown_signal() -> Signal {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => Signal::Interrupt,
+        () = terminate => Signal::Terminate,
     }
 }

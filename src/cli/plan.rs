@@ -6,12 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::out::{errln, outln};
 use super::sweepfile::{self, LoadedSweep};
-use super::{Cli, ExitStatus, open_store};
+use super::{Cli, ExitStatus};
 use crate::plan::PlannedRun;
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
-use crate::store::RunRecord;
+use crate::spec::ProviderKind;
+use crate::store::{RunRecord, Store, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,12 +38,10 @@ pub fn figures(loaded: &LoadedSweep) -> DataFigures {
     }
 }
 
-/// The plan's rows, with each run's recorded state when the database exists
-/// (it is never created here).
+/// The plan's rows, with each run's recorded state when the database exists. The database is
+/// only read, never created, migrated or written.
 pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
-    let (runs, known): (Vec<PlannedRun>, HashMap<String, String>) = if cli.db.exists() {
-        let store = open_store(&cli.db)?;
-        let store = store.lock();
+    let (runs, known): (Vec<PlannedRun>, HashMap<String, String>) = if let Some(store) = open_for_reading(cli)? {
         // Runs recorded under the 40-bit ids of ftsweep 0.1 show under those.
         let runs = store.adopt_stored(&loaded.sweep, &loaded.identity, loaded.runs.clone())?;
         let records = match store.sweep(&loaded.sweep.name)? {
@@ -80,6 +80,28 @@ fn recorded_later(records: &[RunRecord], runs: &[PlannedRun]) -> Vec<PlannedRun>
         }
     }
     later
+}
+
+/// The database, opened only to read: `None` when it does not exist, or when its schema is older
+/// than this ftsweep's (the first command that writes upgrades it; until then its runs count as new).
+fn open_for_reading(cli: &Cli) -> Result<Option<Store>> {
+    if !cli.db.exists() {
+        return Ok(None);
+    }
+    match Store::open_read_only(&cli.db) {
+        Ok(s) => Ok(Some(s)),
+        Err(StoreError::Outdated { found, known, .. }) => {
+            if found > 0 {
+                errln!(
+                    "note: the database `{}` has schema version {found}, older than this ftsweep's {known}: its \
+                     runs' states are not shown until a command that writes (`ftsweep run`) upgrades it",
+                    cli.db.display()
+                )?;
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A rung of successive halving after the first: planned once the scores
@@ -157,6 +179,15 @@ fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let loaded = sweepfile::load(&args.sweep)?;
+    // A key that `run` would refuse is refused here; no key yet is fine for a plan.
+    if loaded.sweep.provider == ProviderKind::OpenAi
+        && super::run::read_api_key(&loaded.sweep.openai.api_key_env)?.is_none()
+    {
+        errln!(
+            "note: the environment variable `{}` is not set: `ftsweep run` will need it",
+            loaded.sweep.openai.api_key_env
+        )?;
+    }
     let rows = rows(cli, &loaded)?;
     let data = figures(&loaded);
     let all: Vec<&PlanRow> = rows.iter().collect();
@@ -215,39 +246,39 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             "later_rungs": later,
             "runs": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(ExitStatus::Success);
     }
-    println!("{}", report::plan_table(&rows));
+    outln!("{}", report::plan_table(&rows))?;
     let s = &loaded.sweep;
     for r in &later {
-        println!(
+        outln!(
             "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens, {})",
             r.rung,
             r.configurations,
             r.epochs,
             r.estimated_trained_tokens,
             report::format_usd(r.estimated_training_cost_usd)
-        );
+        )?;
     }
     if let (Some((n, tokens, usd)), Some(r)) = (replicates, &s.replicates) {
-        println!(
+        outln!(
             "replicates: after the search, the top {} configuration(s) train again with seeds {:?}: {n} more \
              runs, at most ~{tokens} trained tokens ({})",
             r.top,
             r.seeds,
             report::format_usd(usd)
-        );
+        )?;
     }
     if jobs < rows.len() + later_runs || !later.is_empty() {
-        println!(
+        outln!(
             "{} runs from {jobs} jobs: ~{total_tokens} trained tokens, against ~{unshared_tokens} with a job per run \
              trained from the base model ({:.0}% saved)",
             rows.len() + later_runs,
             100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
         rows.len() + later_runs,
         pending.len() + later_runs,
@@ -258,15 +289,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         } else {
             String::new()
         },
-    );
-    println!(
+    )?;
+    outln!(
         "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",
         eval_calls,
         data.eval_examples,
         rows.len() + later_runs
-    );
+    )?;
     match loaded.price {
-        Some(p) => println!(
+        Some(p) => outln!(
             "prices for `{}` (USD per 1M tokens): training {}, input {}, output {} ({})",
             s.base_model,
             p.training,
@@ -274,13 +305,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             p.output,
             if s.pricing.is_some() { "from the sweep file" } else { PRICES_AS_OF }
         ),
-        None => println!(
+        None => outln!(
             "no price is known for `{}`: add a [pricing] table to the sweep file to estimate the cost",
             s.base_model
         ),
-    }
+    }?;
     if rows.iter().any(|r| r.epochs_estimated) {
-        println!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)");
+        outln!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)")?;
     }
     Ok(ExitStatus::Success)
 }

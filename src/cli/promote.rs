@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::compare::paired_test;
 use super::leaderboard::{Board, sweep_for};
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::scores;
 use crate::rank::Role;
@@ -90,8 +91,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let mut forced = false;
     if let Some(holder) = &current {
         if holder.model == model {
-            eprintln!("alias `{}` already points at {model}", args.alias);
-            println!("{model}");
+            errln!("alias `{}` already points at {model}", args.alias)?;
+            outln!("{model}")?;
             return Ok(ExitStatus::Success);
         }
         // The holder's replies to the same examples, graded the same way.
@@ -155,11 +156,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 match (test, shown) {
                     (Some(t), _) if t.significant && t.mean_diff > 0.0 => Ok(()),
                     (_, Some(b)) => {
-                        eprintln!(
+                        errln!(
                             "`{model}` is cheaper than `{}` and shown to be within the margin {margin} of it on the \
                              same {} examples: at most {:.3} below it ({confidence}% one-sided bound)",
-                            holder.model, b.n, b.upper
-                        );
+                            holder.model,
+                            b.n,
+                            b.upper
+                        )?;
                         Ok(())
                     }
                     (Some(t), None) if t.mean_diff <= 0.0 => Err((
@@ -198,7 +201,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 );
             }
             forced = true;
-            eprintln!("warning: moving `{}` anyway (--force): {reason}", args.alias);
+            errln!("warning: moving `{}` anyway (--force): {reason}", args.alias)?;
         }
     }
 
@@ -246,8 +249,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         promoted_at: now,
     };
     store.lock().set_alias(&record, forced)?;
-    println!("{model}");
-    eprintln!(
+    outln!("{model}")?;
+    errln!(
         "`{}` now points at {model} ({} of sweep `{}`, {} {}){}",
         args.alias,
         row.run_id.as_deref().unwrap_or("-"),
@@ -258,7 +261,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             Some(h) => format!("; it was {}", h.model),
             None => String::new(),
         }
-    );
+    )?;
     Ok(ExitStatus::Success)
 }
 

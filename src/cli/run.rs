@@ -2,14 +2,16 @@
 //! Running it again resumes: finished runs are not trained again.
 
 use std::collections::HashMap;
+use std::env::VarError;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{Cli, ExitStatus, UsageError, leaderboard, open_store, sweepfile};
+use super::out::{err, errln};
+use super::{Cli, ExitStatus, Signal, UsageError, leaderboard, open_store, sweepfile};
 use crate::plan::show;
 use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
@@ -43,22 +45,64 @@ pub struct LaunchArgs {
     pub cancel_on_interrupt: bool,
 }
 
-/// Builds the OpenAI-protocol provider from the sweep's settings and the
-/// environment: `OPENAI_BASE_URL` overrides the base URL; the key is read from
-/// the variable the sweep names, and goes nowhere but the request headers.
-pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<OpenAiProvider> {
-    let base_url = sweepfile::server_url(settings)?;
-    let key = std::env::var(&settings.api_key_env).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| UsageError {
-        message: format!("the environment variable `{}` is not set", settings.api_key_env),
+/// The API key, from the environment variable the sweep names: set, UTF-8, and made only of
+/// characters an HTTP header can carry. The errors name the variable, never the value.
+pub fn api_key(settings: &OpenAiSettings) -> Result<Secret> {
+    let var = &settings.api_key_env;
+    read_api_key(var)?.ok_or_else(|| {
+        UsageError {
+            message: format!("the environment variable `{var}` is not set"),
+            hint: format!(
+                "export {var}=... with the server's API key (the sweep's [openai] api_key_env names the variable)"
+            ),
+        }
+        .into()
+    })
+}
+
+/// The key in the variable `var`: `None` when it is unset or empty, an error when it is set but
+/// cannot be a key.
+pub fn read_api_key(var: &str) -> Result<Option<Secret>> {
+    let bad = |what: String| UsageError {
+        message: format!("the environment variable `{var}` {what}, so it cannot be sent as an API key"),
         hint: format!(
-            "export {}=... with the server's API key (the sweep's [openai] api_key_env names the variable)",
-            settings.api_key_env
+            "set {var} to the key alone, without quotes, spaces or line breaks (e.g. export {var}=\"$(tr -d ' \\r\\n' < key.txt)\")"
         ),
-    })?;
-    let mut cfg = ClientConfig::new(&base_url, Secret::new(key), &settings.api_key_env, settings.auth.clone());
+    };
+    let value = match std::env::var(var) {
+        Ok(v) => v,
+        Err(VarError::NotPresent) => return Ok(None),
+        Err(VarError::NotUnicode(_)) => return Err(bad("is not valid UTF-8".into()).into()),
+    };
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    // HTTP header values cannot carry CR, LF or other control bytes; keys are printable ASCII.
+    if let Some((i, c)) = value.chars().enumerate().find(|(_, c)| !c.is_ascii_graphic()) {
+        let what = match c {
+            '\r' | '\n' => "a line break (CR or LF)",
+            c if c.is_whitespace() => "white space",
+            c if c.is_control() => "a control character",
+            _ => "a character that is not ASCII",
+        };
+        return Err(bad(format!("holds {what} at character {} of its value", i + 1)).into());
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+/// The client for an OpenAI-protocol server: `OPENAI_BASE_URL` overrides the sweep's base URL;
+/// the key goes nowhere but the request headers.
+pub fn openai_client(settings: &OpenAiSettings, key: Secret) -> Result<Client> {
+    let base_url = sweepfile::server_url(settings)?;
+    let mut cfg = ClientConfig::new(&base_url, key, &settings.api_key_env, settings.auth.clone());
     cfg.organization = settings.organization.clone();
     cfg.project = settings.project.clone();
-    let client = Client::new(cfg)?;
+    Ok(Client::new(cfg)?)
+}
+
+/// Builds the OpenAI-protocol provider from the sweep's settings and the environment.
+pub fn openai_provider(settings: &OpenAiSettings, store: SharedStore) -> Result<OpenAiProvider> {
+    let client = openai_client(settings, api_key(settings)?)?;
     Ok(OpenAiProvider::new(client, store, PollPolicy::default()))
 }
 
@@ -95,7 +139,7 @@ fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[Pla
         }
         .into());
     }
-    eprint!("{question}. Go ahead? [y/N] ");
+    err!("{question}. Go ahead? [y/N] ")?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     if matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -117,9 +161,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
 
 /// Records, trains, evaluates and prints a loaded sweep; `run` and `resume`.
 pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> Result<ExitStatus> {
+    // Everything is checked, then the user is asked, then the database is written.
     let started = Instant::now();
     let rows = super::plan::rows(cli, &loaded)?;
-    confirm_spend(args, &loaded, &rows)?;
     let s = &loaded.sweep;
     if (s.limits.budget_usd.is_some()) && loaded.price.is_none() {
         return Err(UsageError {
@@ -128,6 +172,11 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         }
         .into());
     }
+    let client = match s.provider {
+        ProviderKind::Local => None,
+        ProviderKind::OpenAi => Some(openai_client(&s.openai, api_key(&s.openai)?)?),
+    };
+    confirm_spend(args, &loaded, &rows)?;
     let estimates: HashMap<String, (u64, f64)> = rows
         .into_iter()
         .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
@@ -152,13 +201,13 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     let runs = store.lock().sweep_runs(record.id)?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let provider = match s.provider {
-        ProviderKind::Local => Provider::Local(
+    let provider = match client {
+        None => Provider::Local(
             // Validating four times an epoch lets early stopping act within an epoch.
             LocalProvider::new(Arc::new(store.clone()))
                 .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH),
         ),
-        ProviderKind::OpenAi => Provider::OpenAi(openai_provider(&s.openai, store.clone())?),
+        Some(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
     };
     let cx = Arc::new(SweepContext {
         sweep_name: s.name.clone(),
@@ -197,6 +246,9 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     let verbose = cli.verbose;
     let metric = s.evaluation.metric.as_str();
     let printer = Mutex::new(());
+    // A progress line that cannot be written stops the sweep as Ctrl-C does: nothing new is
+    // launched, the runs in flight are recorded, and the exit code is 1.
+    let stop = shutdown_tx.clone();
     let progress = Arc::new(move |p: Progress| {
         let _line = printer.lock();
         let mut positions = positions.lock().unwrap_or_else(|p| p.into_inner());
@@ -214,81 +266,89 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
                 width = total.to_string().len()
             )
         };
-        match p {
-            Progress::Started { total, to_train, to_evaluate, done } => {
-                if to_train + to_evaluate == 0 {
-                    eprintln!("sweep: all {total} runs are done already; nothing new to train");
-                } else {
-                    eprintln!(
-                        "sweep: {total} runs: {to_train} to train, {to_evaluate} to evaluate, {done} done already"
-                    );
-                }
-            }
-            Progress::Training { run_id, config, job_id } => eprintln!(
+        let line = match p {
+            Progress::Started { total, to_train, to_evaluate, done } => Some(if to_train + to_evaluate == 0 {
+                format!("sweep: all {total} runs are done already; nothing new to train")
+            } else {
+                format!("sweep: {total} runs: {to_train} to train, {to_evaluate} to evaluate, {done} done already")
+            }),
+            Progress::Training { run_id, config, job_id } => Some(format!(
                 "{} training  n_epochs={} lr_mult={} batch={} seed={} ({job_id})",
                 at(&run_id),
                 show(config.n_epochs),
                 show(config.learning_rate_multiplier),
                 show(config.batch_size),
                 config.seed
-            ),
-            Progress::Epoch { run_id, epoch, n_epochs, valid_loss } if verbose => {
-                eprintln!(
-                    "{} epoch {epoch}/{} valid_loss={}",
-                    at(&run_id),
-                    show(n_epochs),
-                    valid_loss.map_or("-".into(), |l| format!("{l:.4}"))
-                );
-            }
-            Progress::Epoch { .. } => {}
-            Progress::Evaluating { run_id, model } if verbose => eprintln!("{} evaluating {model}", at(&run_id)),
-            Progress::Evaluating { .. } => {}
-            Progress::Done { run_id, score, valid_loss, seconds } => eprintln!(
+            )),
+            Progress::Epoch { run_id, epoch, n_epochs, valid_loss } if verbose => Some(format!(
+                "{} epoch {epoch}/{} valid_loss={}",
+                at(&run_id),
+                show(n_epochs),
+                valid_loss.map_or("-".into(), |l| format!("{l:.4}"))
+            )),
+            Progress::Epoch { .. } => None,
+            Progress::Evaluating { run_id, model } if verbose => Some(format!("{} evaluating {model}", at(&run_id))),
+            Progress::Evaluating { .. } => None,
+            Progress::Done { run_id, score, valid_loss, seconds } => Some(format!(
                 "{} done      {metric}={score:.3} valid_loss={} (eval {seconds:.2}s)",
                 at(&run_id),
                 valid_loss.map_or("-".into(), |l| format!("{l:.3}"))
-            ),
-            Progress::Failed { run_id, reason } => eprintln!("{} FAILED    {reason}", at(&run_id)),
-            Progress::Skipped { run_id, reason } => eprintln!("{} SKIPPED   {reason}", at(&run_id)),
+            )),
+            Progress::Failed { run_id, reason } => Some(format!("{} FAILED    {reason}", at(&run_id))),
+            Progress::Skipped { run_id, reason } => Some(format!("{} SKIPPED   {reason}", at(&run_id))),
             Progress::Queued { run_id, reason, wait } => {
-                eprintln!("{} queued    {reason}; next try in {:.0}s", at(&run_id), wait.as_secs_f64())
+                Some(format!("{} queued    {reason}; next try in {:.0}s", at(&run_id), wait.as_secs_f64()))
             }
             Progress::Waiting { runs, owner } => {
-                eprintln!("sweep: waiting for {runs} run(s) being trained by another process ({owner})")
+                Some(format!("sweep: waiting for {runs} run(s) being trained by another process ({owner})"))
             }
-            Progress::Interrupted { run_id, note } => eprintln!("{} stopped   {note}", at(&run_id)),
-            Progress::Stopped { run_id, reason, trained_tokens, model } => eprintln!(
+            Progress::Interrupted { run_id, note } => Some(format!("{} stopped   {note}", at(&run_id))),
+            Progress::Stopped { run_id, reason, trained_tokens, model } => Some(format!(
                 "{} STOPPED   early after {trained_tokens} trained tokens: {reason}; {}",
                 at(&run_id),
                 model.map_or("no checkpoint to evaluate".to_string(), |m| format!(
                     "its best checkpoint {m} is the model"
                 ))
-            ),
-            Progress::Planned { note, .. } => eprintln!("sweep: {note}"),
+            )),
+            Progress::Planned { note, .. } => Some(format!("sweep: {note}")),
+        };
+        if let Some(line) = line
+            && errln!("{line}").is_err()
+        {
+            let _ = stop.send(true);
         }
     });
 
+    // Ctrl-C and SIGTERM stop the sweep the same way; the exit code says which it was.
+    let signalled = Arc::new(OnceLock::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(async {
+        let seen = signalled.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: no new launches; recording the runs in flight");
-                let _ = shutdown_tx.send(true);
-            }
+            let signal = super::shutdown_signal().await;
+            let _ = seen.set(signal);
+            let what = match signal {
+                Signal::Interrupt => "interrupted",
+                Signal::Terminate => "terminated (SIGTERM)",
+            };
+            let _ = errln!("{what}: no new launches; recording the runs in flight");
+            let _ = shutdown_tx.send(true);
         });
         sweep::run_sweep(cx.clone(), progress).await
     })?;
     // The training threads of interrupted local jobs are not waited for.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    // These lines are not worth stopping for: a failed write is remembered (exit code 1), and
+    // the leaderboard is still printed.
     if let Provider::OpenAi(p) = cx.provider.as_ref() {
         let counts = p.client.counts.snapshot();
         let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("requests to {}: total={} {}", p.client.base_url(), p.client.counts.total(), list.join(" "));
+        let _ = errln!("requests to {}: total={} {}", p.client.base_url(), p.client.counts.total(), list.join(" "));
     }
-    eprintln!("evaluation: {}", cx.eval.counts.snapshot());
+    let _ = errln!("evaluation: {}", cx.eval.counts.snapshot());
     let budget = store.lock().budget_state(record.id)?;
-    eprintln!("{}", budget_line(&budget, s.limits.budget_usd, s.limits.max_trained_tokens));
-    eprintln!(
+    let _ = errln!("{}", budget_line(&budget, s.limits.budget_usd, s.limits.max_trained_tokens));
+    let _ = errln!(
         "sweep `{}`: {} trained ({} stopped early), {} evaluated, {} reused, {} failed, {} skipped, {} interrupted in {:.1}s (database: {})",
         s.name,
         summary.trained,
@@ -302,7 +362,9 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         cli.db.display()
     );
     leaderboard::print(&store, &record, args.json)?;
-    Ok(if summary.interrupted > 0 {
+    Ok(if signalled.get() == Some(&Signal::Terminate) {
+        ExitStatus::Terminated
+    } else if signalled.get().is_some() || summary.interrupted > 0 {
         ExitStatus::Interrupted
     } else if summary.failed > 0 {
         ExitStatus::Failure

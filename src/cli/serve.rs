@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::out::errln;
 use super::{Cli, ExitStatus, UsageError};
 use crate::serve::{SHUTDOWN_GRACE, ServeError, Server, Settings};
 use crate::store::serve::ServeStore;
@@ -109,24 +110,28 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         })?;
         let addr = server.local_addr()?;
         if let Some(warning) = clear_text_warning(addr) {
-            eprintln!("warning: {warning}");
+            errln!("warning: {warning}")?;
         }
         let url = format!("http://{addr}/v1");
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{url}")?;
         stdout.flush()?;
         drop(stdout);
-        eprintln!(
+        errln!(
             "ftsweep serve: listening on {url} (state: {}, {} job(s) at a time); Ctrl-C stops",
             args.state.display(),
             args.max_running
-        );
-        let cut = server.run(shutdown_signal()).await?;
+        )?;
+        let cut = server
+            .run(async {
+                super::shutdown_signal().await;
+            })
+            .await?;
         if cut > 0 {
-            eprintln!(
+            errln!(
                 "ftsweep serve: {cut} connection(s) still busy {} s after the stop signal were closed",
                 SHUTDOWN_GRACE.as_secs()
-            );
+            )?;
         }
         anyhow::Ok(())
     });
@@ -134,33 +139,8 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     // re-queued on the next start, and every write they make is an SQLite transaction.
     runtime.shutdown_background();
     result?;
-    eprintln!("ftsweep serve: stopped");
+    errln!("ftsweep serve: stopped")?;
     Ok(ExitStatus::Success)
-}
-
-/// Completes on Ctrl-C or SIGTERM (the server then waits `SHUTDOWN_GRACE` at most). A signal that cannot be watched is never seen, rather than
-/// stopping the server at once.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use anyhow::Result;
 use comfy_table::{Table, presets};
 
-use super::{Cli, ExitStatus, open_store, open_sweep, run::budget_line};
+use super::out::{errln, outln};
+use super::{Cli, ExitStatus, open_existing, open_sweep, run::budget_line};
 use crate::plan::show;
 use crate::store::{RunControl, RunState, SharedStore, SweepRecord};
 use crate::sweep::owner_alive;
@@ -86,21 +87,21 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 }
             }));
         } else {
-            println!("sweep `{}` ({}, {})\n{t}\n{line}", sweep.name, sweep.provider, sweep.base_model);
+            outln!("sweep `{}` ({}, {})\n{t}\n{line}", sweep.name, sweep.provider, sweep.base_model)?;
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?)?;
     }
     Ok(ExitStatus::Success)
 }
 
 fn open_store_existing(cli: &Cli) -> Result<Option<SharedStore>> {
     if !cli.db.exists() {
-        eprintln!("no database at `{}`: no sweep has run here", cli.db.display());
+        errln!("no database at `{}`: no sweep has run here", cli.db.display())?;
         return Ok(None);
     }
-    Ok(Some(open_store(&cli.db)?))
+    Ok(Some(open_existing(&cli.db)?))
 }
 
 /// A run's state as a person should read it: a run in flight whose process

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use super::UsageError;
 use super::data::{DataCheckFailed, check_path};
+use super::out::errln;
 use crate::data::check::{self, CheckOptions, FileReport, Severity};
 use crate::data::{self, ChatFile};
 use crate::plan::{self, DataIdentity, PlannedRun};
@@ -67,11 +68,11 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     }
     for r in reports {
         for line in report::problem_lines(r) {
-            eprintln!("{line}");
+            errln!("{line}")?;
         }
     }
     if let Some(p) = check::overlap(&training_report, &validation_report) {
-        eprintln!("{}", validation_report.describe(&p));
+        errln!("{}", validation_report.describe(&p))?;
     }
     let training = read(&sweep.training_file)?;
     let validation = read(&sweep.validation_file)?;

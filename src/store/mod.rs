@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::plan::{DataIdentity, Definition, Origin, PlannedRun, RunConfig};
 use crate::spec::Sweep;
@@ -26,13 +26,79 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_search.sql"),
 ];
 
+/// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the
+/// tables that tell one made before files were marked.
+pub(crate) struct Schema {
+    /// How messages name a file of this kind.
+    pub what: &'static str,
+    /// The command-line option that names the file, for hints.
+    pub option: &'static str,
+    pub application_id: i32,
+    pub migrations: &'static [&'static str],
+    /// Tables that every file of this kind has had since its first migration.
+    pub tables: &'static [&'static str],
+}
+
+/// `PRAGMA application_id` of a sweep database: "FTSW".
+pub(crate) const SWEEPS_APPLICATION_ID: i32 = 0x4654_5357;
+/// `PRAGMA application_id` of `ftsweep serve`'s state file: "FTSV".
+pub(crate) const SERVE_APPLICATION_ID: i32 = 0x4654_5356;
+
+/// The sweep database.
+const SWEEPS: Schema = Schema {
+    what: "an ftsweep database",
+    option: "--db (or FTSWEEP_DB)",
+    application_id: SWEEPS_APPLICATION_ID,
+    migrations: MIGRATIONS,
+    tables: &["sweeps", "runs", "sweep_runs"],
+};
+
+/// How a database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read and write, creating the file if there is none.
+    Create,
+    /// Read and write an existing file, or only read it when it cannot be written.
+    Existing,
+    /// Only read: nothing is written, not even a `-wal` file when no other process has it open.
+    ReadOnly,
+}
+
 /// A store error, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database `{path}`: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("the database `{path}` has schema version {found}, newer than this ftsweep knows ({known})")]
+    #[error(
+        "cannot open the database `{path}`: {source}\n  hint: check the path ({option}) and that its folder exists"
+    )]
+    Open { path: String, option: &'static str, source: rusqlite::Error },
+    #[error(
+        "the database path `{path}` is a directory\n  hint: point {option} at a file in it, e.g. `{path}/ftsweep.db`"
+    )]
+    Directory { path: String, option: &'static str },
+    #[error(
+        "`{path}` is not an SQLite database, or it is damaged ({detail})\n  hint: point {option} at {expected}, or move \
+         this file away to start a new one"
+    )]
+    NotDatabase { path: String, option: &'static str, expected: &'static str, detail: String },
+    #[error(
+        "`{path}` is {found}, not {expected}: ftsweep leaves it as it is\n  hint: point {option} at {expected}, or at a \
+         new file name"
+    )]
+    Foreign { path: String, option: &'static str, expected: &'static str, found: String },
+    #[error("the database `{path}` cannot be written: {why}\n  hint: {hint}")]
+    ReadOnly { path: String, why: &'static str, hint: String },
+    #[error(
+        "the database `{path}` has schema version {found}, older than this ftsweep's {known}, and cannot be upgraded \
+         without writing to it\n  hint: make it writable: the next ftsweep command that opens it upgrades it"
+    )]
+    Outdated { path: String, found: i64, known: i64 },
+    #[error(
+        "the database `{path}` has schema version {found}, newer than this ftsweep knows ({known})\n  hint: use the \
+         newer ftsweep that wrote it"
+    )]
     TooNew { path: String, found: i64, known: i64 },
+    #[error("cannot upgrade the database `{path}` to schema version {version}: {detail}")]
+    Migration { path: String, version: usize, detail: String },
     #[error("database error while {doing}: {source}")]
     Sql { doing: &'static str, source: rusqlite::Error },
     /// A run id is a hash of the run's definition: a stored run with the id
@@ -44,6 +110,18 @@ pub enum StoreError {
          a database changed by hand: record this sweep in another database (--db), or delete the stored run"
     )]
     IdConflict { run_id: String, stored: Box<Definition>, planned: Box<Definition> },
+}
+
+impl StoreError {
+    /// The database named is not one this command can use (missing, foreign, damaged, read-only,
+    /// of another version): the user's to fix, exit code 2.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            StoreError::Migration { .. } => false,
+            StoreError::Sql { source, .. } => source.sqlite_error_code() == Some(ErrorCode::ReadOnly),
+            _ => true,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -240,38 +318,205 @@ impl SharedStore {
     }
 }
 
-/// Opens a database (a file, or in memory for `None`) with WAL, a busy
-/// timeout and foreign keys, and applies the `migrations` it has not applied
-/// yet, each in its own transaction, counted by `PRAGMA user_version`.
-pub(crate) fn connect(path: Option<&Path>, migrations: &[&str]) -> Result<Connection> {
+/// Opens a database (a file, or in memory for `None`) of the kind `schema` describes. A file of
+/// another kind, another application's file or a damaged one is refused before anything is
+/// written to it. Written, it gets WAL, a busy timeout and foreign keys, its application id, and
+/// the migrations it has not applied yet, each in its own transaction, counted by
+/// `PRAGMA user_version`. Read only, it must have every migration already.
+pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> Result<Connection> {
     let shown = path.map_or(":memory:".to_string(), |p| p.display().to_string());
+    let open_error = |source| StoreError::Open { path: shown.clone(), option: schema.option, source };
     let mut conn = match path {
-        Some(p) => Connection::open(p).map_err(|source| StoreError::Open { path: shown.clone(), source })?,
+        Some(p) if p.is_dir() => return Err(StoreError::Directory { path: shown, option: schema.option }),
+        Some(p) if access == Access::ReadOnly => open_read_only(p).map_err(open_error)?,
+        Some(p) => {
+            let create = if access == Access::Create { OpenFlags::SQLITE_OPEN_CREATE } else { OpenFlags::empty() };
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | create
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(p, flags).map_err(open_error)?
+        }
         None => Connection::open_in_memory().doing("opening an in-memory database")?,
     };
     conn.busy_timeout(Duration::from_secs(30)).doing("setting the busy timeout")?;
-    conn.pragma_update(None, "journal_mode", "WAL").doing("enabling WAL")?;
+    // SQLite opens a file it may not write read-only, without saying so.
+    let read_only = conn.is_readonly(rusqlite::MAIN_DB).doing("checking the database's access")?;
+    match (access, read_only) {
+        (Access::Existing, true) => return connect(path, schema, Access::ReadOnly),
+        (Access::Create, true) => {
+            return Err(StoreError::ReadOnly {
+                path: shown.clone(),
+                why: "the file is read-only",
+                hint: format!("make it writable (chmod u+w {shown}), or point {} at a writable copy", schema.option),
+            });
+        }
+        _ => {}
+    }
+    let found = match inspect(&conn) {
+        Ok(f) => f,
+        // A WAL database in a folder this process cannot write to can still be read.
+        Err(e) if access == Access::Existing && cannot_write(&e) => return connect(path, schema, Access::ReadOnly),
+        Err(e) => return Err(unreadable(e, &shown, schema)),
+    };
+    let known = schema.migrations.len() as i64;
+    let ours = found.application_id == schema.application_id;
+    let empty = found.application_id == 0 && found.version == 0 && found.objects == 0;
+    // Made by an ftsweep that did not mark its files yet.
+    let unmarked = found.application_id == 0
+        && found.version > 0
+        && schema.tables.iter().all(|t| found.tables.iter().any(|f| f == t));
+    if !(ours || empty || unmarked) {
+        return Err(StoreError::Foreign {
+            path: shown,
+            option: schema.option,
+            expected: schema.what,
+            found: describe_foreign(&found),
+        });
+    }
+    if found.version > known {
+        return Err(StoreError::TooNew { path: shown, found: found.version, known });
+    }
+    if access == Access::ReadOnly || read_only {
+        if found.version < known {
+            return Err(StoreError::Outdated { path: shown, found: found.version, known });
+        }
+        return Ok(conn);
+    }
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| match cannot_write(&e) {
+        true => StoreError::ReadOnly {
+            path: shown.clone(),
+            why: "its folder is read-only, and SQLite keeps its `-wal` and `-shm` files beside it",
+            hint: format!("make the folder writable, or point {} at a file in a writable folder", schema.option),
+        },
+        false => StoreError::Sql { doing: "enabling WAL", source: e },
+    })?;
     conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON").doing("enabling foreign keys")?;
-    let version: i64 =
-        conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
-    let known = migrations.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew { path: shown, found: version, known });
-    }
-    for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
+    for (i, sql) in schema.migrations.iter().enumerate().skip(found.version as usize) {
         // Another process may open the same new database at the same time:
         // take the write lock first, then look again at what is applied.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).doing("starting a migration")?;
         let applied: i64 =
             tx.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
         if applied <= i as i64 {
-            tx.execute_batch(sql).doing("applying a migration")?;
+            tx.execute_batch(sql).map_err(|e| StoreError::Migration {
+                path: shown.clone(),
+                version: i + 1,
+                // Not the migration's SQL, which rusqlite's message would quote whole.
+                detail: match &e {
+                    rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+                    other => other.to_string(),
+                },
+            })?;
             tx.pragma_update(None, "user_version", (i + 1) as i64).doing("recording a migration")?;
         }
+        // A new file is marked in the transaction that gives it its first tables.
+        tx.pragma_update(None, "application_id", schema.application_id).doing("marking the database")?;
         tx.commit().doing("committing a migration")?;
     }
+    if !ours && found.version == known {
+        // An unmarked file from before, up to date: mark it.
+        conn.pragma_update(None, "application_id", schema.application_id).doing("marking the database")?;
+    }
     Ok(conn)
+}
+
+/// Opens a file read-only. While another connection has it open its `-wal` file exists and is
+/// read through; otherwise the file is opened as immutable, so that SQLite creates no `-wal` and
+/// `-shm` files beside it (and can read it in a folder it may not write to). A writer that starts
+/// during such a read is not seen by it; at worst (a checkpoint into the file meanwhile) the read
+/// fails. The file itself is never at risk: this connection cannot write.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match immutable_uri(path) {
+        Some(uri) if !Path::new(&wal).exists() => Connection::open_with_flags(uri, flags),
+        _ => Connection::open_with_flags(path, flags),
+    }
+}
+
+/// `file:///ABSOLUTE/PATH?immutable=1`, its path percent-encoded; `None` where paths are not bytes.
+fn immutable_uri(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let absolute = std::path::absolute(path).ok()?;
+        let mut uri = String::from("file://");
+        for &b in absolute.as_os_str().as_bytes() {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                uri.push(b as char);
+            } else {
+                uri.push_str(&format!("%{b:02X}"));
+            }
+        }
+        uri.push_str("?immutable=1");
+        Some(uri)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// What a file holds, read before anything is written to it.
+struct Found {
+    application_id: i32,
+    version: i64,
+    /// Tables, indexes, views and triggers.
+    objects: i64,
+    tables: Vec<String>,
+}
+
+fn inspect(conn: &Connection) -> rusqlite::Result<Found> {
+    let application_id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let objects = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    let tables = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Found { application_id, version, objects, tables })
+}
+
+/// An error that says the file, or its folder, cannot be written.
+fn cannot_write(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen))
+}
+
+/// Why a file that opened cannot be read.
+fn unreadable(e: rusqlite::Error, shown: &str, schema: &Schema) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::NotDatabase {
+            path: shown.to_string(),
+            option: schema.option,
+            expected: schema.what,
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            StoreError::Open { path: shown.to_string(), option: schema.option, source: e }
+        }
+        _ => StoreError::Sql { doing: "reading the database's header", source: e },
+    }
+}
+
+/// What a file of another kind is, for the message that refuses it.
+fn describe_foreign(found: &Found) -> String {
+    match found.application_id {
+        SWEEPS_APPLICATION_ID => "a sweep database (`--db`)".to_string(),
+        SERVE_APPLICATION_ID => "`ftsweep serve`'s state file (`--state`)".to_string(),
+        0 => {
+            let mut names: Vec<&str> = found.tables.iter().map(String::as_str).take(5).collect();
+            if found.tables.len() > 5 {
+                names.push("…");
+            }
+            match names.is_empty() {
+                true => format!("an SQLite file of another application (schema version {})", found.version),
+                false => format!("an SQLite file of another application (its tables: {})", names.join(", ")),
+            }
+        }
+        id => format!("an SQLite file of another application (application_id {id:#010x})"),
+    }
 }
 
 /// The columns `run_record` reads, before the sweep's rung and role.
@@ -423,12 +668,23 @@ fn now() -> f64 {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Store> {
-        Ok(Store { conn: connect(Some(path), MIGRATIONS)? })
+        Ok(Store { conn: connect(Some(path), &SWEEPS, Access::Create)? })
+    }
+
+    /// Opens an existing database, and migrates it, to write to it if it can be written, else
+    /// to read it (then it must be up to date).
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        Ok(Store { conn: connect(Some(path), &SWEEPS, Access::Existing)? })
+    }
+
+    /// Opens an existing, up-to-date database to read it: writes nothing, not even beside it.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Ok(Store { conn: connect(Some(path), &SWEEPS, Access::ReadOnly)? })
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Store> {
-        Ok(Store { conn: connect(None, MIGRATIONS)? })
+        Ok(Store { conn: connect(None, &SWEEPS, Access::Create)? })
     }
 
     /// The schema version.

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Doing, Result, connect, now};
+use super::{Access, Doing, Result, SERVE_APPLICATION_ID, Schema, connect, now};
 use crate::provider::openai::wire::{Checkpoint, FileObject, Job, JobEvent};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
@@ -19,6 +19,15 @@ const MIGRATIONS: &[&str] =
 
 /// How many chunks one lock of the store deletes, so that deleting a big file never holds it long.
 const CHUNKS_PER_DELETE: usize = 8;
+
+/// The serve state file: its own application id and migrations.
+const SCHEMA: Schema = Schema {
+    what: "an `ftsweep serve` state file",
+    option: "--state",
+    application_id: SERVE_APPLICATION_ID,
+    migrations: MIGRATIONS,
+    tables: &["files", "jobs", "events"],
+};
 
 /// An open serve database.
 pub struct ServeStore {
@@ -97,12 +106,12 @@ fn from_json<T: DeserializeOwned>(row: &Row<'_>, i: usize) -> rusqlite::Result<T
 impl ServeStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<ServeStore> {
-        Ok(ServeStore { conn: connect(Some(path), MIGRATIONS)? })
+        Ok(ServeStore { conn: connect(Some(path), &SCHEMA, Access::Create)? })
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<ServeStore> {
-        Ok(ServeStore { conn: connect(None, MIGRATIONS)? })
+        Ok(ServeStore { conn: connect(None, &SCHEMA, Access::Create)? })
     }
 
     /// Stores a file and its inline content (for an upload, none: its chunks were stored first).

@@ -126,7 +126,10 @@ fn auto_epochs_are_estimated_and_marked() {
 fn run_refuses_to_spend_without_confirmation_when_it_cannot_ask() {
     let ws = Workspace::new();
     let sweep = root().join("sweeps/openai-3x3x3.toml");
-    let (code, out, err) = ws.run(&["run", sweep.to_str().unwrap()]);
+    // A key is set: without one, `run` stops at the key, before asking.
+    let out = ws.cmd().args(["run", sweep.to_str().unwrap()]).env("OPENAI_API_KEY", "sk-unused").output().unwrap();
+    let (code, out, err) =
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(code, 2, "{err}");
     assert!(out.is_empty());
     assert!(err.contains("refusing to spend without confirmation") && err.contains("--yes"), "{err}");

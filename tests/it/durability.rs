@@ -190,7 +190,17 @@ fn ctrl_c_leaves_no_run_marked_running_without_a_live_job() {
         &sweep_toml("c", "n_epochs = [20, 30]\nlearning_rate_multiplier = [0.5, 1.0]\nbatch_size = [1]"),
     );
     let child = spawn_run(&ws, "s.toml");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Signalled once its runs train (a fixed sleep lost the race on a loaded machine: SIGINT came
+    // before the handler and killed it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let training = || {
+        rusqlite::Connection::open_with_flags(ws.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM runs WHERE state = 'training'", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    };
+    while training() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     signal(&child, "-INT");
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();

@@ -7,6 +7,7 @@ mod durability;
 mod errors;
 mod eval;
 mod ids;
+mod input;
 mod pick;
 mod protocol;
 mod search;
