@@ -118,6 +118,8 @@ impl StoreError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             StoreError::Migration { .. } => false,
+            // A hash collision or a database changed by hand, not the user's input.
+            StoreError::IdConflict { .. } => false,
             StoreError::Sql { source, .. } => source.sqlite_error_code() == Some(ErrorCode::ReadOnly),
             _ => true,
         }

@@ -253,7 +253,7 @@ fn the_sweep_database_and_the_serve_state_file_are_not_mixed_up() {
     let (code, _, err) = ws.run(&["--db", "serve.db", "status"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is `ftsweep serve`'s state file (`--state`), not an ftsweep database"), "{err}");
-    let (code, _, err) = ws.run(&["serve", "--port", "0", "--key", "k", "--state", "ftsweep.db"]);
+    let (code, _, err) = ws.run(&["serve", "--port", "0", "--key", "input-test-key-6b0d2f", "--state", "ftsweep.db"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is a sweep database (`--db`), not an `ftsweep serve` state file"), "{err}");
     assert!(err.contains("hint: point --state at"), "{err}");
