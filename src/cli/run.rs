@@ -155,7 +155,8 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         ProviderKind::Local => Provider::Local(
             // Validating four times an epoch lets early stopping act within an epoch.
             LocalProvider::new(Arc::new(store.clone()))
-                .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH),
+                .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH)
+                .for_sweep(s),
         ),
         ProviderKind::OpenAi => Provider::OpenAi(openai_provider(&s.openai, store.clone())?),
     };
