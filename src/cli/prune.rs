@@ -71,13 +71,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .into());
     }
     // Protected unless named: the best runs, `best`'s pick, aliases' runs.
-    let mut protected: BTreeMap<String, String> = BTreeMap::new();
-    for (id, why) in best_runs(&board, args.keep_best) {
-        protected.entry(id).or_insert(why);
+    let mut protected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, why) in best_runs(&board, if named.is_empty() { args.keep_best } else { 0 }) {
+        protected.entry(id).or_default().push(why);
     }
     for a in store.lock().aliases()? {
         if let Some(id) = a.run_id.filter(|id| runs.iter().any(|r| r.run_id == *id)) {
-            protected.entry(id).or_insert(format!("alias `{}` points to it", a.name));
+            protected.entry(id).or_default().push(format!("alias `{}` points to it", a.name));
         }
     }
     if named.is_empty() {
@@ -89,17 +89,17 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         for other in others {
             if let Some(record) = store.lock().sweep(&other)? {
                 for (id, _) in best_runs(&Board::load(&store, &record, None)?, 0) {
-                    protected.entry(id).or_insert(format!("the best of sweep `{other}`"));
+                    protected.entry(id).or_default().push(format!("the best of sweep `{other}`"));
                 }
             }
         }
         for (id, why) in protected {
-            keep(&mut kept, &id, why);
+            keep(&mut kept, &id, why.join("; "));
         }
     } else {
         for id in &named {
             if let Some(why) = protected.get(id) {
-                eprintln!("note: {id}: {why}; its weights are dropped as asked");
+                eprintln!("note: {id}: {}; its weights are dropped as asked", why.join("; "));
             }
         }
         for r in runs.iter().filter(|r| !named.contains(&r.run_id)) {
@@ -120,8 +120,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let question = format!(
-        "dropping the weights of {} runs of sweep `{}` ({} models, {})",
+        "dropping the weights of {} run{} of sweep `{}` ({} models, {})",
         plan.runs,
+        if plan.runs == 1 { "" } else { "s" },
         sweep.name,
         plan.models.len(),
         mb(plan.bytes)
@@ -208,13 +209,14 @@ fn best_runs(board: &Board, n: usize) -> Vec<(String, String)> {
         }
     }
     let rows = board.rows();
+    let mut picks: Vec<String> = Vec::new();
     for strategy in [Strategy::Cheapest, Strategy::Strict] {
-        if let Some(pick) = rank::pick(&board.candidates, &board.standings, strategy) {
-            let by_seeds = (strategy == Strategy::Cheapest).then(|| super::best::seed_pick(&rows)).flatten();
-            if let Some(id) = &rows[by_seeds.unwrap_or(pick.chosen)].run_id {
-                let how = if strategy == Strategy::Strict { "`ftsweep best --strict`" } else { "`ftsweep best`" };
-                out.push((id.clone(), format!("{how} picks it")));
-            }
+        let Some(pick) = rank::pick(&board.candidates, &board.standings, strategy) else { continue };
+        let by_seeds = (strategy == Strategy::Cheapest).then(|| super::best::seed_pick(&rows)).flatten();
+        if let Some(id) = rows[by_seeds.unwrap_or(pick.chosen)].run_id.clone().filter(|id| !picks.contains(id)) {
+            let how = if strategy == Strategy::Strict { "`ftsweep best --strict`" } else { "`ftsweep best`" };
+            out.push((id.clone(), format!("{how} picks it")));
+            picks.push(id);
         }
     }
     out

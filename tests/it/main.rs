@@ -11,3 +11,4 @@ mod search;
 mod serve;
 mod sweep;
 mod util;
+mod weights;
