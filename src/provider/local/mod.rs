@@ -136,7 +136,7 @@ impl LocalProvider {
     }
 
     /// Whether jobs store a model's embedding as half-precision differences from its seeded
-    /// initial values, about a third of the exact size, where that changes the top reply on no
+    /// initial values, about a quarter of the f32 size, where that changes the top reply on no
     /// validation example (the scores on the validation set are the exact model's); other models,
     /// and every model without this, are stored exactly. Completions and continued jobs use what
     /// is stored. Off by default: `ftsweep serve` stores exactly what it trained.
