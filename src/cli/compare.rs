@@ -10,6 +10,7 @@ use super::leaderboard::{Board, sweep_for};
 use super::out::outln;
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::judge::render_prompt;
+use crate::rank::Role;
 use crate::report::LeaderboardRow;
 use crate::stats;
 
@@ -75,7 +76,7 @@ struct Comparison<'a> {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let (store, sweep) = sweep_for(&cli.db, args.sweep.as_deref(), &[&args.a, &args.b])?;
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
-    let (ia, ib) = (board.find(&args.a)?, board.find(&args.b)?);
+    let (ia, ib) = (find(&board, &args.a)?, find(&board, &args.b)?);
     let rows = board.rows();
     let (ra, rb) = (&rows[ia], &rows[ib]);
     let (la, lb) = (&board.loaded[board.standings[ia].index], &board.loaded[board.standings[ib].index]);
@@ -165,6 +166,54 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         )?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The row `text` names (see `Board::find`). `RUN@EPOCH` at the run's last epoch is the run
+/// itself (its model is that epoch's checkpoint); at an earlier epoch that was not evaluated, the
+/// error says what `RUN@EPOCH` needs.
+fn find(board: &Board, text: &str) -> Result<usize> {
+    let found = board.find(text);
+    let Some((run, epoch)) = text.trim().split_once('@') else { return found };
+    let (Err(_), Ok(i), Ok(epoch)) = (&found, board.find(run), epoch.parse::<u32>()) else { return found };
+    let candidate = &board.candidates[board.standings[i].index];
+    let Some(record) = candidate.run.as_ref().filter(|_| candidate.role == Role::Run) else { return found };
+    let parent = record.origin.parent_epochs().unwrap_or(0);
+    let last = record.model_epochs.or(record.config.n_epochs).map(|e| e.saturating_sub(parent));
+    if last == Some(epoch) {
+        return Ok(i);
+    }
+    let id = &record.run_id;
+    let evaluated: Vec<String> = (board.candidates.iter())
+        .filter(|c| c.role == Role::Checkpoint && c.run.as_ref().is_some_and(|r| r.run_id == *id))
+        .filter_map(|c| c.epoch.map(|e| e.to_string()))
+        .collect();
+    let sweep = &board.setup.sweep.name;
+    let last = last.map_or(String::new(), |e| format!(" (its last epoch, {e}, is the run itself: `{id}`)"));
+    Err(if board.setup.evaluation.checkpoints {
+        UsageError {
+            message: format!("run {id} of sweep `{sweep}` has no evaluated checkpoint at epoch {epoch}"),
+            hint: if evaluated.is_empty() {
+                format!("none of its checkpoints is evaluated yet: `ftsweep run` evaluates them{last}")
+            } else {
+                format!(
+                    "its evaluated checkpoints are at epochs {} (a job keeps its last three epochs){last}",
+                    evaluated.join(", ")
+                )
+            },
+        }
+    } else {
+        UsageError {
+            message: format!(
+                "`{text}` needs the checkpoints of run {id} evaluated, and sweep `{sweep}` evaluates none: its \
+                 `[evaluation] checkpoints` is false"
+            ),
+            hint: format!(
+                "set `checkpoints = true` under [evaluation] in the sweep file before its runs train (a local job \
+                 keeps the weights of its last three epochs only then), run the sweep, and compare again{last}"
+            ),
+        }
+    }
+    .into())
 }
 
 /// McNemar's exact test when both only pass or fail, else the paired

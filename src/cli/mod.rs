@@ -14,6 +14,7 @@ mod leaderboard;
 pub mod out;
 mod plan;
 mod promote;
+mod prune;
 mod resume;
 mod run;
 mod serve;
@@ -71,6 +72,8 @@ pub enum Command {
     Promote(promote::Args),
     /// List the aliases.
     Aliases(aliases::Args),
+    /// Drop the weights of a sweep's runs no longer needed (keeps scores), and shrink the database.
+    Prune(prune::Args),
 }
 
 /// A problem with what the user asked for: exit code 2.
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(ref a) => eval::run(&cli, a),
         Command::Promote(ref a) => promote::run(&cli, a),
         Command::Aliases(ref a) => aliases::run(&cli, a),
+        Command::Prune(ref a) => prune::run(&cli, a),
     };
     match result {
         // Output that could not be written is a failure, whatever the work's outcome.

@@ -205,7 +205,8 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         None => Provider::Local(
             // Validating four times an epoch lets early stopping act within an epoch.
             LocalProvider::new(Arc::new(store.clone()))
-                .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH),
+                .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH)
+                .for_sweep(s),
         ),
         Some(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
     };

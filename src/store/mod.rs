@@ -4,9 +4,11 @@
 mod durability;
 mod eval;
 pub mod serve;
+mod weights;
 
 pub use durability::{Budget, BudgetState, Claim, RunControl};
 pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvalKind, EvaluationRecord};
+pub use weights::{CHECKPOINT_NOT_KEPT, WeightsRow};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_evaluation.sql"),
     include_str!("migrations/0004_durability.sql"),
     include_str!("migrations/0005_search.sql"),
+    include_str!("migrations/0006_weights.sql"),
 ];
 
 /// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the
@@ -1074,31 +1077,6 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading evaluation results")
     }
 
-    /// Saves a local model's weights and keeps only the job's last `keep`
-    /// epochs, as OpenAI keeps the last three checkpoints.
-    pub fn save_local_model(&mut self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<()> {
-        let tx = self.conn.transaction().doing("saving a local model")?;
-        tx.execute(
-            "INSERT OR REPLACE INTO local_models (model, job_id, epoch, weights, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![model, job_id, epoch, weights, now()],
-        )
-        .doing("saving a local model")?;
-        tx.execute(
-            "DELETE FROM local_models WHERE job_id = ?1 AND epoch <= ?2",
-            params![job_id, i64::from(epoch) - i64::from(keep)],
-        )
-        .doing("pruning old checkpoints")?;
-        tx.commit().doing("saving a local model")
-    }
-
-    /// A local model's weights.
-    pub fn load_local_model(&self, model: &str) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT weights FROM local_models WHERE model = ?1", [model], |r| r.get(0))
-            .optional()
-            .doing("loading a local model")
-    }
-
     /// The id of a file already uploaded to `server` with this content.
     pub fn upload(&self, server: &str, sha256: &str) -> Result<Option<String>> {
         self.conn
@@ -1123,14 +1101,6 @@ impl Store {
         self.conn
             .execute("DELETE FROM uploads WHERE server = ?1 AND sha256 = ?2", [server, sha256])
             .doing("forgetting an upload")?;
-        Ok(())
-    }
-
-    /// Forgets a local job's models (a restarted attempt trains them anew).
-    pub fn delete_local_job(&mut self, job_id: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM local_models WHERE job_id = ?1", [job_id])
-            .doing("deleting a local job's models")?;
         Ok(())
     }
 }

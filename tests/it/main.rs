@@ -16,3 +16,4 @@ mod serve;
 mod sweep;
 mod tools;
 mod util;
+mod weights;

@@ -69,8 +69,10 @@ fn a_sweep_runs_ranks_and_records_everything() {
     let valid_lines = std::fs::read_to_string(root().join("examples/data/topics-valid.jsonl")).unwrap().lines().count();
     assert_eq!(query(&db, "SELECT count(*) FROM eval_results"), [(4 * valid_lines).to_string()]);
     assert_eq!(query(&db, "SELECT count(*) FROM metrics WHERE kind = 'epoch'"), ["10"], "1 + 4 epochs, twice");
-    // OpenAI keeps the last three epochs' checkpoints: 1 + 3 + 1 + 3, plus a final model per run.
-    assert_eq!(query(&db, "SELECT count(*) FROM local_models"), ["12"]);
+    // A sweep that reads no earlier checkpoint keeps each run's last one, and its final model
+    // refers to it.
+    assert_eq!(query(&db, "SELECT count(*) FROM local_models"), ["8"]);
+    assert_eq!(query(&db, "SELECT count(*) FROM local_models WHERE same_as IS NOT NULL"), ["4"]);
     assert_eq!(query(&db, "SELECT count(*) FROM checkpoints"), ["10"]);
 
     let best = ws.run(&["best", "small"]);

@@ -18,7 +18,7 @@ use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
 use crate::data::{ChatFile, Conversation, Message, file_tokens};
 use crate::plan::RunConfig;
 use crate::store::SharedStore;
-use trainer::{Example, ReplyModel, TrainConfig, TrainEvent};
+use trainer::{Embedding, Example, ReplyModel, TrainConfig, TrainEvent};
 
 /// The local provider's one model family.
 pub const BASE_MODEL: &str = "local/ngram";
@@ -45,7 +45,14 @@ enum Message2Scheduler {
 pub trait ModelRepo: Send + Sync + 'static {
     /// Saves a model's weights; keeps only the job's last `keep` epochs.
     fn save_model(&self, model: &str, job_id: &str, epoch: u32, weights: &[u8], keep: u32) -> Result<(), String>;
-    /// A model's weights, if it exists.
+    /// Saves `model` with the weights of `same_as`, saved before by the same job (a job's final
+    /// model is its last epoch's checkpoint); keeps only the job's last `keep` epochs. By
+    /// default, a copy.
+    fn save_same_as(&self, model: &str, job_id: &str, epoch: u32, same_as: &str, keep: u32) -> Result<(), String> {
+        let weights = self.load_model(same_as)?.ok_or_else(|| format!("the weights of `{same_as}` are gone"))?;
+        self.save_model(model, job_id, epoch, &weights, keep)
+    }
+    /// A model's weights, if it exists; an error says why a known model has none.
     fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
@@ -54,9 +61,28 @@ impl ModelRepo for SharedStore {
         self.lock().save_local_model(model, job_id, epoch, weights, keep).map_err(|e| e.to_string())
     }
 
-    fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String> {
-        self.lock().load_local_model(model).map_err(|e| e.to_string())
+    fn save_same_as(&self, model: &str, job_id: &str, epoch: u32, same_as: &str, keep: u32) -> Result<(), String> {
+        self.lock().save_local_model_same_as(model, job_id, epoch, same_as, keep).map_err(|e| e.to_string())
     }
+
+    fn load_model(&self, model: &str) -> Result<Option<Vec<u8>>, String> {
+        let store = self.lock();
+        match store.load_local_model(model).map_err(|e| e.to_string())? {
+            Some(weights) => Ok(Some(weights)),
+            None => match store.missing_weights(model).map_err(|e| e.to_string())? {
+                Some(why) => Err(why),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// Whether a sweep reads the checkpoints of its local jobs before their last epoch: to evaluate
+/// them (`[evaluation] checkpoints = true`), to make shorter runs of them
+/// (`epochs_from_checkpoints`), or to take the best as an early-stopped run's model. Without
+/// any, a job keeps only its final model's weights (see `LocalProvider::keeping_checkpoints`).
+pub fn sweep_reads_checkpoints(sweep: &crate::spec::Sweep) -> bool {
+    sweep.evaluation.checkpoints || sweep.epochs_from_checkpoints || sweep.early_stopping.is_some()
 }
 
 /// The embedded provider.
@@ -69,6 +95,11 @@ pub struct LocalProvider {
     validations_per_epoch: u32,
     /// A pause after each training step, so that jobs last like hosted ones.
     example_delay: std::time::Duration,
+    /// Whether jobs keep the weights of their last `KEPT_CHECKPOINTS` epochs, or of the last one
+    /// only (their final model).
+    keep_checkpoints: bool,
+    /// Whether jobs may store their weights compactly (see `compact_weights`).
+    compact: bool,
 }
 
 /// Turns a conversation into a training example: the messages before the
@@ -91,7 +122,35 @@ impl LocalProvider {
             models: Mutex::default(),
             validations_per_epoch: 0,
             example_delay: std::time::Duration::ZERO,
+            keep_checkpoints: true,
+            compact: false,
         }
+    }
+
+    /// Sets how a sweep's jobs keep their weights: only the final model's unless the sweep reads
+    /// earlier checkpoints (`sweep_reads_checkpoints`), and compactly unless the sweep continues
+    /// its models (successive halving), whose next rung should start from the exact weights.
+    pub fn for_sweep(self, sweep: &crate::spec::Sweep) -> LocalProvider {
+        let continues = matches!(sweep.search, crate::spec::Search::SuccessiveHalving(_));
+        self.keeping_checkpoints(sweep_reads_checkpoints(sweep)).compact_weights(!continues)
+    }
+
+    /// Whether jobs store a model's embedding as half-precision differences from its seeded
+    /// initial values, about a quarter of the f32 size, where that changes the top reply on no
+    /// validation example (the scores on the validation set are the exact model's); other models,
+    /// and every model without this, are stored exactly. Completions and continued jobs use what
+    /// is stored. Off by default: `ftsweep serve` stores exactly what it trained.
+    pub fn compact_weights(self, compact: bool) -> LocalProvider {
+        LocalProvider { compact, ..self }
+    }
+
+    /// Whether jobs keep the weights of the checkpoints of their last `KEPT_CHECKPOINTS` epochs
+    /// (the default, as OpenAI keeps them), or only of their last epoch, which is their final
+    /// model: a sweep that reads no earlier checkpoint (`sweep_reads_checkpoints`) needs no more.
+    /// The checkpoints are reported either way; asking for one whose weights were not kept
+    /// fails with the reason.
+    pub fn keeping_checkpoints(self, keep: bool) -> LocalProvider {
+        LocalProvider { keep_checkpoints: keep, ..self }
     }
 
     /// Makes each training step pause `delay` per example of its batch (`ftsweep serve
@@ -152,7 +211,7 @@ impl LocalProvider {
         self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone(), cancel.clone());
         let repo = self.repo.clone();
         let job = job_id.clone();
-        let example_delay = self.example_delay;
+        let (example_delay, keep_checkpoints, compact) = (self.example_delay, self.keep_checkpoints, self.compact);
         tokio::task::spawn_blocking(move || {
             let job = LocalJob {
                 id: &job,
@@ -161,6 +220,8 @@ impl LocalProvider {
                 cancel: &cancel,
                 init: init.as_deref(),
                 example_delay,
+                keep_checkpoints,
+                compact,
             };
             let end = train_job(&job, &training, &validation, repo.as_ref(), &tx);
             // The follower may be gone (the process is stopping): nothing to tell.
@@ -271,8 +332,8 @@ pub fn resolve(hp: &RunConfig, n_examples: u64) -> TrainConfig {
     }
 }
 
-/// Trains one job on this (blocking) thread, saving a checkpoint per epoch
-/// and the final model, and streaming events to the follower.
+/// Trains one job on this (blocking) thread, saving a checkpoint per epoch (or only the last
+/// epoch's) and the final model, and streaming events to the follower.
 struct LocalJob<'a> {
     id: &'a str,
     model_id: &'a str,
@@ -281,6 +342,22 @@ struct LocalJob<'a> {
     /// The model whose training continues, if any.
     init: Option<&'a ReplyModel>,
     example_delay: std::time::Duration,
+    /// See `LocalProvider::keeping_checkpoints`.
+    keep_checkpoints: bool,
+    /// See `LocalProvider::compact_weights`.
+    compact: bool,
+}
+
+impl LocalJob<'_> {
+    /// Encodes a model to save: compactly when the job stores compact weights and that changes
+    /// no top reply on the validation examples (`ReplyModel::encode_keeping_replies`); exactly
+    /// otherwise.
+    fn encode(&self, model: &ReplyModel, validation: &[Example]) -> Vec<u8> {
+        match self.compact {
+            true => model.encode_keeping_replies(self.config.seed, validation),
+            false => model.encode(Embedding::Exact),
+        }
+    }
 }
 
 fn train_job(
@@ -292,6 +369,8 @@ fn train_job(
 ) -> JobOutcome {
     let mut save_error = None;
     let mut epochs_done = 0u32;
+    // The epoch and id of the last checkpoint whose weights were saved.
+    let mut last_saved: Option<(u32, String)> = None;
     let (job_id, model_id, config) = (job.id, job.model_id, job.config);
     let mut cancelled = false;
     let mut on_event = |event: TrainEvent<'_>| {
@@ -313,10 +392,13 @@ fn train_job(
             },
             TrainEvent::Epoch { epoch, step, train_loss, train_accuracy, valid_loss, valid_accuracy, model } => {
                 let checkpoint = format!("{model_id}:ckpt-step-{step}");
-                let saved = repo.save_model(&checkpoint, job_id, epoch, &model.to_bytes(), KEPT_CHECKPOINTS);
-                if let Err(e) = saved {
-                    save_error = Some(e.to_string());
-                    return ControlFlow::Break(());
+                if job.keep_checkpoints || epoch == config.n_epochs {
+                    let weights = job.encode(model, &validation.examples);
+                    if let Err(e) = repo.save_model(&checkpoint, job_id, epoch, &weights, KEPT_CHECKPOINTS) {
+                        save_error = Some(e.to_string());
+                        return ControlFlow::Break(());
+                    }
+                    last_saved = Some((epoch, checkpoint.clone()));
                 }
                 epochs_done = epoch;
                 JobEvent::Checkpoint {
@@ -343,7 +425,16 @@ fn train_job(
     if cancelled {
         return JobOutcome::Cancelled { trained_tokens: tokens_trained(training.tokens, &summary) };
     }
-    let saved = repo.save_model(model_id, job_id, epochs_done, &summary.model.to_bytes(), KEPT_CHECKPOINTS);
+    // The final model is the last epoch's checkpoint: it refers to its weights.
+    let saved = match &last_saved {
+        Some((epoch, checkpoint)) if *epoch == epochs_done => {
+            repo.save_same_as(model_id, job_id, epochs_done, checkpoint, KEPT_CHECKPOINTS)
+        }
+        _ => {
+            let weights = job.encode(&summary.model, &validation.examples);
+            repo.save_model(model_id, job_id, epochs_done, &weights, KEPT_CHECKPOINTS)
+        }
+    };
     if let Err(e) = saved {
         return JobOutcome::Failed { code: "server_error".into(), message: format!("saving the model failed: {e}") };
     }
@@ -463,6 +554,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_can_keep_only_its_final_model_and_store_it_compactly() {
+        let repo = Arc::new(MemoryRepo::default());
+        let checkpoints = |events: &[JobEvent]| -> Vec<String> {
+            (events.iter())
+                .filter_map(|e| match e {
+                    JobEvent::Checkpoint { model, .. } => Some(model.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let exact = LocalProvider::new(repo.clone());
+        let (all, outcome) = run(&exact, &request(&exact, BASE_MODEL, 3, "e")).await;
+        let JobOutcome::Succeeded { model: exact_model, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(checkpoints(&all).iter().all(|c| repo.load_model(c).unwrap().is_some()), "three kept");
+        let p = LocalProvider::new(repo.clone()).keeping_checkpoints(false).compact_weights(true);
+        let (events, outcome) = run(&p, &request(&p, BASE_MODEL, 3, "c")).await;
+        let JobOutcome::Succeeded { model, .. } = outcome else { panic!("{outcome:?}") };
+        let ids = checkpoints(&events);
+        assert_eq!(ids.len(), 3, "every epoch's checkpoint is reported");
+        let kept: Vec<bool> = ids.iter().map(|c| repo.load_model(c).unwrap().is_some()).collect();
+        assert_eq!(kept, [false, false, true], "only the last epoch's weights are kept");
+        let (small, full) =
+            (repo.load_model(&model).unwrap().unwrap(), repo.load_model(&exact_model).unwrap().unwrap());
+        assert_eq!(small, repo.load_model(&ids[2]).unwrap().unwrap(), "the final model is the last checkpoint");
+        assert!(small.len() * 2 < full.len(), "{} vs {} bytes", small.len(), full.len());
+        // The same replies on the validation examples as the exact model.
+        let validation = p.file(&request(&p, BASE_MODEL, 1, "x").validation_file).unwrap();
+        for e in validation.examples.iter() {
+            let messages: Vec<Message> = e
+                .context
+                .iter()
+                .map(|(role, content)| Message { role: role.clone(), content: content.clone() })
+                .collect();
+            let (a, b) = (p.complete(&model, &messages).unwrap(), exact.complete(&exact_model, &messages).unwrap());
+            assert_eq!(a.content, b.content);
+            assert!((a.probability.unwrap() - b.probability.unwrap()).abs() < 1e-2);
+        }
+    }
+
+    #[tokio::test]
     async fn validations_within_epochs_are_reported_when_asked() {
         let repo = Arc::new(MemoryRepo::default());
         let quiet = LocalProvider::new(repo.clone());
@@ -536,6 +667,8 @@ mod tests {
             cancel: &cancel,
             init: None,
             example_delay: std::time::Duration::ZERO,
+            keep_checkpoints: true,
+            compact: false,
         };
         let outcome = train_job(&job, &training, &validation, p.repo.as_ref(), &tx);
         // The flag is seen on the first event after the first epoch's checkpoint: step 14 of

@@ -18,7 +18,9 @@ const HASH_BITS: u8 = 18;
 const SYSTEM_WEIGHT: f32 = 0.3;
 /// The size of the hidden layer.
 const HIDDEN: usize = 32;
+/// The first encoding (`to_bytes`), and the compact one (`encode`); both are read.
 const MAGIC: &[u8; 6] = b"FTSWM1";
+const MAGIC_COMPACT: &[u8; 6] = b"FTSWM2";
 
 /// Sorted (feature bucket or row, value) pairs of one conversation.
 type Features = Vec<(u32, f32)>;
@@ -297,83 +299,316 @@ impl ReplyModel {
         (loss, y == Some(argmax(&p)))
     }
 
-    /// Encodes the model as little-endian binary: magic, hash bits (u8), system weight (f32),
-    /// hidden size (u32), classes (u32 count, then u32 length + UTF-8 each), class bias, output
-    /// weights, hidden bias (f32 each), u32 row count, rows (u32 bucket + `hidden` f32 each).
+    /// Encodes the model exactly, as little-endian binary: magic, the head (hash bits (u8), system
+    /// weight (f32), hidden size (u32), classes (u32 count, then u32 length + UTF-8 each), class
+    /// bias, output weights, hidden bias (f32 each)), u32 row count, rows (u32 bucket + `hidden`
+    /// f32 each).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
+        self.put_head(&mut out);
+        out.extend((self.rows.len() as u32).to_le_bytes());
+        for (r, e) in self.rows.iter().zip(self.embed.chunks_exact(self.hidden)) {
+            out.extend(r.to_le_bytes());
+            put_f32s(&mut out, e);
+        }
+        out
+    }
+
+    /// Encodes the model compactly: magic, then deflated: the head as in `to_bytes`, u32 row
+    /// count, the embedding's encoding (u8) and seed (u64), the rows as LEB128 gaps, and the
+    /// embedding value by value in byte planes (all first bytes, then all second bytes, ...).
+    /// `Embedding::Exact` keeps every value (about 80 % of `to_bytes`); `HalfDeltas` stores
+    /// IEEE half-precision differences from the initial values `seed` gives each row
+    /// (`init_value`, what `train` started new rows from), so values that moved little keep most
+    /// of their precision (about 25 % of `to_bytes`): each value decodes within a relative 2^-11
+    /// of its difference. A difference that half precision cannot hold (overflow, or a value that
+    /// is not finite) makes the whole embedding exact. The other tensors are always exact.
+    pub fn encode(&self, embedding: Embedding) -> Vec<u8> {
+        let d = self.hidden;
+        let (deltas, seed): (Option<Vec<u16>>, u64) = match embedding {
+            Embedding::Exact => (None, 0),
+            Embedding::HalfDeltas { seed } => {
+                let values = self
+                    .rows
+                    .iter()
+                    .zip(self.embed.chunks_exact(d))
+                    .flat_map(|(&r, e)| e.iter().enumerate().map(move |(j, &w)| (init_value(seed, r, j), w)));
+                let halves = values.map(|(init, w)| {
+                    let h = f16_bits(w - init);
+                    (w.is_finite() && h & 0x7c00 != 0x7c00).then_some(h)
+                });
+                (halves.collect(), seed)
+            }
+        };
+        let mut raw = Vec::with_capacity(self.embed.len() * 2 + self.rows.len() * 2 + 64);
+        self.put_head(&mut raw);
+        raw.extend((self.rows.len() as u32).to_le_bytes());
+        raw.push(if deltas.is_some() { EMBED_F16_DELTAS } else { EMBED_F32 });
+        raw.extend(seed.to_le_bytes());
+        let mut last = None;
+        for &r in &self.rows {
+            put_varint(&mut raw, last.map_or(r, |l| r - l));
+            last = Some(r);
+        }
+        match deltas {
+            Some(h) => {
+                raw.extend(h.iter().map(|v| v.to_le_bytes()[0]));
+                raw.extend(h.iter().map(|v| v.to_le_bytes()[1]));
+            }
+            None => (0..4).for_each(|k| raw.extend(self.embed.iter().map(|v| v.to_le_bytes()[k]))),
+        }
+        let mut out = MAGIC_COMPACT.to_vec();
+        out.extend(miniz_oxide::deflate::compress_to_vec(&raw, DEFLATE_LEVEL));
+        out
+    }
+
+    /// `encode` with half-precision differences (`Embedding::HalfDeltas { seed }`) if the decoded
+    /// model gives the same top reply as this one for every example's context, so that no score
+    /// on those examples changes; otherwise `Embedding::Exact`.
+    pub fn encode_keeping_replies(&self, seed: u64, examples: &[Example]) -> Vec<u8> {
+        let bytes = self.encode(Embedding::HalfDeltas { seed });
+        let top = |m: &ReplyModel, e: &Example| m.predict(&e.context).first().map(|p| p.0);
+        match ReplyModel::from_bytes(&bytes) {
+            Ok(back) if examples.iter().all(|e| top(&back, e) == top(self, e)) => bytes,
+            _ => self.encode(Embedding::Exact),
+        }
+    }
+
+    /// The head of both encodings: hash bits, system weight, sizes, classes and the dense tensors.
+    fn put_head(&self, out: &mut Vec<u8>) {
         out.push(self.hash_bits);
-        let put = |out: &mut Vec<u8>, v: &[f32]| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
-        put(&mut out, &[self.system_weight]);
+        put_f32s(out, &[self.system_weight]);
         out.extend((self.hidden as u32).to_le_bytes());
         out.extend((self.classes.len() as u32).to_le_bytes());
         for c in &self.classes {
             out.extend((c.len() as u32).to_le_bytes());
             out.extend(c.as_bytes());
         }
-        put(&mut out, &self.bias);
-        put(&mut out, &self.out);
-        put(&mut out, &self.hidden_bias);
-        out.extend((self.rows.len() as u32).to_le_bytes());
-        for (r, e) in self.rows.iter().zip(self.embed.chunks_exact(self.hidden)) {
-            out.extend(r.to_le_bytes());
-            put(&mut out, e);
-        }
-        out
+        put_f32s(out, &self.bias);
+        put_f32s(out, &self.out);
+        put_f32s(out, &self.hidden_bias);
     }
 
-    /// Decodes `to_bytes` output, checking every length and invariant; never panics.
+    /// Decodes `to_bytes` or `encode` output (told apart by the magic), checking every
+    /// length and invariant; never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<ReplyModel, ModelDecodeError> {
-        let err = |what: &str| ModelDecodeError(what.to_string());
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Result<&[u8], ModelDecodeError> {
-            let (head, tail) = rest.split_at_checked(n).ok_or_else(|| err("truncated"))?;
-            rest = tail;
-            Ok(head)
+        if let Some(packed) = bytes.strip_prefix(MAGIC_COMPACT) {
+            // Deflate expands at most about 1032 times.
+            let limit = packed.len().saturating_mul(1100).max(1 << 16);
+            let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, limit)
+                .map_err(|_| ModelDecodeError("damaged compression".into()))?;
+            return Self::decode_compact(&raw);
+        }
+        let mut r = Reader(bytes.strip_prefix(MAGIC).ok_or_else(|| decode_error("bad magic"))?);
+        let mut m = Self::read_head(&mut r, bytes.len())?;
+        let n_rows = r.u32()? as usize;
+        let stride = 4 * (m.hidden + 1);
+        let body = r.take(n_rows.checked_mul(stride).ok_or_else(|| decode_error("bad row count"))?)?;
+        r.end()?;
+        m.embed.reserve(n_rows * m.hidden);
+        for chunk in body.chunks_exact(stride) {
+            m.push_row(u32_of(chunk))?;
+            m.embed.extend(chunk[4..].chunks_exact(4).map(|c| f32::from_bits(u32_of(c))));
+        }
+        Ok(m)
+    }
+
+    fn decode_compact(raw: &[u8]) -> Result<ReplyModel, ModelDecodeError> {
+        let mut r = Reader(raw);
+        let mut m = Self::read_head(&mut r, raw.len())?;
+        let n_rows = r.u32()? as usize;
+        let (kind, seed) = (r.u8()?, r.u64()?);
+        let width = match kind {
+            EMBED_F16_DELTAS => 2,
+            EMBED_F32 => 4,
+            _ => return Err(decode_error("unknown embedding encoding")),
         };
-        let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let f32s = |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_bits(u32_of(c))).collect() };
-        if take(MAGIC.len())? != MAGIC {
-            return Err(err("bad magic"));
+        // Each row takes at least one byte of gap and `width` bytes per value.
+        if n_rows > raw.len() / (1 + width * m.hidden) {
+            return Err(decode_error("bad row count"));
         }
-        let hash_bits = take(1)?[0];
-        let system_weight = f32::from_bits(u32_of(take(4)?));
-        let hidden = u32_of(take(4)?) as usize;
-        let n_classes = u32_of(take(4)?) as usize;
+        let mut last = None;
+        for _ in 0..n_rows {
+            let gap = r.varint()?;
+            let row = match last {
+                None => Some(gap),
+                Some(l) if gap > 0 => u32::checked_add(l, gap),
+                Some(_) => None,
+            };
+            m.push_row(row.ok_or_else(|| decode_error("rows out of order or out of range"))?)?;
+            last = row;
+        }
+        let n = n_rows * m.hidden;
+        let planes: Vec<&[u8]> = (0..width).map(|_| r.take(n)).collect::<Result<_, _>>()?;
+        r.end()?;
+        m.embed = match kind {
+            EMBED_F16_DELTAS => (m.rows.iter().flat_map(|&row| (0..m.hidden).map(move |j| init_value(seed, row, j))))
+                .enumerate()
+                .map(|(i, init)| init + f32_of_f16(u16::from_le_bytes([planes[0][i], planes[1][i]])))
+                .collect(),
+            _ => (0..n).map(|i| f32::from_le_bytes([planes[0][i], planes[1][i], planes[2][i], planes[3][i]])).collect(),
+        };
+        Ok(m)
+    }
+
+    /// Reads the head (see `put_head`), with no rows yet; `len` bounds the class count.
+    fn read_head(r: &mut Reader<'_>, len: usize) -> Result<ReplyModel, ModelDecodeError> {
+        let hash_bits = r.u8()?;
+        let system_weight = r.f32s(1)?[0];
+        let hidden = r.u32()? as usize;
+        let n_classes = r.u32()? as usize;
         if !(1..=30).contains(&hash_bits) || !(1..=4096).contains(&hidden) {
-            return Err(err("bad sizes"));
+            return Err(decode_error("bad sizes"));
         }
-        if n_classes == 0 || n_classes > bytes.len() / 8 {
-            return Err(err("bad class count"));
+        if n_classes == 0 || n_classes > len / 8 {
+            return Err(decode_error("bad class count"));
         }
         let mut classes: Vec<String> = Vec::with_capacity(n_classes);
         for _ in 0..n_classes {
-            let len = u32_of(take(4)?) as usize;
-            let s = std::str::from_utf8(take(len)?).map_err(|_| err("class is not UTF-8"))?;
+            let len = r.u32()? as usize;
+            let s = std::str::from_utf8(r.take(len)?).map_err(|_| decode_error("class is not UTF-8"))?;
             if classes.iter().any(|c| c == s) {
-                return Err(err("duplicate class"));
+                return Err(decode_error("duplicate class"));
             }
             classes.push(s.to_string());
         }
-        let bias = f32s(take(4 * n_classes)?);
-        let out = f32s(take(4 * n_classes * hidden)?);
-        let hidden_bias = f32s(take(4 * hidden)?);
-        let n_rows = u32_of(take(4)?) as usize;
-        let stride = 4 * (hidden + 1);
-        let body = take(n_rows.checked_mul(stride).ok_or_else(|| err("bad row count"))?)?;
-        if !rest.is_empty() {
-            return Err(err("trailing bytes"));
-        }
-        let (mut rows, mut embed) = (Vec::with_capacity(n_rows), Vec::new());
-        for chunk in body.chunks_exact(stride) {
-            let r = u32_of(chunk);
-            if r >> hash_bits != 0 || rows.last().is_some_and(|&last| last >= r) {
-                return Err(err("rows out of order or out of range"));
-            }
-            rows.push(r);
-            embed.extend(f32s(&chunk[4..]));
-        }
+        let bias = r.f32s(n_classes)?;
+        let out = r.f32s(n_classes * hidden)?;
+        let hidden_bias = r.f32s(hidden)?;
+        let (rows, embed) = (Vec::new(), Vec::new());
         Ok(ReplyModel { classes, hash_bits, system_weight, hidden, rows, embed, hidden_bias, out, bias })
+    }
+
+    /// Appends a row's bucket, which must be in range and above the last one.
+    fn push_row(&mut self, r: u32) -> Result<(), ModelDecodeError> {
+        if r >> self.hash_bits != 0 || self.rows.last().is_some_and(|&last| last >= r) {
+            return Err(decode_error("rows out of order or out of range"));
+        }
+        self.rows.push(r);
+        Ok(())
+    }
+}
+
+/// How `ReplyModel::encode` stores the embedding, the bulk of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// Every value as it is (f32).
+    Exact,
+    /// Half-precision differences from the initial values `seed` gives each row.
+    HalfDeltas { seed: u64 },
+}
+
+/// The compact encoding's embedding: f32 values, or f16 differences from the seeded initial values.
+const EMBED_F32: u8 = 0;
+const EMBED_F16_DELTAS: u8 = 1;
+/// Deflate's level for the compact encoding (1 fastest, 9 smallest).
+const DEFLATE_LEVEL: u8 = 6;
+
+fn decode_error(what: &str) -> ModelDecodeError {
+    ModelDecodeError(what.to_string())
+}
+
+fn u32_of(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
+    v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A cursor over encoded bytes whose reads fail on truncation.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ModelDecodeError> {
+        let (head, tail) = self.0.split_at_checked(n).ok_or_else(|| decode_error("truncated"))?;
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, ModelDecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, ModelDecodeError> {
+        Ok(u32_of(self.take(4)?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ModelDecodeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+
+    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, ModelDecodeError> {
+        let b = self.take(n.checked_mul(4).ok_or_else(|| decode_error("bad size"))?)?;
+        Ok(b.chunks_exact(4).map(|c| f32::from_bits(u32_of(c))).collect())
+    }
+
+    /// A LEB128 u32.
+    fn varint(&mut self) -> Result<u32, ModelDecodeError> {
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let b = self.u8()?;
+            let bits = u32::from(b & 0x7f);
+            if shift == 28 && bits > 0x0f {
+                break;
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(decode_error("bad varint"))
+    }
+
+    fn end(&self) -> Result<(), ModelDecodeError> {
+        if self.0.is_empty() { Ok(()) } else { Err(decode_error("trailing bytes")) }
+    }
+}
+
+/// The IEEE half-precision bits nearest to `x` (ties to even); overflow gives infinity.
+fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    // The significand with its implicit bit, and how many of its low bits half precision drops.
+    let (m, shift) = if e > 0 { (man, 13) } else { (man | 0x80_0000, (14 - e) as u32) };
+    if shift > 24 {
+        return sign;
+    }
+    let (kept, rest, half) = (m >> shift, m & ((1 << shift) - 1), 1 << (shift - 1));
+    let rounded = kept + u32::from(rest > half || (rest == half && kept & 1 == 1));
+    // A carry out of the significand moves to the next exponent (or to infinity), as it should.
+    sign | (if e > 0 { ((e as u32) << 10) + rounded } else { rounded }) as u16
+}
+
+/// The value of IEEE half-precision bits.
+fn f32_of_f16(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let (exp, man) = (u32::from(h >> 10) & 0x1f, u32::from(h & 0x3ff));
+    match exp {
+        0 => {
+            let v = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
+            if sign != 0 { -v } else { v }
+        }
+        0x1f => f32::from_bits(sign | 0x7f80_0000 | man << 13),
+        _ => f32::from_bits(sign | (exp + 112) << 23 | man << 13),
     }
 }
 
@@ -682,6 +917,131 @@ mod tests {
             damaged.push(junk);
         }
         assert!(damaged.iter().all(|b| ReplyModel::from_bytes(b).is_err()));
+    }
+
+    #[test]
+    fn half_precision_round_trips_and_rounds_to_nearest() {
+        for h in 0..=u16::MAX {
+            let x = f32_of_f16(h);
+            if x.is_nan() {
+                assert!(f32_of_f16(f16_bits(x)).is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(f16_bits(x), h, "{h:#06x} is {x}");
+            }
+        }
+        assert_eq!(f16_bits(1e6), 0x7c00);
+        assert_eq!(f16_bits(-1e6), 0xfc00);
+        assert_eq!(f16_bits(65520.0), 0x7c00, "halfway past the largest half rounds to infinity");
+        assert_eq!(f16_bits(1e-9), 0);
+        // Between two neighbours, the nearer wins and a tie goes to the even one.
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        for _ in 0..100_000 {
+            let h = rng.random_range(0..0x7bffu16);
+            let (lo, hi) = (f32_of_f16(h), f32_of_f16(h + 1));
+            let x = lo + (hi - lo) * rng.random::<f32>();
+            let nearest = if x - lo < hi - x || (x - lo == hi - x && h % 2 == 0) { h } else { h + 1 };
+            assert_eq!(f16_bits(x), nearest, "{x} between {lo} and {hi}");
+            assert_eq!(f16_bits(-x), nearest | 0x8000);
+        }
+    }
+
+    #[test]
+    fn the_compact_encoding_is_small_and_keeps_predictions() {
+        let (tr, va) = (synth(300, 23), synth(100, 24));
+        for (mult, seed) in [(0.1, 7), (1.0, 7), (10.0, 3)] {
+            let c = TrainConfig { seed, ..cfg(3, 8, mult) };
+            let model = fit(&tr, &c, None);
+            let compact = model.encode(Embedding::HalfDeltas { seed });
+            let exact = model.to_bytes();
+            assert!(compact.len() * 2 < exact.len(), "{} vs {} bytes", compact.len(), exact.len());
+            assert_eq!(compact, model.encode(Embedding::HalfDeltas { seed }), "deterministic");
+            let back = ReplyModel::from_bytes(&compact).unwrap();
+            assert_eq!(
+                (&back.classes, &back.rows, &back.out, &back.bias),
+                (&model.classes, &model.rows, &model.out, &model.bias)
+            );
+            for (a, b) in model.embed.iter().zip(&back.embed) {
+                assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "{a} vs {b}");
+            }
+            for e in va.iter().chain(&tr) {
+                let (p, q) = (model.predict(&e.context), back.predict(&e.context));
+                assert_eq!(p[0].0, q[0].0, "the same top reply");
+                assert!((p[0].1 - q[0].1).abs() < 1e-3, "{p:?} vs {q:?}");
+            }
+            // Encoding the decoded model again changes nothing: what is stored is stable.
+            assert_eq!(ReplyModel::from_bytes(&back.encode(Embedding::HalfDeltas { seed })).unwrap(), back);
+            // Another seed is only a worse reference: still decoded within the bound.
+            let other = ReplyModel::from_bytes(&model.encode(Embedding::HalfDeltas { seed: seed + 1 })).unwrap();
+            assert!(model.embed.iter().zip(&other.embed).all(|(a, b)| (a - b).abs() <= 2e-3 * a.abs().max(1.0)));
+        }
+    }
+
+    #[test]
+    fn a_reply_that_half_precision_would_change_keeps_the_model_exact() {
+        let (tr, va) = (synth(60, 28), synth(20, 29));
+        let mut model = fit(&tr, &cfg(2, 8, 1.0), None);
+        let (seed, e) = (7, &va[0]);
+        let compact = ReplyModel::from_bytes(&model.encode(Embedding::HalfDeltas { seed })).unwrap();
+        let logits = |m: &ReplyModel| m.forward(&m.features(&e.context)).1;
+        let (z, q) = (logits(&model), logits(&compact));
+        // Shift the biases of classes 0 and 1 so that they lead every other class and their
+        // margin has opposite signs in the exact and the decoded model.
+        let (m, mq) = (z[0] - z[1], q[0] - q[1]);
+        assert_ne!(m, mq, "half precision moved the logits");
+        model.bias[0] += 100.0 - (m + mq) / 2.0;
+        model.bias[1] += 100.0;
+        let compact = ReplyModel::from_bytes(&model.encode(Embedding::HalfDeltas { seed })).unwrap();
+        assert_ne!(compact.predict(&e.context)[0].0, model.predict(&e.context)[0].0, "a reply changes");
+        let kept = model.encode_keeping_replies(seed, &va);
+        assert_eq!(ReplyModel::from_bytes(&kept).unwrap(), model, "stored exactly");
+        assert_eq!(kept, model.encode(Embedding::Exact));
+        // Without that example, the compact form is kept.
+        assert_eq!(model.encode_keeping_replies(seed, &va[1..]), model.encode(Embedding::HalfDeltas { seed }));
+    }
+
+    #[test]
+    fn values_half_precision_cannot_hold_keep_the_embedding_exact() {
+        let mut model = fit(&synth(30, 25), &cfg(1, 4, 1.0), None);
+        model.embed[5] = 1e30;
+        model.embed[7] = f32::NAN;
+        let back = ReplyModel::from_bytes(&model.encode(Embedding::HalfDeltas { seed: 7 })).unwrap();
+        assert_eq!(back.to_bytes(), model.to_bytes(), "bit for bit, NaN included");
+    }
+
+    #[test]
+    fn damaged_compact_input_is_rejected() {
+        let bytes = fit(&synth(9, 26), &cfg(1, 4, 1.0), None).encode(Embedding::HalfDeltas { seed: 7 });
+        for len in (0..bytes.len()).step_by(3).chain([bytes.len() - 1]) {
+            assert!(ReplyModel::from_bytes(&bytes[..len]).is_err(), "prefix of {len} bytes");
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(27);
+        for len in [0, 1, 7, 40, 1000] {
+            let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            assert!(ReplyModel::from_bytes(&[&MAGIC_COMPACT[..], &junk].concat()).is_err());
+            let deflated = miniz_oxide::deflate::compress_to_vec(&junk, 6);
+            assert!(ReplyModel::from_bytes(&[&MAGIC_COMPACT[..], &deflated].concat()).is_err());
+        }
+        let model = fit(&synth(9, 26), &cfg(1, 4, 1.0), None);
+        let mut raw = Vec::new();
+        model.put_head(&mut raw);
+        // Rows out of order, a zero gap, a bad encoding byte, trailing bytes, a huge row count.
+        let d = model.hidden;
+        for (n_rows, kind, gaps, extra) in [
+            (2u32, EMBED_F32, vec![5u8, 0], 0usize),
+            (1, 9, vec![5], 0),
+            (1, EMBED_F16_DELTAS, vec![5], 1),
+            (u32::MAX, EMBED_F16_DELTAS, vec![5], 0),
+            (1, EMBED_F16_DELTAS, vec![0xff, 0xff, 0xff, 0xff, 0x7f], 0),
+        ] {
+            let mut r = raw.clone();
+            r.extend(n_rows.to_le_bytes());
+            r.push(kind);
+            r.extend(7u64.to_le_bytes());
+            r.extend(&gaps);
+            r.extend(vec![0u8; 4 * d * 2 + extra]);
+            let packed = [&MAGIC_COMPACT[..], &miniz_oxide::deflate::compress_to_vec(&r, 6)].concat();
+            assert!(ReplyModel::from_bytes(&packed).is_err(), "{n_rows} {kind} {gaps:?} {extra}");
+        }
     }
 
     #[test]
