@@ -13,7 +13,7 @@ use crate::plan::PlannedRun;
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
 use crate::spec::ProviderKind;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{RunRecord, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -82,25 +82,12 @@ fn recorded_later(records: &[RunRecord], runs: &[PlannedRun]) -> Vec<PlannedRun>
     later
 }
 
-/// The database, opened only to read: `None` when it does not exist, or when its schema is older
-/// than this ftsweep's (the first command that writes upgrades it; until then its runs count as new).
+/// The database, opened only to read (an older schema through an upgraded copy in memory), or
+/// `None` when it does not exist.
 fn open_for_reading(cli: &Cli) -> Result<Option<Store>> {
-    if !cli.db.exists() {
-        return Ok(None);
-    }
-    match Store::open_read_only(&cli.db) {
-        Ok(s) => Ok(Some(s)),
-        Err(StoreError::Outdated { found, known, .. }) => {
-            if found > 0 {
-                errln!(
-                    "note: the database `{}` has schema version {found}, older than this ftsweep's {known}: its \
-                     runs' states are not shown until a command that writes (`ftsweep run`) upgrades it",
-                    cli.db.display()
-                )?;
-            }
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+    match cli.db.exists() {
+        true => Ok(Some(Store::open_read_only(&cli.db)?)),
+        false => Ok(None),
     }
 }
 

@@ -91,11 +91,6 @@ pub enum StoreError {
     #[error("the database `{path}` cannot be written: {why}\n  hint: {hint}")]
     ReadOnly { path: String, why: &'static str, hint: String },
     #[error(
-        "the database `{path}` has schema version {found}, older than this ftsweep's {known}, and cannot be upgraded \
-         without writing to it\n  hint: make it writable: the next ftsweep command that opens it upgrades it"
-    )]
-    Outdated { path: String, found: i64, known: i64 },
-    #[error(
         "the database `{path}` has schema version {found}, newer than this ftsweep knows ({known})\n  hint: use the \
          newer ftsweep that wrote it"
     )]
@@ -384,7 +379,15 @@ pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> R
     }
     if access == Access::ReadOnly || read_only {
         if found.version < known {
-            return Err(StoreError::Outdated { path: shown, found: found.version, known });
+            // An older schema is read through a copy in memory that is brought up to date there:
+            // the file itself is never written (the first command that writes upgrades it).
+            let mut copy = Connection::open_in_memory().doing("opening an in-memory copy")?;
+            rusqlite::backup::Backup::new(&conn, &mut copy)
+                .and_then(|b| b.run_to_completion(1024, Duration::ZERO, None))
+                .doing("copying an older database into memory to read it")?;
+            drop(conn);
+            migrate(&mut copy, schema, found.version, &shown)?;
+            return Ok(copy);
         }
         return Ok(conn);
     }
@@ -398,7 +401,18 @@ pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> R
     })?;
     conn.pragma_update(None, "synchronous", "NORMAL").doing("setting synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON").doing("enabling foreign keys")?;
-    for (i, sql) in schema.migrations.iter().enumerate().skip(found.version as usize) {
+    migrate(&mut conn, schema, found.version, &shown)?;
+    if !ours && found.version == known {
+        // An unmarked file from before, up to date: mark it.
+        conn.pragma_update(None, "application_id", schema.application_id).doing("marking the database")?;
+    }
+    Ok(conn)
+}
+
+/// Applies the migrations after `from`, each in its own transaction, counted by
+/// `PRAGMA user_version`; the transaction that gives a new file its first tables also marks it.
+fn migrate(conn: &mut Connection, schema: &Schema, from: i64, shown: &str) -> Result<()> {
+    for (i, sql) in schema.migrations.iter().enumerate().skip(from as usize) {
         // Another process may open the same new database at the same time:
         // take the write lock first, then look again at what is applied.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).doing("starting a migration")?;
@@ -406,7 +420,7 @@ pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> R
             tx.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")?;
         if applied <= i as i64 {
             tx.execute_batch(sql).map_err(|e| StoreError::Migration {
-                path: shown.clone(),
+                path: shown.to_string(),
                 version: i + 1,
                 // Not the migration's SQL, which rusqlite's message would quote whole.
                 detail: match &e {
@@ -420,11 +434,7 @@ pub(crate) fn connect(path: Option<&Path>, schema: &Schema, access: Access) -> R
         tx.pragma_update(None, "application_id", schema.application_id).doing("marking the database")?;
         tx.commit().doing("committing a migration")?;
     }
-    if !ours && found.version == known {
-        // An unmarked file from before, up to date: mark it.
-        conn.pragma_update(None, "application_id", schema.application_id).doing("marking the database")?;
-    }
-    Ok(conn)
+    Ok(())
 }
 
 /// Opens a file read-only. While another connection has it open its `-wal` file exists and is

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::{KEY, Server, openai_sweep};
-use crate::util::{Workspace, example_data, query, sweep_toml};
+use crate::util::{Workspace, example_data, query, root, sweep_toml};
 
 /// One run of one epoch: a sweep that records a database in a second or two.
 const ONE: &str = "n_epochs = [1]\nlearning_rate_multiplier = [1.0]\nbatch_size = [8]";
@@ -165,19 +165,21 @@ fn plan_never_writes_the_database() {
     assert_eq!(files(&ws), before_files, "no -wal or -shm file beside it");
     assert_eq!(application_id(&db), 0);
 
-    // A database of an older schema is not upgraded by plan: its runs count as new.
+    // A database of an older schema (ftsweep 0.1's, tests/data/ids-v1) is read through an
+    // upgraded copy in memory: plan shows its runs' states and leaves the file as it was.
     let ws = Workspace::new();
-    ws.write("local.toml", &sweep_toml("local", ONE));
-    old_schema(&ws.db());
+    for name in ["ftsweep.db", "grid.toml", "train.jsonl", "valid.jsonl"] {
+        std::fs::copy(root().join("tests/data/ids-v1").join(name), ws.path(name)).unwrap();
+    }
+    let version = query(&ws.db(), "PRAGMA user_version");
     let before = snapshot(&ws.db());
     let before_files = files(&ws);
-    let out = ftsweep(&ws).args(["plan", "local.toml"]).output().unwrap();
-    let (code, err) = code_and_stderr(&out);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("has schema version 3, older than this ftsweep's"), "{err}");
-    assert_eq!(snapshot(&ws.db()), before);
-    assert_eq!(files(&ws), before_files);
-    assert_eq!(query(&ws.db(), "PRAGMA user_version"), ["3"]);
+    let v = ws.json(&["plan", "grid.toml", "--json"]);
+    assert_eq!(v["to_train"], 0, "the recorded runs are found: {v}");
+    assert!(v["runs"].as_array().unwrap().iter().all(|r| r["status"] == "done"), "{v}");
+    assert_eq!(snapshot(&ws.db()), before, "same bytes, same modification time");
+    assert_eq!(files(&ws), before_files, "no -wal or -shm file beside it");
+    assert_eq!(query(&ws.db(), "PRAGMA user_version"), version, "not upgraded");
 }
 
 #[test]
