@@ -257,7 +257,10 @@ fn describe_test(t: &PairedTest, metric: &str, n: usize, alpha: f64) -> String {
     let verdict = if t.significant {
         format!("significant at alpha = {alpha}: {} is better", if t.mean_diff > 0.0 { "A" } else { "B" })
     } else {
-        format!("not significant at alpha = {alpha}: the two are statistically tied")
+        format!(
+            "not significant at alpha = {alpha}: no difference was found, which does not show that they are as good \
+             as each other"
+        )
     };
     match (t.only_a, t.only_b, t.diff_ci) {
         (Some(oa), Some(ob), _) => format!(

@@ -164,7 +164,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         let stand = match (row.is_leader, row.tied_with_best, row.p_value, row.diff_from_leader) {
             (true, _, _, _) => "it leads the sweep".to_string(),
             (_, true, Some(p), _) => {
-                format!("statistically tied with the sweep's leader ({} p = {p:.3})", row.test.unwrap_or_default())
+                format!(
+                    "not significantly different from the sweep's leader ({} p = {p:.3}), which does not show it is as \
+                     good",
+                    row.test.unwrap_or_default()
+                )
             }
             (_, false, Some(p), Some(d)) => format!(
                 "significantly {} the sweep's leader by {:.3} ({} p = {p:.4})",
