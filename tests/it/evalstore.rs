@@ -95,7 +95,8 @@ const TO_SCHEMA_6: &str = "
     PRAGMA user_version = 6;
 ";
 
-fn to_schema_6(db: &std::path::Path, then: &str) {
+/// Rewrites the database in the layout of schema 6 (see [`TO_SCHEMA_6`]), then runs `then`.
+pub fn to_schema_6(db: &std::path::Path, then: &str) {
     let mut conn = rusqlite::Connection::open(db).unwrap();
     let tx = conn.transaction().unwrap();
     tx.execute_batch(TO_SCHEMA_6).unwrap();
