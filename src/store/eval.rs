@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Doing, Result, Store, now};
 use crate::data::Message;
@@ -143,13 +143,33 @@ fn parse_messages(text: &str) -> Vec<Message> {
         .collect()
 }
 
+/// The id of a conversation hash, recorded if new.
+fn conversation_id(conn: &Connection, sha256: &str) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO conversations (sha256) VALUES (?1) ON CONFLICT DO UPDATE SET sha256 = sha256 RETURNING id",
+    )
+    .and_then(|mut s| s.query_row([sha256], |r| r.get(0)))
+    .doing("recording a conversation")
+}
+
+/// The id of a model under decoding parameters, recorded if new.
+fn replier_id(conn: &Connection, model: &str, decoding: &str) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO repliers (model, decoding) VALUES (?1, ?2) ON CONFLICT DO UPDATE SET model = model RETURNING id",
+    )
+    .and_then(|mut s| s.query_row([model, decoding], |r| r.get(0)))
+    .doing("recording a model's decoding")
+}
+
 impl Store {
     /// The cached replies of `model` under `decoding`, by conversation hash.
     pub fn cached_predictions(&self, model: &str, decoding: &str) -> Result<HashMap<String, CachedPrediction>> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT conversation_sha256, content, probability FROM predictions WHERE model = ?1 AND decoding = ?2",
+                "SELECT c.sha256, p.content, p.probability
+                 FROM repliers r JOIN predictions p ON p.replier = r.id JOIN conversations c ON c.id = p.conversation
+                 WHERE r.model = ?1 AND r.decoding = ?2",
             )
             .doing("reading cached predictions")?;
         let rows = stmt
@@ -160,7 +180,8 @@ impl Store {
         rows.collect::<rusqlite::Result<HashMap<_, _>>>().doing("reading cached predictions")
     }
 
-    /// Caches replies in one transaction.
+    /// Caches replies in one transaction. A reply already cached stays: the
+    /// evaluations that read it keep reading it.
     pub fn put_predictions(
         &mut self,
         model: &str,
@@ -169,17 +190,16 @@ impl Store {
     ) -> Result<()> {
         let tx = self.conn.transaction().doing("caching predictions")?;
         {
+            let replier = replier_id(&tx, model, decoding)?;
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO predictions (model, conversation_sha256, decoding, content, probability,
-                                                         created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO predictions (replier, conversation, content, probability)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
                 .doing("caching predictions")?;
-            let t = now();
             for (sha, p) in replies {
-                stmt.execute(params![model, sha, decoding, p.content, p.probability, t])
-                    .doing("caching a prediction")?;
+                let conversation = conversation_id(&tx, sha)?;
+                stmt.execute(params![replier, conversation, p.content, p.probability]).doing("caching a prediction")?;
             }
         }
         tx.commit().doing("caching predictions")
@@ -229,25 +249,40 @@ impl Store {
         tx.execute("DELETE FROM eval_examples WHERE evaluation_id = ?1", [id])
             .doing("replacing an evaluation's examples")?;
         {
+            let replier = replier_id(&tx, &e.model, &e.decoding)?;
+            let mut cached = tx
+                .prepare_cached("SELECT content, probability FROM predictions WHERE replier = ?1 AND conversation = ?2")
+                .doing("reading a cached prediction")?;
+            let mut input = tx
+                .prepare_cached(
+                    "INSERT INTO eval_inputs (conversation, line, reference, prompt) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET line = line RETURNING id",
+                )
+                .doing("recording evaluated inputs")?;
             let mut stmt = tx
-                .prepare(
-                    "INSERT INTO eval_examples (evaluation_id, example, line, conversation_sha256, prompt, reference,
-                                                prediction, probability)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                .prepare_cached(
+                    "INSERT INTO eval_examples (evaluation_id, example, input, prediction, probability)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .doing("recording evaluated examples")?;
             for x in examples {
-                stmt.execute(params![
-                    id,
-                    x.example as i64,
-                    x.line as i64,
-                    x.conversation_sha256,
-                    messages_json(&x.prompt),
-                    x.reference,
-                    x.prediction,
-                    x.probability
-                ])
-                .doing("recording an evaluated example")?;
+                let conversation = conversation_id(&tx, &x.conversation_sha256)?;
+                let input: i64 = input
+                    .query_row(params![conversation, x.line as i64, x.reference, messages_json(&x.prompt)], |r| {
+                        r.get(0)
+                    })
+                    .doing("recording an evaluated input")?;
+                let reply = cached
+                    .query_row(params![replier, conversation], |r| {
+                        Ok(CachedPrediction { content: r.get(0)?, probability: r.get(1)? })
+                    })
+                    .optional()
+                    .doing("reading a cached prediction")?;
+                // The reply is stored here only when it is not the cached one.
+                let own = reply.is_none_or(|p| p.content != x.prediction || p.probability != x.probability);
+                let (prediction, probability) = if own { (Some(&x.prediction), x.probability) } else { (None, None) };
+                stmt.execute(params![id, x.example as i64, input, prediction, probability])
+                    .doing("recording an evaluated example")?;
             }
         }
         tx.commit().doing("recording an evaluation")?;
@@ -287,8 +322,15 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT example, line, conversation_sha256, prompt, reference, prediction, probability
-                 FROM eval_examples WHERE evaluation_id = ?1 ORDER BY example",
+                "SELECT x.example, i.line, c.sha256, i.prompt, i.reference, COALESCE(x.prediction, p.content, ''),
+                        CASE WHEN x.prediction IS NULL THEN p.probability ELSE x.probability END
+                 FROM eval_examples x
+                 JOIN evaluations e ON e.id = x.evaluation_id
+                 JOIN eval_inputs i ON i.id = x.input
+                 JOIN conversations c ON c.id = i.conversation
+                 LEFT JOIN repliers r ON r.model = e.model AND r.decoding = e.decoding
+                 LEFT JOIN predictions p ON p.replier = r.id AND p.conversation = i.conversation
+                 WHERE x.evaluation_id = ?1 ORDER BY x.example",
             )
             .doing("reading evaluated examples")?;
         let rows = stmt
@@ -477,6 +519,36 @@ mod tests {
         let xs = s.evaluation_examples(id).unwrap();
         assert_eq!(xs, [example(0, "z")]);
         assert!(s.latest_evaluation("m", "other").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_example_stores_its_input_once_and_its_reply_only_when_not_cached() {
+        let mut s = Store::open_in_memory().unwrap();
+        let cached = |x: &EvalExample| {
+            (
+                x.conversation_sha256.clone(),
+                CachedPrediction { content: x.prediction.clone(), probability: x.probability },
+            )
+        };
+        let (a, b) = (example(0, "a"), example(1, "b"));
+        s.put_predictions("m", "local", &[cached(&a), cached(&b)]).unwrap();
+        // A reply already cached stays.
+        s.put_predictions(
+            "m",
+            "local",
+            &[(a.conversation_sha256.clone(), CachedPrediction { content: "other".into(), probability: None })],
+        )
+        .unwrap();
+        assert_eq!(s.cached_predictions("m", "local").unwrap()[&a.conversation_sha256].content, "a");
+        // `b` was graded with another reply than the cached one: that reply is the evaluation's.
+        let own = EvalExample { prediction: "b2".into(), ..b.clone() };
+        let id = s.record_evaluation(&record("m", EvalKind::Model), &[a.clone(), own.clone()]).unwrap();
+        let other = s.record_evaluation(&record("m2", EvalKind::Model), &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(s.evaluation_examples(id).unwrap(), [a.clone(), own]);
+        assert_eq!(s.evaluation_examples(other).unwrap(), [a, b]);
+        let count = |sql: &str| s.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT count(*) FROM eval_inputs"), 2, "one input per example, not per model");
+        assert_eq!(count("SELECT count(prediction) FROM eval_examples"), 3, "only the replies not cached");
     }
 
     #[test]

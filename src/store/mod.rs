@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_durability.sql"),
     include_str!("migrations/0005_search.sql"),
     include_str!("migrations/0006_weights.sql"),
+    include_str!("migrations/0007_evalstore.sql"),
 ];
 
 /// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the
@@ -967,45 +968,25 @@ impl Store {
         Ok(())
     }
 
-    /// Records a run's graded examples and score and marks it done, in one
-    /// transaction.
+    /// Records a run's score, the mean of its examples' scores by the sweep's metric, and marks it
+    /// done. Its graded examples are its model's evaluation's; graded rows recorded for the model
+    /// before evaluations were (`eval_results`) go.
     pub fn finish_evaluation(
         &mut self,
         run_id: &str,
         model: &str,
         metric: &str,
-        rows: &[EvalRow],
+        scores: &[f64],
         seconds: f64,
     ) -> Result<f64> {
-        let score = if rows.is_empty() { 0.0 } else { rows.iter().map(|r| r.score).sum::<f64>() / rows.len() as f64 };
+        let score = if scores.is_empty() { 0.0 } else { scores.iter().sum::<f64>() / scores.len() as f64 };
         let tx = self.conn.transaction().doing("recording an evaluation")?;
         tx.execute("DELETE FROM eval_results WHERE run_id = ?1 AND model = ?2", params![run_id, model])
             .doing("replacing an evaluation")?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO eval_results (run_id, model, example, line, reference, prediction, probability, score)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .doing("recording an evaluation")?;
-            for r in rows {
-                stmt.execute(params![
-                    run_id,
-                    model,
-                    r.example as i64,
-                    r.line as i64,
-                    r.reference,
-                    r.prediction,
-                    r.probability,
-                    r.score
-                ])
-                .doing("recording an evaluated example")?;
-            }
-        }
         tx.execute(
             "UPDATE runs SET state = 'done', metric = ?2, score = ?3, n_eval = ?4, eval_seconds = ?5, updated_at = ?6
              WHERE run_id = ?1",
-            params![run_id, metric, score, rows.len() as i64, seconds, now()],
+            params![run_id, metric, score, scores.len() as i64, seconds, now()],
         )
         .doing("recording a run's score")?;
         tx.commit().doing("recording an evaluation")?;
@@ -1019,7 +1000,7 @@ impl Store {
             .prepare(
                 "SELECT m.step, m.epoch, m.kind, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy
                  FROM metrics m JOIN runs r ON r.run_id = m.run_id AND r.attempt = m.attempt
-                 WHERE m.run_id = ?1 ORDER BY m.step, m.kind DESC",
+                 WHERE m.run_id = ?1 ORDER BY m.step, m.kind DESC, m.seq",
             )
             .doing("reading metrics")?;
         let rows = stmt
@@ -1063,7 +1044,7 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading checkpoints")
     }
 
-    /// A run's graded examples for a model.
+    /// A run's graded examples for a model, as recorded before evaluations were.
     pub fn eval_rows(&self, run_id: &str, model: &str) -> Result<Vec<EvalRow>> {
         let mut stmt = self
             .conn
@@ -1118,9 +1099,11 @@ impl Store {
 fn insert_metrics(tx: &Transaction<'_>, run_id: &str, attempt: i64, metrics: &[MetricRow]) -> Result<()> {
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO metrics (run_id, attempt, step, epoch, kind, train_loss, train_accuracy, valid_loss,
+            "INSERT INTO metrics (run_id, attempt, step, epoch, kind, seq, train_loss, train_accuracy, valid_loss,
                                   valid_accuracy)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5,
+                     (SELECT count(*) FROM metrics WHERE run_id = ?1 AND attempt = ?2 AND step = ?3 AND kind = ?5),
+                     ?6, ?7, ?8, ?9)",
         )
         .doing("recording metrics")?;
     for m in metrics {
@@ -1268,17 +1251,18 @@ mod tests {
     fn evaluation_scores_the_mean() {
         let mut s = Store::open_in_memory().unwrap();
         s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
-        let row = |score| EvalRow {
-            example: 0,
-            line: 1,
-            reference: "x".into(),
-            prediction: "y".into(),
-            probability: None,
-            score,
-        };
-        let rows = [row(1.0), EvalRow { example: 1, ..row(0.0) }, EvalRow { example: 2, ..row(1.0) }];
-        let score = s.finish_evaluation("a", "m", "exact_match", &rows, 0.1).unwrap();
+        // Graded rows of the model recorded before evaluations were: read until it is evaluated again.
+        s.conn
+            .execute(
+                "INSERT INTO eval_results (run_id, model, example, line, reference, prediction, probability, score)
+                 VALUES ('a', 'm', 0, 1, 'x', 'y', NULL, 1.0)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(s.eval_rows("a", "m").unwrap()[0].prediction, "y");
+        let score = s.finish_evaluation("a", "m", "exact_match", &[1.0, 0.0, 1.0], 0.1).unwrap();
         assert!((score - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!(s.eval_rows("a", "m").unwrap().len(), 3);
+        assert_eq!(s.run("a").unwrap().unwrap().n_eval, Some(3));
+        assert!(s.eval_rows("a", "m").unwrap().is_empty(), "the examples are the evaluation's, written once");
     }
 }

@@ -11,7 +11,7 @@ use super::{Progress, SweepContext};
 use crate::eval::EvalError;
 use crate::eval::runner::{self, Target};
 use crate::provider::local::KEPT_CHECKPOINTS;
-use crate::store::{EvalKind, EvalRow, RunRecord, RunState, StoreError};
+use crate::store::{EvalKind, RunRecord, RunState, StoreError};
 
 /// The name the baseline goes by in progress reports.
 pub const BASELINE: &str = "baseline";
@@ -42,26 +42,14 @@ pub(super) async fn evaluate_run(
     if cx.eval.evaluation.checkpoints {
         evaluate_checkpoints(cx, run, model, sweep_id).await?;
     }
-    // The primary metric's per-example scores also go to the run's graded
-    // rows; an example whose grade is missing (a judge that failed) counts 0
-    // there, and the leaderboard shows the grader as incomplete.
+    // The run's score is the mean of the primary metric's per-example scores;
+    // an example whose grade is missing (a judge that failed) counts 0 there,
+    // and the leaderboard shows the grader as incomplete.
     let metric = cx.eval.evaluation.metric.as_str();
     let primary = outcome.grades.get(metric);
-    let rows: Vec<EvalRow> = outcome
-        .examples
-        .iter()
-        .enumerate()
-        .map(|(i, x)| EvalRow {
-            example: x.example,
-            line: x.line,
-            reference: x.reference.clone(),
-            prediction: x.prediction.clone(),
-            probability: x.probability,
-            score: primary.map_or(0.0, |s| s[i]),
-        })
-        .collect();
+    let scores: Vec<f64> = (0..outcome.examples.len()).map(|i| primary.map_or(0.0, |s| s[i])).collect();
     let seconds = started.elapsed().as_secs_f64();
-    let score = cx.store.lock().finish_evaluation(&run.run_id, model, metric, &rows, seconds)?;
+    let score = cx.store.lock().finish_evaluation(&run.run_id, model, metric, &scores, seconds)?;
     let valid_loss = cx.store.lock().run_checkpoints(&run.run_id)?.last().and_then(|c| c.valid_loss);
     progress(Progress::Done { run_id: run.run_id.clone(), score, valid_loss, seconds });
     Ok(true)

@@ -6,6 +6,7 @@ mod data;
 mod durability;
 mod errors;
 mod eval;
+mod evalstore;
 mod ids;
 mod input;
 mod pick;

@@ -67,7 +67,9 @@ fn a_sweep_runs_ranks_and_records_everything() {
     let db = ws.db();
     assert_eq!(query(&db, "SELECT count(*) FROM runs WHERE state = 'done'"), ["4"]);
     let valid_lines = std::fs::read_to_string(root().join("examples/data/topics-valid.jsonl")).unwrap().lines().count();
-    assert_eq!(query(&db, "SELECT count(*) FROM eval_results"), [(4 * valid_lines).to_string()]);
+    let graded =
+        "SELECT count(*) FROM eval_examples x JOIN evaluations e ON e.id = x.evaluation_id WHERE e.kind = 'run'";
+    assert_eq!(query(&db, graded), [(4 * valid_lines).to_string()]);
     assert_eq!(query(&db, "SELECT count(*) FROM metrics WHERE kind = 'epoch'"), ["10"], "1 + 4 epochs, twice");
     // A sweep that reads no earlier checkpoint keeps each run's last one, and its final model
     // refers to it.
