@@ -36,7 +36,7 @@ fn a_sweep_that_reads_no_checkpoint_keeps_one_compact_model_per_run() {
     assert_eq!(refs, blobs, "each final model is its last checkpoint");
     assert!(blobs.iter().all(|m| m.ends_with(":ckpt-step-69")), "23 steps an epoch, 3 epochs: {blobs:?}");
     let magic = query(&db, "SELECT DISTINCT hex(substr(weights, 1, 6)) FROM local_models WHERE same_as IS NULL");
-    assert_eq!(magic, [hex("FTSWM2")]);
+    assert_eq!(magic, [hex("FTSWM3")]);
     // Before: 4 exact blobs of 895 477 bytes a run (the last three epochs and the final model).
     let sizes = query(&db, "SELECT length(weights) FROM local_models WHERE same_as IS NULL");
     let sizes: Vec<u64> = sizes.iter().map(|s| s.parse().unwrap()).collect();

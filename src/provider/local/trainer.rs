@@ -18,9 +18,11 @@ const HASH_BITS: u8 = 18;
 const SYSTEM_WEIGHT: f32 = 0.3;
 /// The size of the hidden layer.
 const HIDDEN: usize = 32;
-/// The first encoding (`to_bytes`), and the compact one (`encode`); both are read.
+/// The first encoding (`to_bytes`), the compact one (`encode`), and the compact one whose rows
+/// have a precision each (`encode` with `Embedding::Rows`); all are read.
 const MAGIC: &[u8; 6] = b"FTSWM1";
 const MAGIC_COMPACT: &[u8; 6] = b"FTSWM2";
+const MAGIC_ROWS: &[u8; 6] = b"FTSWM3";
 
 /// Sorted (feature bucket or row, value) pairs of one conversation.
 type Features = Vec<(u32, f32)>;
@@ -322,56 +324,187 @@ impl ReplyModel {
     /// (`init_value`, what `train` started new rows from), so values that moved little keep most
     /// of their precision (about 25 % of `to_bytes`): each value decodes within a relative 2^-11
     /// of its difference. A difference that half precision cannot hold (overflow, or a value that
-    /// is not finite) makes the whole embedding exact. The other tensors are always exact.
+    /// is not finite) makes the whole embedding exact. `Rows` (magic `FTSWM3`; the others are
+    /// `FTSWM2`) gives each row a precision: half-precision differences, or the differences as
+    /// integers in `-l..=l` times a half-precision scale of the row (rounded up so that no value
+    /// is clamped), one byte a value, each decoding within half a step of the scale; a row that
+    /// its precision cannot hold makes the embedding `HalfDeltas` (or exact). The layout after
+    /// the gaps: the rows' levels (u8 each, 0 for half precision), the scales of the quantised
+    /// rows (low bytes, then high bytes), their values (i8), then the half-precision rows' values
+    /// (low bytes, then high bytes). The other tensors are always exact.
     pub fn encode(&self, embedding: Embedding) -> Vec<u8> {
-        let d = self.hidden;
-        let (deltas, seed): (Option<Vec<u16>>, u64) = match embedding {
+        let (deltas, seed) = match embedding {
+            Embedding::Rows { seed, levels } => match self.quantise(seed, &levels) {
+                Some(q) => return self.pack(MAGIC_ROWS, EMBED_ROWS, seed, |raw| q.put(raw)),
+                None => (self.half_deltas(seed), seed),
+            },
+            Embedding::HalfDeltas { seed } => (self.half_deltas(seed), seed),
             Embedding::Exact => (None, 0),
-            Embedding::HalfDeltas { seed } => {
-                let values = self
-                    .rows
-                    .iter()
-                    .zip(self.embed.chunks_exact(d))
-                    .flat_map(|(&r, e)| e.iter().enumerate().map(move |(j, &w)| (init_value(seed, r, j), w)));
-                let halves = values.map(|(init, w)| {
-                    let h = f16_bits(w - init);
-                    (w.is_finite() && h & 0x7c00 != 0x7c00).then_some(h)
-                });
-                (halves.collect(), seed)
-            }
         };
-        let mut raw = Vec::with_capacity(self.embed.len() * 2 + self.rows.len() * 2 + 64);
+        let kind = if deltas.is_some() { EMBED_F16_DELTAS } else { EMBED_F32 };
+        self.pack(MAGIC_COMPACT, kind, seed, |raw| match deltas {
+            Some(h) => put_halves(raw, &h),
+            None => (0..4).for_each(|k| raw.extend(self.embed.iter().map(|v| v.to_le_bytes()[k]))),
+        })
+    }
+
+    /// The compact encodings' frame: magic, then deflated: head, row count, embedding kind,
+    /// seed, row gaps, and the embedding's bytes (`values`).
+    fn pack(&self, magic: &[u8; 6], kind: u8, seed: u64, values: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(self.embed.len() * 2 + self.rows.len() * 4 + 64);
         self.put_head(&mut raw);
         raw.extend((self.rows.len() as u32).to_le_bytes());
-        raw.push(if deltas.is_some() { EMBED_F16_DELTAS } else { EMBED_F32 });
+        raw.push(kind);
         raw.extend(seed.to_le_bytes());
         let mut last = None;
         for &r in &self.rows {
             put_varint(&mut raw, last.map_or(r, |l| r - l));
             last = Some(r);
         }
-        match deltas {
-            Some(h) => {
-                raw.extend(h.iter().map(|v| v.to_le_bytes()[0]));
-                raw.extend(h.iter().map(|v| v.to_le_bytes()[1]));
-            }
-            None => (0..4).for_each(|k| raw.extend(self.embed.iter().map(|v| v.to_le_bytes()[k]))),
-        }
-        let mut out = MAGIC_COMPACT.to_vec();
+        values(&mut raw);
+        let mut out = magic.to_vec();
         out.extend(miniz_oxide::deflate::compress_to_vec(&raw, DEFLATE_LEVEL));
         out
     }
 
-    /// `encode` with half-precision differences (`Embedding::HalfDeltas { seed }`) if the decoded
-    /// model gives the same top reply as this one for every example's context, so that no score
-    /// on those examples changes; otherwise `Embedding::Exact`.
-    pub fn encode_keeping_replies(&self, seed: u64, examples: &[Example]) -> Vec<u8> {
-        let bytes = self.encode(Embedding::HalfDeltas { seed });
-        let top = |m: &ReplyModel, e: &Example| m.predict(&e.context).first().map(|p| p.0);
-        match ReplyModel::from_bytes(&bytes) {
-            Ok(back) if examples.iter().all(|e| top(&back, e) == top(self, e)) => bytes,
-            _ => self.encode(Embedding::Exact),
+    /// The embedding as half-precision differences from the initial values of `seed`; `None`
+    /// when one cannot be held so (see `encode`).
+    fn half_deltas(&self, seed: u64) -> Option<Vec<u16>> {
+        let values = (self.rows.iter().zip(self.embed.chunks_exact(self.hidden)))
+            .flat_map(|(&r, e)| e.iter().enumerate().map(move |(j, &w)| (init_value(seed, r, j), w)));
+        values.map(|(init, w)| half_delta(init, w)).collect()
+    }
+
+    /// The embedding at the precision `levels` gives each row (see `Embedding::Rows`); `None`
+    /// when a row cannot be held so, or `levels` does not give one level a row up to 127.
+    fn quantise(&self, seed: u64, levels: &[u8]) -> Option<RowValues> {
+        if levels.len() != self.rows.len() || levels.iter().any(|&l| l > MAX_LEVELS) {
+            return None;
         }
+        let d = self.hidden;
+        let mut q = RowValues { levels: levels.to_vec(), scales: Vec::new(), values: Vec::new(), halves: Vec::new() };
+        for ((&r, e), &level) in self.rows.iter().zip(self.embed.chunks_exact(d)).zip(levels) {
+            let inits = (0..d).map(|j| init_value(seed, r, j));
+            if level == HALF_ROW {
+                for (init, &w) in inits.zip(e) {
+                    q.halves.push(half_delta(init, w)?);
+                }
+                continue;
+            }
+            let l = f32::from(level);
+            let diffs: Vec<f32> = inits.zip(e).map(|(init, &w)| w - init).collect();
+            let max = diffs.iter().try_fold(0f32, |m, &x| x.is_finite().then(|| m.max(x.abs())))?;
+            // The nearest half-precision scale, raised to the next one if it is too small to
+            // reach `max` in `level` steps, so that no value needs clamping.
+            let mut s = f16_bits(max / l);
+            if f32_of_f16(s) * l < max {
+                s += 1;
+            }
+            if s & 0x7c00 == 0x7c00 {
+                return None;
+            }
+            let scale = f32_of_f16(s);
+            q.scales.push(s);
+            q.values
+                .extend(diffs.iter().map(|&x| if scale > 0.0 { (x / scale).round().clamp(-l, l) as i8 } else { 0 }));
+        }
+        Some(q)
+    }
+
+    /// This model as `encode` with `Embedding::Rows { seed, levels }` stores it: what decoding
+    /// that encoding gives; `None` when it would not be stored so.
+    fn quantised(&self, seed: u64, levels: &[u8]) -> Option<ReplyModel> {
+        let q = self.quantise(seed, levels)?;
+        Some(ReplyModel { embed: q.embed(&self.rows, self.hidden, seed), ..self.clone() })
+    }
+
+    /// `encode` with the embedding `embedding_keeping_replies` chooses.
+    pub fn encode_keeping_replies(&self, seed: u64, validation: &[Example], training: &[Example]) -> Vec<u8> {
+        self.encode(self.embedding_keeping_replies(seed, validation, training))
+    }
+
+    /// A compact embedding that gives the same top reply as this model for every validation
+    /// example's context, so that no score on them changes, as `Embedding::Rows`: each row takes
+    /// the coarsest level of `ROW_LEVELS` (else half precision) that its sensitivity times a
+    /// factor asks for, and the factor is the smallest of `2^k` that keeps the replies. A row's
+    /// sensitivity is the largest, over the examples whose context uses it, of its feature's
+    /// value times its largest difference from its initial value over the example's logit
+    /// margin (the top class's logit over the next one's). The rows that validation contexts use
+    /// are chosen by their replies; then the other rows, which no validation reply depends on,
+    /// by the training examples' replies (as the model with those rows exact gives them), else
+    /// in half precision. `Embedding::Exact` when even half precision would change a validation
+    /// reply (or cannot hold a value).
+    pub fn embedding_keeping_replies(&self, seed: u64, validation: &[Example], training: &[Example]) -> Embedding {
+        let d = self.hidden;
+        let contexts =
+            |examples: &[Example]| -> Vec<Features> { examples.iter().map(|e| self.features(&e.context)).collect() };
+        let (vx, tx) = (contexts(validation), contexts(training));
+        let top = |m: &ReplyModel, x: &Features| argmax(&softmax(&m.forward(x).1, None).0);
+        let tops = |m: &ReplyModel, xs: &[Features]| -> Vec<usize> { xs.iter().map(|x| top(m, x)).collect() };
+        let keeps = |m: &ReplyModel, xs: &[Features], t: &[usize]| xs.iter().zip(t).all(|(x, &t)| top(m, x) == t);
+        // Each row's largest difference from its initial value.
+        let spans: Vec<f32> = (self.rows.iter().zip(self.embed.chunks_exact(d)))
+            .map(|(&r, e)| e.iter().enumerate().map(|(j, &w)| (w - init_value(seed, r, j)).abs()).fold(0f32, f32::max))
+            .collect();
+        let mut used = vec![false; self.rows.len()];
+        vx.iter().flatten().for_each(|&(r, _)| used[r as usize] = true);
+        // The sensitivities of the rows in `part` to the replies of `m` on `xs`.
+        let sensitivities = |m: &ReplyModel, xs: &[Features], part: bool| -> Vec<f32> {
+            let mut sens = vec![0f32; self.rows.len()];
+            for x in xs {
+                let (z, t) = (m.forward(x).1, top(m, x));
+                let next = z.iter().enumerate().filter(|&(c, _)| c != t).map(|(_, &v)| v).fold(f32::MIN, f32::max);
+                let margin = z[t] - next;
+                for &(r, v) in x.iter().filter(|(r, _)| used[*r as usize] == part) {
+                    let s = v.abs() * spans[r as usize] / margin;
+                    let s = if s.is_nan() || margin <= 0.0 { f32::INFINITY } else { s };
+                    sens[r as usize] = sens[r as usize].max(s);
+                }
+            }
+            sens
+        };
+        let level =
+            |s: f32, factor: f32| ROW_LEVELS.iter().copied().find(|&l| l == HALF_ROW || f32::from(l) >= s * factor);
+        // The levels for the rows in `part` at each factor, coarsest first, then half precision;
+        // the other rows keep theirs.
+        let choices = |sens: &[f32], base: &[u8], part: bool| -> Vec<Vec<u8>> {
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            let at = |f: Option<f32>| -> Vec<u8> {
+                let pick = |(i, &b): (usize, &u8)| match used[i] == part {
+                    true => f.map_or(HALF_ROW, |f| level(sens[i], f).unwrap_or(HALF_ROW)),
+                    false => b,
+                };
+                base.iter().enumerate().map(pick).collect()
+            };
+            for f in (-12..=40).map(|k| Some(2f32.powi(k))).chain([None]) {
+                let l = at(f);
+                if out.last() != Some(&l) {
+                    out.push(l);
+                }
+            }
+            out
+        };
+        let vtops = tops(self, &vx);
+        let vsens = sensitivities(self, &vx, true);
+        // The other rows do not reach the validation replies: any precision does for them here.
+        let all_half = vec![HALF_ROW; self.rows.len()];
+        let Some((levels, model)) = choices(&vsens, &all_half, true)
+            .into_iter()
+            .find_map(|l| self.quantised(seed, &l).filter(|m| keeps(m, &vx, &vtops)).map(|m| (l, m)))
+        else {
+            return Embedding::Exact;
+        };
+        let mut partial = model;
+        for (i, _) in used.iter().enumerate().filter(|(_, b)| !**b) {
+            partial.embed[i * d..(i + 1) * d].copy_from_slice(&self.embed[i * d..(i + 1) * d]);
+        }
+        let ttops = tops(&partial, &tx);
+        let tsens = sensitivities(&partial, &tx, false);
+        let levels = choices(&tsens, &levels, false)
+            .into_iter()
+            .find(|l| self.quantised(seed, l).is_some_and(|m| keeps(&m, &tx, &ttops)))
+            .unwrap_or(levels);
+        Embedding::Rows { seed, levels }
     }
 
     /// The head of both encodings: hash bits, system weight, sizes, classes and the dense tensors.
@@ -392,12 +525,13 @@ impl ReplyModel {
     /// Decodes `to_bytes` or `encode` output (told apart by the magic), checking every
     /// length and invariant; never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<ReplyModel, ModelDecodeError> {
-        if let Some(packed) = bytes.strip_prefix(MAGIC_COMPACT) {
+        let compact = [(MAGIC_COMPACT, false), (MAGIC_ROWS, true)];
+        if let Some((packed, rows)) = compact.iter().find_map(|(m, q)| Some((bytes.strip_prefix(*m)?, *q))) {
             // Deflate expands at most about 1032 times.
             let limit = packed.len().saturating_mul(1100).max(1 << 16);
             let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, limit)
                 .map_err(|_| ModelDecodeError("damaged compression".into()))?;
-            return Self::decode_compact(&raw);
+            return Self::decode_compact(&raw, rows);
         }
         let mut r = Reader(bytes.strip_prefix(MAGIC).ok_or_else(|| decode_error("bad magic"))?);
         let mut m = Self::read_head(&mut r, bytes.len())?;
@@ -413,18 +547,21 @@ impl ReplyModel {
         Ok(m)
     }
 
-    fn decode_compact(raw: &[u8]) -> Result<ReplyModel, ModelDecodeError> {
+    /// Decodes the deflated part of `FTSWM2` (`rows` false) or `FTSWM3`.
+    fn decode_compact(raw: &[u8], rows: bool) -> Result<ReplyModel, ModelDecodeError> {
         let mut r = Reader(raw);
         let mut m = Self::read_head(&mut r, raw.len())?;
         let n_rows = r.u32()? as usize;
         let (kind, seed) = (r.u8()?, r.u64()?);
-        let width = match kind {
-            EMBED_F16_DELTAS => 2,
-            EMBED_F32 => 4,
+        // The fewest bytes a value takes, and a row besides its gap.
+        let (width, per_row) = match kind {
+            EMBED_ROWS if rows => (1, 1),
+            EMBED_F16_DELTAS => (2, 0),
+            EMBED_F32 => (4, 0),
             _ => return Err(decode_error("unknown embedding encoding")),
         };
         // Each row takes at least one byte of gap and `width` bytes per value.
-        if n_rows > raw.len() / (1 + width * m.hidden) {
+        if n_rows > raw.len() / (1 + per_row + width * m.hidden) {
             return Err(decode_error("bad row count"));
         }
         let mut last = None;
@@ -439,6 +576,11 @@ impl ReplyModel {
             last = row;
         }
         let n = n_rows * m.hidden;
+        if kind == EMBED_ROWS {
+            m.embed = RowValues::read(&mut r, n_rows, m.hidden)?.embed(&m.rows, m.hidden, seed);
+            r.end()?;
+            return Ok(m);
+        }
         let planes: Vec<&[u8]> = (0..width).map(|_| r.take(n)).collect::<Result<_, _>>()?;
         r.end()?;
         m.embed = match kind {
@@ -490,17 +632,106 @@ impl ReplyModel {
 }
 
 /// How `ReplyModel::encode` stores the embedding, the bulk of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Embedding {
     /// Every value as it is (f32).
     Exact,
     /// Half-precision differences from the initial values `seed` gives each row.
     HalfDeltas { seed: u64 },
+    /// Those differences at a precision per row (`levels`, one a row): 0 (`HALF_ROW`) for half
+    /// precision, `l` (up to 127) for integers in `-l..=l` times a scale of the row.
+    Rows { seed: u64, levels: Vec<u8> },
 }
 
-/// The compact encoding's embedding: f32 values, or f16 differences from the seeded initial values.
+/// A row level of `Embedding::Rows`: the row's differences in half precision.
+pub const HALF_ROW: u8 = 0;
+/// The most levels a quantised row has on each side of 0.
+const MAX_LEVELS: u8 = 127;
+/// The row levels `ReplyModel::embedding_keeping_replies` tries, coarsest first.
+const ROW_LEVELS: [u8; 8] = [1, 3, 7, 15, 31, 63, 127, HALF_ROW];
+
+/// The compact encoding's embedding: f32 values, f16 differences from the seeded initial values,
+/// or those differences at a precision per row (`FTSWM3` only).
 const EMBED_F32: u8 = 0;
 const EMBED_F16_DELTAS: u8 = 1;
+const EMBED_ROWS: u8 = 2;
+
+/// An embedding at a precision per row (see `Embedding::Rows`): the levels, the quantised rows'
+/// scales (half precision) and values, and the other rows' half-precision differences.
+struct RowValues {
+    levels: Vec<u8>,
+    scales: Vec<u16>,
+    values: Vec<i8>,
+    halves: Vec<u16>,
+}
+
+impl RowValues {
+    /// Appends the layout `ReplyModel::encode` describes.
+    fn put(&self, raw: &mut Vec<u8>) {
+        raw.extend(&self.levels);
+        put_halves(raw, &self.scales);
+        raw.extend(self.values.iter().map(|&v| v as u8));
+        put_halves(raw, &self.halves);
+    }
+
+    /// Reads what `put` wrote for `n_rows` rows of `hidden` values, checking levels, scales and
+    /// values.
+    fn read(r: &mut Reader<'_>, n_rows: usize, hidden: usize) -> Result<RowValues, ModelDecodeError> {
+        let levels = r.take(n_rows)?.to_vec();
+        if levels.iter().any(|&l| l > MAX_LEVELS) {
+            return Err(decode_error("bad quantisation levels"));
+        }
+        let n_q = levels.iter().filter(|&&l| l != HALF_ROW).count();
+        let halves = |r: &mut Reader<'_>, n: usize| -> Result<Vec<u16>, ModelDecodeError> {
+            let (lo, hi) = (r.take(n)?, r.take(n)?);
+            Ok(lo.iter().zip(hi).map(|(&a, &b)| u16::from_le_bytes([a, b])).collect())
+        };
+        let scales = halves(r, n_q)?;
+        if scales.iter().any(|s| s & 0x7c00 == 0x7c00) {
+            return Err(decode_error("quantisation scale not finite"));
+        }
+        let values: Vec<i8> = r.take(n_q * hidden)?.iter().map(|&b| b as i8).collect();
+        let quantised = levels.iter().filter(|&&l| l != HALF_ROW);
+        if quantised.zip(values.chunks_exact(hidden)).any(|(&l, q)| q.iter().any(|v| v.unsigned_abs() > l)) {
+            return Err(decode_error("quantised value out of range"));
+        }
+        let halves = halves(r, (n_rows - n_q) * hidden)?;
+        Ok(RowValues { levels, scales, values, halves })
+    }
+
+    /// The embedding: each row's initial values of `seed` plus its differences.
+    fn embed(&self, rows: &[u32], hidden: usize, seed: u64) -> Vec<f32> {
+        let (mut scales, mut values, mut halves) =
+            (self.scales.iter(), self.values.chunks_exact(hidden), self.halves.chunks_exact(hidden));
+        let mut out = Vec::with_capacity(rows.len() * hidden);
+        for (&r, &level) in rows.iter().zip(&self.levels) {
+            let inits = (0..hidden).map(|j| init_value(seed, r, j));
+            if level == HALF_ROW {
+                let h = halves.next().unwrap_or_default();
+                out.extend(inits.zip(h).map(|(init, &h)| init + f32_of_f16(h)));
+            } else {
+                let (scale, q) =
+                    (f32_of_f16(scales.next().copied().unwrap_or_default()), values.next().unwrap_or_default());
+                out.extend(inits.zip(q).map(|(init, &v)| init + f32::from(v) * scale));
+            }
+        }
+        out
+    }
+}
+
+/// The half-precision difference of `w` from `init`, if it holds one (not an overflow, and `w`
+/// finite).
+fn half_delta(init: f32, w: f32) -> Option<u16> {
+    let h = f16_bits(w - init);
+    (w.is_finite() && h & 0x7c00 != 0x7c00).then_some(h)
+}
+
+/// Appends half-precision values as two byte planes: the low bytes, then the high bytes.
+fn put_halves(raw: &mut Vec<u8>, h: &[u16]) {
+    raw.extend(h.iter().map(|v| v.to_le_bytes()[0]));
+    raw.extend(h.iter().map(|v| v.to_le_bytes()[1]));
+}
+
 /// Deflate's level for the compact encoding (1 fastest, 9 smallest).
 const DEFLATE_LEVEL: u8 = 6;
 
@@ -976,8 +1207,21 @@ mod tests {
         }
     }
 
+    /// The rows that the contexts of `examples` use.
+    fn used_rows(model: &ReplyModel, examples: &[Example]) -> Vec<usize> {
+        let mut rows: Vec<usize> =
+            examples.iter().flat_map(|e| model.features(&e.context)).map(|(r, _)| r as usize).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    fn tops(m: &ReplyModel, examples: &[Example]) -> Vec<usize> {
+        examples.iter().map(|e| m.predict(&e.context)[0].0).collect()
+    }
+
     #[test]
-    fn a_reply_that_half_precision_would_change_keeps_the_model_exact() {
+    fn a_reply_that_half_precision_would_change_is_kept_by_another_form() {
         let (tr, va) = (synth(60, 28), synth(20, 29));
         let mut model = fit(&tr, &cfg(2, 8, 1.0), None);
         let (seed, e) = (7, &va[0]);
@@ -992,11 +1236,100 @@ mod tests {
         model.bias[1] += 100.0;
         let compact = ReplyModel::from_bytes(&model.encode(Embedding::HalfDeltas { seed })).unwrap();
         assert_ne!(compact.predict(&e.context)[0].0, model.predict(&e.context)[0].0, "a reply changes");
-        let kept = model.encode_keeping_replies(seed, &va);
-        assert_eq!(ReplyModel::from_bytes(&kept).unwrap(), model, "stored exactly");
-        assert_eq!(kept, model.encode(Embedding::Exact));
-        // Without that example, the compact form is kept.
-        assert_eq!(model.encode_keeping_replies(seed, &va[1..]), model.encode(Embedding::HalfDeltas { seed }));
+        let chosen = model.embedding_keeping_replies(seed, &va, &tr);
+        let kept = ReplyModel::from_bytes(&model.encode_keeping_replies(seed, &va, &tr)).unwrap();
+        assert_eq!(tops(&kept, &va), tops(&model, &va), "{chosen:?}");
+        match &chosen {
+            Embedding::Rows { levels, .. } => {
+                assert!(used_rows(&model, &va[..1]).iter().all(|&r| levels[r] != HALF_ROW), "not half precision")
+            }
+            other => assert_eq!(other, &Embedding::Exact),
+        }
+    }
+
+    #[test]
+    fn the_row_encoding_round_trips_within_half_a_step() {
+        let tr = synth(300, 23);
+        for (mult, seed) in [(0.1, 7), (1.0, 7), (10.0, 3)] {
+            let model = fit(&tr, &TrainConfig { seed, ..cfg(3, 8, mult) }, None);
+            let n = model.rows.len();
+            let half = model.encode(Embedding::HalfDeltas { seed }).len();
+            let mut last = 0;
+            let uniform = ROW_LEVELS.iter().map(|&l| vec![l; n]);
+            // And every level in turn, row by row.
+            let mixed = (0..n).map(|i| ROW_LEVELS[i % ROW_LEVELS.len()]).collect();
+            for (k, levels) in uniform.chain([mixed]).enumerate() {
+                let e = Embedding::Rows { seed, levels: levels.clone() };
+                let bytes = model.encode(e.clone());
+                assert_eq!(&bytes[..6], MAGIC_ROWS);
+                assert_eq!(bytes, model.encode(e.clone()), "deterministic");
+                if k < ROW_LEVELS.len() {
+                    assert!(bytes.len() >= last, "finer takes more bytes: {} < {last}", bytes.len());
+                    last = bytes.len();
+                }
+                let back = ReplyModel::from_bytes(&bytes).unwrap();
+                assert_eq!(Some(&back), model.quantised(seed, &levels).as_ref(), "what the choice tried");
+                assert_eq!(
+                    (&back.classes, &back.rows, &back.out, &back.bias, &back.hidden_bias),
+                    (&model.classes, &model.rows, &model.out, &model.bias, &model.hidden_bias)
+                );
+                let d = model.hidden;
+                let rows = model.embed.chunks_exact(d).zip(back.embed.chunks_exact(d));
+                for (i, (a, b)) in rows.enumerate() {
+                    let init: Vec<f32> = (0..d).map(|j| init_value(seed, model.rows[i], j)).collect();
+                    let max = a.iter().zip(&init).map(|(w, x)| (w - x).abs()).fold(0f32, f32::max);
+                    for ((w, v), x) in a.iter().zip(b).zip(&init) {
+                        // Half a step of the row's scale (max / level, rounded up to half
+                        // precision); half precision: a relative 2^-11 of the difference.
+                        let bound = match levels[i] {
+                            HALF_ROW => (w - x).abs() / 2048.0 + 1e-7,
+                            l => max / f32::from(l) * (0.5 + 1e-3) + 1e-6,
+                        };
+                        assert!((w - v).abs() <= bound, "{w} vs {v}, bound {bound}, level {}", levels[i]);
+                    }
+                }
+            }
+            let coarse = model.encode(Embedding::Rows { seed, levels: vec![7; n] }).len();
+            assert!(coarse * 2 < half, "{coarse} vs {half} bytes");
+            let bad = [vec![1; n + 1], vec![MAX_LEVELS + 1; n]];
+            assert!(bad.iter().all(|l| model.quantised(seed, l).is_none()), "levels that do not fit");
+        }
+    }
+
+    #[test]
+    fn a_reply_that_quantising_would_change_keeps_a_finer_precision() {
+        let (tr, va) = (synth(60, 28), synth(20, 29));
+        let mut model = fit(&tr, &cfg(2, 8, 1.0), None);
+        let (seed, e) = (7, &va[0]);
+        let coarsest = vec![ROW_LEVELS[0]; model.rows.len()];
+        let logits = |m: &ReplyModel| m.forward(&m.features(&e.context)).1;
+        let (z, q) = (logits(&model), logits(&model.quantised(seed, &coarsest).unwrap()));
+        // Shift the biases of classes 0 and 1 so that they lead every other class and their
+        // margin has opposite signs in the exact and the coarsest quantised model.
+        let (m, mq) = (z[0] - z[1], q[0] - q[1]);
+        assert_ne!(m, mq, "quantising moved the logits");
+        model.bias[0] += 100.0 - (m + mq) / 2.0;
+        model.bias[1] += 100.0;
+        let top = |m: &ReplyModel| m.predict(&e.context)[0].0;
+        assert_ne!(top(&model.quantised(seed, &coarsest).unwrap()), top(&model), "a reply changes");
+        let Embedding::Rows { levels, .. } = model.embedding_keeping_replies(seed, &va, &tr) else { panic!() };
+        let used = used_rows(&model, &va[..1]);
+        assert!(used.iter().any(|&r| levels[r] > ROW_LEVELS[0]), "a finer precision for rows that reply uses");
+        let kept = ReplyModel::from_bytes(&model.encode_keeping_replies(seed, &va, &tr)).unwrap();
+        assert_eq!(kept, model.quantised(seed, &levels).unwrap());
+        assert_eq!(tops(&kept, &va), tops(&model, &va), "every validation reply kept");
+        // The finer precision goes to rows that replies depend on: a row that no validation or
+        // training context uses takes the coarsest.
+        let mut unused = model.clone();
+        unused.rows.push((1 << unused.hash_bits) - 1);
+        unused.embed.extend((0..unused.hidden).map(|j| 0.5 + init_value(seed, (1 << unused.hash_bits) - 1, j)));
+        let Embedding::Rows { levels, .. } = unused.embedding_keeping_replies(seed, &va, &tr) else { panic!() };
+        assert_eq!(levels.last(), Some(&ROW_LEVELS[0]));
+        // A value that no compact form can hold keeps the model exact.
+        model.embed[3] = f32::NAN;
+        assert_eq!(model.embedding_keeping_replies(seed, &va, &tr), Embedding::Exact);
+        let back = ReplyModel::from_bytes(&model.encode_keeping_replies(seed, &va, &tr)).unwrap();
+        assert_eq!(back.to_bytes(), model.to_bytes(), "bit for bit, NaN included");
     }
 
     #[test]
@@ -1041,6 +1374,49 @@ mod tests {
             r.extend(vec![0u8; 4 * d * 2 + extra]);
             let packed = [&MAGIC_COMPACT[..], &miniz_oxide::deflate::compress_to_vec(&r, 6)].concat();
             assert!(ReplyModel::from_bytes(&packed).is_err(), "{n_rows} {kind} {gaps:?} {extra}");
+        }
+    }
+
+    #[test]
+    fn damaged_row_input_is_rejected() {
+        let model = fit(&synth(9, 26), &cfg(1, 4, 1.0), None);
+        let levels = (0..model.rows.len()).map(|i| ROW_LEVELS[i % ROW_LEVELS.len()]).collect();
+        let bytes = model.encode(Embedding::Rows { seed: 7, levels });
+        for len in (0..bytes.len()).step_by(3).chain([bytes.len() - 1]) {
+            assert!(ReplyModel::from_bytes(&bytes[..len]).is_err(), "prefix of {len} bytes");
+        }
+        let mut raw = Vec::new();
+        model.put_head(&mut raw);
+        let d = model.hidden;
+        // One row: (magic, level, scale, value, extra bytes).
+        let one = |magic: &[u8; 6], level: u8, scale: u16, value: u8, extra: usize| {
+            let mut r = raw.clone();
+            r.extend(1u32.to_le_bytes());
+            r.push(EMBED_ROWS);
+            r.extend(7u64.to_le_bytes());
+            r.push(5);
+            r.push(level);
+            if level == HALF_ROW {
+                r.extend(vec![value; 2 * d]);
+            } else {
+                r.extend(scale.to_le_bytes()[..1].iter().chain(&scale.to_le_bytes()[1..]));
+                r.extend(vec![value; d]);
+            }
+            r.extend(vec![0u8; extra]);
+            [&magic[..], &miniz_oxide::deflate::compress_to_vec(&r, 6)].concat()
+        };
+        assert!(ReplyModel::from_bytes(&one(MAGIC_ROWS, 3, 0x3c00, 0xfd, 0)).is_ok(), "a sound row: -3 x 1.0");
+        assert!(ReplyModel::from_bytes(&one(MAGIC_ROWS, HALF_ROW, 0, 1, 0)).is_ok(), "a sound half row");
+        for (magic, level, scale, value, extra) in [
+            (MAGIC_COMPACT, 3, 0x3c00, 0, 0), // rows need `FTSWM3`
+            (MAGIC_ROWS, 128, 0x3c00, 0, 0),  // too many levels
+            (MAGIC_ROWS, 3, 0x3c00, 4, 0),    // a value beyond the row's levels
+            (MAGIC_ROWS, 3, 0x3c00, 0xfc, 0), // -4
+            (MAGIC_ROWS, 3, 0x7c00, 0, 0),    // an infinite scale
+            (MAGIC_ROWS, 3, 0x3c00, 0, 1),    // trailing bytes
+        ] {
+            let bytes = one(magic, level, scale, value, extra);
+            assert!(ReplyModel::from_bytes(&bytes).is_err(), "{level} {scale:x} {value} {extra}");
         }
     }
 
