@@ -84,6 +84,22 @@ pub struct UsageError {
     pub hint: String,
 }
 
+/// Asks `prompt` on the terminal and goes on only on a yes. Without a terminal the answer is
+/// `refused` (a usage error, exit 2); any answer but yes is `declined`, with a hint to pass `--yes`.
+pub fn confirm_on_terminal(prompt: &str, refused: UsageError, declined: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(refused.into());
+    }
+    out::err!("{prompt} [y/N] ")?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    match answer.trim() {
+        "y" | "Y" | "yes" => Ok(()),
+        _ => Err(UsageError { message: declined.into(), hint: "pass --yes to skip the question".into() }.into()),
+    }
+}
+
 /// A result with nothing to show: exit code 1, message on stderr.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

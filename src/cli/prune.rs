@@ -4,14 +4,13 @@
 //! completions (`ftsweep eval --model`) fails with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
 
 use super::leaderboard::Board;
-use super::out::{err, errln, outln};
+use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_sweep};
 use crate::rank::{self, Strategy};
 use crate::spec::{self, Search};
@@ -266,25 +265,14 @@ fn confirm(yes: bool, question: &str) -> Result<()> {
     if yes {
         return Ok(());
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(UsageError {
+    super::confirm_on_terminal(
+        "Drop them? Their scores and replies stay; the weights cannot be recovered.",
+        UsageError {
             message: format!("refusing to drop weights without confirmation: {question}"),
             hint: "pass --yes to drop them".into(),
-        }
-        .into());
-    }
-    err!("Drop them? Their scores and replies stay; the weights cannot be recovered. [y/N] ")?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(UsageError {
-            message: "not confirmed: nothing was dropped".into(),
-            hint: "pass --yes to skip the question".into(),
-        }
-        .into())
-    }
+        },
+        "not confirmed: nothing was dropped",
+    )
 }
 
 /// The database's size on disk, with its WAL.

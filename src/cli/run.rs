@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 use std::env::VarError;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::out::{err, errln};
+use super::out::errln;
 use super::{Cli, ExitStatus, Signal, UsageError, leaderboard, open_store, sweepfile};
 use crate::plan::show;
 use crate::provider::Provider;
@@ -132,25 +131,14 @@ fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[Pla
         "{} runs to train, estimated {amount} (above the confirmation threshold of ${threshold:.2})",
         pending.len()
     );
-    if !std::io::stdin().is_terminal() {
-        return Err(UsageError {
+    super::confirm_on_terminal(
+        &format!("{question}. Go ahead?"),
+        UsageError {
             message: format!("refusing to spend without confirmation: {question}"),
             hint: "check `ftsweep plan`, then pass --yes (or raise [limits] confirm_above_usd)".into(),
-        }
-        .into());
-    }
-    err!("{question}. Go ahead? [y/N] ")?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(UsageError {
-            message: "not confirmed: nothing was launched".into(),
-            hint: "pass --yes to skip the question".into(),
-        }
-        .into())
-    }
+        },
+        "not confirmed: nothing was launched",
+    )
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
