@@ -221,7 +221,8 @@ pub async fn start_proxy(upstream: String, faults: Faults) -> Proxy {
     Proxy { url: format!("http://127.0.0.1:{port}/v1"), forwarded, faults_injected: injected, lost_creates: lost }
 }
 
-async fn read_request(socket: &mut TcpStream) -> std::io::Result<(String, String, Vec<(String, String)>, Vec<u8>)> {
+/// Reads one HTTP/1.1 request: (method, target, lower-cased headers, body).
+pub async fn read_request(socket: &mut TcpStream) -> std::io::Result<(String, String, Vec<(String, String)>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
