@@ -544,12 +544,7 @@ const RUN_COLUMNS: &str = "r.run_id, r.n_epochs, r.batch_size, r.learning_rate_m
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0)?,
-        config: RunConfig {
-            n_epochs: r.get(1)?,
-            batch_size: r.get(2)?,
-            learning_rate_multiplier: r.get(3)?,
-            seed: r.get::<_, i64>(4)? as u64,
-        },
+        config: run_config(r, 1)?,
         state: RunState::parse(&r.get::<_, String>(5)?),
         attempt: r.get(6)?,
         job_id: r.get(7)?,
@@ -573,6 +568,17 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// A run's configuration from four columns starting at `first`: n_epochs, batch_size,
+/// learning_rate_multiplier, seed.
+fn run_config(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RunConfig> {
+    Ok(RunConfig {
+        n_epochs: r.get(first)?,
+        batch_size: r.get(first + 1)?,
+        learning_rate_multiplier: r.get(first + 2)?,
+        seed: r.get::<_, i64>(first + 3)? as u64,
+    })
+}
+
 fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> Origin {
     match (kind.as_str(), source) {
         ("checkpoint", Some(source)) => Origin::Checkpoint { source },
@@ -591,12 +597,7 @@ fn definition(r: &rusqlite::Row<'_>) -> rusqlite::Result<Definition> {
         base_model: r.get(1)?,
         training_sha256: r.get(2)?,
         validation_sha256: r.get(3)?,
-        config: RunConfig {
-            n_epochs: r.get(4)?,
-            batch_size: r.get(5)?,
-            learning_rate_multiplier: r.get(6)?,
-            seed: r.get::<_, i64>(7)? as u64,
-        },
+        config: run_config(r, 4)?,
         origin: origin(r.get(8)?, r.get(9)?, r.get(10)?),
     })
 }
