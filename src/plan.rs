@@ -7,7 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::spec::{Domain, Halving, Search, Sweep};
+use crate::space::Domain;
+use crate::spec::{Halving, Search, Sweep};
 
 /// The hyperparameters of one run, in OpenAI's names; `None` is `"auto"`
 /// (the provider chooses).
@@ -116,9 +117,9 @@ pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
     let grid = |n_epochs: &[Option<f64>]| {
         let mut out = Vec::new();
         for &n_epochs in n_epochs {
-            for &lr in values(&hp.learning_rate_multiplier) {
-                for &batch_size in values(&hp.batch_size) {
-                    for &seed in values(&hp.seed) {
+            for &lr in values(hp.domain("learning_rate_multiplier")) {
+                for &batch_size in values(hp.domain("batch_size")) {
+                    for &seed in values(hp.domain("seed")) {
                         out.push(RunConfig {
                             n_epochs: n_epochs.map(|x| x as u32),
                             batch_size: batch_size.map(|x| x as u32),
@@ -132,16 +133,16 @@ pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
         out
     };
     let (configs, rung): (Vec<RunConfig>, Option<u32>) = match &sweep.search {
-        Search::Grid => (grid(values(&hp.n_epochs)), None),
+        Search::Grid => (grid(values(hp.domain("n_epochs"))), None),
         Search::SuccessiveHalving(h) => (grid(&[Some(f64::from(h.min_epochs))]), Some(0)),
         Search::Random { runs } => {
             let mut rng = ChaCha8Rng::seed_from_u64(sweep.seed);
             let configs = (0..*runs)
                 .map(|_| RunConfig {
-                    n_epochs: draw(&mut rng, &hp.n_epochs, true).map(|x| x as u32),
-                    learning_rate_multiplier: draw(&mut rng, &hp.learning_rate_multiplier, false),
-                    batch_size: draw(&mut rng, &hp.batch_size, true).map(|x| x as u32),
-                    seed: draw(&mut rng, &hp.seed, true).map_or(sweep.seed, |x| x as u64),
+                    n_epochs: draw(&mut rng, hp.domain("n_epochs"), true).map(|x| x as u32),
+                    learning_rate_multiplier: draw(&mut rng, hp.domain("learning_rate_multiplier"), false),
+                    batch_size: draw(&mut rng, hp.domain("batch_size"), true).map(|x| x as u32),
+                    seed: draw(&mut rng, hp.domain("seed"), true).map_or(sweep.seed, |x| x as u64),
                 })
                 .collect();
             (configs, None)

@@ -13,6 +13,8 @@ use toml::Spanned;
 
 use crate::eval::config::{self as grader_config, COMBINED, NamedGrader};
 use crate::eval::graders::Weighted;
+pub use crate::run::ProviderKind;
+use crate::space::{Axis, BATCH_SIZE_RANGE, Domain, Hyperparameters, N_EPOCHS_RANGE, SEED_RANGE};
 
 /// A parsed and validated sweep file.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,24 +46,6 @@ pub struct Sweep {
     pub openai: OpenAiSettings,
     /// Prices from the `[pricing]` table, overriding the committed table.
     pub pricing: Option<crate::pricing::Price>,
-}
-
-/// Which provider trains the runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// The embedded CPU trainer.
-    Local,
-    /// A server that speaks the OpenAI fine-tuning protocol.
-    OpenAi,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Local => "local",
-            ProviderKind::OpenAi => "openai",
-        }
-    }
 }
 
 /// How to reach a server that speaks the OpenAI protocol. The file names
@@ -218,30 +202,6 @@ impl Default for EarlyStopping {
     }
 }
 
-/// The values (grid, successive halving) or distributions (random) of each
-/// hyperparameter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hyperparameters {
-    /// With successive halving, which sets the epochs rung by rung and where
-    /// the file must not write `n_epochs`: the first rung's, `[min_epochs]`.
-    pub n_epochs: Domain,
-    pub learning_rate_multiplier: Domain,
-    pub batch_size: Domain,
-    pub seed: Domain,
-}
-
-/// The values a hyperparameter may take.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Domain {
-    /// An explicit list, in the order written; `None` is `"auto"`: the
-    /// provider chooses.
-    Values(Vec<Option<f64>>),
-    /// Uniform between the bounds (integers for integer parameters).
-    Uniform(f64, f64),
-    /// Log-uniform between the bounds, both > 0.
-    LogUniform(f64, f64),
-}
-
 /// How runs are scored: the `[evaluation]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -354,11 +314,6 @@ pub struct Limits {
 
 /// The default confirmation threshold, in USD.
 pub const CONFIRM_ABOVE_USD: f64 = 1.0;
-
-/// The valid ranges, shared with OpenAI's fine-tuning API.
-pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
-pub const BATCH_SIZE_RANGE: (f64, f64) = (1.0, 256.0);
-pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
 
 /// The most runs a grid (or the first rung of successive halving) may have,
 /// counted before it is expanded; random search draws at most 1,000.
@@ -547,12 +502,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             "name the model to fine-tune, e.g. `local/ngram`",
         ));
     }
-    if provider == ProviderKind::Local && base_model != crate::provider::local::BASE_MODEL {
+    if provider == ProviderKind::Local && base_model != crate::run::LOCAL_BASE_MODEL {
         return Err(cx.at(
             &raw.base_model,
             "base_model",
             format!("the local provider has no model `{base_model}`"),
-            &format!("use `base_model = \"{}\"`", crate::provider::local::BASE_MODEL),
+            &format!("use `base_model = \"{}\"`", crate::run::LOCAL_BASE_MODEL),
         ));
     }
 
@@ -581,32 +536,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
 
     let hp = raw.hyperparameters.get_ref();
     let hp_span = raw.hyperparameters.span();
-    let hyperparameters = Hyperparameters {
-        n_epochs: match (&search, &hp.n_epochs) {
-            (Search::SuccessiveHalving(h), None) => Domain::Values(vec![Some(f64::from(h.min_epochs))]),
-            (Search::SuccessiveHalving(_), Some(v)) => {
-                return Err(cx.at(
-                    v,
-                    "hyperparameters.n_epochs",
-                    "successive halving sets the epochs rung by rung, from `min_epochs` to `max_epochs`".into(),
-                    "remove `n_epochs`; set `min_epochs` and `max_epochs` under [search]",
-                ));
-            }
-            (_, some) => cx.domain(some, "n_epochs", Kind::Int(N_EPOCHS_RANGE), &search, &hp_span)?,
-        },
-        learning_rate_multiplier: cx.domain(
-            &hp.learning_rate_multiplier,
-            "learning_rate_multiplier",
-            Kind::Positive,
-            &search,
-            &hp_span,
-        )?,
-        batch_size: cx.domain(&hp.batch_size, "batch_size", Kind::Int(BATCH_SIZE_RANGE), &search, &hp_span)?,
-        seed: match &hp.seed {
-            None => Domain::Values(vec![Some(seed as f64)]),
-            some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), &search, &hp_span)?,
-        },
+    let n_epochs = match (&search, &hp.n_epochs) {
+        (Search::SuccessiveHalving(h), None) => Domain::Values(vec![Some(f64::from(h.min_epochs))]),
+        (Search::SuccessiveHalving(_), Some(v)) => {
+            return Err(cx.at(
+                v,
+                "hyperparameters.n_epochs",
+                "successive halving sets the epochs rung by rung, from `min_epochs` to `max_epochs`".into(),
+                "remove `n_epochs`; set `min_epochs` and `max_epochs` under [search]",
+            ));
+        }
+        (_, some) => cx.domain(some, "n_epochs", Kind::Int(N_EPOCHS_RANGE), &search, &hp_span)?,
     };
+    let learning_rate_multiplier =
+        cx.domain(&hp.learning_rate_multiplier, "learning_rate_multiplier", Kind::Positive, &search, &hp_span)?;
+    let batch_size = cx.domain(&hp.batch_size, "batch_size", Kind::Int(BATCH_SIZE_RANGE), &search, &hp_span)?;
+    let seed_domain = match &hp.seed {
+        None => Domain::Values(vec![Some(seed as f64)]),
+        some => cx.domain(some, "seed", Kind::Int(SEED_RANGE), &search, &hp_span)?,
+    };
+    let axis = |name: &str, kind, domain, written: bool| Axis { name: name.to_string(), kind, domain, written };
+    let hyperparameters = Hyperparameters(vec![
+        axis("n_epochs", crate::space::Kind::Int, n_epochs, hp.n_epochs.is_some()),
+        axis("learning_rate_multiplier", crate::space::Kind::Float, learning_rate_multiplier, true),
+        axis("batch_size", crate::space::Kind::Int, batch_size, true),
+        axis("seed", crate::space::Kind::Int, seed_domain, hp.seed.is_some()),
+    ]);
 
     if !matches!(search, Search::Random { .. }) {
         cx.grid_size(&hyperparameters, &hp_span)?;
@@ -1103,12 +1058,7 @@ impl Cx<'_> {
     /// Refuses a grid of more than [`MAX_GRID_RUNS`] runs, counted from the
     /// lists' lengths before anything is expanded.
     fn grid_size(&self, hp: &Hyperparameters, table_span: &Range<usize>) -> Result<(), SpecError> {
-        let lists = [
-            ("n_epochs", &hp.n_epochs),
-            ("learning_rate_multiplier", &hp.learning_rate_multiplier),
-            ("batch_size", &hp.batch_size),
-            ("seed", &hp.seed),
-        ];
+        let lists: Vec<(&str, &Domain)> = hp.iter().map(|a| (a.name.as_str(), &a.domain)).collect();
         let len = |d: &Domain| match d {
             Domain::Values(v) => v.len() as u128,
             Domain::Uniform(..) | Domain::LogUniform(..) => 1,
@@ -1517,8 +1467,8 @@ max_concurrent = 2
         assert_eq!(s.training_file, Path::new("sweeps/../examples/data/topics-train.jsonl"));
         assert_eq!(s.seed, 42);
         assert_eq!(s.search, Search::Grid);
-        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(1.0), Some(3.0), Some(8.0)]));
-        assert_eq!(s.hyperparameters.seed, Domain::Values(vec![Some(42.0)]));
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0), Some(3.0), Some(8.0)]));
+        assert_eq!(*s.hyperparameters.domain("seed"), Domain::Values(vec![Some(42.0)]));
         assert_eq!(s.limits.max_concurrent, 2);
     }
 
@@ -1579,7 +1529,7 @@ max_concurrent = 2
         )
         .unwrap();
         assert_eq!(s.search, Search::Random { runs: 5 });
-        assert_eq!(s.hyperparameters.learning_rate_multiplier, Domain::LogUniform(0.05, 20.0));
+        assert_eq!(*s.hyperparameters.domain("learning_rate_multiplier"), Domain::LogUniform(0.05, 20.0));
     }
 
     #[test]
@@ -1591,13 +1541,13 @@ max_concurrent = 2
     #[test]
     fn scalar_is_a_single_value() {
         let s = parse_str(&GOOD.replace("[4, 32]", "16")).unwrap();
-        assert_eq!(s.hyperparameters.batch_size, Domain::Values(vec![Some(16.0)]));
+        assert_eq!(*s.hyperparameters.domain("batch_size"), Domain::Values(vec![Some(16.0)]));
     }
 
     #[test]
     fn auto_is_a_value_but_not_for_seeds() {
         let s = parse_str(&GOOD.replace("[1, 3, 8]", "[\"auto\", 3]")).unwrap();
-        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![None, Some(3.0)]));
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![None, Some(3.0)]));
         let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nseed = [\"auto\"]"));
         assert!(e.message.contains("cannot be \"auto\""), "{e}");
     }
@@ -1856,12 +1806,12 @@ max_concurrent = 2
     fn a_halving_sweep_parses_and_its_first_rung_is_min_epochs() {
         let s = parse_str(&halving("eta = 2\nmin_epochs = 2\nmax_epochs = 16")).unwrap();
         assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 2, min_epochs: 2, max_epochs: 16 }));
-        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(2.0)]));
-        assert_eq!(s.hyperparameters.batch_size, Domain::Values(vec![Some(4.0), Some(32.0)]));
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(2.0)]));
+        assert_eq!(*s.hyperparameters.domain("batch_size"), Domain::Values(vec![Some(4.0), Some(32.0)]));
         assert!(!s.epochs_from_checkpoints);
         let s = parse_str(&halving("max_epochs = 9")).unwrap();
         assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 3, min_epochs: 1, max_epochs: 9 }));
-        assert_eq!(s.hyperparameters.n_epochs, Domain::Values(vec![Some(1.0)]));
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0)]));
     }
 
     #[test]

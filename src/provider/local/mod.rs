@@ -21,7 +21,7 @@ use crate::store::SharedStore;
 use trainer::{Embedding, Example, ReplyModel, TrainConfig, TrainEvent};
 
 /// The local provider's one model family.
-pub const BASE_MODEL: &str = "local/ngram";
+pub const BASE_MODEL: &str = crate::run::LOCAL_BASE_MODEL;
 
 /// How many epoch checkpoints a job keeps, like OpenAI.
 pub const KEPT_CHECKPOINTS: u32 = 3;

@@ -1,0 +1,123 @@
+//! The search space: the hyperparameters each provider accepts (names,
+//! types, ranges), and the values or distributions a sweep gives them. Pure:
+//! no I/O.
+
+use crate::run::ProviderKind;
+
+/// The type of a hyperparameter's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Whole numbers.
+    Int,
+    /// Any finite number.
+    Float,
+}
+
+/// A hyperparameter a provider accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The smallest value allowed.
+    pub min: f64,
+    /// The largest value allowed.
+    pub max: f64,
+    /// Whether the value must be above `min` rather than at least `min`.
+    pub min_exclusive: bool,
+    /// Whether `"auto"` (the provider chooses) is a value.
+    pub auto: bool,
+    /// Whether the sweep file must give it.
+    pub required: bool,
+    /// The column header in tables.
+    pub short: &'static str,
+    /// A value list to show in hints, e.g. `[1, 3, 8]`.
+    pub example: &'static str,
+}
+
+/// The name of the number of epochs, which every provider accepts and
+/// successive halving sets rung by rung.
+pub const N_EPOCHS: &str = "n_epochs";
+/// The name of the training seed, which every provider accepts and
+/// replicates vary; never `"auto"` (a run without one takes the sweep's).
+pub const SEED: &str = "seed";
+
+const fn param(name: &'static str, kind: Kind, range: (f64, f64), short: &'static str, example: &'static str) -> Param {
+    Param { name, kind, min: range.0, max: range.1, min_exclusive: false, auto: true, required: true, short, example }
+}
+
+pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
+pub const BATCH_SIZE_RANGE: (f64, f64) = (1.0, 256.0);
+pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
+
+/// OpenAI's supervised hyperparameters, in the order a grid nests them
+/// (first outermost) and random search draws them: the order of ftsweep 0.1,
+/// on which run ids depend.
+const OPENAI: &[Param] = &[
+    param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 3, 8]"),
+    Param {
+        min_exclusive: true,
+        ..param("learning_rate_multiplier", Kind::Float, (0.0, f64::MAX), "lr_mult", "[0.5, 1.0, 2.0]")
+    },
+    param("batch_size", Kind::Int, BATCH_SIZE_RANGE, "batch", "[1, 3, 8]"),
+    Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
+];
+
+/// The names `provider` accepts, in the order a grid nests them and random
+/// search draws them. The local provider takes OpenAI's names (it stands in
+/// for OpenAI on a machine without a key).
+pub fn accepted(provider: ProviderKind) -> &'static [Param] {
+    match provider {
+        ProviderKind::Local | ProviderKind::OpenAi => OPENAI,
+    }
+}
+
+/// The values a hyperparameter may take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Domain {
+    /// An explicit list, in the order written; `None` is `"auto"`: the
+    /// provider chooses.
+    Values(Vec<Option<f64>>),
+    /// Uniform between the bounds (integers for integer parameters).
+    Uniform(f64, f64),
+    /// Log-uniform between the bounds, both > 0.
+    LogUniform(f64, f64),
+}
+
+/// One hyperparameter of a sweep and its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub name: String,
+    pub kind: Kind,
+    pub domain: Domain,
+    /// Whether the sweep file gives it (else it takes its default: `auto`,
+    /// or the sweep's seed).
+    pub written: bool,
+}
+
+/// A sweep's hyperparameters: every name its provider accepts, in the
+/// provider's order ([`accepted`]), each with the values the file gives or
+/// its default.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hyperparameters(pub Vec<Axis>);
+
+impl Hyperparameters {
+    /// The axis of `name`, if the provider accepts it.
+    pub fn get(&self, name: &str) -> Option<&Axis> {
+        self.0.iter().find(|a| a.name == name)
+    }
+
+    /// The values of `name`; `auto` alone when the provider does not accept it.
+    pub fn domain(&self, name: &str) -> &Domain {
+        static AUTO: std::sync::LazyLock<Domain> = std::sync::LazyLock::new(|| Domain::Values(vec![None]));
+        self.get(name).map_or(&AUTO, |a| &a.domain)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Axis> {
+        self.0.iter()
+    }
+
+    /// The names the file gives, in the provider's order.
+    pub fn written(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter(|a| a.written).map(|a| a.name.as_str())
+    }
+}
