@@ -23,10 +23,11 @@ use ftsweep::eval::runner::{self, Answerer, Target};
 use ftsweep::provider::openai::client::{Client, ClientConfig, Secret};
 use ftsweep::provider::openai::{OpenAiProvider, PollPolicy};
 use ftsweep::provider::{Completion, Provider, ProviderError};
+use ftsweep::run::EvalKind;
 use ftsweep::serve::{Server, Settings};
 use ftsweep::spec::{Auth, Evaluation};
 use ftsweep::store::serve::ServeStore;
-use ftsweep::store::{EvalKind, SharedStore, Store};
+use ftsweep::store::{SharedStore, Store};
 
 /// The provider, with the time each answer arrived.
 struct Timed {

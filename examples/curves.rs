@@ -12,9 +12,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ftsweep::plan::RunConfig;
 use ftsweep::provider::local::trainer::{self, Example, TrainConfig, TrainEvent};
 use ftsweep::provider::local::{VALIDATIONS_PER_EPOCH, example, resolve};
+use ftsweep::run::RunConfig;
 
 const MULTIPLIERS: [f64; 4] = [0.1, 1.0, 10.0, 30.0];
 const BATCH_SIZES: [u32; 3] = [4, 16, 64];
@@ -62,12 +62,7 @@ fn main() {
     let mut rows = Vec::new();
     for multiplier in MULTIPLIERS {
         for batch_size in BATCH_SIZES {
-            let hp = RunConfig {
-                n_epochs: Some(EPOCHS),
-                batch_size: Some(batch_size),
-                learning_rate_multiplier: Some(multiplier),
-                seed: SEED,
-            };
+            let hp = RunConfig::supervised(Some(EPOCHS), Some(batch_size), Some(multiplier), SEED);
             let plain = resolve(&hp, train.len() as u64);
             let validated = TrainConfig { validations_per_epoch: VALIDATIONS_PER_EPOCH, ..plain.clone() };
             let (mut t_plain, mut t_validated) = (Duration::MAX, Duration::MAX);

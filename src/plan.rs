@@ -7,23 +7,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::space::Domain;
+use crate::run::{BATCH_SIZE, Definition, LEARNING_RATE_MULTIPLIER, Origin, PlannedRun, RunConfig, Value, show};
+use crate::space::{Axis, Domain, Kind, N_EPOCHS, SEED};
 use crate::spec::{Halving, Search, Sweep};
-
-/// The hyperparameters of one run, in OpenAI's names; `None` is `"auto"`
-/// (the provider chooses).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunConfig {
-    pub n_epochs: Option<u32>,
-    pub batch_size: Option<u32>,
-    pub learning_rate_multiplier: Option<f64>,
-    pub seed: u64,
-}
-
-/// Shows a hyperparameter value, `auto` for `None`.
-pub fn show<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "auto".to_string(), |x| x.to_string())
-}
 
 /// What a run is trained on and where: part of the run id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,110 +25,24 @@ pub struct DataIdentity {
 /// included (OpenAI keeps the last three; so does the local provider).
 pub const CHECKPOINT_WINDOW: u32 = 3;
 
-/// Where a run's model comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// Its own job, trained from the base model for `n_epochs`.
-    Job,
-    /// The epoch-`n_epochs` checkpoint of `source`'s job: a run that differs
-    /// only in having more epochs (`[search] epochs_from_checkpoints`). It
-    /// trains nothing itself, and its learning-rate schedule is the longer job's.
-    Checkpoint { source: String },
-    /// A job that continues training `parent`'s model (successive halving)
-    /// up to `n_epochs` in all, `parent_epochs` of them done by the parent chain.
-    Continue { parent: String, parent_epochs: u32 },
-}
-
-impl Origin {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Origin::Job => "job",
-            Origin::Checkpoint { .. } => "checkpoint",
-            Origin::Continue { .. } => "continue",
-        }
-    }
-
-    /// For a continuation, the epochs its parent chain trained.
-    pub fn parent_epochs(&self) -> Option<u32> {
-        match self {
-            Origin::Continue { parent_epochs, .. } => Some(*parent_epochs),
-            _ => None,
-        }
-    }
-
-    /// The run this one depends on, if any.
-    pub fn source(&self) -> Option<&str> {
-        match self {
-            Origin::Job => None,
-            Origin::Checkpoint { source } => Some(source),
-            Origin::Continue { parent, .. } => Some(parent),
-        }
-    }
-}
-
-/// One point of a sweep.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedRun {
-    pub run_id: String,
-    /// The hyperparameters; `n_epochs` counts every epoch the model saw.
-    pub config: RunConfig,
-    pub origin: Origin,
-    /// The rung of successive halving, 0 for the first.
-    pub rung: Option<u32>,
-}
-
-impl PlannedRun {
-    /// The epochs the run's own job trains (`None`: auto): 0 for a
-    /// checkpoint, the increment for a continuation.
-    pub fn job_epochs(&self) -> Option<u32> {
-        job_epochs(&self.origin, self.config.n_epochs)
-    }
-}
-
-/// The epochs a run's own job trains, from its origin and total epochs.
-pub fn job_epochs(origin: &Origin, n_epochs: Option<u32>) -> Option<u32> {
-    match origin {
-        Origin::Job => n_epochs,
-        Origin::Checkpoint { .. } => Some(0),
-        Origin::Continue { parent_epochs, .. } => n_epochs.map(|n| n.saturating_sub(*parent_epochs)),
-    }
-}
-
 /// Expands `sweep` into its runs, in a stable order (grid: the order the
 /// values are written, last key fastest; random: the order drawn). Points
 /// that coincide are planned once. Successive halving plans its first rung
 /// here; [`promote`] plans the next ones from the scores.
 pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
-    let hp = &sweep.hyperparameters;
-    let grid = |n_epochs: &[Option<f64>]| {
-        let mut out = Vec::new();
-        for &n_epochs in n_epochs {
-            for &lr in values(hp.domain("learning_rate_multiplier")) {
-                for &batch_size in values(hp.domain("batch_size")) {
-                    for &seed in values(hp.domain("seed")) {
-                        out.push(RunConfig {
-                            n_epochs: n_epochs.map(|x| x as u32),
-                            batch_size: batch_size.map(|x| x as u32),
-                            learning_rate_multiplier: lr,
-                            seed: seed.map_or(sweep.seed, |x| x as u64),
-                        });
-                    }
-                }
-            }
-        }
-        out
-    };
+    let axes: Vec<&Axis> = sweep.hyperparameters.iter().collect();
     let (configs, rung): (Vec<RunConfig>, Option<u32>) = match &sweep.search {
-        Search::Grid => (grid(values(hp.domain("n_epochs"))), None),
-        Search::SuccessiveHalving(h) => (grid(&[Some(f64::from(h.min_epochs))]), Some(0)),
+        Search::Grid => (grid(sweep, &axes, None), None),
+        Search::SuccessiveHalving(h) => (grid(sweep, &axes, Some(h.min_epochs)), Some(0)),
         Search::Random { runs } => {
             let mut rng = ChaCha8Rng::seed_from_u64(sweep.seed);
             let configs = (0..*runs)
-                .map(|_| RunConfig {
-                    n_epochs: draw(&mut rng, hp.domain("n_epochs"), true).map(|x| x as u32),
-                    learning_rate_multiplier: draw(&mut rng, hp.domain("learning_rate_multiplier"), false),
-                    batch_size: draw(&mut rng, hp.domain("batch_size"), true).map(|x| x as u32),
-                    seed: draw(&mut rng, hp.domain("seed"), true).map_or(sweep.seed, |x| x as u64),
+                .map(|_| {
+                    let mut config = base_config(sweep);
+                    for axis in &axes {
+                        set(&mut config, axis, draw(&mut rng, &axis.domain, axis.kind == Kind::Int), sweep.seed);
+                    }
+                    config
                 })
                 .collect();
             (configs, None)
@@ -159,20 +59,67 @@ pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
     if sweep.epochs_from_checkpoints { share_checkpoints(sweep, data, runs) } else { runs }
 }
 
+/// A configuration before any hyperparameter is set: epochs `auto`, the
+/// sweep's seed.
+fn base_config(sweep: &Sweep) -> RunConfig {
+    RunConfig { n_epochs: None, seed: sweep.seed, ..RunConfig::default() }
+}
+
+/// Sets `axis`'s hyperparameter of `config` to `x` (`None`: auto; for the
+/// seed, the sweep's).
+fn set(config: &mut RunConfig, axis: &Axis, x: Option<f64>, sweep_seed: u64) {
+    match axis.name.as_str() {
+        N_EPOCHS => config.n_epochs = x.map(|x| x as u32),
+        SEED => config.seed = x.map_or(sweep_seed, |x| x as u64),
+        name => config.set(
+            name,
+            x.map(|x| match axis.kind {
+                Kind::Int => Value::Int(x as i64),
+                Kind::Float => Value::Float(x),
+            }),
+        ),
+    }
+}
+
+/// Every combination of the axes' values, the first axis outermost (the
+/// provider's order, that of ftsweep 0.1); with `epochs` (successive
+/// halving's first rung) `n_epochs` takes that one value.
+fn grid(sweep: &Sweep, axes: &[&Axis], epochs: Option<u32>) -> Vec<RunConfig> {
+    let fixed = [epochs.map(f64::from)];
+    let mut configs = vec![base_config(sweep)];
+    for axis in axes {
+        let values = match epochs {
+            Some(_) if axis.name == N_EPOCHS => &fixed[..],
+            _ => values(&axis.domain),
+        };
+        configs = configs
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |&x| {
+                    let mut c = c.clone();
+                    set(&mut c, axis, x, sweep.seed);
+                    c
+                })
+            })
+            .collect();
+    }
+    configs
+}
+
 /// Makes runs that differ only in `n_epochs` share one job: per group, the
 /// largest value keeps its job, and the values within the provider's
 /// checkpoint window below it become its checkpoints; a value further down
 /// starts the next job. `auto` epochs keep their own jobs.
 fn share_checkpoints(sweep: &Sweep, data: &DataIdentity, runs: Vec<PlannedRun>) -> Vec<PlannedRun> {
     // Runs that differ only in `n_epochs` share a key.
-    type Key = (Option<u64>, Option<u32>, u64);
-    let key = |c: &RunConfig| -> Key { (c.learning_rate_multiplier.map(f64::to_bits), c.batch_size, c.seed) };
+    type Key = (crate::run::ConfigKey, u64);
+    let key = |c: &RunConfig| -> Key { (c.key(false), c.seed) };
     let mut source_of: std::collections::HashMap<(Key, u32), String> = std::collections::HashMap::new();
     let mut groups: std::collections::BTreeMap<Key, Vec<&PlannedRun>> = std::collections::BTreeMap::new();
     for r in runs.iter().filter(|r| r.config.n_epochs.is_some()) {
         groups.entry(key(&r.config)).or_default().push(r);
     }
-    for (k, members) in groups {
+    for (k, members) in &groups {
         let mut epochs: Vec<(u32, &str)> =
             members.iter().map(|r| (r.config.n_epochs.unwrap_or(0), r.run_id.as_str())).collect();
         epochs.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -180,7 +127,7 @@ fn share_checkpoints(sweep: &Sweep, data: &DataIdentity, runs: Vec<PlannedRun>) 
         for (e, id) in epochs {
             match job {
                 Some((top, source)) if e + CHECKPOINT_WINDOW > top => {
-                    source_of.insert((k, e), source.to_string());
+                    source_of.insert((k.clone(), e), source.to_string());
                 }
                 _ => job = Some((e, id)),
             }
@@ -248,7 +195,7 @@ pub fn promote(
         .into_iter()
         .take(keep)
         .map(|(parent, _, _)| {
-            let config = RunConfig { n_epochs: Some(to), ..parent.config };
+            let config = RunConfig { n_epochs: Some(to), ..parent.config.clone() };
             let origin = Origin::Continue { parent: parent.run_id.clone(), parent_epochs: from };
             PlannedRun { run_id: run_id(sweep, data, &config, &origin), config, origin, rung: Some(rung + 1) }
         })
@@ -256,9 +203,8 @@ pub fn promote(
 }
 
 /// The configuration of a run without its seed: what replicates share.
-pub fn config_key(run: &PlannedRun) -> (&'static str, Option<u32>, Option<u64>, Option<u32>) {
-    let c = &run.config;
-    (run.origin.kind(), c.n_epochs, c.learning_rate_multiplier.map(f64::to_bits), c.batch_size)
+pub fn config_key(run: &PlannedRun) -> (crate::run::OriginKind, crate::run::ConfigKey) {
+    (run.origin.kind(), run.config.key(true))
 }
 
 /// The top `k` configurations by score (ties: the run id), one run each:
@@ -278,17 +224,8 @@ pub fn replicate(sweep: &Sweep, data: &DataIdentity, chain: &[PlannedRun], seed:
     let mut renamed: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for r in chain {
-        let config = RunConfig { seed, ..r.config };
-        let origin = match &r.origin {
-            Origin::Job => Origin::Job,
-            Origin::Checkpoint { source } => {
-                Origin::Checkpoint { source: renamed.get(source.as_str()).cloned().unwrap_or_else(|| source.clone()) }
-            }
-            Origin::Continue { parent, parent_epochs } => Origin::Continue {
-                parent: renamed.get(parent.as_str()).cloned().unwrap_or_else(|| parent.clone()),
-                parent_epochs: *parent_epochs,
-            },
-        };
+        let config = RunConfig { seed, ..r.config.clone() };
+        let origin = r.origin.renamed(|id| renamed.get(id).cloned());
         let id = run_id(sweep, data, &config, &origin);
         renamed.insert(&r.run_id, id.clone());
         out.push(PlannedRun { run_id: id, config, origin, rung: None });
@@ -320,20 +257,28 @@ pub fn legacy_id(run_id: &str) -> Option<&str> {
     (run_id.len() == 2 + ID_HEX_DIGITS).then(|| &run_id[..len])
 }
 
-/// What a run id hashes (the text is the same as in ftsweep 0.1).
+/// What a run id hashes. The text of ftsweep 0.1 (its four hyperparameters
+/// always, `auto` without a value), then each other hyperparameter with a
+/// value as `name=value`, by name: a run of OpenAI's names keeps its id.
 fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin) -> String {
-    let canonical = format!(
+    let mut canonical = format!(
         "ftsweep-run-v1\nprovider={}\nbase_model={}\ntraining={}\nvalidation={}\nn_epochs={}\nbatch_size={}\nlearning_rate_multiplier={}\nseed={}\n",
         sweep.provider.as_str(),
         sweep.base_model,
         data.training_sha256,
         data.validation_sha256,
         show(c.n_epochs),
-        show(c.batch_size),
-        show(c.learning_rate_multiplier),
+        show(c.get(BATCH_SIZE)),
+        show(c.get(LEARNING_RATE_MULTIPLIER)),
         c.seed,
     );
-    let mut canonical = if data.server.is_empty() { canonical } else { format!("{canonical}server={}\n", data.server) };
+    let own_columns = |name: &str| name == BATCH_SIZE || name == LEARNING_RATE_MULTIPLIER;
+    for (name, value) in c.params.iter().filter(|(name, _)| !own_columns(name)) {
+        canonical.push_str(&format!("{name}={value}\n"));
+    }
+    if !data.server.is_empty() {
+        canonical.push_str(&format!("server={}\n", data.server));
+    }
     match origin {
         Origin::Job => {}
         Origin::Checkpoint { source } => canonical.push_str(&format!("origin=checkpoint\nsource={source}\n")),
@@ -344,52 +289,15 @@ fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin)
     canonical
 }
 
-/// What defines a run, as the database records it: everything its id hashes
-/// but the server (a hosted sweep's, not kept per run).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Definition {
-    pub provider: String,
-    pub base_model: String,
-    pub training_sha256: String,
-    pub validation_sha256: String,
-    pub config: RunConfig,
-    pub origin: Origin,
-}
-
-impl Definition {
-    /// The definition of a planned run of `sweep`.
-    pub fn of(sweep: &Sweep, data: &DataIdentity, run: &PlannedRun) -> Definition {
-        Definition {
-            provider: sweep.provider.as_str().to_string(),
-            base_model: sweep.base_model.clone(),
-            training_sha256: data.training_sha256.clone(),
-            validation_sha256: data.validation_sha256.clone(),
-            config: run.config,
-            origin: run.origin.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for Definition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = &self.config;
-        write!(
-            f,
-            "{} {} training {:.12} validation {:.12} n_epochs={} lr_mult={} batch={} seed={}",
-            self.provider,
-            self.base_model,
-            self.training_sha256,
-            self.validation_sha256,
-            show(c.n_epochs),
-            show(c.learning_rate_multiplier),
-            show(c.batch_size),
-            c.seed
-        )?;
-        match &self.origin {
-            Origin::Job => Ok(()),
-            Origin::Checkpoint { source } => write!(f, " checkpoint of {source}"),
-            Origin::Continue { parent, parent_epochs } => write!(f, " continues {parent} after {parent_epochs} epochs"),
-        }
+/// The definition of a planned run of `sweep`.
+pub fn definition(sweep: &Sweep, data: &DataIdentity, run: &PlannedRun) -> Definition {
+    Definition {
+        provider: sweep.provider.as_str().to_string(),
+        base_model: sweep.base_model.clone(),
+        training_sha256: data.training_sha256.clone(),
+        validation_sha256: data.validation_sha256.clone(),
+        config: run.config.clone(),
+        origin: run.origin.clone(),
     }
 }
 
@@ -420,19 +328,13 @@ pub fn adopt_stored<E>(
                 continue;
             }
             let mut run = planned.clone();
-            if let Some(to) = run.origin.source().and_then(|s| renamed.get(s)) {
-                run.origin = match &run.origin {
-                    Origin::Job => Origin::Job,
-                    Origin::Checkpoint { .. } => Origin::Checkpoint { source: to.clone() },
-                    Origin::Continue { parent_epochs, .. } => {
-                        Origin::Continue { parent: to.clone(), parent_epochs: *parent_epochs }
-                    }
-                };
+            if run.origin.source().is_some_and(|s| renamed.contains_key(s)) {
+                run.origin = run.origin.renamed(|s| renamed.get(s).cloned());
                 run.run_id = run_id(sweep, data, &run.config, &run.origin);
             }
             if let Some(old) = legacy_id(&run.run_id)
                 && stored(&run.run_id)?.is_none()
-                && stored(old)?.is_some_and(|d| d == Definition::of(sweep, data, &run))
+                && stored(old)?.is_some_and(|d| d == definition(sweep, data, &run))
             {
                 run.run_id = old.to_string();
             }
@@ -498,15 +400,9 @@ mod tests {
     fn grid_is_the_cartesian_product_in_written_order() {
         let runs = expand(&sweep("", HP), &data());
         assert_eq!(runs.len(), 12);
-        assert_eq!(
-            runs[0].config,
-            RunConfig { n_epochs: Some(1), batch_size: Some(4), learning_rate_multiplier: Some(0.1), seed: 7 }
-        );
-        assert_eq!(runs[1].config.batch_size, Some(32));
-        assert_eq!(
-            runs[11].config,
-            RunConfig { n_epochs: Some(3), batch_size: Some(32), learning_rate_multiplier: Some(10.0), seed: 7 }
-        );
+        assert_eq!(runs[0].config, RunConfig::supervised(Some(1), Some(4), Some(0.1), 7));
+        assert_eq!(runs[1].config.batch_size(), Some(32));
+        assert_eq!(runs[11].config, RunConfig::supervised(Some(3), Some(32), Some(10.0), 7));
         let ids: BTreeSet<_> = runs.iter().map(|r| r.run_id.clone()).collect();
         assert_eq!(ids.len(), 12, "ids are distinct");
     }
@@ -526,14 +422,14 @@ mod tests {
     #[test]
     fn ids_depend_on_data_and_seed_but_not_on_the_name() {
         let s = sweep("", HP);
-        let c = expand(&s, &data())[0].config;
+        let c = expand(&s, &data())[0].config.clone();
         let other_data = DataIdentity { training_sha256: "ab".into(), ..data() };
         assert_ne!(run_id(&s, &data(), &c, &Origin::Job), run_id(&s, &other_data, &c, &Origin::Job));
         let other_server = DataIdentity { server: "https://example.com/v1".into(), ..data() };
         assert_ne!(run_id(&s, &data(), &c, &Origin::Job), run_id(&s, &other_server, &c, &Origin::Job));
         assert_ne!(
             run_id(&s, &data(), &c, &Origin::Job),
-            run_id(&s, &data(), &RunConfig { seed: 8, ..c }, &Origin::Job)
+            run_id(&s, &data(), &RunConfig { seed: 8, ..c.clone() }, &Origin::Job)
         );
         let renamed = Sweep { name: "other".into(), ..s.clone() };
         assert_eq!(run_id(&s, &data(), &c, &Origin::Job), run_id(&renamed, &data(), &c, &Origin::Job));
@@ -548,8 +444,8 @@ mod tests {
         assert!(a.len() >= 18, "20 draws rarely coincide: {}", a.len());
         for r in &a {
             assert!((1..=10).contains(&r.config.n_epochs.unwrap()));
-            assert!((0.05..=20.0).contains(&r.config.learning_rate_multiplier.unwrap()));
-            assert!([4, 8, 16].contains(&r.config.batch_size.unwrap()));
+            assert!((0.05..=20.0).contains(&r.config.learning_rate_multiplier().unwrap()));
+            assert!([4, 8, 16].contains(&r.config.batch_size().unwrap()));
         }
         let reseeded = Sweep { seed: 8, ..s };
         assert_ne!(a, expand(&reseeded, &data()), "another seed, other runs");
@@ -581,7 +477,7 @@ mod tests {
                 Origin::Checkpoint { source } => {
                     let s = runs.iter().find(|x| &x.run_id == source).unwrap();
                     assert_eq!(s.config.n_epochs, Some(3));
-                    assert_eq!(s.config.batch_size, r.config.batch_size);
+                    assert_eq!(s.config.batch_size(), r.config.batch_size());
                     assert!(r.config.n_epochs < Some(3));
                     assert_eq!(r.job_epochs(), Some(0));
                     assert!(!plain.iter().any(|p| p.run_id == r.run_id), "a checkpoint run has an id of its own");
@@ -643,7 +539,7 @@ mod tests {
         let leaf = promote(&s, &data(), &h, 0, &[(root.clone(), Some(0.5), None)]).remove(0);
         let copy = replicate(&s, &data(), &[root.clone(), leaf.clone()], 99);
         assert_eq!(copy.len(), 2);
-        assert_eq!(copy[0].config, RunConfig { seed: 99, ..root.config });
+        assert_eq!(copy[0].config, RunConfig { seed: 99, ..root.config.clone() });
         assert_eq!(copy[1].origin, Origin::Continue { parent: copy[0].run_id.clone(), parent_epochs: 1 });
         assert_ne!(copy[1].run_id, leaf.run_id);
         let results = vec![(leaf.clone(), Some(0.5)), (copy[1].clone(), Some(0.6)), (root.clone(), Some(0.4))];
@@ -675,12 +571,7 @@ mod tests {
     }
 
     fn config(n_epochs: u32, lr: f64, batch_size: u32) -> RunConfig {
-        RunConfig {
-            n_epochs: Some(n_epochs),
-            batch_size: Some(batch_size),
-            learning_rate_multiplier: Some(lr),
-            seed: 42,
-        }
+        RunConfig::supervised(Some(n_epochs), Some(batch_size), Some(lr), 42)
     }
 
     #[test]
@@ -715,8 +606,9 @@ mod tests {
         let rows: std::collections::HashMap<String, Definition> = runs
             .iter()
             .map(|(id, config, origin)| {
-                let run = PlannedRun { run_id: id.to_string(), config: *config, origin: origin.clone(), rung: None };
-                (id.to_string(), Definition::of(s, &fixture_data(), &run))
+                let run =
+                    PlannedRun { run_id: id.to_string(), config: config.clone(), origin: origin.clone(), rung: None };
+                (id.to_string(), definition(s, &fixture_data(), &run))
             })
             .collect();
         move |id| Ok(rows.get(id).cloned())
@@ -734,7 +626,7 @@ mod tests {
             &[("r-206403f9d5", config(2, 1.0, 4), Origin::Job), ("r-941ff13c38", config(1, 1.0, 4), source)],
         );
         let planned = expand(&s, &fixture_data());
-        assert_eq!(planned[0].origin.kind(), "checkpoint", "listed before its job");
+        assert_eq!(planned[0].origin.kind(), crate::run::OriginKind::Checkpoint, "listed before its job");
         let adopted = adopt_stored(&s, &fixture_data(), planned.clone(), &mut stored).unwrap();
         let ids: Vec<&str> = adopted.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["r-941ff13c38", "r-206403f9d5"]);

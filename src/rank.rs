@@ -11,10 +11,10 @@
 //! ([`stats::shortfall_bound`]); otherwise the leader is.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
-use crate::eval::scores::Grades;
+use crate::run::{EvalKind, RunRecord, RunState};
 use crate::stats::{self, Comparison, Shortfall};
-use crate::store::{RunRecord, RunState};
 
 /// The seed of every bootstrap, so that a report is reproducible.
 pub const SEED: u64 = 0x5EED_0006;
@@ -26,39 +26,27 @@ pub const INTERVAL_RESAMPLES: u32 = 2000;
 /// before the run is flagged as overfitting.
 pub const OVERFIT_RISE: f64 = 0.10;
 
-/// What a row of the leaderboard is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A run's final model.
-    Run,
-    /// One of a run's earlier epoch checkpoints.
-    Checkpoint,
-    /// The base model, untrained: the sweep's baseline.
-    Baseline,
-    /// A model evaluated with `ftsweep eval`.
-    Model,
-}
+/// Per score name (graders, then `combined`): the per-example scores in file
+/// order, or `None` when some example has no grade yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grades(pub BTreeMap<String, Option<Vec<f64>>>);
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Run => "run",
-            Role::Checkpoint => "checkpoint",
-            Role::Baseline => "baseline",
-            Role::Model => "model",
-        }
+impl Grades {
+    /// The per-example scores of one grader, if complete.
+    pub fn get(&self, name: &str) -> Option<&[f64]> {
+        self.0.get(name).and_then(|s| s.as_deref())
     }
 
-    /// Whether it competes for the best pick (runs and their checkpoints).
-    pub fn is_ranked(self) -> bool {
-        matches!(self, Role::Run | Role::Checkpoint)
+    /// The mean of one grader's scores, if complete.
+    pub fn mean(&self, name: &str) -> Option<f64> {
+        self.get(name).map(crate::stats::mean)
     }
 }
 
 /// A model to rank, with everything known about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
-    pub role: Role,
+    pub role: EvalKind,
     /// The run (for a checkpoint, its run).
     pub run: Option<RunRecord>,
     /// A checkpoint's epoch.
@@ -90,8 +78,8 @@ impl Candidate {
 
     fn finished(&self) -> bool {
         match self.role {
-            Role::Run | Role::Checkpoint => self.run.as_ref().is_some_and(|r| r.state == RunState::Done),
-            Role::Baseline | Role::Model => true,
+            EvalKind::Run | EvalKind::Checkpoint => self.run.as_ref().is_some_and(|r| r.state == RunState::Done),
+            EvalKind::Baseline | EvalKind::Model => true,
         }
     }
 }
@@ -285,12 +273,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::plan::RunConfig;
 
     fn run(id: &str, state: RunState, tokens: i64) -> RunRecord {
         RunRecord {
             run_id: id.into(),
-            config: RunConfig { n_epochs: Some(1), batch_size: Some(1), learning_rate_multiplier: Some(1.0), seed: 0 },
+            config: crate::run::RunConfig::supervised(Some(1), Some(1), Some(1.0), 0),
             state,
             attempt: 1,
             job_id: None,
@@ -306,9 +293,9 @@ mod tests {
             n_eval: None,
             train_seconds: None,
             eval_seconds: None,
-            origin: crate::plan::Origin::Job,
+            origin: crate::run::Origin::Job,
             rung: None,
-            role: "search".into(),
+            role: crate::run::SweepRole::Search,
             stop_reason: None,
             model_epochs: None,
         }
@@ -321,7 +308,7 @@ mod tests {
 
     fn candidate(id: &str, state: RunState, tokens: i64, scores: Option<Vec<f64>>) -> Candidate {
         Candidate {
-            role: Role::Run,
+            role: EvalKind::Run,
             run: Some(run(id, state, tokens)),
             epoch: None,
             model: Some(format!("m-{id}")),
@@ -345,7 +332,7 @@ mod tests {
     #[test]
     fn ranks_by_score_marks_ties_and_puts_references_and_unfinished_runs_last() {
         let mut base = candidate("b", RunState::Done, 0, Some(pass_fail(5, 100)));
-        (base.role, base.run) = (Role::Baseline, None);
+        (base.role, base.run) = (EvalKind::Baseline, None);
         let cs = vec![
             candidate("failed", RunState::Failed, 10, None),
             candidate("low", RunState::Done, 10, Some(pass_fail(40, 100))),

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
-use crate::plan::{Origin, PlannedRun, show};
-use crate::rank::{Candidate, Role, Standing};
-use crate::store::RunState;
+use crate::rank::{Candidate, Standing};
+use crate::run::{EvalKind, Origin, PlannedRun, RunConfig, RunState, SweepRole, Value, show, shown_names};
 
 /// Serializes a hyperparameter as its number, or `"auto"`.
 fn auto_or<T: Serialize, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -41,11 +40,14 @@ pub struct LeaderboardRow {
     pub status: String,
     #[serde(serialize_with = "hyper")]
     pub n_epochs: Option<Option<u32>>,
-    #[serde(serialize_with = "hyper")]
-    pub learning_rate_multiplier: Option<Option<f64>>,
-    #[serde(serialize_with = "hyper")]
-    pub batch_size: Option<Option<u32>>,
+    /// The run's other hyperparameters by name: a number, or `"auto"` for
+    /// one that another row gives a value; none for a row that is not a run.
+    #[serde(flatten)]
+    pub hyperparameters: BTreeMap<String, serde_json::Value>,
     pub seed: Option<u64>,
+    /// The run's configuration.
+    #[serde(skip)]
+    pub config: Option<RunConfig>,
     pub model: Option<String>,
     /// The metric ranked by.
     pub metric: String,
@@ -111,6 +113,34 @@ pub struct LeaderboardRow {
     pub seed_group: Option<SeedGroup>,
 }
 
+impl LeaderboardRow {
+    /// Its hyperparameters as shown, by name: the epochs first, the seed
+    /// last; empty for a row that is not a run.
+    pub fn hyperparameter_texts(&self) -> Vec<(String, String)> {
+        if self.config.is_none() {
+            return Vec::new();
+        }
+        let mut out = vec![(crate::space::N_EPOCHS.to_string(), hyper_text(self.n_epochs))];
+        out.extend(self.hyperparameters.keys().map(|n| (n.clone(), hyper_cell(self, n))));
+        out.push((crate::space::SEED.to_string(), self.seed.map_or_else(|| "-".into(), |s| s.to_string())));
+        out
+    }
+
+    /// Its hyperparameters as JSON, by name (`null` for `auto`), the seed
+    /// included; an empty object for a row that is not a run.
+    pub fn hyperparameters_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        if self.config.is_some() {
+            map.insert(crate::space::N_EPOCHS.into(), self.n_epochs.flatten().into());
+            for (n, v) in &self.hyperparameters {
+                map.insert(n.clone(), if v.is_string() { serde_json::Value::Null } else { v.clone() });
+            }
+            map.insert(crate::space::SEED.into(), self.seed.into());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
 /// One configuration's scores over seeds.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeedGroup {
@@ -126,10 +156,8 @@ pub struct SeedGroup {
 /// hyperparameters) and marks each member with its group, when a group has
 /// two or more runs.
 pub fn mark_seed_groups(rows: &mut [LeaderboardRow]) {
-    type Key = (Option<String>, Option<Option<u32>>, Option<Option<u64>>, Option<Option<u32>>);
-    let key = |r: &LeaderboardRow| -> Key {
-        (r.origin.clone(), r.n_epochs, r.learning_rate_multiplier.map(|l| l.map(f64::to_bits)), r.batch_size)
-    };
+    type Key = (Option<String>, Option<crate::run::ConfigKey>);
+    let key = |r: &LeaderboardRow| -> Key { (r.origin.clone(), r.config.as_ref().map(|c| c.key(true))) };
     let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         if r.kind == "run" && r.score.is_some() && r.status == "done" {
@@ -189,14 +217,7 @@ pub fn seed_group_table(rows: &[LeaderboardRow], metric: &str) -> Option<String>
     let mut groups: Vec<(&LeaderboardRow, &SeedGroup)> = rows
         .iter()
         .filter_map(|r| r.seed_group.as_ref().map(|g| (r, g)))
-        .filter(|(r, _)| {
-            seen.insert((
-                r.origin.clone(),
-                r.n_epochs,
-                r.learning_rate_multiplier.map(|l| l.map(f64::to_bits)),
-                r.batch_size,
-            ))
-        })
+        .filter(|(r, _)| seen.insert((r.origin.clone(), r.config.as_ref().map(|c| c.key(true)))))
         .collect();
     if groups.is_empty() {
         return None;
@@ -205,14 +226,8 @@ pub fn seed_group_table(rows: &[LeaderboardRow], metric: &str) -> Option<String>
     let mean_header = format!("mean {metric}");
     let mut t = new_table(&["configuration", "from", "seeds", &mean_header, "sd", "min", "max"]);
     for (r, g) in &groups {
-        let h = |v: Option<Option<f64>>| v.map_or("-".to_string(), show);
         t.add_row(vec![
-            format!(
-                "n_epochs={} lr_mult={} batch={}",
-                h(r.n_epochs.map(|x| x.map(f64::from))),
-                h(r.learning_rate_multiplier),
-                h(r.batch_size.map(|x| x.map(f64::from)))
-            ),
+            configuration(r),
             r.origin.clone().unwrap_or_default(),
             format!("{} ({})", g.seeds.len(), g.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
             format!("{:.3}", g.mean),
@@ -234,7 +249,7 @@ pub fn leaderboard_rows(
     names: &[String],
 ) -> Vec<LeaderboardRow> {
     let leader_score = standings.iter().find(|s| s.is_leader).and_then(|s| s.score);
-    standings
+    let mut rows = standings
         .iter()
         .map(|st| {
             let c = &candidates[st.index];
@@ -249,11 +264,13 @@ pub fn leaderboard_rows(
             let train_loss = c.train_loss.filter(|l| l.is_finite());
             let mut notes = Vec::new();
             match c.role {
-                Role::Baseline => notes.push(format!("baseline: `{}`, untrained", c.model.as_deref().unwrap_or("?"))),
-                Role::Model => notes.push(format!("`{}`, from `ftsweep eval`", c.model.as_deref().unwrap_or("?"))),
-                Role::Run | Role::Checkpoint => {}
+                EvalKind::Baseline => {
+                    notes.push(format!("baseline: `{}`, untrained", c.model.as_deref().unwrap_or("?")))
+                }
+                EvalKind::Model => notes.push(format!("`{}`, from `ftsweep eval`", c.model.as_deref().unwrap_or("?"))),
+                EvalKind::Run | EvalKind::Checkpoint => {}
             }
-            if let Some(r) = run.filter(|_| c.role == Role::Run) {
+            if let Some(r) = run.filter(|_| c.role == EvalKind::Run) {
                 notes.extend(origin_notes(r));
             }
             if let Some(o) = st.overfit {
@@ -271,13 +288,13 @@ pub fn leaderboard_rows(
                 rank: st.rank,
                 run_id: run.map(|r| r.run_id.clone()),
                 kind: c.role.as_str().to_string(),
-                is_baseline: c.role == Role::Baseline,
+                is_baseline: c.role == EvalKind::Baseline,
                 epoch: c.epoch,
                 status: run.map_or("done", |r| r.state.as_str()).to_string(),
                 n_epochs: run.map(|r| r.config.n_epochs),
-                learning_rate_multiplier: run.map(|r| r.config.learning_rate_multiplier),
-                batch_size: run.map(|r| r.config.batch_size),
+                hyperparameters: run.map(|r| json_params(&r.config)).unwrap_or_default(),
                 seed: run.map(|r| r.config.seed),
+                config: run.map(|r| r.config.clone()),
                 model: c.model.clone(),
                 metric: metric.to_string(),
                 score: st.score,
@@ -292,14 +309,14 @@ pub fn leaderboard_rows(
                 diff_from_leader: st.score.zip(leader_score).map(|(s, l)| s - l),
                 scores,
                 valid_loss,
-                valid_accuracy: run.and_then(|r| r.valid_accuracy).filter(|_| c.role == Role::Run),
+                valid_accuracy: run.and_then(|r| r.valid_accuracy).filter(|_| c.role == EvalKind::Run),
                 train_loss,
                 gap: valid_loss.zip(train_loss).map(|(v, t)| v - t),
                 overfit: st.overfit.is_some(),
                 trained_tokens: c.trained_tokens,
                 cost_usd: c.cost_usd,
-                train_seconds: run.and_then(|r| r.train_seconds).filter(|_| c.role == Role::Run),
-                eval_seconds: run.and_then(|r| r.eval_seconds).filter(|_| c.role == Role::Run),
+                train_seconds: run.and_then(|r| r.train_seconds).filter(|_| c.role == EvalKind::Run),
+                eval_seconds: run.and_then(|r| r.eval_seconds).filter(|_| c.role == EvalKind::Run),
                 n_eval: (c.n_examples > 0).then_some(c.n_examples as i64),
                 error: run.and_then(|r| r.error.clone()).filter(|_| run.is_some_and(|r| r.state == RunState::Failed)),
                 note: (!notes.is_empty()).then(|| notes.join("; ")),
@@ -307,18 +324,58 @@ pub fn leaderboard_rows(
                 origin: run.map(|r| r.origin.kind().to_string()),
                 source_run: run.and_then(|r| r.origin.source().map(str::to_string)),
                 rung: run.and_then(|r| r.rung),
-                role: run.map(|r| r.role.clone()),
+                role: run.map(|r| r.role.to_string()),
                 stopped_early: run.and_then(|r| r.stop_reason.clone()),
                 model_epochs: run.and_then(|r| r.model_epochs.or(r.config.n_epochs)),
-                job_tokens: run.filter(|_| c.role == Role::Run).and_then(|r| r.trained_tokens),
+                job_tokens: run.filter(|_| c.role == EvalKind::Run).and_then(|r| r.trained_tokens),
             }
+        })
+        .collect::<Vec<_>>();
+    fill_auto(&mut rows);
+    rows
+}
+
+/// A run's hyperparameters besides the epochs and the seed, as JSON numbers.
+fn json_params(c: &RunConfig) -> BTreeMap<String, serde_json::Value> {
+    c.params
+        .iter()
+        .map(|(name, v)| {
+            let json = match *v {
+                Value::Int(i) => serde_json::Value::from(i),
+                Value::Float(x) => serde_json::Value::from(x),
+            };
+            (name.clone(), json)
         })
         .collect()
 }
 
+/// The hyperparameter columns of `rows` (besides the epochs and the seed).
+fn row_names(rows: &[LeaderboardRow]) -> Vec<String> {
+    shown_names(rows.iter().filter_map(|r| r.config.as_ref()))
+}
+
+/// A configuration without its seed, as a seed group's label.
+fn configuration(r: &LeaderboardRow) -> String {
+    let Some(c) = &r.config else { return "-".into() };
+    let mut names = c.names();
+    names.pop();
+    names.iter().map(|n| format!("{}={}", crate::space::short(n), c.show(n))).collect::<Vec<_>>().join(" ")
+}
+
+/// Gives every run row each hyperparameter another row has, `"auto"` where
+/// it has no value.
+fn fill_auto(rows: &mut [LeaderboardRow]) {
+    let names = row_names(rows);
+    for r in rows.iter_mut().filter(|r| r.config.is_some()) {
+        for n in &names {
+            r.hyperparameters.entry(n.clone()).or_insert_with(|| "auto".into());
+        }
+    }
+}
+
 /// What a run's row says of where its model comes from, its rung, its role
 /// and an early stop.
-fn origin_notes(r: &crate::store::RunRecord) -> Vec<String> {
+fn origin_notes(r: &crate::run::RunRecord) -> Vec<String> {
     let mut notes = Vec::new();
     match (&r.origin, r.rung) {
         (Origin::Checkpoint { source }, _) => notes.push(format!(
@@ -332,7 +389,7 @@ fn origin_notes(r: &crate::store::RunRecord) -> Vec<String> {
         (Origin::Job, Some(rung)) => notes.push(format!("rung {rung}")),
         (Origin::Job, None) => {}
     }
-    if r.role == "replicate" {
+    if r.role == SweepRole::Replicate {
         notes.push(format!("replicate (seed {})", r.config.seed));
     }
     if let Some(reason) = &r.stop_reason {
@@ -405,20 +462,23 @@ fn note(r: &LeaderboardRow) -> String {
     parts.join("; ")
 }
 
-/// The cells of a row, in [`board_header`]'s order.
-fn board_cells(r: &LeaderboardRow, view: &BoardView<'_>) -> Vec<String> {
-    let mut cells = vec![
-        r.rank.map_or_else(|| "-".into(), |x| x.to_string()),
-        row_label(r),
-        hyper_text(r.n_epochs),
-        hyper_text(r.learning_rate_multiplier),
-        hyper_text(r.batch_size),
+/// A row's hyperparameter `name` as a cell: `-` for a row that is not a run.
+fn hyper_cell(r: &LeaderboardRow, name: &str) -> String {
+    r.config.as_ref().map_or_else(|| "-".into(), |c| c.show(name))
+}
+
+/// The cells of a row, in [`board_header`]'s order; `hyper` are the
+/// hyperparameter columns between the epochs and the seed.
+fn board_cells(r: &LeaderboardRow, view: &BoardView<'_>, hyper: &[String]) -> Vec<String> {
+    let mut cells = vec![r.rank.map_or_else(|| "-".into(), |x| x.to_string()), row_label(r), hyper_text(r.n_epochs)];
+    cells.extend(hyper.iter().map(|n| hyper_cell(r, n)));
+    cells.extend([
         r.seed.map_or_else(|| "-".into(), |s| s.to_string()),
         if r.run_id.is_some() { r.status.clone() } else { "-".into() },
         opt(r.score, 3),
         ci(r),
         vs_leader(r),
-    ];
+    ]);
     cells.extend(view.others.iter().map(|n| opt(r.scores.get(n).copied().flatten(), 3)));
     cells.extend([
         loss(r.valid_loss),
@@ -430,12 +490,10 @@ fn board_cells(r: &LeaderboardRow, view: &BoardView<'_>) -> Vec<String> {
     cells
 }
 
-fn board_header(view: &BoardView<'_>) -> Vec<String> {
-    let mut h: Vec<String> =
-        ["rank", "run", "n_epochs", "lr_mult", "batch", "seed", "status", view.metric, "95% CI", "vs leader"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+fn board_header(view: &BoardView<'_>, hyper: &[String]) -> Vec<String> {
+    let mut h: Vec<String> = vec!["rank".into(), "run".into(), "n_epochs".into()];
+    h.extend(hyper.iter().map(|n| crate::space::short(n).to_string()));
+    h.extend(["seed", "status", view.metric, "95% CI", "vs leader"].iter().map(|s| s.to_string()));
     h.extend(view.others.iter().cloned());
     h.extend(["valid_loss", "gap", "trained_tokens", "cost", "note"].iter().map(|s| s.to_string()));
     h
@@ -464,15 +522,16 @@ pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
 
 /// The ranked table, with its legend.
 pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
-    let header = board_header(view);
+    let hyper = row_names(rows);
+    let header = board_header(view, &hyper);
     let mut t = new_table(&header.iter().map(String::as_str).collect::<Vec<_>>());
     for r in rows {
-        t.add_row(board_cells(r, view));
+        t.add_row(board_cells(r, view, &hyper));
     }
-    let n = header.len();
-    right(&mut t, 2, 6);
-    right(&mut t, 7, 8);
-    right(&mut t, 10, n - 1);
+    let (n, k) = (header.len(), hyper.len());
+    right(&mut t, 2, 4 + k);
+    right(&mut t, 5 + k, 6 + k);
+    right(&mut t, 8 + k, n - 1);
     let mut out = format!("{t}\n{}", board_legend(rows, view));
     for extra in [rung_table(rows, view.metric), seed_group_table(rows, view.metric)].into_iter().flatten() {
         out.push('\n');
@@ -484,58 +543,61 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> Strin
 /// The ranked table in GitHub Markdown, for pull requests.
 pub fn leaderboard_markdown(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
     let escape = |s: &str| s.replace('|', "\\|");
-    let header = board_header(view);
+    let hyper = row_names(rows);
+    let header = board_header(view, &hyper);
     let mut out = format!("| {} |\n", header.join(" | "));
+    let k = hyper.len();
     let align: Vec<&str> = (0..header.len())
-        .map(|i| if (2..6).contains(&i) || i == 7 || (10..header.len() - 1).contains(&i) { "---:" } else { "---" })
+        .map(|i| {
+            let right = (2..4 + k).contains(&i) || i == 5 + k || (8 + k..header.len() - 1).contains(&i);
+            if right { "---:" } else { "---" }
+        })
         .collect();
     out.push_str(&format!("| {} |\n", align.join(" | ")));
     for r in rows {
-        let cells: Vec<String> = board_cells(r, view).iter().map(|c| escape(c)).collect();
+        let cells: Vec<String> = board_cells(r, view, &hyper).iter().map(|c| escape(c)).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out.push_str(&format!("\n{}\n", board_legend(rows, view)));
     out
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
 /// The rows as CSV (RFC 4180), every score a column; empty cells are unknown.
 pub fn leaderboard_csv(rows: &[LeaderboardRow], names: &[String]) -> String {
     let num = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
     let hyper_csv = |v: Option<String>| v.unwrap_or_default();
-    let mut header: Vec<String> = [
-        "rank",
-        "run_id",
-        "kind",
-        "is_baseline",
-        "epoch",
-        "status",
-        "n_epochs",
-        "learning_rate_multiplier",
-        "batch_size",
-        "seed",
-        "model",
-        "metric",
-        "score",
-        "ci_low",
-        "ci_high",
-        "tied_with_best",
-        "test",
-        "p_value",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut header: Vec<String> = ["rank", "run_id", "kind", "is_baseline", "epoch", "status", "n_epochs"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let hyper = row_names(rows);
+    header.extend(hyper.iter().cloned());
+    header.extend(
+        [
+            "seed",
+            "model",
+            "metric",
+            "score",
+            "ci_low",
+            "ci_high",
+            "tied_with_best",
+            "shortfall_upper",
+            "within_margin",
+            "test",
+            "p_value",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     header.extend(names.iter().cloned());
     header.extend(
         ["valid_loss", "train_loss", "gap", "overfit", "trained_tokens", "cost_usd", "note", "error"]
             .iter()
             .map(|s| s.to_string()),
     );
-    let mut out = header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let mut write = |cells: &[String]| out.write_record(cells).expect("writing CSV to memory cannot fail");
+    write(&header);
     for r in rows {
         let mut cells = vec![
             r.rank.map_or_else(String::new, |x| x.to_string()),
@@ -545,8 +607,9 @@ pub fn leaderboard_csv(rows: &[LeaderboardRow], names: &[String]) -> String {
             r.epoch.map_or_else(String::new, |e| e.to_string()),
             r.status.clone(),
             hyper_csv(r.n_epochs.map(show)),
-            hyper_csv(r.learning_rate_multiplier.map(show)),
-            hyper_csv(r.batch_size.map(show)),
+        ];
+        cells.extend(hyper.iter().map(|n| if r.config.is_some() { hyper_cell(r, n) } else { String::new() }));
+        cells.extend([
             r.seed.map_or_else(String::new, |s| s.to_string()),
             r.model.clone().unwrap_or_default(),
             r.metric.clone(),
@@ -554,9 +617,11 @@ pub fn leaderboard_csv(rows: &[LeaderboardRow], names: &[String]) -> String {
             num(r.ci_low),
             num(r.ci_high),
             r.tied_with_best.to_string(),
+            num(r.shortfall_upper),
+            r.within_margin.to_string(),
             r.test.clone().unwrap_or_default(),
             num(r.p_value),
-        ];
+        ]);
         cells.extend(names.iter().map(|n| num(r.scores.get(n).copied().flatten())));
         cells.extend([
             num(r.valid_loss),
@@ -568,10 +633,10 @@ pub fn leaderboard_csv(rows: &[LeaderboardRow], names: &[String]) -> String {
             r.note.clone().unwrap_or_default(),
             r.error.clone().unwrap_or_default(),
         ]);
-        out.push_str(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
+        write(&cells);
     }
-    out
+    let bytes = out.into_inner().expect("flushing CSV to memory cannot fail");
+    String::from_utf8(bytes).expect("CSV of strings is UTF-8")
 }
 
 fn opt(x: Option<f64>, decimals: usize) -> String {
@@ -608,11 +673,14 @@ pub struct PlanRow {
     pub run_id: String,
     #[serde(serialize_with = "auto_or")]
     pub n_epochs: Option<u32>,
-    #[serde(serialize_with = "auto_or")]
-    pub learning_rate_multiplier: Option<f64>,
-    #[serde(serialize_with = "auto_or")]
-    pub batch_size: Option<u32>,
+    /// The other hyperparameters by name: a number, or `"auto"` for one
+    /// that another run gives a value.
+    #[serde(flatten)]
+    pub hyperparameters: BTreeMap<String, serde_json::Value>,
     pub seed: u64,
+    /// The run's configuration.
+    #[serde(skip)]
+    pub config: RunConfig,
     /// `job`, `checkpoint` (of `source_run`'s job: trains nothing itself) or
     /// `continue` (a halving rung continuing `source_run`'s model).
     pub origin: String,
@@ -636,16 +704,21 @@ pub fn plan_rows(
     price: Option<crate::pricing::Price>,
     status_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<PlanRow> {
+    let names = shown_names(runs.iter().map(|r| &r.config));
     runs.iter()
         .map(|r| {
+            let mut hyperparameters = json_params(&r.config);
+            for n in &names {
+                hyperparameters.entry(n.clone()).or_insert_with(|| "auto".into());
+            }
             let e = crate::pricing::estimate(r.job_epochs(), data, price);
             let status = status_of(&r.run_id).unwrap_or_else(|| "new".into());
             PlanRow {
                 run_id: r.run_id.clone(),
                 n_epochs: r.config.n_epochs,
-                learning_rate_multiplier: r.config.learning_rate_multiplier,
-                batch_size: r.config.batch_size,
+                hyperparameters,
                 seed: r.config.seed,
+                config: r.config.clone(),
                 origin: r.origin.kind().to_string(),
                 source_run: r.origin.source().map(str::to_string),
                 rung: r.rung,
@@ -674,31 +747,20 @@ fn usd(x: Option<f64>) -> String {
 
 /// The plan table.
 pub fn plan_table(rows: &[PlanRow]) -> String {
-    let mut t = new_table(&[
-        "#",
-        "run",
-        "n_epochs",
-        "lr_mult",
-        "batch",
-        "seed",
-        "from",
-        "status",
-        "est_trained_tokens",
-        "est_training",
-        "est_eval",
-    ]);
+    let hyper = shown_names(rows.iter().map(|r| &r.config));
+    let mut header: Vec<&str> = vec!["#", "run", "n_epochs"];
+    header.extend(hyper.iter().map(|n| crate::space::short(n)));
+    header.extend(["seed", "from", "status", "est_trained_tokens", "est_training", "est_eval"]);
+    let mut t = new_table(&header);
     for (i, r) in rows.iter().enumerate() {
         let tokens = if r.epochs_estimated {
             format!("~{}", r.estimated_trained_tokens)
         } else {
             r.estimated_trained_tokens.to_string()
         };
-        t.add_row(vec![
-            (i + 1).to_string(),
-            r.run_id.clone(),
-            show(r.n_epochs),
-            show(r.learning_rate_multiplier),
-            show(r.batch_size),
+        let mut cells = vec![(i + 1).to_string(), r.run_id.clone(), show(r.n_epochs)];
+        cells.extend(hyper.iter().map(|n| r.config.show(n)));
+        cells.extend([
             r.seed.to_string(),
             match (&r.source_run, r.rung) {
                 (Some(s), _) if r.origin == "checkpoint" => format!("ckpt of {s}"),
@@ -711,9 +773,11 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
             usd(r.estimated_training_cost_usd),
             usd(r.estimated_eval_cost_usd),
         ]);
+        t.add_row(cells);
     }
-    right(&mut t, 2, 6);
-    right(&mut t, 8, 11);
+    let k = hyper.len();
+    right(&mut t, 2, 4 + k);
+    right(&mut t, 6 + k, 9 + k);
     t.to_string()
 }
 
@@ -799,4 +863,134 @@ pub fn stats_text(r: &crate::data::check::FileReport, s: &crate::data::stats::Da
         out.push_str(&format!("\nthe replies form a label set of {}:\n{t}", labels.len()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::rank::{Grades, Settings, standings};
+    use crate::run::{RunRecord, RunState};
+
+    fn run(id: &str, config: RunConfig, state: RunState, error: Option<&str>) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            config,
+            state,
+            attempt: 1,
+            job_id: Some(format!("ftjob-{id}")),
+            model: (state == RunState::Done).then(|| format!("ft:m:{id}")),
+            error: error.map(str::to_string),
+            trained_tokens: Some(1200),
+            train_loss: Some(0.5),
+            train_accuracy: None,
+            valid_loss: Some(0.75),
+            valid_accuracy: None,
+            metric: None,
+            score: None,
+            n_eval: None,
+            train_seconds: None,
+            eval_seconds: None,
+            origin: Origin::Job,
+            rung: None,
+            role: SweepRole::Search,
+            stop_reason: None,
+            model_epochs: None,
+        }
+    }
+
+    fn candidate(kind: EvalKind, run: Option<RunRecord>, passes: Option<usize>) -> Candidate {
+        let scores = passes.map(|p| (0..20).map(|i| if i < p { 1.0 } else { 0.0 }).collect());
+        Candidate {
+            role: kind,
+            model: run.as_ref().map_or(Some("gpt-base".into()), |r| r.model.clone()),
+            valid_loss: run.as_ref().and_then(|r| r.valid_loss),
+            train_loss: run.as_ref().and_then(|r| r.train_loss),
+            trained_tokens: run.as_ref().and_then(|r| r.trained_tokens),
+            run,
+            epoch: None,
+            grades: Grades(BTreeMap::from([("exact_match".to_string(), scores)])),
+            valid_curve: vec![],
+            cost_usd: Some(0.25),
+            inference_price: Some(1.0),
+            n_examples: if passes.is_some() { 20 } else { 0 },
+        }
+    }
+
+    /// Three finished runs (one with `auto` batch size, one with a
+    /// hyperparameter outside OpenAI's four), a failed run whose error needs
+    /// quoting in CSV, and the baseline.
+    fn board() -> (Vec<LeaderboardRow>, Vec<String>) {
+        let mut warm = RunConfig::supervised(Some(2), Some(8), Some(0.5), 7);
+        warm.set("warmup_ratio", Some(Value::Float(0.1)));
+        let cs = vec![
+            candidate(
+                EvalKind::Run,
+                Some(run("r-a", RunConfig::supervised(Some(3), Some(8), Some(2.0), 7), RunState::Done, None)),
+                Some(16),
+            ),
+            candidate(
+                EvalKind::Run,
+                Some(run("r-b", RunConfig::supervised(Some(1), None, Some(1.0), 7), RunState::Done, None)),
+                Some(12),
+            ),
+            candidate(EvalKind::Run, Some(run("r-c", warm, RunState::Done, None)), Some(15)),
+            candidate(
+                EvalKind::Run,
+                Some(run(
+                    "r-d",
+                    RunConfig::supervised(Some(1), Some(4), Some(0.1), 7),
+                    RunState::Failed,
+                    Some("invalid \"batch\", too large|x"),
+                )),
+                None,
+            ),
+            candidate(EvalKind::Baseline, None, Some(2)),
+        ];
+        let settings = Settings { metric: "exact_match", pass_fail: true, alpha: 0.05, margin: 0.02 };
+        let names = vec!["exact_match".to_string()];
+        (leaderboard_rows(&cs, &standings(&cs, &settings), "exact_match", &names), names)
+    }
+
+    fn view(names: &[String]) -> BoardView<'_> {
+        BoardView { metric: "exact_match", others: &names[1..], alpha: 0.05, margin: 0.02, pass_fail: true }
+    }
+
+    #[test]
+    fn the_leaderboard_table_shows_the_hyperparameters_the_runs_use() {
+        let (rows, names) = board();
+        insta::assert_snapshot!(leaderboard_table(&rows, &view(&names)));
+    }
+
+    #[test]
+    fn the_leaderboard_csv_quotes_what_needs_quoting() {
+        let (rows, names) = board();
+        let csv = leaderboard_csv(&rows, &names);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(records.len(), rows.len(), "one record a row, whatever the fields hold");
+        let error = header.iter().position(|h| h == "error").unwrap();
+        assert!(records.iter().any(|r| &r[error] == "invalid \"batch\", too large|x"));
+        insta::assert_snapshot!(csv);
+    }
+
+    #[test]
+    fn the_leaderboard_markdown_escapes_pipes() {
+        let (rows, names) = board();
+        insta::assert_snapshot!(leaderboard_markdown(&rows, &view(&names)));
+    }
+
+    #[test]
+    fn json_rows_carry_each_hyperparameter_by_name_and_auto_where_a_run_has_none() {
+        let (rows, _) = board();
+        let json = serde_json::to_value(&rows).unwrap();
+        let by_id = |id: &str| json.as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap().clone();
+        assert_eq!(by_id("r-b")["batch_size"], "auto");
+        assert_eq!(by_id("r-a")["warmup_ratio"], "auto");
+        assert_eq!(by_id("r-c")["warmup_ratio"], 0.1);
+        let baseline = json.as_array().unwrap().iter().find(|r| r["is_baseline"] == true).unwrap();
+        assert!(baseline.get("batch_size").is_none() && baseline["n_epochs"].is_null(), "{baseline}");
+    }
 }

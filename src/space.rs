@@ -71,6 +71,15 @@ pub fn accepted(provider: ProviderKind) -> &'static [Param] {
     }
 }
 
+/// The column header of `name`: its declared short form, else the name.
+pub fn short(name: &str) -> &str {
+    [ProviderKind::Local, ProviderKind::OpenAi]
+        .into_iter()
+        .flat_map(accepted)
+        .find(|p| p.name == name)
+        .map_or(name, |p| p.short)
+}
+
 /// The values a hyperparameter may take.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Domain {

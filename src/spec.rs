@@ -1366,7 +1366,7 @@ impl Cx<'_> {
                         return Err(self.error(
                             &span,
                             &key,
-                            format!("{} is listed twice", crate::plan::show(x)),
+                            format!("{} is listed twice", crate::run::show(x)),
                             "list each value once",
                         ));
                     }

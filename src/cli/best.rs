@@ -11,7 +11,6 @@ use super::leaderboard::Board;
 use super::open_existing;
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, NoResult, UsageError, open_sweep};
-use crate::plan::show;
 use crate::rank::{self, Pick, Strategy};
 use crate::report::LeaderboardRow;
 use crate::stats::{self, Shortfall};
@@ -124,14 +123,11 @@ fn score(r: &LeaderboardRow) -> String {
 }
 
 fn hyperparameters(r: &LeaderboardRow) -> String {
-    let h = |v: Option<Option<f64>>| v.map_or("-".into(), show);
-    format!(
-        "n_epochs={}, learning_rate_multiplier={}, batch_size={}, seed={}",
-        h(r.n_epochs.map(|x| x.map(f64::from))),
-        h(r.learning_rate_multiplier),
-        h(r.batch_size.map(|x| x.map(f64::from))),
-        r.seed.map_or("-".into(), |s| s.to_string())
-    )
+    let texts = r.hyperparameter_texts();
+    if texts.is_empty() {
+        return "-".into();
+    }
+    texts.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 fn test_text(r: &LeaderboardRow) -> String {

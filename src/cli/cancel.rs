@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use super::out::errln;
 use super::{Cli, ExitStatus, UsageError, open_sweep_for_writing, run::openai_provider};
+use crate::run::RunState;
 use crate::spec::ProviderKind;
-use crate::store::RunState;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

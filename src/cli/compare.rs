@@ -10,8 +10,8 @@ use super::leaderboard::{Board, sweep_for};
 use super::out::outln;
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::judge::render_prompt;
-use crate::rank::Role;
 use crate::report::LeaderboardRow;
+use crate::run::EvalKind;
 use crate::stats;
 
 #[derive(Debug, clap::Args)]
@@ -176,7 +176,7 @@ fn find(board: &Board, text: &str) -> Result<usize> {
     let Some((run, epoch)) = text.trim().split_once('@') else { return found };
     let (Err(_), Ok(i), Ok(epoch)) = (&found, board.find(run), epoch.parse::<u32>()) else { return found };
     let candidate = &board.candidates[board.standings[i].index];
-    let Some(record) = candidate.run.as_ref().filter(|_| candidate.role == Role::Run) else { return found };
+    let Some(record) = candidate.run.as_ref().filter(|_| candidate.role == EvalKind::Run) else { return found };
     let parent = record.origin.parent_epochs().unwrap_or(0);
     let last = record.model_epochs.or(record.config.n_epochs).map(|e| e.saturating_sub(parent));
     if last == Some(epoch) {
@@ -184,7 +184,7 @@ fn find(board: &Board, text: &str) -> Result<usize> {
     }
     let id = &record.run_id;
     let evaluated: Vec<String> = (board.candidates.iter())
-        .filter(|c| c.role == Role::Checkpoint && c.run.as_ref().is_some_and(|r| r.run_id == *id))
+        .filter(|c| c.role == EvalKind::Checkpoint && c.run.as_ref().is_some_and(|r| r.run_id == *id))
         .filter_map(|c| c.epoch.map(|e| e.to_string()))
         .collect();
     let sweep = &board.setup.sweep.name;
@@ -287,7 +287,6 @@ fn side_by_side(board: &Board, a: &LeaderboardRow, b: &LeaderboardRow) -> String
         (Some(id), None) => id.clone(),
         (None, _) => r.kind.clone(),
     };
-    let hyper = |v: Option<Option<f64>>| v.map_or("-".into(), crate::plan::show);
     let num = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
     let ci = |r: &LeaderboardRow| match (r.ci_low, r.ci_high) {
         (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
@@ -297,17 +296,12 @@ fn side_by_side(board: &Board, a: &LeaderboardRow, b: &LeaderboardRow) -> String
         ("run".into(), label(a), label(b)),
         ("model".into(), a.model.clone().unwrap_or_default(), b.model.clone().unwrap_or_default()),
         ("rank".into(), a.rank.map_or("-".into(), |r| r.to_string()), b.rank.map_or("-".into(), |r| r.to_string())),
-        ("n_epochs".into(), hyper(a.n_epochs.map(|x| x.map(f64::from))), hyper(b.n_epochs.map(|x| x.map(f64::from)))),
-        ("learning_rate_multiplier".into(), hyper(a.learning_rate_multiplier), hyper(b.learning_rate_multiplier)),
-        (
-            "batch_size".into(),
-            hyper(a.batch_size.map(|x| x.map(f64::from))),
-            hyper(b.batch_size.map(|x| x.map(f64::from))),
-        ),
-        ("seed".into(), a.seed.map_or("-".into(), |s| s.to_string()), b.seed.map_or("-".into(), |s| s.to_string())),
+    ];
+    rows.extend(hyperparameter_rows(a, b));
+    rows.extend([
         (format!("{} (ranked by)", board.metric), num(a.score, 3), num(b.score, 3)),
         ("95% CI".into(), ci(a), ci(b)),
-    ];
+    ]);
     for name in board.others() {
         let get = |r: &LeaderboardRow| num(r.scores.get(&name).copied().flatten(), 3);
         rows.push((name.clone(), get(a), get(b)));
@@ -326,6 +320,24 @@ fn side_by_side(board: &Board, a: &LeaderboardRow, b: &LeaderboardRow) -> String
         t.add_row(vec![k, x, y]);
     }
     t.to_string()
+}
+
+/// One row per hyperparameter either side has, the epochs first and the
+/// seed last; `-` where a side lacks it.
+fn hyperparameter_rows(a: &LeaderboardRow, b: &LeaderboardRow) -> Vec<(String, String, String)> {
+    let (ta, tb) = (a.hyperparameter_texts(), b.hyperparameter_texts());
+    let mut names: Vec<&str> = Vec::new();
+    for (n, _) in ta.iter().chain(&tb) {
+        if !names.contains(&n.as_str()) {
+            names.push(n);
+        }
+    }
+    if let Some(i) = names.iter().position(|n| *n == crate::space::SEED) {
+        let seed = names.remove(i);
+        names.push(seed);
+    }
+    let get = |t: &[(String, String)], n: &str| t.iter().find(|(k, _)| k == n).map_or("-".into(), |(_, v)| v.clone());
+    names.into_iter().map(|n| (n.to_string(), get(&ta, n), get(&tb, n))).collect()
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use crate::eval::{EvalError, Session};
 use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
 use crate::rank;
+use crate::run::EvalKind;
 use crate::spec::{self, ProviderKind};
-use crate::store::EvalKind;
 
 #[derive(Debug, clap::Args)]
 #[command(override_usage = "ftsweep eval --model ID --data FILE [--json]\n       \

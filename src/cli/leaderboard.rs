@@ -11,8 +11,9 @@ use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_existing, open_sweep};
 use crate::eval::config::COMBINED;
 use crate::eval::load::{self, Loaded, SweepSetup};
-use crate::rank::{self, Candidate, Role, Settings, Standing};
+use crate::rank::{self, Candidate, Settings, Standing};
 use crate::report::{self, BoardView, LeaderboardRow};
+use crate::run::EvalKind;
 use crate::store::{SharedStore, SweepRecord};
 
 #[derive(Debug, clap::Args)]
@@ -145,10 +146,10 @@ impl Board {
                 let c = &self.candidates[self.standings[i].index];
                 let label = c.label();
                 match c.role {
-                    Role::Baseline => text == "baseline" || c.model.as_deref() == Some(text),
-                    Role::Model => c.model.as_deref() == Some(text),
-                    Role::Run => label.starts_with(text) || c.model.as_deref() == Some(text),
-                    Role::Checkpoint => label == text || c.model.as_deref() == Some(text),
+                    EvalKind::Baseline => text == "baseline" || c.model.as_deref() == Some(text),
+                    EvalKind::Model => c.model.as_deref() == Some(text),
+                    EvalKind::Run => label.starts_with(text) || c.model.as_deref() == Some(text),
+                    EvalKind::Checkpoint => label == text || c.model.as_deref() == Some(text),
                 }
             })
             .collect();

@@ -9,11 +9,11 @@ use anyhow::Result;
 use super::out::{errln, outln};
 use super::sweepfile::{self, LoadedSweep};
 use super::{Cli, ExitStatus};
-use crate::plan::PlannedRun;
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
+use crate::run::{PlannedRun, RunRecord, SweepRole};
 use crate::spec::ProviderKind;
-use crate::store::{RunRecord, Store};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,7 +43,7 @@ pub fn figures(loaded: &LoadedSweep) -> DataFigures {
 pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
     let (runs, known): (Vec<PlannedRun>, HashMap<String, String>) = if let Some(store) = open_for_reading(cli)? {
         // Runs recorded under the 40-bit ids of ftsweep 0.1 show under those.
-        let runs = store.adopt_stored(&loaded.sweep, &loaded.identity, loaded.runs.clone())?;
+        let runs = crate::sweep::adopt_stored(&store, &loaded.sweep, &loaded.identity, loaded.runs.clone())?;
         let records = match store.sweep(&loaded.sweep.name)? {
             Some(s) => store.sweep_runs(s.id)?,
             None => Vec::new(),
@@ -62,11 +62,11 @@ pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
 /// file changed since would plan others.
 fn recorded_later(records: &[RunRecord], runs: &[PlannedRun]) -> Vec<PlannedRun> {
     let mut ids: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-    let key = |c: &crate::plan::RunConfig| (c.n_epochs, c.learning_rate_multiplier.map(f64::to_bits), c.batch_size);
+    let key = |c: &crate::run::RunConfig| c.key(true);
     let configs: HashSet<_> = runs.iter().map(|r| key(&r.config)).collect();
     let mut later = Vec::new();
     for r in records {
-        if ids.contains(r.run_id.as_str()) || !(r.role == "replicate" || r.rung.is_some_and(|x| x > 0)) {
+        if ids.contains(r.run_id.as_str()) || !(r.role == SweepRole::Replicate || r.rung.is_some_and(|x| x > 0)) {
             continue;
         }
         let follows = match r.origin.source() {

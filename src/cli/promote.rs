@@ -17,7 +17,7 @@ use super::leaderboard::{Board, sweep_for};
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::scores;
-use crate::rank::Role;
+use crate::run::EvalKind;
 use crate::store::AliasRecord;
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let i = board.find(&args.run)?;
     let (standing, rows) = (&board.standings[i], board.rows());
     let (candidate, row) = (&board.candidates[standing.index], &rows[i]);
-    if !matches!(candidate.role, Role::Run | Role::Checkpoint) || standing.rank.is_none() {
+    if !matches!(candidate.role, EvalKind::Run | EvalKind::Checkpoint) || standing.rank.is_none() {
         return Err(UsageError {
             message: format!("`{}` is not a finished run of sweep `{}` with all its grades", args.run, sweep.name),
             hint: "promote a ranked run from `ftsweep leaderboard`".into(),
@@ -215,12 +215,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         "model": model,
         "provider": sweep.provider,
         "base_model": sweep.base_model,
-        "hyperparameters": {
-            "n_epochs": row.n_epochs.flatten(),
-            "learning_rate_multiplier": row.learning_rate_multiplier.flatten(),
-            "batch_size": row.batch_size.flatten(),
-            "seed": row.seed,
-        },
+        "hyperparameters": row.hyperparameters_json(),
         "training_file": sweep.training_file,
         "training_sha256": sweep.training_sha256,
         "validation_file": sweep.validation_file,

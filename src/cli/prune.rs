@@ -13,8 +13,9 @@ use super::leaderboard::Board;
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_sweep};
 use crate::rank::{self, Strategy};
+use crate::run::{RunRecord, RunState};
 use crate::spec::{self, Search};
-use crate::store::{RunRecord, RunState, Store, SweepRecord};
+use crate::store::{Store, SweepRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

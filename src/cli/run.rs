@@ -11,12 +11,12 @@ use anyhow::Result;
 
 use super::out::errln;
 use super::{Cli, ExitStatus, Signal, UsageError, leaderboard, open_store, sweepfile};
-use crate::plan::show;
 use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
 use crate::provider::openai::client::{Client, ClientConfig, Secret};
 use crate::provider::openai::{OpenAiProvider, PollPolicy};
 use crate::report::{self, PlanRow};
+use crate::run::show;
 use crate::spec::{OpenAiSettings, ProviderKind};
 use crate::store::{Budget, BudgetState, NewSweep, SharedStore};
 use crate::sweep::{self, Progress, RunOptions, SweepContext};
@@ -170,7 +170,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
         .collect();
     let store = open_store(&cli.db)?;
-    let planned = store.lock().adopt_stored(s, &loaded.identity, loaded.runs.clone())?;
+    let planned = crate::sweep::adopt_stored(&store.lock(), s, &loaded.identity, loaded.runs.clone())?;
     let record = store.lock().record_sweep(
         &NewSweep {
             name: &s.name,
@@ -261,14 +261,9 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
             } else {
                 format!("sweep: {total} runs: {to_train} to train, {to_evaluate} to evaluate, {done} done already")
             }),
-            Progress::Training { run_id, config, job_id } => Some(format!(
-                "{} training  n_epochs={} lr_mult={} batch={} seed={} ({job_id})",
-                at(&run_id),
-                show(config.n_epochs),
-                show(config.learning_rate_multiplier),
-                show(config.batch_size),
-                config.seed
-            )),
+            Progress::Training { run_id, config, job_id } => {
+                Some(format!("{} training  {} ({job_id})", at(&run_id), config.summary()))
+            }
             Progress::Epoch { run_id, epoch, n_epochs, valid_loss } if verbose => Some(format!(
                 "{} epoch {epoch}/{} valid_loss={}",
                 at(&run_id),

@@ -6,8 +6,8 @@ use comfy_table::{Table, presets};
 
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, open_existing, open_sweep, run::budget_line};
-use crate::plan::show;
-use crate::store::{RunControl, RunState, SharedStore, SweepRecord};
+use crate::run::{RunState, show};
+use crate::store::{RunControl, SharedStore, SweepRecord};
 use crate::sweep::owner_alive;
 
 #[derive(Debug, clap::Args)]
@@ -46,9 +46,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         let spec = crate::spec::parse(std::path::Path::new(&sweep.spec_path), &store.lock().sweep_text(sweep.id)?).ok();
         let limits = spec.map(|s| (s.limits.budget_usd, s.limits.max_trained_tokens)).unwrap_or_default();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let hyper = crate::run::shown_names(runs.iter().map(|r| &r.config));
         let mut t = Table::new();
-        t.load_preset(presets::UTF8_FULL_CONDENSED)
-            .set_header(vec!["run", "n_epochs", "lr_mult", "batch", "state", "job", "progress", "age", "note"]);
+        t.load_preset(presets::UTF8_FULL_CONDENSED).set_header(status_header(&hyper));
         let mut rows = Vec::new();
         for (r, c) in runs.iter().zip(&controls) {
             let progress = store.lock().run_progress(&r.run_id)?;
@@ -60,17 +60,16 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 _ => "-".to_string(),
             };
             let note = c.note.clone().or_else(|| r.error.clone()).unwrap_or_default();
-            t.add_row(vec![
-                r.run_id.clone(),
-                show(r.config.n_epochs),
-                show(r.config.learning_rate_multiplier),
-                show(r.config.batch_size),
+            let mut cells: Vec<String> = vec![r.run_id.clone(), show(r.config.n_epochs)];
+            cells.extend(hyper.iter().map(|n| r.config.show(n)));
+            cells.extend([
                 state.clone(),
                 r.job_id.clone().unwrap_or_else(|| "-".into()),
                 progress_text.clone(),
                 age.clone(),
                 note.chars().take(70).collect(),
             ]);
+            t.add_row(cells);
             rows.push(serde_json::json!({
                 "run_id": r.run_id, "state": state, "job_id": r.job_id, "progress": progress_text,
                 "age_seconds": (now - c.updated_at).max(0.0), "owner": c.owner, "note": note,
@@ -126,4 +125,13 @@ fn format_age(secs: f64) -> String {
         60..=3599 => format!("{}m{}s", s / 60, s % 60),
         _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// The status table's header; `hyper` are the hyperparameter columns
+/// between the epochs and the state.
+fn status_header(hyper: &[String]) -> Vec<String> {
+    let mut h = vec!["run".to_string(), "n_epochs".to_string()];
+    h.extend(hyper.iter().map(|n| crate::space::short(n).to_string()));
+    h.extend(["state", "job", "progress", "age", "note"].iter().map(|s| s.to_string()));
+    h
 }

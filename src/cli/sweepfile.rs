@@ -12,9 +12,10 @@ use super::data::{DataCheckFailed, check_path};
 use super::out::errln;
 use crate::data::check::{self, CheckOptions, FileReport, Severity};
 use crate::data::{self, ChatFile};
-use crate::plan::{self, DataIdentity, PlannedRun};
+use crate::plan::{self, DataIdentity};
 use crate::pricing::{self, Price};
 use crate::report;
+use crate::run::PlannedRun;
 use crate::spec::{self, OpenAiSettings, ProviderKind, Sweep, check_base_url};
 
 /// A sweep file with its data checked and read and its runs expanded.

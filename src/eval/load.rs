@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use super::runner::grade_cache;
 use super::scores::{self, GradeCache};
-use crate::plan::Origin;
 use crate::pricing::{self, Price};
-use crate::rank::{Candidate, Role};
+use crate::rank::Candidate;
+use crate::run::EvalKind;
+use crate::run::{Origin, RunRecord, RunState};
 use crate::spec::{self, Evaluation, Metric};
-use crate::store::{EvalExample, EvaluationRecord, RunRecord, RunState, Store, StoreError, SweepRecord};
+use crate::store::{EvalExample, EvaluationRecord, Store, StoreError, SweepRecord};
 
 /// A recorded sweep with the settings its evaluation needs.
 #[derive(Debug, Clone)]
@@ -156,7 +157,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
         let training_cost = price.map(|p| pricing::cost(run.trained_tokens.unwrap_or(0).max(0) as u64, p.training));
         let done = run.state == RunState::Done && !examples.is_empty();
         let candidate = Candidate {
-            role: Role::Run,
+            role: EvalKind::Run,
             epoch: None,
             model: run.model.clone(),
             grades: if done { grade(&examples, &cache) } else { Default::default() },
@@ -185,7 +186,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
             let tokens = run.trained_tokens.map(|t| t * i64::from(c.epoch) / i64::from(epochs));
             out.push(Loaded {
                 candidate: Candidate {
-                    role: Role::Checkpoint,
+                    role: EvalKind::Checkpoint,
                     epoch: Some(c.epoch),
                     model: Some(c.model.clone()),
                     grades: grade(&examples, &cache),
@@ -202,7 +203,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
             });
         }
     }
-    let reference = |role: Role, evaluation: EvaluationRecord, examples: Vec<EvalExample>| {
+    let reference = |role: EvalKind, evaluation: EvaluationRecord, examples: Vec<EvalExample>| {
         let p = pricing::lookup(&evaluation.model).or(price);
         Loaded {
             candidate: Candidate {
@@ -223,14 +224,14 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
         }
     };
     if let Some((Some(e), examples)) = examples_of(store, setup, &setup.sweep.base_model, None)? {
-        out.push(reference(Role::Baseline, e, examples));
+        out.push(reference(EvalKind::Baseline, e, examples));
     }
     for e in store.sweep_model_evaluations(setup.sweep.id, &setup.sweep.validation_sha256)? {
         if e.model == setup.sweep.base_model {
             continue;
         }
         let examples = store.evaluation_examples(e.id)?;
-        out.push(reference(Role::Model, e, examples));
+        out.push(reference(EvalKind::Model, e, examples));
     }
     Ok(out)
 }

@@ -19,8 +19,9 @@ use super::{Counts, EvalError, Session, command, graders, judge};
 use crate::data::check::Encoding;
 use crate::data::{ChatFile, Message};
 use crate::provider::{Completion, Provider, ProviderError};
+use crate::run::EvalKind;
 use crate::spec::Evaluation;
-use crate::store::{CachedPrediction, EvalExample, EvalKind, EvaluationRecord, SharedStore, Store, StoreError};
+use crate::store::{CachedPrediction, EvalExample, EvaluationRecord, SharedStore, Store, StoreError};
 
 /// Replies cached in one transaction, at most.
 const FLUSH_EVERY: usize = 64;

@@ -9,29 +9,13 @@ use sha2::{Digest, Sha256};
 use super::config::{COMBINED, Kind, hex};
 use super::graders;
 use crate::data::Message;
+pub use crate::rank::Grades;
 use crate::spec::Evaluation;
 use crate::store::EvalExample;
 
 /// The cached grades of the graders that cost a call or a process: by
 /// grader name, then by [`input_sha256`].
 pub type GradeCache = HashMap<String, HashMap<String, f64>>;
-
-/// Per score name (graders, then `combined`): the per-example scores in file
-/// order, or `None` when some example has no grade yet.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Grades(pub BTreeMap<String, Option<Vec<f64>>>);
-
-impl Grades {
-    /// The per-example scores of one grader, if complete.
-    pub fn get(&self, name: &str) -> Option<&[f64]> {
-        self.0.get(name).and_then(|s| s.as_deref())
-    }
-
-    /// The mean of one grader's scores, if complete.
-    pub fn mean(&self, name: &str) -> Option<f64> {
-        self.get(name).map(crate::stats::mean)
-    }
-}
 
 /// The key of a conversation's reply in the predictions cache: a hash of the
 /// prompt's roles and contents.

@@ -7,7 +7,7 @@ pub mod local;
 pub mod openai;
 
 use crate::data::{ChatFile, Message};
-use crate::plan::RunConfig;
+use crate::run::RunConfig;
 
 /// A provider error. The message never holds a credential.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,12 @@ use super::files::{RESULTS_PURPOSE, file_object};
 use super::jobs::{message_event, metrics_event, supervised};
 use super::{App, new_id, unix_now};
 use crate::data::{ChatFile, parse_chat_jsonl, sha256_hex};
-use crate::plan::RunConfig;
 use crate::provider::local::{KEPT_CHECKPOINTS, resolve};
 use crate::provider::openai::wire::{
     Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics,
 };
 use crate::provider::{JobEvent as TrainingEvent, JobOutcome, JobRequest, ProviderError};
+use crate::run::{BATCH_SIZE, LEARNING_RATE_MULTIPLIER, RunConfig, Value};
 use crate::store::StoreError;
 use crate::store::serve::ServeStore;
 
@@ -224,7 +224,7 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
     let Ok(_permit) = app.slots.clone().acquire_owned().await else { return Ok(()) };
     let requested = requested_config(&job);
     let config = resolve(&requested, training.examples as u64);
-    let multiplier = requested.learning_rate_multiplier.unwrap_or(1.0);
+    let multiplier = requested.learning_rate_multiplier().unwrap_or(1.0);
     let resolved = Hyperparameters {
         n_epochs: Some(HyperValue::Int(i64::from(config.n_epochs))),
         batch_size: Some(HyperValue::Int(i64::from(config.batch_size))),
@@ -242,11 +242,11 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         base_model: job.model.clone(),
         training_file: training.provider_id,
         validation_file: validation,
-        hyperparameters: RunConfig {
-            n_epochs: Some(config.n_epochs),
-            batch_size: Some(config.batch_size),
-            learning_rate_multiplier: Some(multiplier),
-            seed: config.seed,
+        hyperparameters: {
+            let mut hp = RunConfig { n_epochs: Some(config.n_epochs), seed: config.seed, ..RunConfig::default() };
+            hp.set(BATCH_SIZE, Some(Value::Int(i64::from(config.batch_size))));
+            hp.set(LEARNING_RATE_MULTIPLIER, Some(Value::Float(multiplier)));
+            hp
         },
         suffix: job.user_provided_suffix.clone().unwrap_or_default(),
         metadata: job.metadata.clone().unwrap_or_default(),
@@ -316,12 +316,12 @@ fn cancelled(app: &App, id: &str, trained_tokens: u64) -> Result<(), StoreError>
 fn requested_config(job: &Job) -> RunConfig {
     let hp = job.hyperparameters.clone().unwrap_or_default();
     let number = |v: Option<HyperValue>| v.and_then(HyperValue::number);
-    RunConfig {
-        n_epochs: number(hp.n_epochs).map(|x| x as u32),
-        batch_size: number(hp.batch_size).map(|x| x as u32),
-        learning_rate_multiplier: number(hp.learning_rate_multiplier),
-        seed: job.seed.unwrap_or(0) as u64,
-    }
+    RunConfig::supervised(
+        number(hp.n_epochs).map(|x| x as u32),
+        number(hp.batch_size).map(|x| x as u32),
+        number(hp.learning_rate_multiplier),
+        job.seed.unwrap_or(0) as u64,
+    )
 }
 
 /// The result file: `step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy`, with

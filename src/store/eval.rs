@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Doing, Result, Store, now};
 use crate::data::Message;
+use crate::run::EvalKind;
 
 /// A cached reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,35 +28,6 @@ pub struct EvalExample {
     pub reference: String,
     pub prediction: String,
     pub probability: Option<f64>,
-}
-
-/// What an evaluation is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvalKind {
-    Run,
-    Checkpoint,
-    Baseline,
-    Model,
-}
-
-impl EvalKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvalKind::Run => "run",
-            EvalKind::Checkpoint => "checkpoint",
-            EvalKind::Baseline => "baseline",
-            EvalKind::Model => "model",
-        }
-    }
-
-    fn parse(s: &str) -> EvalKind {
-        match s {
-            "run" => EvalKind::Run,
-            "checkpoint" => EvalKind::Checkpoint,
-            "baseline" => EvalKind::Baseline,
-            _ => EvalKind::Model,
-        }
-    }
 }
 
 /// An evaluation as recorded (or to record: `id` and `created_at` are then ignored).
@@ -101,7 +73,7 @@ fn evaluation_row(r: &Row<'_>) -> rusqlite::Result<EvaluationRecord> {
         data_sha256: r.get(2)?,
         data_file: r.get(3)?,
         decoding: r.get(4)?,
-        kind: EvalKind::parse(&r.get::<_, String>(5)?),
+        kind: r.get(5)?,
         run_id: r.get(6)?,
         epoch: r.get(7)?,
         sweep_id: r.get(8)?,
@@ -225,7 +197,7 @@ impl Store {
                 e.data_sha256,
                 e.data_file,
                 e.decoding,
-                e.kind.as_str(),
+                e.kind,
                 e.run_id,
                 e.epoch,
                 e.sweep_id,

@@ -4,10 +4,11 @@
 mod durability;
 mod eval;
 pub mod serve;
+mod types;
 mod weights;
 
 pub use durability::{Budget, BudgetState, Claim, RunControl};
-pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvalKind, EvaluationRecord};
+pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvaluationRecord};
 pub use weights::{CHECKPOINT_NOT_KEPT, WeightsRow};
 
 use std::path::Path;
@@ -16,8 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::plan::{DataIdentity, Definition, Origin, PlannedRun, RunConfig};
-use crate::spec::Sweep;
+use crate::run::{
+    BATCH_SIZE, Definition, LEARNING_RATE_MULTIPLIER, Origin, OriginKind, PlannedRun, RunConfig, RunRecord, RunState,
+    SweepRole, Value,
+};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -28,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_search.sql"),
     include_str!("migrations/0006_weights.sql"),
     include_str!("migrations/0007_evalstore.sql"),
+    include_str!("migrations/0008_hyperparameters.sql"),
 ];
 
 /// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the
@@ -137,50 +141,6 @@ impl<T> Doing<T> for rusqlite::Result<T> {
     }
 }
 
-/// The state of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    Planned,
-    /// The intent to create a job is committed; the provider's answer is not
-    /// (yet) recorded.
-    Launching,
-    Training,
-    Trained,
-    Evaluating,
-    Done,
-    Failed,
-    /// Stopped on request (`cancel`, or Ctrl-C with `--cancel-on-interrupt`).
-    Cancelled,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Planned => "planned",
-            RunState::Launching => "launching",
-            RunState::Training => "training",
-            RunState::Trained => "trained",
-            RunState::Evaluating => "evaluating",
-            RunState::Done => "done",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> RunState {
-        match s {
-            "launching" => RunState::Launching,
-            "training" => RunState::Training,
-            "trained" => RunState::Trained,
-            "evaluating" => RunState::Evaluating,
-            "done" => RunState::Done,
-            "failed" => RunState::Failed,
-            "cancelled" => RunState::Cancelled,
-            _ => RunState::Planned,
-        }
-    }
-}
-
 /// A sweep as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepRecord {
@@ -209,46 +169,6 @@ pub struct NewSweep<'a> {
     pub validation_file: &'a str,
     pub validation_sha256: &'a str,
     pub metric: &'a str,
-}
-
-/// A run as recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub config: RunConfig,
-    pub state: RunState,
-    pub attempt: i64,
-    pub job_id: Option<String>,
-    pub model: Option<String>,
-    pub error: Option<String>,
-    pub trained_tokens: Option<i64>,
-    pub train_loss: Option<f64>,
-    pub train_accuracy: Option<f64>,
-    pub valid_loss: Option<f64>,
-    pub valid_accuracy: Option<f64>,
-    pub metric: Option<String>,
-    pub score: Option<f64>,
-    pub n_eval: Option<i64>,
-    pub train_seconds: Option<f64>,
-    pub eval_seconds: Option<f64>,
-    /// Where the run's model comes from.
-    pub origin: Origin,
-    /// The rung of successive halving, in this sweep.
-    pub rung: Option<u32>,
-    /// `search`, or `replicate` for a leader trained again with another seed.
-    pub role: String,
-    /// Why early stopping ended the run's job, if it did.
-    pub stop_reason: Option<String>,
-    /// The epochs behind the run's model when early stopping made an
-    /// earlier checkpoint its model; `None`: `n_epochs`.
-    pub model_epochs: Option<u32>,
-}
-
-impl RunRecord {
-    /// The run as planned.
-    pub fn planned(&self) -> PlannedRun {
-        PlannedRun { run_id: self.run_id.clone(), config: self.config, origin: self.origin.clone(), rung: self.rung }
-    }
 }
 
 /// One training metric row.
@@ -539,13 +459,13 @@ fn describe_foreign(found: &Found) -> String {
 const RUN_COLUMNS: &str = "r.run_id, r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed, r.state, r.attempt,
      r.job_id, r.model, r.error, r.trained_tokens, r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy,
      r.metric, r.score, r.n_eval, r.train_seconds, r.eval_seconds, r.origin, r.source_run, r.parent_epochs,
-     r.stop_reason, r.model_epochs";
+     r.stop_reason, r.model_epochs, r.hyperparameters";
 
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0)?,
-        config: run_config(r, 1)?,
-        state: RunState::parse(&r.get::<_, String>(5)?),
+        config: run_config(r, 1, 25)?,
+        state: r.get(5)?,
         attempt: r.get(6)?,
         job_id: r.get(7)?,
         model: r.get(8)?,
@@ -560,36 +480,72 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         n_eval: r.get(17)?,
         train_seconds: r.get(18)?,
         eval_seconds: r.get(19)?,
-        origin: origin(r.get(20)?, r.get(21)?, r.get(22)?),
+        origin: origin(r, 20)?,
         stop_reason: r.get(23)?,
         model_epochs: r.get(24)?,
-        rung: r.get(25)?,
-        role: r.get(26)?,
+        rung: r.get(26)?,
+        role: r.get(27)?,
     })
 }
 
-/// A run's configuration from four columns starting at `first`: n_epochs, batch_size,
-/// learning_rate_multiplier, seed.
-fn run_config(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RunConfig> {
-    Ok(RunConfig {
-        n_epochs: r.get(first)?,
-        batch_size: r.get(first + 1)?,
-        learning_rate_multiplier: r.get(first + 2)?,
-        seed: r.get::<_, i64>(first + 3)? as u64,
-    })
-}
-
-fn origin(kind: String, source: Option<String>, parent_epochs: Option<u32>) -> Origin {
-    match (kind.as_str(), source) {
-        ("checkpoint", Some(source)) => Origin::Checkpoint { source },
-        ("continue", Some(parent)) => Origin::Continue { parent, parent_epochs: parent_epochs.unwrap_or(0) },
-        _ => Origin::Job,
+/// A run's configuration from four columns starting at `first` (n_epochs,
+/// batch_size, learning_rate_multiplier, seed) and the JSON object of its
+/// other hyperparameters at `others`.
+fn run_config(r: &rusqlite::Row<'_>, first: usize, others: usize) -> rusqlite::Result<RunConfig> {
+    let mut config =
+        RunConfig { n_epochs: r.get(first)?, seed: r.get::<_, i64>(first + 3)? as u64, ..RunConfig::default() };
+    config.set(BATCH_SIZE, r.get::<_, Option<i64>>(first + 1)?.map(Value::Int));
+    config.set(LEARNING_RATE_MULTIPLIER, r.get::<_, Option<f64>>(first + 2)?.map(Value::Float));
+    if let Some(json) = r.get::<_, Option<String>>(others)? {
+        let bad = |e: String| rusqlite::Error::FromSqlConversionFailure(others, rusqlite::types::Type::Text, e.into());
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("the hyperparameters `{json}` are not a JSON object: {e}")))?;
+        for (name, v) in map {
+            let value = match (v.as_i64(), v.as_f64()) {
+                (Some(i), _) if !v.is_f64() => Value::Int(i),
+                (_, Some(x)) => Value::Float(x),
+                _ => return Err(bad(format!("hyperparameter `{name}` is not a number: {v}"))),
+            };
+            config.set(&name, Some(value));
+        }
     }
+    Ok(config)
+}
+
+/// The hyperparameters of `c` that have no column of their own, as the
+/// JSON object stored in `runs.hyperparameters` (`None` when there are none).
+fn other_hyperparameters(c: &RunConfig) -> Option<String> {
+    let others: serde_json::Map<String, serde_json::Value> = c
+        .params
+        .iter()
+        .filter(|(name, _)| name.as_str() != BATCH_SIZE && name.as_str() != LEARNING_RATE_MULTIPLIER)
+        .map(|(name, v)| {
+            let json = match *v {
+                Value::Int(i) => serde_json::Value::from(i),
+                Value::Float(x) => serde_json::Value::from(x),
+            };
+            (name.clone(), json)
+        })
+        .collect();
+    (!others.is_empty()).then(|| serde_json::Value::Object(others).to_string())
+}
+
+/// A run's origin from three columns starting at `first`: its kind, the run
+/// it comes from, the parent chain's epochs.
+fn origin(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Origin> {
+    let kind: OriginKind = r.get(first)?;
+    Origin::from_parts(kind, r.get(first + 1)?, r.get(first + 2)?).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first + 1,
+            rusqlite::types::Type::Null,
+            format!("a `{kind}` run without the run its model comes from").into(),
+        )
+    })
 }
 
 /// The columns `definition` reads.
 const DEFINITION_COLUMNS: &str = "provider, base_model, training_sha256, validation_sha256, n_epochs, batch_size,
-     learning_rate_multiplier, seed, origin, source_run, parent_epochs";
+     learning_rate_multiplier, seed, origin, source_run, parent_epochs, hyperparameters";
 
 fn definition(r: &rusqlite::Row<'_>) -> rusqlite::Result<Definition> {
     Ok(Definition {
@@ -597,8 +553,8 @@ fn definition(r: &rusqlite::Row<'_>) -> rusqlite::Result<Definition> {
         base_model: r.get(1)?,
         training_sha256: r.get(2)?,
         validation_sha256: r.get(3)?,
-        config: run_config(r, 4)?,
-        origin: origin(r.get(8)?, r.get(9)?, r.get(10)?),
+        config: run_config(r, 4, 11)?,
+        origin: origin(r, 8)?,
     })
 }
 
@@ -615,7 +571,7 @@ fn run_definition(conn: &Connection, run_id: &str) -> Result<Option<Definition>>
 /// already lists keeps its position when `role` is not `search`. A stored
 /// run with a planned run's id and another definition is refused, and the
 /// transaction with it.
-fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &str, first: i64) -> Result<()> {
+fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: SweepRole, first: i64) -> Result<()> {
     let t = now();
     let (provider, base_model, training_sha256, validation_sha256): (String, String, String, String) = tx
         .query_row(
@@ -632,7 +588,7 @@ fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &
                 base_model: base_model.clone(),
                 training_sha256: training_sha256.clone(),
                 validation_sha256: validation_sha256.clone(),
-                config: run.config,
+                config: run.config.clone(),
                 origin: run.origin.clone(),
             };
             if stored != planned {
@@ -646,27 +602,29 @@ fn insert_runs(tx: &Transaction<'_>, sweep_id: i64, runs: &[PlannedRun], role: &
         tx.execute(
             "INSERT INTO runs (run_id, provider, base_model, training_sha256, validation_sha256, n_epochs,
                                batch_size, learning_rate_multiplier, seed, state, origin, source_run,
-                               parent_epochs, created_at, updated_at)
-             SELECT ?1, provider, base_model, training_sha256, validation_sha256, ?2, ?3, ?4, ?5, 'planned', ?6, ?7,
-                    ?8, ?9, ?9
+                               parent_epochs, created_at, updated_at, hyperparameters)
+             SELECT ?1, provider, base_model, training_sha256, validation_sha256, ?2, ?3, ?4, ?5, ?11, ?6, ?7,
+                    ?8, ?9, ?9, ?12
              FROM sweeps WHERE id = ?10
              ON CONFLICT (run_id) DO NOTHING",
             params![
                 run.run_id,
                 c.n_epochs,
-                c.batch_size,
-                c.learning_rate_multiplier,
+                c.int(BATCH_SIZE),
+                c.float(LEARNING_RATE_MULTIPLIER),
                 c.seed as i64,
                 run.origin.kind(),
                 run.origin.source(),
                 run.origin.parent_epochs(),
                 t,
-                sweep_id
+                sweep_id,
+                RunState::Planned,
+                other_hyperparameters(c),
             ],
         )
         .doing("recording a run")?;
         let position = first + i as i64;
-        let sql = if role == "search" {
+        let sql = if role == SweepRole::Search {
             "INSERT INTO sweep_runs (sweep_id, run_id, position, active, rung, role) VALUES (?1, ?2, ?3, 1, ?4, ?5)
              ON CONFLICT (sweep_id, run_id) DO UPDATE SET position = ?3, active = 1, rung = ?4, role = ?5"
         } else {
@@ -742,7 +700,7 @@ impl Store {
             .doing("reading the sweep id")?;
         tx.execute("UPDATE sweep_runs SET active = 0 WHERE sweep_id = ?1", [sweep_id])
             .doing("resetting the sweep's runs")?;
-        insert_runs(&tx, sweep_id, runs, "search", 0)?;
+        insert_runs(&tx, sweep_id, runs, SweepRole::Search, 0)?;
         tx.commit().doing("committing the sweep")?;
         self.sweep(sweep.name)?
             .ok_or(StoreError::Sql { doing: "reading back the sweep", source: rusqlite::Error::QueryReturnedNoRows })
@@ -751,7 +709,7 @@ impl Store {
     /// Adds runs to a sweep's active set (the next rung of successive halving,
     /// replicates), in one transaction; runs it already has are reactivated
     /// where they stand.
-    pub fn add_runs(&mut self, sweep_id: i64, runs: &[PlannedRun], role: &str) -> Result<()> {
+    pub fn add_runs(&mut self, sweep_id: i64, runs: &[PlannedRun], role: SweepRole) -> Result<()> {
         let tx = self.conn.transaction().doing("adding runs to a sweep")?;
         let next: i64 = tx
             .query_row("SELECT COALESCE(MAX(position) + 1, 0) FROM sweep_runs WHERE sweep_id = ?1", [sweep_id], |r| {
@@ -767,19 +725,14 @@ impl Store {
         run_definition(&self.conn, run_id)
     }
 
-    /// The planned runs under the ids the database knows them by: a run
-    /// recorded by ftsweep 0.1 under its 40-bit id keeps that id (see
-    /// [`crate::plan::adopt_stored`]). Record the runs this returns.
-    pub fn adopt_stored(&self, sweep: &Sweep, data: &DataIdentity, runs: Vec<PlannedRun>) -> Result<Vec<PlannedRun>> {
-        // Only ftsweep 0.1 wrote 12-character ids: a database without one has nothing to adopt.
-        let legacy: bool = self
-            .conn
+    /// Whether the database holds a run id of ftsweep 0.1 (40 bits): only
+    /// then may planned runs be found again under an older id (see
+    /// [`crate::plan::adopt_stored`]).
+    pub fn has_legacy_ids(&self) -> Result<bool> {
+        // Only ftsweep 0.1 wrote 12-character ids.
+        self.conn
             .query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE length(run_id) = 12)", [], |r| r.get(0))
-            .doing("looking for 40-bit run ids")?;
-        if !legacy {
-            return Ok(runs);
-        }
-        crate::plan::adopt_stored(sweep, data, runs, |id| self.run_definition(id))
+            .doing("looking for 40-bit run ids")
     }
 
     /// A sweep by name.
@@ -838,8 +791,8 @@ impl Store {
 
     /// One run, outside any sweep (no rung, role `search`).
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let sql = format!("SELECT {RUN_COLUMNS}, NULL, 'search' FROM runs r WHERE r.run_id = ?1");
-        self.conn.query_row(&sql, [run_id], run_record).optional().doing("reading a run")
+        let sql = format!("SELECT {RUN_COLUMNS}, NULL, ?2 FROM runs r WHERE r.run_id = ?1");
+        self.conn.query_row(&sql, params![run_id, SweepRole::Search], run_record).optional().doing("reading a run")
     }
 
     /// Commits the intent to launch a new attempt of a run, before the call
@@ -848,12 +801,12 @@ impl Store {
     pub fn begin_attempt(&mut self, run_id: &str) -> Result<i64> {
         let tx = self.conn.transaction().doing("starting a run")?;
         tx.execute(
-            "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
+            "UPDATE runs SET state = ?3, attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                  trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                  valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
                  eval_seconds = NULL, stop_reason = NULL, model_epochs = NULL, updated_at = ?2
              WHERE run_id = ?1",
-            params![run_id, now()],
+            params![run_id, now(), RunState::Launching],
         )
         .doing("starting a run")?;
         let attempt = tx
@@ -867,8 +820,8 @@ impl Store {
     pub fn set_job(&mut self, run_id: &str, job_id: &str) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET state = 'training', job_id = ?2, updated_at = ?3 WHERE run_id = ?1",
-                params![run_id, job_id, now()],
+                "UPDATE runs SET state = ?4, job_id = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, job_id, now(), RunState::Training],
             )
             .doing("recording a job id")?;
         Ok(())
@@ -931,7 +884,7 @@ impl Store {
     pub fn finish_training(&mut self, run_id: &str, r: &TrainingResult) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET state = 'trained', model = ?2, trained_tokens = ?3, train_loss = ?4,
+                "UPDATE runs SET state = ?10, model = ?2, trained_tokens = ?3, train_loss = ?4,
                      train_accuracy = ?5, valid_loss = ?6, valid_accuracy = ?7, train_seconds = ?8, updated_at = ?9
                  WHERE run_id = ?1",
                 params![
@@ -943,7 +896,8 @@ impl Store {
                     r.valid_loss,
                     r.valid_accuracy,
                     r.seconds,
-                    now()
+                    now(),
+                    RunState::Trained,
                 ],
             )
             .doing("recording a trained run")?;
@@ -954,8 +908,8 @@ impl Store {
     pub fn fail_run(&mut self, run_id: &str, reason: &str) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET state = 'failed', error = ?2, updated_at = ?3 WHERE run_id = ?1",
-                params![run_id, reason, now()],
+                "UPDATE runs SET state = ?4, error = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, reason, now(), RunState::Failed],
             )
             .doing("recording a failed run")?;
         Ok(())
@@ -964,7 +918,10 @@ impl Store {
     /// Marks a run as being evaluated.
     pub fn start_evaluation(&mut self, run_id: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE runs SET state = 'evaluating', updated_at = ?2 WHERE run_id = ?1", params![run_id, now()])
+            .execute(
+                "UPDATE runs SET state = ?3, updated_at = ?2 WHERE run_id = ?1",
+                params![run_id, now(), RunState::Evaluating],
+            )
             .doing("starting an evaluation")?;
         Ok(())
     }
@@ -985,9 +942,9 @@ impl Store {
         tx.execute("DELETE FROM eval_results WHERE run_id = ?1 AND model = ?2", params![run_id, model])
             .doing("replacing an evaluation")?;
         tx.execute(
-            "UPDATE runs SET state = 'done', metric = ?2, score = ?3, n_eval = ?4, eval_seconds = ?5, updated_at = ?6
+            "UPDATE runs SET state = ?7, metric = ?2, score = ?3, n_eval = ?4, eval_seconds = ?5, updated_at = ?6
              WHERE run_id = ?1",
-            params![run_id, metric, score, scores.len() as i64, seconds, now()],
+            params![run_id, metric, score, scores.len() as i64, seconds, now(), RunState::Done],
         )
         .doing("recording a run's score")?;
         tx.commit().doing("recording an evaluation")?;
@@ -1146,12 +1103,7 @@ mod tests {
     fn run(id: &str, n_epochs: u32) -> PlannedRun {
         PlannedRun {
             run_id: id.into(),
-            config: RunConfig {
-                n_epochs: Some(n_epochs),
-                batch_size: Some(4),
-                learning_rate_multiplier: Some(1.0),
-                seed: 1,
-            },
+            config: RunConfig::supervised(Some(n_epochs), Some(4), Some(1.0), 1),
             origin: Origin::Job,
             rung: None,
         }
@@ -1211,7 +1163,7 @@ mod tests {
         assert!(e.to_string().contains("stored:  local local/ngram training aa validation bb n_epochs=1"), "{e}");
         assert!(e.to_string().contains("planned: local local/ngram training aa validation bb n_epochs=2"), "{e}");
         assert!(s.run("b").unwrap().is_none(), "the transaction is rolled back");
-        assert!(matches!(s.add_runs(rec.id, &[run("a", 3)], "search"), Err(StoreError::IdConflict { .. })));
+        assert!(matches!(s.add_runs(rec.id, &[run("a", 3)], SweepRole::Search), Err(StoreError::IdConflict { .. })));
         let other_data = NewSweep { training_sha256: "ab", ..sweep() };
         assert!(matches!(s.record_sweep(&other_data, &[run("a", 1)]), Err(StoreError::IdConflict { .. })));
         assert_eq!(s.run("a").unwrap().unwrap().config.n_epochs, Some(1));

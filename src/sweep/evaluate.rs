@@ -11,7 +11,8 @@ use super::{Progress, SweepContext};
 use crate::eval::EvalError;
 use crate::eval::runner::{self, Target};
 use crate::provider::local::KEPT_CHECKPOINTS;
-use crate::store::{EvalKind, RunRecord, RunState, StoreError};
+use crate::run::{EvalKind, RunRecord, RunState};
+use crate::store::StoreError;
 
 /// The name the baseline goes by in progress reports.
 pub const BASELINE: &str = "baseline";

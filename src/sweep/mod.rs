@@ -15,15 +15,14 @@ use tokio::task::JoinSet;
 
 mod evaluate;
 mod search;
+pub use search::adopt_stored;
 
 use crate::data::ChatFile;
-use crate::plan::{Origin, RunConfig};
 use crate::pricing::Price;
 use crate::provider::{JobEvent, JobOutcome, JobRequest, Provider};
+use crate::run::{Origin, RunConfig, RunRecord, RunState};
 use crate::spec::Metric;
-use crate::store::{
-    Budget, CheckpointRow, Claim, MetricRow, RunRecord, RunState, SharedStore, StoreError, TrainingResult,
-};
+use crate::store::{Budget, CheckpointRow, Claim, MetricRow, SharedStore, StoreError, TrainingResult};
 
 /// Everything a sweep's runs share.
 pub struct SweepContext {
@@ -543,7 +542,7 @@ fn estimate(cx: &SweepContext, run: &RunRecord) -> (u64, f64) {
     if let Some(e) = cx.options.estimates.get(&run.run_id) {
         return *e;
     }
-    let epochs = crate::plan::job_epochs(&run.origin, run.config.n_epochs).unwrap_or(cx.options.auto_epochs);
+    let epochs = crate::run::job_epochs(&run.origin, run.config.n_epochs).unwrap_or(cx.options.auto_epochs);
     let (tokens, usd) = cx.options.epoch_estimate;
     (tokens * u64::from(epochs), usd * f64::from(epochs))
 }
@@ -699,13 +698,13 @@ async fn train(
         },
         _ => cx.base_model.clone(),
     };
-    let job_epochs = crate::plan::job_epochs(&run.origin, run.config.n_epochs);
+    let job_epochs = crate::run::job_epochs(&run.origin, run.config.n_epochs);
     let epochs_before = run.origin.parent_epochs().unwrap_or(0);
     let request = JobRequest {
         base_model,
         training_file: training_file.clone(),
         validation_file: validation_file.clone(),
-        hyperparameters: RunConfig { n_epochs: job_epochs, ..run.config },
+        hyperparameters: RunConfig { n_epochs: job_epochs, ..run.config.clone() },
         suffix: run.run_id.clone(),
         metadata: job_tags(&cx.sweep_name, &run.run_id, attempt),
     };
@@ -761,7 +760,7 @@ async fn train(
             store.clear_attempt_metrics(&run.run_id, attempt)?;
         }
     }
-    progress(Progress::Training { run_id: run.run_id.clone(), config: run.config, job_id: job_id.clone() });
+    progress(Progress::Training { run_id: run.run_id.clone(), config: run.config.clone(), job_id: job_id.clone() });
 
     let mut pending: Vec<MetricRow> = Vec::new();
     let mut last_checkpoint: Option<CheckpointRow> = None;

@@ -7,9 +7,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Progress, SweepContext};
-use crate::plan::{self, PlannedRun};
+use crate::plan;
+use crate::run::{PlannedRun, RunRecord, RunState, SweepRole};
 use crate::spec::Search;
-use crate::store::{RunRecord, RunState, StoreError};
+use crate::store::StoreError;
 
 fn ended(r: &RunRecord) -> bool {
     matches!(r.state, RunState::Done | RunState::Failed | RunState::Cancelled)
@@ -24,7 +25,7 @@ fn score(r: &RunRecord) -> Option<f64> {
 pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<bool, StoreError> {
     let sweep_id = cx.options.sweep_id;
     let runs = cx.store.lock().sweep_runs(sweep_id)?;
-    let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == "search").collect();
+    let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == SweepRole::Search).collect();
     if !search.iter().all(|r| ended(r)) {
         return Ok(false);
     }
@@ -38,8 +39,8 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
         if !next.is_empty() {
             let next = {
                 let mut store = cx.store.lock();
-                let next = store.adopt_stored(&cx.spec, &cx.identity, next)?;
-                store.add_runs(sweep_id, &next, "search")?;
+                let next = adopt(&store, cx, next)?;
+                store.add_runs(sweep_id, &next, SweepRole::Search)?;
                 next
             };
             let epochs = next[0].config.n_epochs.unwrap_or(0);
@@ -60,7 +61,7 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
         let chain = chain_of(leader, &by_id);
         for &seed in &replicates.seeds {
             let copy = plan::replicate(&cx.spec, &cx.identity, &chain, seed);
-            for r in cx.store.lock().adopt_stored(&cx.spec, &cx.identity, copy)? {
+            for r in adopt(&cx.store.lock(), cx, copy)? {
                 if !active.contains(r.run_id.as_str()) && planned.insert(r.run_id.clone()) {
                     new.push(r);
                 }
@@ -70,7 +71,7 @@ pub(super) fn advance(cx: &SweepContext, progress: &(dyn Fn(Progress) + Send + S
     if new.is_empty() {
         return Ok(false);
     }
-    cx.store.lock().add_runs(sweep_id, &new, "replicate")?;
+    cx.store.lock().add_runs(sweep_id, &new, SweepRole::Replicate)?;
     let note = format!(
         "replicates: the top {} configuration(s) again with seeds {:?} ({} runs)",
         leaders.len(),
@@ -92,4 +93,23 @@ fn chain_of(run: &PlannedRun, by_id: &HashMap<&str, &RunRecord>) -> Vec<PlannedR
     }
     chain.reverse();
     chain
+}
+
+/// The planned runs under the ids the database knows them by: a run
+/// recorded by ftsweep 0.1 under its 40-bit id keeps that id (see
+/// [`plan::adopt_stored`]). Record the runs this returns.
+pub fn adopt_stored(
+    store: &crate::store::Store,
+    sweep: &crate::spec::Sweep,
+    data: &plan::DataIdentity,
+    runs: Vec<PlannedRun>,
+) -> Result<Vec<PlannedRun>, StoreError> {
+    if !store.has_legacy_ids()? {
+        return Ok(runs);
+    }
+    plan::adopt_stored(sweep, data, runs, |id| store.run_definition(id))
+}
+
+fn adopt(store: &crate::store::Store, cx: &SweepContext, runs: Vec<PlannedRun>) -> Result<Vec<PlannedRun>, StoreError> {
+    adopt_stored(store, &cx.spec, &cx.identity, runs)
 }

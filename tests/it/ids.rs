@@ -13,8 +13,13 @@ use crate::util::{Workspace, query, root};
 /// A workspace holding a copy of tests/data/ids-v1: its sweep files, data and
 /// the database ftsweep 0.1 wrote.
 fn fixture() -> Workspace {
+    fixture_of("ids-v1")
+}
+
+/// A workspace holding a copy of the fixture folder tests/data/`name`.
+fn fixture_of(name: &str) -> Workspace {
     let ws = Workspace::new();
-    let dir = root().join("tests/data/ids-v1");
+    let dir = root().join("tests/data").join(name);
     for entry in std::fs::read_dir(&dir).expect("the fixture folder") {
         let path = entry.expect("a fixture file").path();
         std::fs::copy(&path, ws.path(&path.file_name().unwrap().to_string_lossy())).expect("copying the fixture");
@@ -69,6 +74,43 @@ fn a_database_of_40_bit_ids_finds_its_runs_again() {
     let board = ws.json(&["leaderboard", "ids-checkpoints", "--json"]);
     let board: Vec<&str> = board.as_array().unwrap().iter().filter_map(|r| r["run_id"].as_str()).collect();
     assert!(board.contains(&"r-941ff13c38") && board.contains(&"r-206403f9d5"), "{board:?}");
+}
+
+/// tests/data/ids-v2 was written by the release before the general search
+/// space (schema 7): every sweep plans exactly the ids it stored, and `run`
+/// trains nothing.
+#[test]
+fn a_database_of_the_release_before_the_general_search_space_keeps_its_run_ids() {
+    let ws = fixture_of("ids-v2");
+    let before = runs_and_jobs(&ws.db());
+    assert_eq!(before.len(), 11, "{before:?}");
+    let stored: std::collections::BTreeSet<String> =
+        before.iter().map(|r| r.split(' ').next().unwrap().to_string()).collect();
+    let sweeps = [
+        ("grid.toml", "v2-grid", 2),
+        ("checkpoints.toml", "v2-checkpoints", 2),
+        ("halving.toml", "v2-halving", 5),
+        ("random.toml", "v2-random", 4),
+    ];
+    for (file, name, n) in sweeps {
+        let plan = ws.json(&["plan", file, "--json"]);
+        assert_eq!(plan["to_train"], 0, "{file}: {plan}");
+        let planned = ids(&plan);
+        assert_eq!(planned.len(), n, "{file}: {plan}");
+        for id in &planned {
+            assert!(stored.contains(id), "{file}: {id} is not a stored run id: {plan}");
+        }
+        let (code, _, err) = ws.run(&["run", "--yes", file]);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(err.contains(&format!("sweep `{name}`: 0 trained")), "{file}: {err}");
+    }
+    assert_eq!(runs_and_jobs(&ws.db()), before, "no run added, no job started, no attempt made");
+    // The random sweep's draws are those of the stored runs, value for value.
+    let plan = ws.json(&["plan", "random.toml", "--json"]);
+    let row = |id: &str| plan["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).cloned().unwrap();
+    let r = row("r-aa67a77be65314b7");
+    assert_eq!((r["n_epochs"].clone(), r["batch_size"].clone()), (1.into(), 6.into()), "{r}");
+    assert_eq!(r["learning_rate_multiplier"], 0.165, "{r}");
 }
 
 #[test]

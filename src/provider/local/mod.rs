@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
 use crate::data::{ChatFile, Conversation, Message, file_tokens};
-use crate::plan::RunConfig;
+use crate::run::RunConfig;
 use crate::store::SharedStore;
 use trainer::{Embedding, Example, ReplyModel, TrainConfig, TrainEvent};
 
@@ -325,8 +325,8 @@ impl LocalProvider {
 pub fn resolve(hp: &RunConfig, n_examples: u64) -> TrainConfig {
     TrainConfig {
         n_epochs: hp.n_epochs.unwrap_or_else(|| crate::data::stats::default_epochs(n_examples)),
-        batch_size: hp.batch_size.unwrap_or_else(|| (n_examples.div_ceil(500)).clamp(1, 256) as u32),
-        learning_rate: trainer::BASE_LEARNING_RATE * hp.learning_rate_multiplier.unwrap_or(1.0),
+        batch_size: hp.batch_size().unwrap_or_else(|| (n_examples.div_ceil(500)).clamp(1, 256) as u32),
+        learning_rate: trainer::BASE_LEARNING_RATE * hp.learning_rate_multiplier().unwrap_or(1.0),
         seed: hp.seed,
         validations_per_epoch: 0,
     }
@@ -493,12 +493,7 @@ mod tests {
             base_model: base_model.into(),
             training_file: p.upload(&example_file("topics-train.jsonl", 200)),
             validation_file: p.upload(&example_file("topics-valid.jsonl", 60)),
-            hyperparameters: RunConfig {
-                n_epochs: Some(n_epochs),
-                batch_size: Some(16),
-                learning_rate_multiplier: Some(1.0),
-                seed: 3,
-            },
+            hyperparameters: RunConfig::supervised(Some(n_epochs), Some(16), Some(1.0), 3),
             suffix: suffix.into(),
             metadata: Default::default(),
         }

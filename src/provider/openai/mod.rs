@@ -90,7 +90,7 @@ impl OpenAiProvider {
     /// is lost, the jobs carrying the request's metadata are listed and the
     /// one found is adopted; only when none exists is the create sent again.
     pub async fn create_job(&self, request: &JobRequest) -> Result<String, ProviderError> {
-        let hp = request.hyperparameters;
+        let hp = &request.hyperparameters;
         let body = CreateJob {
             model: request.base_model.clone(),
             training_file: request.training_file.clone(),
@@ -103,8 +103,8 @@ impl OpenAiProvider {
                 supervised: Some(MethodParams {
                     hyperparameters: Hyperparameters {
                         n_epochs: Some(HyperValue::int(hp.n_epochs)),
-                        batch_size: Some(HyperValue::int(hp.batch_size)),
-                        learning_rate_multiplier: Some(HyperValue::float(hp.learning_rate_multiplier)),
+                        batch_size: Some(HyperValue::int(hp.batch_size())),
+                        learning_rate_multiplier: Some(HyperValue::float(hp.learning_rate_multiplier())),
                     },
                 }),
                 dpo: None,
