@@ -62,12 +62,17 @@ const OPENAI: &[Param] = &[
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
+/// The local trainer's hyperparameters: OpenAI's names, order and ranges
+/// (it stands in for OpenAI on a machine without a key, and its run ids
+/// depend on the order as OpenAI's do).
+const LOCAL: &[Param] = OPENAI;
+
 /// The names `provider` accepts, in the order a grid nests them and random
-/// search draws them. The local provider takes OpenAI's names (it stands in
-/// for OpenAI on a machine without a key).
+/// search draws them.
 pub fn accepted(provider: ProviderKind) -> &'static [Param] {
     match provider {
-        ProviderKind::Local | ProviderKind::OpenAi => OPENAI,
+        ProviderKind::Local => LOCAL,
+        ProviderKind::OpenAi => OPENAI,
     }
 }
 
