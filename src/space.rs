@@ -62,12 +62,17 @@ const OPENAI: &[Param] = &[
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
+/// The local trainer's hyperparameters: OpenAI's names, order and ranges
+/// (it stands in for OpenAI on a machine without a key, and its run ids
+/// depend on the order as OpenAI's do).
+const LOCAL: &[Param] = OPENAI;
+
 /// The names `provider` accepts, in the order a grid nests them and random
-/// search draws them. The local provider takes OpenAI's names (it stands in
-/// for OpenAI on a machine without a key).
+/// search draws them.
 pub fn accepted(provider: ProviderKind) -> &'static [Param] {
     match provider {
-        ProviderKind::Local | ProviderKind::OpenAi => OPENAI,
+        ProviderKind::Local => LOCAL,
+        ProviderKind::OpenAi => OPENAI,
     }
 }
 
@@ -128,5 +133,34 @@ impl Hyperparameters {
     /// The names the file gives, in the provider's order.
     pub fn written(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter(|a| a.written).map(|a| a.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_declares_its_names_once_with_examples_in_range() {
+        for provider in [ProviderKind::Local, ProviderKind::OpenAi] {
+            let params = accepted(provider);
+            let names: Vec<&str> = params.iter().map(|p| p.name).collect();
+            // Successive halving and replicates set these two.
+            assert!(names.contains(&N_EPOCHS) && names.contains(&SEED), "{names:?}");
+            for (i, p) in params.iter().enumerate() {
+                assert!(!names[..i].contains(&p.name), "{} is declared twice", p.name);
+                assert!(p.min < p.max, "{}", p.name);
+                let example: toml::Table = toml::from_str(&format!("v = {}", p.example)).unwrap();
+                for v in example["v"].as_array().unwrap() {
+                    let x = v.as_float().or(v.as_integer().map(|i| i as f64)).unwrap();
+                    let above = if p.min_exclusive { x > p.min } else { x >= p.min };
+                    assert!(above && x <= p.max, "{}: {x}", p.name);
+                    assert!(p.kind == Kind::Float || x.fract() == 0.0, "{}: {x}", p.name);
+                }
+            }
+        }
+        // The order of ftsweep 0.1, on which run ids depend.
+        let openai: Vec<&str> = accepted(ProviderKind::OpenAi).iter().map(|p| p.name).collect();
+        assert_eq!(openai, ["n_epochs", "learning_rate_multiplier", "batch_size", "seed"]);
     }
 }

@@ -26,7 +26,7 @@ fn rejected(text: &str, needles: &[&str]) {
 #[test]
 fn unknown_key() {
     let text = sweep_toml("s", &format!("{HP}\nn_epoch = [2]"));
-    rejected(&text, &["bad.toml:15:", "unknown field `n_epoch`", "n_epochs"]);
+    rejected(&text, &["bad.toml:15:", "hyperparameters.n_epoch", "does not accept `n_epoch`", "n_epochs"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod protocol;
 mod search;
 mod security;
 mod serve;
+mod space;
 mod sweep;
 mod tools;
 mod util;

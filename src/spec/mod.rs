@@ -1,0 +1,528 @@
+//! The sweep file: a TOML document parsed into a validated [`Sweep`].
+//!
+//! Parsing does no I/O beyond what the caller hands in (the text and, for
+//! resolving data paths, the sweep file's own path); every error names the
+//! file, the line and the key, says what was expected and how to fix it.
+//!
+//! Layout: [`raw`] mirrors the file for serde; [`parse`] validates it into
+//! the typed [`Sweep`] here, table by table (`validate` for the top-level
+//! keys, `[limits]` and `[pricing]`; `search`, `early_stopping`,
+//! `hyperparameters`, `evaluation`, `openai`); `error` builds the located
+//! errors, `locate` finds keys from `toml`'s spans; `net` checks base URLs
+//! and header values.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::DeTable;
+
+use crate::eval::config::{COMBINED, NamedGrader};
+use crate::eval::graders::Weighted;
+pub use crate::run::ProviderKind;
+pub use crate::space::{Domain, Hyperparameters};
+
+mod early_stopping;
+mod error;
+mod evaluation;
+mod hyperparameters;
+mod locate;
+mod net;
+mod openai;
+mod raw;
+mod search;
+mod validate;
+
+pub use error::{SpecError, key_error};
+pub use net::{check_base_url, header_value_problem};
+
+use error::Cx;
+use raw::RawSweep;
+
+/// A parsed and validated sweep file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_model: String,
+    /// The training file, resolved against the sweep file's folder.
+    pub training_file: PathBuf,
+    /// The validation file, resolved against the sweep file's folder.
+    pub validation_file: PathBuf,
+    /// The default seed: of the training jobs, and of random search.
+    pub seed: u64,
+    pub search: Search,
+    /// `[search] epochs_from_checkpoints` (default false; not with
+    /// successive halving): runs that differ only in `n_epochs` share one
+    /// job; the shorter ones are its epoch checkpoints.
+    pub epochs_from_checkpoints: bool,
+    /// `[search] replicate_top` and `replicate_seeds` (both or neither):
+    /// the leaders trained again with other seeds.
+    pub replicates: Option<Replicates>,
+    /// `[early_stopping]`: stop jobs that stop improving or diverge. `None`
+    /// when the table is absent; an empty table takes the defaults.
+    pub early_stopping: Option<EarlyStopping>,
+    pub hyperparameters: Hyperparameters,
+    pub evaluation: Evaluation,
+    pub limits: Limits,
+    /// The `[openai]` settings; defaults when the table is absent.
+    pub openai: OpenAiSettings,
+    /// Prices from the `[pricing]` table, overriding the committed table.
+    pub pricing: Option<crate::pricing::Price>,
+}
+
+/// How to reach a server that speaks the OpenAI protocol. The file names
+/// the environment variable that holds the key, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSettings {
+    pub base_url: String,
+    pub api_key_env: String,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub auth: Auth,
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI, most servers).
+    Bearer,
+    /// Azure OpenAI: an `api-key` header and an `api-version` query parameter.
+    Azure { api_version: String },
+}
+
+/// The default base URL of the OpenAI API.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+impl Default for OpenAiSettings {
+    fn default() -> OpenAiSettings {
+        OpenAiSettings {
+            base_url: OPENAI_BASE_URL.to_string(),
+            api_key_env: "OPENAI_API_KEY".to_string(),
+            organization: None,
+            project: None,
+            auth: Auth::Bearer,
+        }
+    }
+}
+
+/// How the hyperparameter space is searched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Search {
+    /// Every combination of the listed values.
+    Grid,
+    /// `runs` points drawn with the sweep's seed.
+    Random { runs: u32 },
+    /// Successive halving over the grid of the other hyperparameters: every
+    /// configuration trains `min_epochs`, the best 1/`eta` continue from
+    /// their own model, rung after rung, up to `max_epochs`.
+    SuccessiveHalving(Halving),
+}
+
+/// The settings of successive halving: `[search] eta`, `min_epochs` and
+/// `max_epochs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halving {
+    /// Each rung keeps the best 1/eta (rounded up) and multiplies the epochs
+    /// by eta: 2 to 10, default 3.
+    pub eta: u32,
+    /// The first rung's epochs: 1 to 50, default 1, below `max_epochs`.
+    pub min_epochs: u32,
+    /// The last rung's epochs: 1 to 50, required.
+    pub max_epochs: u32,
+}
+
+/// Seed replicates of the leading configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicates {
+    /// How many of the best configurations are trained again.
+    pub top: u32,
+    /// The other seeds each is trained with: distinct, none the sweep's
+    /// `seed`.
+    pub seeds: Vec<u64>,
+}
+
+/// What early stopping watches: a full validation pass's metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    /// Validation loss, lower is better (the default).
+    ValidLoss,
+    /// Validation (mean token) accuracy, higher is better.
+    ValidAccuracy,
+}
+
+impl StopMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMetric::ValidLoss => "valid_loss",
+            StopMetric::ValidAccuracy => "valid_accuracy",
+        }
+    }
+}
+
+/// The `[early_stopping]` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    pub metric: StopMetric,
+    /// Evaluations in a row without an improvement of more than
+    /// `min_delta` over the best so far before the job is stopped.
+    pub patience: u32,
+    pub min_delta: f64,
+    /// Divergence: a validation loss above `divergence_factor` times the
+    /// job's first evaluation's, or not finite, stops the job at once.
+    pub divergence_factor: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> EarlyStopping {
+        EarlyStopping { metric: StopMetric::ValidLoss, patience: 4, min_delta: 0.0, divergence_factor: 1.0 }
+    }
+}
+
+/// How runs are scored: the `[evaluation]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The primary metric: a grader's name, or `combined`.
+    pub metric: Metric,
+    /// The graders, in the order written; graders named only by `metric` or
+    /// `combined` (built-in types with their defaults) come last.
+    pub graders: Vec<NamedGrader>,
+    /// The weighted combination of graders, scored as `combined`.
+    pub combined: Option<Weighted>,
+    /// The significance level of the paired test against the leader.
+    pub alpha: f64,
+    /// How far below the leader a cheaper run may be shown to be and still be
+    /// picked by `best` (the non-inferiority margin, in units of the metric).
+    pub margin: f64,
+    /// Whether the runs' earlier kept epoch checkpoints are evaluated too.
+    pub checkpoints: bool,
+    /// Whether the base model is evaluated, as the baseline row.
+    pub baseline: bool,
+    /// Completions in flight at a time, across the sweep.
+    pub concurrency: u32,
+}
+
+/// The default significance level.
+pub const ALPHA: f64 = 0.05;
+
+/// The default non-inferiority margin.
+pub const MARGIN: f64 = 0.02;
+
+/// The default number of completions in flight.
+pub const EVAL_CONCURRENCY: u32 = 8;
+
+impl Default for Evaluation {
+    /// Exact match after trimming, as the primary and only grader.
+    fn default() -> Evaluation {
+        Evaluation {
+            metric: Metric::EXACT_MATCH,
+            graders: NamedGrader::builtin("exact_match").into_iter().collect(),
+            combined: None,
+            alpha: ALPHA,
+            margin: MARGIN,
+            checkpoints: false,
+            baseline: true,
+            concurrency: EVAL_CONCURRENCY,
+        }
+    }
+}
+
+impl Evaluation {
+    /// The grader by name (not `combined`).
+    pub fn grader(&self, name: &str) -> Option<&NamedGrader> {
+        self.graders.iter().find(|g| g.name == name)
+    }
+
+    /// The names of every score, graders first, then `combined`.
+    pub fn score_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.graders.iter().map(|g| g.name.clone()).collect();
+        if self.combined.is_some() {
+            names.push(COMBINED.to_string());
+        }
+        names
+    }
+}
+
+/// The primary metric's name. Names are interned, so a `Metric` is `Copy`
+/// and its text lives for the whole program; only the distinct names ever
+/// parsed are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric(&'static str);
+
+impl Metric {
+    /// The reply equals the reference after trimming white space.
+    pub const EXACT_MATCH: Metric = Metric("exact_match");
+
+    /// The metric of this name.
+    pub fn named(name: &str) -> Metric {
+        static NAMES: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeSet<&'static str>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        match names.get(name) {
+            Some(known) => Metric(known),
+            None => {
+                let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+                names.insert(leaked);
+                Metric(leaked)
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Limits on how the sweep runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_concurrent: u32,
+    /// `run` asks for confirmation when the estimate exceeds this (USD).
+    pub confirm_above_usd: f64,
+    /// No run is launched whose estimated cost would take committed plus
+    /// spent cost over this (USD).
+    pub budget_usd: Option<f64>,
+    /// The same, in trained tokens.
+    pub max_trained_tokens: Option<u64>,
+    /// Attempts after a provider-side failure (`server_error` and the like);
+    /// invalid data is never retried.
+    pub retries: u32,
+}
+
+/// The default confirmation threshold, in USD.
+pub const CONFIRM_ABOVE_USD: f64 = 1.0;
+
+/// The most runs a grid (or the first rung of successive halving) may have,
+/// counted before it is expanded; random search draws at most 1,000.
+pub const MAX_GRID_RUNS: u64 = 10_000;
+
+/// Parses a sweep file's text. `path` names the file in errors and anchors
+/// relative data paths; nothing is read from disk here.
+pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
+    let mut cx = Cx { path, text, doc: None };
+    let doc = DeTable::parse(text).map_err(|e| cx.toml_error(&e))?;
+    cx.doc = Some(doc.clone());
+    let raw = RawSweep::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| cx.toml_error(&e))?;
+
+    let name = cx.name(&raw.name)?;
+    let provider = match &raw.provider {
+        None => ProviderKind::Local,
+        Some(p) => match p.get_ref() {
+            raw::Provider::Local => ProviderKind::Local,
+            raw::Provider::OpenAi => ProviderKind::OpenAi,
+        },
+    };
+    let base_model = cx.base_model(&raw.base_model, provider)?;
+    let training_file = cx.data_path(&raw.training_file, "training_file")?;
+    let validation_file = cx.data_path(&raw.validation_file, "validation_file")?;
+    let seed = match &raw.seed {
+        None => 0,
+        Some(s) => cx.int_in(s, "seed", crate::space::SEED_RANGE)?,
+    };
+
+    let search = match &raw.search {
+        None => Search::Grid,
+        Some(s) => cx.search(s)?,
+    };
+    let epochs_from_checkpoints = raw.search.as_ref().and_then(|s| s.epochs_from_checkpoints.as_ref());
+    let epochs_from_checkpoints = epochs_from_checkpoints.is_some_and(|v| *v.get_ref());
+    let replicates = match &raw.search {
+        None => None,
+        Some(s) => cx.replicates(s, seed)?,
+    };
+    let early_stopping = match &raw.early_stopping {
+        None => None,
+        Some(e) => Some(cx.early_stopping(e)?),
+    };
+    let hyperparameters = cx.hyperparameters(&raw.hyperparameters, provider, &search, seed)?;
+    let evaluation = match &raw.evaluation {
+        None => Evaluation::default(),
+        Some(e) => cx.evaluation(e)?,
+    };
+    let limits = cx.limits(raw.limits.as_ref())?;
+    let openai = match &raw.openai {
+        None => OpenAiSettings::default(),
+        Some(o) => cx.openai(o)?,
+    };
+    if let Some(o) = raw.openai.as_ref().filter(|_| provider != ProviderKind::OpenAi) {
+        return Err(cx.at(
+            o,
+            "openai",
+            "an [openai] table only applies to `provider = \"openai\"`".into(),
+            "remove the table, or set `provider = \"openai\"`",
+        ));
+    }
+    let pricing = match &raw.pricing {
+        None => None,
+        Some(p) => Some(cx.pricing(p)?),
+    };
+
+    Ok(Sweep {
+        name,
+        provider,
+        base_model,
+        training_file,
+        validation_file,
+        seed,
+        search,
+        epochs_from_checkpoints,
+        replicates,
+        early_stopping,
+        hyperparameters,
+        evaluation,
+        limits,
+        openai,
+        pricing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) const GOOD: &str = r#"
+name = "topic-router"
+provider = "local"
+base_model = "local/ngram"
+training_file = "../examples/data/topics-train.jsonl"
+validation_file = "../examples/data/topics-valid.jsonl"
+seed = 42
+[search]
+strategy = "grid"
+[hyperparameters]
+n_epochs = [1, 3, 8]
+learning_rate_multiplier = [0.1, 1.0, 10.0]
+batch_size = [4, 32]
+[evaluation]
+metric = "exact_match"
+[limits]
+max_concurrent = 2
+"#;
+
+    pub(super) fn parse_str(text: &str) -> Result<Sweep, SpecError> {
+        parse(Path::new("sweeps/x.toml"), text)
+    }
+
+    pub(super) fn err(text: &str) -> SpecError {
+        parse_str(text).expect_err("the sweep should be rejected")
+    }
+
+    /// GOOD with `extra` appended (graders after `[limits]` are valid TOML).
+    pub(super) fn with_graders(extra: &str) -> String {
+        format!("{GOOD}{extra}")
+    }
+
+    /// GOOD as a successive-halving sweep with the `[search]` lines `keys`
+    /// (line 10 on) and without `n_epochs`.
+    pub(super) fn halving(keys: &str) -> String {
+        GOOD.replace("strategy = \"grid\"", &format!("strategy = \"successive_halving\"\n{keys}"))
+            .replace("n_epochs = [1, 3, 8]\n", "")
+    }
+
+    /// GOOD with the `[search]` lines `keys` (line 10 on).
+    pub(super) fn search_keys(keys: &str) -> String {
+        GOOD.replace("strategy = \"grid\"", &format!("strategy = \"grid\"\n{keys}"))
+    }
+
+    #[test]
+    fn parses_the_sketch_from_the_issue() {
+        let s = parse_str(GOOD).unwrap();
+        assert_eq!(s.name, "topic-router");
+        assert_eq!(s.training_file, Path::new("sweeps/../examples/data/topics-train.jsonl"));
+        assert_eq!(s.seed, 42);
+        assert_eq!(s.search, Search::Grid);
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0), Some(3.0), Some(8.0)]));
+        assert_eq!(*s.hyperparameters.domain("seed"), Domain::Values(vec![Some(42.0)]));
+        assert_eq!(s.limits.max_concurrent, 2);
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = err(&GOOD.replace("seed = 42", "seed = = 42"));
+        assert_eq!(e.line, Some(7));
+    }
+
+    /// Mutates valid sweep files (cuts, insertions of TOML punctuation and
+    /// values, swapped types) and checks the parser returns, never panics.
+    /// `FTSWEEP_FUZZ_CASES` sets the number of cases (default 2000).
+    #[test]
+    fn fuzz_the_parser_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let cases: usize = std::env::var("FTSWEEP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED_70AA);
+        let random = GOOD
+            .replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 4")
+            .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
+        let openai = GOOD.replace("\"local\"\n", "\"openai\"\n")
+            + "[openai]\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"azure\"\napi_version = \"x\"\n[pricing]\ntraining_per_million = 1.0\ninput_per_million = 1.0\noutput_per_million = 1.0\n";
+        let halving = GOOD
+            .replace(
+                "strategy = \"grid\"",
+                "strategy = \"successive_halving\"\neta = 2\nmin_epochs = 1\nmax_epochs = 8\n\
+                 replicate_top = 2\nreplicate_seeds = [1, 2]",
+            )
+            .replace("n_epochs = [1, 3, 8]\n", "")
+            + "[early_stopping]\nmetric = \"valid_accuracy\"\npatience = 3\nmin_delta = 0.01\ndivergence_factor = 2.0\n";
+        let checkpoints = GOOD.replace("strategy = \"grid\"", "strategy = \"grid\"\nepochs_from_checkpoints = true")
+            + "[early_stopping]\n";
+        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints];
+        let junk = [
+            "=",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\"",
+            "'",
+            ",",
+            "\n",
+            "#",
+            ".",
+            "-1",
+            "0",
+            "1e400",
+            "nan",
+            "inf",
+            "\"auto\"",
+            "[[x]]",
+            "true",
+            "{ uniform = [3, 1] }",
+            "[]",
+            "\u{0}",
+            "é",
+            "9999999999999999999999",
+        ];
+        let start = std::time::Instant::now();
+        let (mut ok, mut rejected) = (0usize, 0usize);
+        for _ in 0..cases {
+            let mut text = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..5) {
+                let mut at = rng.random_range(0..=text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if rng.random_bool(0.3) {
+                    let mut end = (at + rng.random_range(0..20)).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.replace_range(at..end, "");
+                } else {
+                    text.insert_str(at, junk[rng.random_range(0..junk.len())]);
+                }
+            }
+            match parse(Path::new("f.toml"), &text) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.message.is_empty());
+                    rejected += 1;
+                }
+            }
+        }
+        eprintln!(
+            "sweep-file fuzz: {cases} cases ({ok} parsed, {rejected} rejected) in {:.2}s, no panic",
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(ok + rejected, cases);
+    }
+}

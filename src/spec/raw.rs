@@ -1,0 +1,172 @@
+//! The sweep file as written: a serde mirror of the TOML, every table with
+//! `deny_unknown_fields` and every value with its span, so validation
+//! ([`super::parse`]) can name the line of whatever it refuses. The closed
+//! sets of choices (provider, strategy, authentication, early-stopping
+//! metric) are enums here: an unknown choice is refused by the
+//! deserializer, at its line, with the allowed values.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::StopMetric;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSweep {
+    pub name: Spanned<String>,
+    pub provider: Option<Spanned<Provider>>,
+    pub base_model: Spanned<String>,
+    pub training_file: Spanned<String>,
+    pub validation_file: Spanned<String>,
+    pub seed: Option<Spanned<i64>>,
+    pub search: Option<RawSearch>,
+    pub early_stopping: Option<RawEarlyStopping>,
+    /// Any name: which ones the provider accepts is checked against its
+    /// declarations ([`crate::space::accepted`]), not by serde.
+    pub hyperparameters: Spanned<BTreeMap<String, Spanned<toml::Value>>>,
+    pub evaluation: Option<RawEvaluation>,
+    pub limits: Option<RawLimits>,
+    pub openai: Option<Spanned<RawOpenAi>>,
+    pub pricing: Option<Spanned<RawPricing>>,
+}
+
+/// `provider`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Provider {
+    Local,
+    OpenAi,
+}
+
+/// `[search] strategy`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Strategy {
+    Grid,
+    Random,
+    SuccessiveHalving,
+}
+
+/// `[openai] auth`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AuthKind {
+    Bearer,
+    Azure,
+}
+
+/// A key whose value is one of a closed set of names.
+pub(super) struct Choice {
+    /// The dotted key.
+    pub key: &'static str,
+    /// What a value names, for messages.
+    pub noun: &'static str,
+    /// The names, as serde spells the enum's variants; the default first.
+    pub names: &'static [&'static str],
+}
+
+/// The closed sets of the file (a unit test checks them against the enums).
+pub(super) const CHOICES: &[Choice] = &[
+    Choice { key: "provider", noun: "provider", names: &["local", "openai"] },
+    Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
+    Choice { key: "openai.auth", noun: "authentication", names: &["bearer", "azure"] },
+    Choice { key: "early_stopping.metric", noun: "metric", names: &["valid_loss", "valid_accuracy"] },
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOpenAi {
+    pub base_url: Option<Spanned<String>>,
+    pub api_key_env: Option<Spanned<String>>,
+    pub organization: Option<Spanned<String>>,
+    pub project: Option<Spanned<String>>,
+    pub auth: Option<Spanned<AuthKind>>,
+    pub api_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPricing {
+    pub training_per_million: f64,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSearch {
+    pub strategy: Option<Spanned<Strategy>>,
+    pub runs: Option<Spanned<i64>>,
+    pub eta: Option<Spanned<i64>>,
+    pub min_epochs: Option<Spanned<i64>>,
+    pub max_epochs: Option<Spanned<i64>>,
+    pub epochs_from_checkpoints: Option<Spanned<bool>>,
+    pub replicate_top: Option<Spanned<i64>>,
+    pub replicate_seeds: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEarlyStopping {
+    pub metric: Option<Spanned<StopMetric>>,
+    pub patience: Option<Spanned<i64>>,
+    pub min_delta: Option<Spanned<f64>>,
+    pub divergence_factor: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvaluation {
+    /// A grader's name or `combined`: an open set, checked against the
+    /// graders declared.
+    pub metric: Option<Spanned<String>>,
+    pub graders: Option<Vec<Spanned<toml::Table>>>,
+    pub combined: Option<Spanned<toml::Table>>,
+    pub alpha: Option<Spanned<f64>>,
+    pub margin: Option<Spanned<f64>>,
+    pub checkpoints: Option<bool>,
+    pub baseline: Option<bool>,
+    pub concurrency: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_concurrent: Option<Spanned<i64>>,
+    pub confirm_above_usd: Option<Spanned<f64>>,
+    pub budget_usd: Option<Spanned<f64>>,
+    pub max_trained_tokens: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    /// Whether `name` deserializes as a `T`.
+    fn is<T: DeserializeOwned>(name: &str) -> bool {
+        #[derive(Deserialize)]
+        struct One<T> {
+            #[allow(dead_code)]
+            v: T,
+        }
+        toml::from_str::<One<T>>(&format!("v = \"{name}\"")).is_ok()
+    }
+
+    #[test]
+    fn the_choices_are_the_enums_names() {
+        let accepts: [fn(&str) -> bool; 4] = [is::<Provider>, is::<Strategy>, is::<AuthKind>, is::<StopMetric>];
+        for (choice, accepts) in CHOICES.iter().zip(accepts) {
+            for name in choice.names {
+                assert!(accepts(name), "{}: {name}", choice.key);
+            }
+            assert!(!accepts("nope"), "{}", choice.key);
+        }
+        // Each enum has as many variants as its choice lists names.
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [2, 3, 2, 2]);
+    }
+}
