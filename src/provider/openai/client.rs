@@ -107,13 +107,6 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ApiError::Http { code, .. } => code.as_deref(),
-            _ => None,
-        }
-    }
-
     /// Whether a request that creates something may have taken effect
     /// although it failed: then it must be reconciled, never blindly sent again.
     pub fn may_have_taken_effect(&self) -> bool {
@@ -123,11 +116,6 @@ impl ApiError {
             ApiError::Decode(_) => true,
             ApiError::Refused(_) => false,
         }
-    }
-
-    /// A daily job-creation cap: the run should wait, not fail.
-    pub fn is_daily_limit(&self) -> bool {
-        self.code() == Some("daily_rate_limit_exceeded")
     }
 
     /// How long a launch refused for now should wait in the queue: a daily
