@@ -64,7 +64,7 @@ impl OpenAiProvider {
             // The server may have deleted it since: check, and upload again if so.
             match self
                 .client
-                .json::<FileObject>(Method::GET, &format!("/files/{id}"), &[], Body::None, Kind::Other, Retry::Always)
+                .json::<FileObject>(Method::GET, &["files", &id], &[], Body::None, Kind::Other, Retry::Always)
                 .await
             {
                 Ok(_) => return Ok(id),
@@ -81,7 +81,7 @@ impl OpenAiProvider {
         let name = file.path.file_name().map_or("data.jsonl".into(), |n| n.to_string_lossy().into_owned());
         let body = Body::Multipart { file_name: name, bytes, fields: vec![("purpose".into(), "fine-tune".into())] };
         let uploaded: FileObject =
-            self.client.json(Method::POST, "/files", &[], body, Kind::Upload, Retry::Always).await?;
+            self.client.json(Method::POST, &["files"], &[], body, Kind::Upload, Retry::Always).await?;
         self.store.lock().record_upload(&server, &file.sha256, &uploaded.id, file.bytes)?;
         Ok(uploaded.id)
     }
@@ -116,7 +116,7 @@ impl OpenAiProvider {
                 .client
                 .json::<Job>(
                     Method::POST,
-                    "/fine_tuning/jobs",
+                    &["fine_tuning", "jobs"],
                     &[],
                     Client::body(&body),
                     Kind::Create,
@@ -148,8 +148,10 @@ impl OpenAiProvider {
             if let Some(a) = &after {
                 q.push(("after".into(), a.clone()));
             }
-            let page: List<Job> =
-                self.client.json(Method::GET, "/fine_tuning/jobs", &q, Body::None, Kind::List, Retry::Always).await?;
+            let page: List<Job> = self
+                .client
+                .json(Method::GET, &["fine_tuning", "jobs"], &q, Body::None, Kind::List, Retry::Always)
+                .await?;
             // Filter here too: a server that ignores the filter must not make us adopt a stranger.
             let found = page.data.iter().find(|j| {
                 let m = j.metadata.clone().unwrap_or_default();
@@ -168,7 +170,7 @@ impl OpenAiProvider {
 
     /// Cancels a job.
     pub async fn cancel_job(&self, job_id: &str) -> Result<(), ProviderError> {
-        let path = format!("/fine_tuning/jobs/{job_id}/cancel");
+        let path = ["fine_tuning", "jobs", job_id, "cancel"];
         self.client.json::<Job>(Method::POST, &path, &[], Body::None, Kind::Other, Retry::Always).await?;
         Ok(())
     }
@@ -185,7 +187,7 @@ impl OpenAiProvider {
         let mut interval = self.poll.min;
         let mut last_status = String::new();
         loop {
-            let path = format!("/fine_tuning/jobs/{job_id}");
+            let path = ["fine_tuning", "jobs", job_id];
             let job: Job = self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
             let n_epochs = job
                 .hyperparameters
@@ -228,7 +230,7 @@ impl OpenAiProvider {
                         self.replay_result_file(file, n_epochs, on_event).await;
                     }
                 }
-                let path = format!("/fine_tuning/jobs/{}/checkpoints", job.id);
+                let path = ["fine_tuning", "jobs", job.id.as_str(), "checkpoints"];
                 let q = [("limit".to_string(), "10".to_string())];
                 let page: List<Checkpoint> =
                     self.client.json(Method::GET, &path, &q, Body::None, Kind::Checkpoints, Retry::Always).await?;
@@ -275,7 +277,7 @@ impl OpenAiProvider {
         n_epochs: Option<f64>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<usize, ProviderError> {
-        let path = format!("/fine_tuning/jobs/{job_id}/events");
+        let path = ["fine_tuning", "jobs", job_id, "events"];
         let mut fresh = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -337,7 +339,7 @@ impl OpenAiProvider {
         n_epochs: Option<f64>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) {
-        let path = format!("/files/{file_id}/content");
+        let path = ["files", file_id, "content"];
         let Ok(bytes) = self.client.send(Method::GET, &path, &[], &Body::None, Kind::Other, Retry::Always).await else {
             return;
         };
@@ -390,7 +392,7 @@ impl OpenAiProvider {
                 .client
                 .json::<ChatResponse>(
                     Method::POST,
-                    "/chat/completions",
+                    &["chat", "completions"],
                     &[],
                     Client::body(&request),
                     Kind::Completion,
