@@ -50,21 +50,12 @@ fn check_alias(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC time.
+/// Seconds since the epoch as an RFC 3339 UTC time, to the second (a fraction is dropped;
+/// before the epoch or not a number is the epoch, past jiff's range its last second).
 pub fn rfc3339(seconds: f64) -> String {
-    let s = seconds.max(0.0) as i64;
-    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let whole = seconds.max(0.0).floor() as i64;
+    let time = jiff::Timestamp::from_second(whole).unwrap_or(jiff::Timestamp::MAX);
+    format!("{:.0}", time)
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
@@ -269,5 +260,15 @@ mod tests {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_790_000_000.5), "2026-09-21T14:13:20Z");
+        assert_eq!(rfc3339(1_790_000_000.999_9), "2026-09-21T14:13:20Z", "a fraction is dropped, not rounded");
+        assert_eq!(rfc3339(1_709_251_199.0), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339(1_709_251_200.0), "2024-03-01T00:00:00Z");
+        assert_eq!(rfc3339(4_107_542_399.0), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400.0), "2100-03-01T00:00:00Z", "2100 is not a leap year");
+        assert_eq!(rfc3339(253_402_128_000.0), "9999-12-30T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_800.0), rfc3339(f64::INFINITY), "past the range: its last second");
+        assert_eq!(rfc3339(f64::INFINITY), "9999-12-30T22:00:00Z", "never a year of five digits");
+        assert_eq!(rfc3339(-1.5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(f64::NAN), "1970-01-01T00:00:00Z");
     }
 }

@@ -489,21 +489,6 @@ impl GraderSpec {
     }
 }
 
-/// Builds every grader and checks that their names are unique.
-pub fn build_all(specs: &[GraderSpec]) -> Result<Vec<(String, Grader)>, GraderError> {
-    let mut seen = HashSet::new();
-    specs
-        .iter()
-        .map(|spec| {
-            let name = spec.name();
-            if !seen.insert(name.clone()) {
-                return Err(GraderError::DuplicateName(name));
-            }
-            Ok((name, spec.build()?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,9 +739,5 @@ mod tests {
         assert!(matches!(spec("type = \"regex\"\npattern = \"(\"").build(), Err(GraderError::Regex { .. })));
         assert!(matches!(spec("type = \"json\"\nfields = [\"a..b\"]").build(), Err(GraderError::BadFieldPath { .. })));
         assert!(matches!(spec("type = \"fuzzy\"\nname = \" \"").build(), Err(GraderError::EmptyName)));
-        let twice = [spec("type = \"bleu\""), spec("type = \"bleu\"")];
-        assert!(matches!(build_all(&twice), Err(GraderError::DuplicateName(n)) if n == "bleu"));
-        let named = [spec("type = \"bleu\""), spec("type = \"bleu\"\nname = \"bleu2\"")];
-        assert_eq!(build_all(&named).unwrap().len(), 2);
     }
 }

@@ -272,10 +272,13 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
     recorder.finish()?;
     match outcome {
         Ok(JobOutcome::Succeeded { model, trained_tokens }) => {
-            let csv = results_csv(&recorder.rows);
+            let csv = match results_csv(&recorder.rows) {
+                Ok(csv) => csv,
+                Err(e) => return fail(app, id, job_error("server_error", e.to_string(), None)).map(drop),
+            };
             end(app, id, "succeeded", |store, job| {
                 let results = file_object("step_metrics.csv", RESULTS_PURPOSE, csv.len());
-                store.insert_file(&results, csv.as_bytes())?;
+                store.insert_file(&results, &csv)?;
                 job.result_files = vec![results.id];
                 job.fine_tuned_model = Some(model.clone());
                 job.trained_tokens = Some(trained_tokens);
@@ -326,20 +329,20 @@ fn requested_config(job: &Job) -> RunConfig {
 
 /// The result file: `step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy`, with
 /// empty validation cells on steps without validation.
-fn results_csv(rows: &[Metrics]) -> String {
+fn results_csv(rows: &[Metrics]) -> std::io::Result<Vec<u8>> {
     let cell = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
-    let mut csv = String::from("step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])?;
     for m in rows {
-        csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            m.step.unwrap_or(0),
+        csv.write_record([
+            m.step.unwrap_or(0).to_string(),
             cell(m.train_loss),
             cell(m.train_mean_token_accuracy),
             cell(m.valid_loss),
-            cell(m.valid_mean_token_accuracy)
-        ));
+            cell(m.valid_mean_token_accuracy),
+        ])?;
     }
-    csv
+    csv.into_inner().map_err(|e| e.into_error())
 }
 
 /// Turns the provider's events into the job's events, checkpoints and result rows. A step's

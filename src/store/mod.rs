@@ -662,11 +662,6 @@ impl Store {
         Ok(Store { conn: connect(None, &SWEEPS, Access::Create)? })
     }
 
-    /// The schema version.
-    pub fn schema_version(&self) -> Result<i64> {
-        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).doing("reading the schema version")
-    }
-
     /// Records a sweep and its planned runs in one transaction: new runs are
     /// added as `planned`, known runs are kept as they are, and the sweep's
     /// active set becomes exactly `runs`.
@@ -795,27 +790,6 @@ impl Store {
         self.conn.query_row(&sql, params![run_id, SweepRole::Search], run_record).optional().doing("reading a run")
     }
 
-    /// Commits the intent to launch a new attempt of a run, before the call
-    /// that costs money: the run becomes `launching` with no job id, and the
-    /// earlier attempts' results are set aside. Returns the attempt number.
-    pub fn begin_attempt(&mut self, run_id: &str) -> Result<i64> {
-        let tx = self.conn.transaction().doing("starting a run")?;
-        tx.execute(
-            "UPDATE runs SET state = ?3, attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
-                 trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
-                 valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
-                 eval_seconds = NULL, stop_reason = NULL, model_epochs = NULL, updated_at = ?2
-             WHERE run_id = ?1",
-            params![run_id, now(), RunState::Launching],
-        )
-        .doing("starting a run")?;
-        let attempt = tx
-            .query_row("SELECT attempt FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))
-            .doing("reading the attempt")?;
-        tx.commit().doing("starting a run")?;
-        Ok(attempt)
-    }
-
     /// Records the provider's job id of a run's current attempt: it trains.
     pub fn set_job(&mut self, run_id: &str, job_id: &str) -> Result<()> {
         self.conn
@@ -825,14 +799,6 @@ impl Store {
             )
             .doing("recording a job id")?;
         Ok(())
-    }
-
-    /// Marks a run as training under a new attempt with a job already
-    /// created (a provider whose jobs die with the process). Returns the attempt.
-    pub fn start_training(&mut self, run_id: &str, job_id: &str) -> Result<i64> {
-        let attempt = self.begin_attempt(run_id)?;
-        self.set_job(run_id, job_id)?;
-        Ok(attempt)
     }
 
     /// Forgets the metrics of a run's attempt, before its job is followed again
@@ -1109,12 +1075,21 @@ mod tests {
         }
     }
 
+    /// A new attempt of a run, as the scheduler launches one: claimed with the launch, then its job.
+    fn launch(s: &mut Store, sweep_id: i64, run_id: &str, job_id: &str) -> i64 {
+        let claim = s.claim(run_id, "me:1:0", 60.0, &|_| true, Some((Budget::default(), 0, 0.0, sweep_id))).unwrap();
+        let Claim::Claimed { attempt: Some(attempt) } = claim else { panic!("{claim:?}") };
+        s.set_job(run_id, job_id).unwrap();
+        attempt
+    }
+
     #[test]
     fn every_migration_applies_and_reopening_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), MIGRATIONS.len() as i64);
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let version = |s: Store| s.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(version(Store::open(&path).unwrap()), MIGRATIONS.len() as i64);
+        assert_eq!(version(Store::open(&path).unwrap()), MIGRATIONS.len() as i64);
     }
 
     #[test]
@@ -1129,7 +1104,7 @@ mod tests {
     fn re_recording_keeps_run_state_and_tracks_the_active_set() {
         let mut s = Store::open_in_memory().unwrap();
         let rec = s.record_sweep(&sweep(), &[run("a", 1), run("b", 2)]).unwrap();
-        let attempt = s.start_training("a", "job-a").unwrap();
+        let attempt = launch(&mut s, rec.id, "a", "job-a");
         assert_eq!(attempt, 1);
         s.finish_training(
             "a",
@@ -1172,7 +1147,7 @@ mod tests {
     #[test]
     fn a_new_attempt_hides_the_old_attempts_metrics() {
         let mut s = Store::open_in_memory().unwrap();
-        s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
+        let rec = s.record_sweep(&sweep(), &[run("a", 1)]).unwrap();
         let m = |step| MetricRow {
             step,
             epoch: 1,
@@ -1182,9 +1157,9 @@ mod tests {
             valid_loss: None,
             valid_accuracy: None,
         };
-        let a1 = s.start_training("a", "j").unwrap();
+        let a1 = launch(&mut s, rec.id, "a", "j");
         s.record_progress("a", a1, &[m(1), m(2)], None).unwrap();
-        let a2 = s.start_training("a", "j").unwrap();
+        let a2 = launch(&mut s, rec.id, "a", "j");
         s.record_progress("a", a2, &[m(1)], None).unwrap();
         assert_eq!(s.run_metrics("a").unwrap().len(), 1);
     }

@@ -124,14 +124,6 @@ impl Store {
         Ok(None)
     }
 
-    /// Forgets a local job's models (a restarted attempt trains them anew).
-    pub fn delete_local_job(&mut self, job_id: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM local_models WHERE job_id = ?1", [job_id])
-            .doing("deleting a local job's models")?;
-        Ok(())
-    }
-
     /// The weights rows of these jobs, by job and epoch.
     pub fn job_weights(&self, job_ids: &[String]) -> Result<Vec<WeightsRow>> {
         let mut stmt = self
@@ -244,7 +236,5 @@ mod tests {
         assert_eq!(s.load_local_model("k").unwrap(), Some(vec![2; 5]));
         s.vacuum().unwrap();
         assert_eq!(s.load_local_model("k").unwrap(), Some(vec![2; 5]));
-        s.delete_local_job("j").unwrap();
-        assert_eq!(s.missing_weights("m").unwrap(), None);
     }
 }

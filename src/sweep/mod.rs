@@ -69,27 +69,44 @@ pub struct RunOptions {
     pub auto_epochs: u32,
 }
 
-/// The lease owner of this process.
+/// The lease owner of this process: `host:pid:nonce`.
 pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into());
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{host}:{}:{nonce:08x}", std::process::id())
+    format!("{}:{}:{nonce:08x}", host_name(), std::process::id())
+}
+
+/// This machine's name (`uname -n`; on Linux, what /proc/sys/kernel/hostname says).
+fn host_name() -> String {
+    #[cfg(unix)]
+    let name = Some(rustix::system::uname().nodename().to_string_lossy().trim().to_string());
+    #[cfg(not(unix))]
+    let name = std::env::var("COMPUTERNAME").or_else(|_| std::env::var("HOSTNAME")).ok();
+    name.filter(|n| !n.is_empty()).unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether the process behind an owner id may still run: on this host, its
-/// pid must exist; on another host, only its lease tells.
+/// pid must exist (`kill(pid, 0)` succeeds or is refused for permission); on
+/// another host, or where that cannot be asked, only its lease tells.
 pub fn owner_alive(owner: &str) -> bool {
     let mut parts = owner.rsplitn(3, ':');
     let (_nonce, pid, host) = (parts.next(), parts.next(), parts.next());
-    let me = owner_id();
-    let my_host = me.rsplitn(3, ':').nth(2);
     match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
-        (Some(h), Some(pid)) if Some(h) == my_host => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        (Some(h), Some(pid)) if h == host_name() => pid_exists(pid),
         _ => true,
     }
+}
+
+#[cfg(unix)]
+fn pid_exists(pid: u32) -> bool {
+    use rustix::io::Errno;
+    // Only a positive pid names one process (0 and negatives name groups).
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+}
+
+#[cfg(not(unix))]
+fn pid_exists(_pid: u32) -> bool {
+    true
 }
 
 /// What the scheduler reports as it goes; the CLI renders it on stderr.

@@ -9,6 +9,7 @@ mod eval;
 mod evalstore;
 mod ids;
 mod input;
+mod owner;
 mod pick;
 mod protocol;
 mod search;

@@ -107,13 +107,6 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ApiError::Http { code, .. } => code.as_deref(),
-            _ => None,
-        }
-    }
-
     /// Whether a request that creates something may have taken effect
     /// although it failed: then it must be reconciled, never blindly sent again.
     pub fn may_have_taken_effect(&self) -> bool {
@@ -123,11 +116,6 @@ impl ApiError {
             ApiError::Decode(_) => true,
             ApiError::Refused(_) => false,
         }
-    }
-
-    /// A daily job-creation cap: the run should wait, not fail.
-    pub fn is_daily_limit(&self) -> bool {
-        self.code() == Some("daily_rate_limit_exceeded")
     }
 
     /// How long a launch refused for now should wait in the queue: a daily
@@ -310,11 +298,23 @@ impl Client {
         &self.cfg.base_url
     }
 
+    /// The URL of an endpoint: the base URL (its query kept, its fragment dropped) with `path`'s
+    /// segments appended, each percent-encoded (an id with `/`, `?` or `#` stays one segment).
+    fn endpoint(&self, path: &[&str]) -> Result<url::Url, ApiError> {
+        let mut url = url::Url::parse(&self.cfg.base_url).map_err(|e| ApiError::Refused(format!("base URL: {e}")))?;
+        url.set_fragment(None);
+        url.path_segments_mut()
+            .map_err(|()| ApiError::Refused(format!("base URL `{}` cannot have a path", self.cfg.base_url)))?
+            .pop_if_empty()
+            .extend(path);
+        Ok(url)
+    }
+
     /// Sends a request and decodes a JSON answer.
     pub async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         query: &[(String, String)],
         body: Body,
         kind: Kind,
@@ -332,21 +332,23 @@ impl Client {
         Body::Json(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
     }
 
-    /// Sends a request with retries and returns the answer's bytes.
+    /// Sends a request to the endpoint `path` (its segments, e.g. `["files", id]`) with retries
+    /// and returns the answer's bytes.
     pub async fn send(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         query: &[(String, String)],
         body: &Body,
         kind: Kind,
         retry: Retry,
     ) -> Result<Vec<u8>, ApiError> {
+        let url = self.endpoint(path)?;
         let mut attempt = 0u32;
         loop {
             self.wait_for_pace().await;
             self.count(kind);
-            let result = self.send_once(method.clone(), path, query, body).await;
+            let result = self.send_once(method.clone(), &url, query, body).await;
             let (err, wait) = match result {
                 Ok((status, headers, bytes)) if status.is_success() => {
                     self.update_pace(&headers, None);
@@ -374,7 +376,7 @@ impl Client {
             attempt += 1;
             self.counts.retries.fetch_add(1, Ordering::Relaxed);
             let delay = wait.unwrap_or_else(|| self.backoff(attempt));
-            tracing::debug!(path, attempt, ?delay, error = %err, "retrying");
+            tracing::debug!(path = url.path(), attempt, ?delay, error = %err, "retrying");
             tokio::time::sleep(delay).await;
         }
     }
@@ -458,12 +460,26 @@ impl Client {
     async fn send_once(
         &self,
         method: Method,
-        path: &str,
+        url: &url::Url,
         query: &[(String, String)],
         body: &Body,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ApiError> {
-        let url = format!("{}{path}", self.cfg.base_url);
-        let mut req = self.http.request(method, &url).query(query);
+        let response = self.request(method, url, query, body)?.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    /// A request with its authentication, headers, query and body.
+    fn request(
+        &self,
+        method: Method,
+        url: &url::Url,
+        query: &[(String, String)],
+        body: &Body,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        let mut req = self.http.request(method, url.clone()).query(query);
         req = match &self.cfg.auth {
             Auth::Bearer => req.bearer_auth(&self.cfg.api_key.0),
             Auth::Azure { api_version } => {
@@ -491,11 +507,7 @@ impl Client {
                 req.multipart(form)
             }
         };
-        let response = req.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        Ok((status, headers, bytes.to_vec()))
+        Ok(req)
     }
 }
 
@@ -616,6 +628,38 @@ mod tests {
 
     fn client(base_url: &str) -> Result<Client, ApiError> {
         Client::new(ClientConfig::new(base_url, Secret::new("sk-x".into()), "K", Auth::Bearer))
+    }
+
+    #[test]
+    fn a_request_url_is_the_base_url_with_encoded_segments_and_its_query_kept() {
+        let url = |base: &str, auth: Auth, path: &[&str], query: &[(&str, &str)]| {
+            let mut cfg = ClientConfig::new(base, Secret::new("sk-x".into()), "K", auth);
+            cfg.base_url = base.to_string(); // with the trailing slash `new` trims
+            let c = Client::new(cfg).unwrap();
+            let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let req = c.request(Method::GET, &c.endpoint(path).unwrap(), &query, &Body::None).unwrap();
+            req.build().unwrap().url().to_string()
+        };
+        let bearer = || Auth::Bearer;
+        let jobs = ["fine_tuning", "jobs"];
+        assert_eq!(url("http://127.0.0.1:1/v1", bearer(), &jobs, &[]), "http://127.0.0.1:1/v1/fine_tuning/jobs");
+        assert_eq!(url("http://127.0.0.1:1/v1/", bearer(), &jobs, &[]), "http://127.0.0.1:1/v1/fine_tuning/jobs");
+        assert_eq!(url("http://127.0.0.1:1", bearer(), &["files"], &[]), "http://127.0.0.1:1/files");
+        // A gateway's base URL with a query: the path goes before it, the request's query after.
+        assert_eq!(
+            url("https://gw.example.com/openai/v1?tenant=a#x", bearer(), &jobs, &[("limit", "10")]),
+            "https://gw.example.com/openai/v1/fine_tuning/jobs?tenant=a&limit=10"
+        );
+        let azure = Auth::Azure { api_version: "2025-04-01-preview".into() };
+        assert_eq!(
+            url("https://r.openai.azure.com/openai", azure, &jobs, &[]),
+            "https://r.openai.azure.com/openai/fine_tuning/jobs?api-version=2025-04-01-preview"
+        );
+        // A server's id is one segment, whatever it holds.
+        assert_eq!(
+            url("http://127.0.0.1:1/v1", bearer(), &["files", "a/../b?c=1#d", "content"], &[]),
+            "http://127.0.0.1:1/v1/files/a%2F..%2Fb%3Fc=1%23d/content"
+        );
     }
 
     /// The pacing state after one answer with these headers.

@@ -5,12 +5,12 @@
 //! instead of being sent twice.
 
 pub mod client;
+pub mod results;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use base64::Engine;
 use reqwest::Method;
 
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
@@ -64,7 +64,7 @@ impl OpenAiProvider {
             // The server may have deleted it since: check, and upload again if so.
             match self
                 .client
-                .json::<FileObject>(Method::GET, &format!("/files/{id}"), &[], Body::None, Kind::Other, Retry::Always)
+                .json::<FileObject>(Method::GET, &["files", &id], &[], Body::None, Kind::Other, Retry::Always)
                 .await
             {
                 Ok(_) => return Ok(id),
@@ -81,7 +81,7 @@ impl OpenAiProvider {
         let name = file.path.file_name().map_or("data.jsonl".into(), |n| n.to_string_lossy().into_owned());
         let body = Body::Multipart { file_name: name, bytes, fields: vec![("purpose".into(), "fine-tune".into())] };
         let uploaded: FileObject =
-            self.client.json(Method::POST, "/files", &[], body, Kind::Upload, Retry::Always).await?;
+            self.client.json(Method::POST, &["files"], &[], body, Kind::Upload, Retry::Always).await?;
         self.store.lock().record_upload(&server, &file.sha256, &uploaded.id, file.bytes)?;
         Ok(uploaded.id)
     }
@@ -116,7 +116,7 @@ impl OpenAiProvider {
                 .client
                 .json::<Job>(
                     Method::POST,
-                    "/fine_tuning/jobs",
+                    &["fine_tuning", "jobs"],
                     &[],
                     Client::body(&body),
                     Kind::Create,
@@ -148,8 +148,10 @@ impl OpenAiProvider {
             if let Some(a) = &after {
                 q.push(("after".into(), a.clone()));
             }
-            let page: List<Job> =
-                self.client.json(Method::GET, "/fine_tuning/jobs", &q, Body::None, Kind::List, Retry::Always).await?;
+            let page: List<Job> = self
+                .client
+                .json(Method::GET, &["fine_tuning", "jobs"], &q, Body::None, Kind::List, Retry::Always)
+                .await?;
             // Filter here too: a server that ignores the filter must not make us adopt a stranger.
             let found = page.data.iter().find(|j| {
                 let m = j.metadata.clone().unwrap_or_default();
@@ -168,7 +170,7 @@ impl OpenAiProvider {
 
     /// Cancels a job.
     pub async fn cancel_job(&self, job_id: &str) -> Result<(), ProviderError> {
-        let path = format!("/fine_tuning/jobs/{job_id}/cancel");
+        let path = ["fine_tuning", "jobs", job_id, "cancel"];
         self.client.json::<Job>(Method::POST, &path, &[], Body::None, Kind::Other, Retry::Always).await?;
         Ok(())
     }
@@ -185,7 +187,7 @@ impl OpenAiProvider {
         let mut interval = self.poll.min;
         let mut last_status = String::new();
         loop {
-            let path = format!("/fine_tuning/jobs/{job_id}");
+            let path = ["fine_tuning", "jobs", job_id];
             let job: Job = self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
             let n_epochs = job
                 .hyperparameters
@@ -228,7 +230,7 @@ impl OpenAiProvider {
                         self.replay_result_file(file, n_epochs, on_event).await;
                     }
                 }
-                let path = format!("/fine_tuning/jobs/{}/checkpoints", job.id);
+                let path = ["fine_tuning", "jobs", job.id.as_str(), "checkpoints"];
                 let q = [("limit".to_string(), "10".to_string())];
                 let page: List<Checkpoint> =
                     self.client.json(Method::GET, &path, &q, Body::None, Kind::Checkpoints, Retry::Always).await?;
@@ -275,7 +277,7 @@ impl OpenAiProvider {
         n_epochs: Option<f64>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<usize, ProviderError> {
-        let path = format!("/fine_tuning/jobs/{job_id}/events");
+        let path = ["fine_tuning", "jobs", job_id, "events"];
         let mut fresh = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -337,11 +339,17 @@ impl OpenAiProvider {
         n_epochs: Option<f64>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) {
-        let path = format!("/files/{file_id}/content");
+        let path = ["files", file_id, "content"];
         let Ok(bytes) = self.client.send(Method::GET, &path, &[], &Body::None, Kind::Other, Retry::Always).await else {
             return;
         };
-        let rows = parse_result_csv(&bytes);
+        let rows = match results::parse_result_csv(file_id, &bytes) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("{e}: the job's training curve is not replayed from it");
+                return;
+            }
+        };
         let total = rows.last().map(|r| r.step);
         for r in rows {
             if let Some(train_loss) = r.train_loss {
@@ -384,7 +392,7 @@ impl OpenAiProvider {
                 .client
                 .json::<ChatResponse>(
                     Method::POST,
-                    "/chat/completions",
+                    &["chat", "completions"],
                     &[],
                     Client::body(&request),
                     Kind::Completion,
@@ -425,84 +433,9 @@ fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64>) -> u32 {
     }
 }
 
-/// One row of a job's result file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResultRow {
-    pub step: u64,
-    pub train_loss: Option<f64>,
-    pub train_accuracy: Option<f64>,
-    pub valid_loss: Option<f64>,
-    pub valid_accuracy: Option<f64>,
-}
-
-/// Parses a result CSV by its header names (`step, train_loss,
-/// train_accuracy, valid_loss, valid_mean_token_accuracy`; others ignored,
-/// empty cells are missing). A body that is not CSV is tried as base64.
-pub fn parse_result_csv(bytes: &[u8]) -> Vec<ResultRow> {
-    let text = String::from_utf8_lossy(bytes);
-    let decoded;
-    let is_csv = text.lines().next().is_some_and(|h| h.split(',').any(|c| c.trim() == "step"));
-    let text = if is_csv {
-        text
-    } else {
-        match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
-            Ok(b) => {
-                decoded = String::from_utf8_lossy(&b).into_owned();
-                std::borrow::Cow::Borrowed(decoded.as_str())
-            }
-            Err(_) => return Vec::new(),
-        }
-    };
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else { return Vec::new() };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    let at = |name: &str| cols.iter().position(|c| *c == name);
-    let (step, tl, ta, vl, va) = (
-        at("step"),
-        at("train_loss"),
-        at("train_accuracy").or_else(|| at("train_mean_token_accuracy")),
-        at("valid_loss"),
-        at("valid_mean_token_accuracy").or_else(|| at("valid_accuracy")),
-    );
-    let Some(step) = step else { return Vec::new() };
-    lines
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            let num = |i: Option<usize>| i.and_then(|i| cells.get(i)).and_then(|c| c.parse::<f64>().ok());
-            Some(ResultRow {
-                step: cells.get(step)?.parse().ok()?,
-                train_loss: num(tl),
-                train_accuracy: num(ta),
-                valid_loss: num(vl),
-                valid_accuracy: num(va),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CSV: &str =
-        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2.5,0.1,,\n2,1.5,0.5,1.8,0.4\n";
-
-    #[test]
-    fn result_csv_parses_by_header_with_empty_cells() {
-        let rows = parse_result_csv(CSV.as_bytes());
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].valid_loss, None);
-        assert_eq!(rows[1].valid_accuracy, Some(0.4));
-        let reordered = "train_loss,step\n0.7,9\n";
-        assert_eq!(parse_result_csv(reordered.as_bytes())[0].step, 9);
-    }
-
-    #[test]
-    fn result_csv_tolerates_a_base64_body() {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(CSV);
-        assert_eq!(parse_result_csv(b64.as_bytes()), parse_result_csv(CSV.as_bytes()));
-        assert!(parse_result_csv(b"<html>nope</html>").is_empty());
-    }
 
     #[test]
     fn epochs_are_derived_from_steps() {
