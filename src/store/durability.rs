@@ -49,8 +49,6 @@ pub struct RunControl {
     pub updated_at: f64,
 }
 
-const RUNNING: &str = "state IN ('launching', 'training')";
-
 impl Store {
     /// Claims a run for this process: granted when no live process holds
     /// it. `alive` tells whether another owner still runs (its lease may not
@@ -104,13 +102,13 @@ impl Store {
                 return Ok(Claim::OverBudget { reason });
             }
             tx.execute(
-                "UPDATE runs SET state = 'launching', attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
+                "UPDATE runs SET state = ?5, attempt = attempt + 1, job_id = NULL, model = NULL, error = NULL,
                      trained_tokens = NULL, train_loss = NULL, train_accuracy = NULL, valid_loss = NULL,
                      valid_accuracy = NULL, metric = NULL, score = NULL, n_eval = NULL, train_seconds = NULL,
                      eval_seconds = NULL, note = NULL, not_before = NULL, cost_usd = NULL, stop_reason = NULL, model_epochs = NULL,
                      estimated_tokens = ?2, estimated_cost_usd = ?3, updated_at = ?4
                  WHERE run_id = ?1",
-                params![run_id, tokens as i64, usd, t],
+                params![run_id, tokens as i64, usd, t, RunState::Launching],
             )
             .doing("launching a run")?;
             attempt = Some(
@@ -144,9 +142,9 @@ impl Store {
     pub fn set_stopped(&mut self, run_id: &str, reason: &str, trained_tokens: i64) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET state = 'cancelled', stop_reason = ?2, error = ?2, trained_tokens = ?3, updated_at = ?4
+                "UPDATE runs SET state = ?5, stop_reason = ?2, error = ?2, trained_tokens = ?3, updated_at = ?4
                  WHERE run_id = ?1",
-                params![run_id, reason, trained_tokens, now()],
+                params![run_id, reason, trained_tokens, now(), RunState::Cancelled],
             )
             .doing("recording an early stop")?;
         Ok(())
@@ -197,8 +195,8 @@ impl Store {
     pub fn set_planned(&mut self, run_id: &str, note: &str) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET state = 'planned', job_id = NULL, note = ?2, updated_at = ?3 WHERE run_id = ?1",
-                params![run_id, note, now()],
+                "UPDATE runs SET state = ?4, job_id = NULL, note = ?2, updated_at = ?3 WHERE run_id = ?1",
+                params![run_id, note, now(), RunState::Planned],
             )
             .doing("resetting a run")?;
         Ok(())
@@ -267,13 +265,11 @@ impl Store {
 }
 
 fn budget_state(conn: &rusqlite::Connection, sweep_id: i64) -> Result<BudgetState> {
-    let sql = format!(
-        "SELECT COALESCE(sum(r.cost_usd), 0), COALESCE(sum(r.trained_tokens), 0),
-                COALESCE(sum(CASE WHEN r.{RUNNING} AND r.trained_tokens IS NULL THEN r.estimated_cost_usd END), 0),
-                COALESCE(sum(CASE WHEN r.{RUNNING} AND r.trained_tokens IS NULL THEN r.estimated_tokens END), 0)
-         FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id WHERE s.sweep_id = ?1"
-    );
-    conn.query_row(&sql, [sweep_id], |r| {
+    let sql = "SELECT COALESCE(sum(r.cost_usd), 0), COALESCE(sum(r.trained_tokens), 0),
+                COALESCE(sum(CASE WHEN r.state IN (?2, ?3) AND r.trained_tokens IS NULL THEN r.estimated_cost_usd END), 0),
+                COALESCE(sum(CASE WHEN r.state IN (?2, ?3) AND r.trained_tokens IS NULL THEN r.estimated_tokens END), 0)
+         FROM sweep_runs s JOIN runs r ON r.run_id = s.run_id WHERE s.sweep_id = ?1";
+    conn.query_row(sql, params![sweep_id, RunState::Launching, RunState::Training], |r| {
         Ok(BudgetState {
             spent_usd: r.get(0)?,
             spent_tokens: r.get::<_, i64>(1)? as u64,

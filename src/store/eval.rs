@@ -188,7 +188,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (model, data_sha256, decoding) DO UPDATE SET
                  data_file = ?3,
-                 kind = CASE WHEN kind IN ('run', 'checkpoint') AND ?5 IN ('model', 'baseline') THEN kind ELSE ?5 END,
+                 kind = CASE WHEN kind IN (?16, ?17) AND ?5 IN (?18, ?19) THEN kind ELSE ?5 END,
                  run_id = COALESCE(?6, run_id), epoch = COALESCE(?7, epoch), sweep_id = COALESCE(?8, sweep_id),
                  n_examples = ?9, calls = ?10, cached = ?11, input_tokens = ?12, output_tokens = ?13,
                  seconds = ?14, created_at = ?15",
@@ -207,7 +207,11 @@ impl Store {
                 e.input_tokens as i64,
                 e.output_tokens as i64,
                 e.seconds,
-                now()
+                now(),
+                EvalKind::Run,
+                EvalKind::Checkpoint,
+                EvalKind::Model,
+                EvalKind::Baseline,
             ],
         )
         .doing("recording an evaluation")?;
