@@ -482,6 +482,15 @@ mod tests {
         expect: &[],
     };
 
+    /// Answers a claim as the store would in the case.
+    fn answer(case: &Case, run_id: &str, state: &mut State) {
+        match case.answers.iter().find(|(id, _)| *id == run_id).map(|(_, a)| *a) {
+            None => state.claimed(run_id),
+            Some(Answer::Taken) => state.taken("host:7:00ff".into()),
+            Some(Answer::OverBudget) => state.over_budget(run_id),
+        }
+    }
+
     /// Scans as the executor does, answering claims as the case says; a
     /// rescan goes on with the same runs, every other end stops the case.
     fn play(case: &Case) -> Vec<String> {
@@ -499,11 +508,7 @@ mod tests {
                 match action {
                     Action::Claim { run, work } => {
                         seen.push(format!("claim {} {work:?}", run.run_id));
-                        match case.answers.iter().find(|(id, _)| *id == run.run_id).map(|(_, a)| *a) {
-                            None => state.claimed(&run.run_id),
-                            Some(Answer::Taken) => state.taken("host:7:00ff".into()),
-                            Some(Answer::OverBudget) => state.over_budget(&run.run_id),
-                        }
+                        answer(case, &run.run_id, &mut state);
                     }
                     Action::Fail { run, reason } => {
                         seen.push(format!("fail {}: {reason}", run.run_id));
@@ -527,8 +532,9 @@ mod tests {
         seen
     }
 
+    /// The concurrency cap and the budget (the claim's answer).
     #[test]
-    fn a_scan_claims_fails_waits_and_ends_as_the_table_says() {
+    fn a_scan_claims_up_to_the_cap_and_goes_on_past_a_run_over_budget() {
         use RunState::*;
         let cases = [
             Case {
@@ -573,6 +579,17 @@ mod tests {
                 expect: &["claim a TrainAndEvaluate", "claim b TrainAndEvaluate", "rescan", "end"],
                 ..CASE
             },
+        ];
+        for case in &cases {
+            assert_eq!(play(case), case.expect, "{}", case.name);
+        }
+    }
+
+    /// Checkpoint and continuation runs against the state of their source.
+    #[test]
+    fn a_dependent_waits_for_its_source_or_fails_with_its_reason() {
+        use RunState::*;
+        let cases = [
             Case {
                 name: "a checkpoint run waits while its source trains",
                 runs: vec![job("a", Training), checkpoint_of("b", "a")],
@@ -631,6 +648,17 @@ mod tests {
                 expect: &["fail b: its source run zz is not part of the sweep", "rescan", "end"],
                 ..CASE
             },
+        ];
+        for case in &cases {
+            assert_eq!(play(case), case.expect, "{}", case.name);
+        }
+    }
+
+    /// Resumption after a crash, interruption, runs of other processes, runs dealt with.
+    #[test]
+    fn a_crashed_or_interrupted_pass_resumes_adopts_or_starts_nothing() {
+        use RunState::*;
+        let cases = [
             Case {
                 name: "after a crash, a hosted run left launching or training is resumed (adopted), never launched anew",
                 runs: vec![job("a", Launching), job("b", Training), job("c", Trained), job("d", Evaluating)],
