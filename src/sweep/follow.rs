@@ -229,10 +229,7 @@ impl<'a> Follower<'a> {
             Ok(JobOutcome::Cancelled { trained_tokens }) if stop_reason.is_some() => {
                 self.stopped(&stop_reason.unwrap_or_default(), trained_tokens, started)
             }
-            Ok(JobOutcome::Failed { code, message }) => Ok(Trained::Failed {
-                retryable: retryable_code(&code),
-                reason: format!("the job failed ({code}): {message}"),
-            }),
+            Ok(JobOutcome::Failed { code, message }) => Ok(Self::failed(&code, &message)),
             Ok(JobOutcome::Cancelled { trained_tokens }) => self.cancelled(trained_tokens),
             Err(e) => Ok(Trained::Failed { reason: format!("following the job failed: {e}"), retryable: false }),
         }
@@ -270,6 +267,11 @@ impl<'a> Follower<'a> {
             (t, _) => t,
         };
         stopped_early(self.cx, self.run, reason, trained_tokens, started, self.progress)
+    }
+
+    /// The job failed: another attempt is worth it when the failure is the provider's.
+    fn failed(code: &str, message: &str) -> Trained {
+        Trained::Failed { reason: format!("the job failed ({code}): {message}"), retryable: retryable_code(code) }
     }
 
     /// The job was cancelled by someone else (`ftsweep cancel`, the provider).
