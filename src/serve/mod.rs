@@ -11,6 +11,7 @@ mod files;
 mod guard;
 mod jobs;
 mod limits;
+mod objects;
 mod worker;
 
 use std::collections::HashMap;
