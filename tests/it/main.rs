@@ -15,6 +15,7 @@ mod search;
 mod security;
 mod serve;
 mod sweep;
+mod tidy;
 mod tools;
 mod util;
 mod weights;
