@@ -65,6 +65,9 @@ const SERVE_PAIR: &[&str] = &["serve::jobs", "serve::worker"];
 /// Top-level modules whose submodules are nodes of the import graph of their own.
 const SPLIT_MODULES: &[&str] = &["serve", "eval"];
 
+/// The standard streams only `src/cli/` may write to.
+const STD_STREAMS: &[&str] = &["std::io::stdout", "std::io::stderr", "io::stdout", "io::stderr"];
+
 /// The print macros only `src/cli/` may call.
 const PRINT_MACROS: &[&str] = &["print", "println", "eprint", "eprintln", "dbg"];
 
@@ -544,9 +547,9 @@ fn check_sql(tree: &[Facts]) -> Vec<Violation> {
     dedup(out)
 }
 
-/// Rule c: `print!`, `println!`, `eprint!`, `eprintln!` and `dbg!` only in `src/cli/`.
-/// Test code elsewhere may print (tests print their figures, and libtest captures
-/// them); `dbg!` is refused there too.
+/// Rule c: `print!`, `println!`, `eprint!`, `eprintln!` and `dbg!` only in `src/cli/`,
+/// and no `std::io::stdout()`/`stderr()` either. Test code elsewhere may print (tests
+/// print their figures, and libtest captures them); `dbg!` is refused there too.
 fn check_prints(tree: &[Facts]) -> Vec<Violation> {
     let mut out = parse_errors(tree);
     for file in tree.iter().filter(|f| !f.path.starts_with("src/cli/")) {
@@ -554,6 +557,12 @@ fn check_prints(tree: &[Facts]) -> Vec<Violation> {
             if PRINT_MACROS.contains(&m.text.as_str()) && (!m.in_test || m.text == "dbg") {
                 let message = format!("`{}!` outside src/cli/ (print through cli::out, log with tracing)", m.text);
                 out.push(Violation { path: file.path.clone(), line: m.line, rule: "print-outside-cli", message });
+            }
+        }
+        for p in file.paths.iter().filter(|p| !p.in_test) {
+            if let Some(stream) = STD_STREAMS.iter().find(|s| starts_with_path(&p.path, s)) {
+                let message = format!("`{stream}` outside src/cli/ (print through cli::out, log with tracing)");
+                out.push(Violation { path: file.path.clone(), line: p.line, rule: "print-outside-cli", message });
             }
         }
     }
@@ -892,7 +901,7 @@ fn print_checker_finds_print_macros_outside_cli() {
     let tree = sources(&[
         (
             "src/rank.rs",
-            "//! Ranking.\nfn f() {\n    println!(\"x\");\n    let v = vec![dbg!(1)];\n    std::eprint!(\"y\");\n}\nmacro_rules! shout { () => { eprintln!(\"z\") }; }\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {\n        eprintln!(\"a figure\");\n        dbg!(2);\n    }\n}\n",
+            "//! Ranking.\nfn f() {\n    println!(\"x\");\n    let v = vec![dbg!(1)];\n    std::eprint!(\"y\");\n}\nmacro_rules! shout { () => { eprintln!(\"z\") }; }\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {\n        eprintln!(\"a figure\");\n        dbg!(2);\n    }\n}\nfn g() { let _ = writeln!(std::io::stdout(), \"w\"); }\n",
         ),
         ("src/cli/mod.rs", "//! The command line.\nfn f() { println!(\"fine here\"); }\n"),
     ]);
@@ -904,6 +913,7 @@ fn print_checker_finds_print_macros_outside_cli() {
             "src/rank.rs:5: [print-outside-cli] `eprint!` outside src/cli/ (print through cli::out, log with tracing)",
             "src/rank.rs:7: [print-outside-cli] `eprintln!` outside src/cli/ (print through cli::out, log with tracing)",
             "src/rank.rs:13: [print-outside-cli] `dbg!` outside src/cli/ (print through cli::out, log with tracing)",
+            "src/rank.rs:16: [print-outside-cli] `std::io::stdout` outside src/cli/ (print through cli::out, log with tracing)",
         ]
     );
 }
@@ -950,8 +960,9 @@ fn cycle_checker_finds_cycles_and_fails_only_on_the_core_ones() {
         ("src/lib.rs", "//! Root.\npub mod spec;\n"),
         ("src/spec.rs", "//! Spec.\nuse crate::data::X;\nfn f() { crate::plan::show(); }\n"),
         ("src/plan.rs", "//! Plan.\nuse crate::{data, spec::Sweep};\n"),
-        ("src/data/mod.rs", "//! Data.\n"),
-        ("src/cli/mod.rs", "//! Cli.\nuse crate::sweep::go;\n#[cfg(test)]\nmod tests { use crate::data; }\n"),
+        // Test code makes no edge: otherwise `data` would join the `plan`/`spec` cycle.
+        ("src/data/mod.rs", "//! Data.\n#[cfg(test)]\nmod tests { use crate::plan::x; }\n"),
+        ("src/cli/mod.rs", "//! Cli.\nuse crate::sweep::go;\n"),
         ("src/sweep.rs", "//! Sweep.\nuse crate::cli::Cli;\n"),
         ("src/serve/mod.rs", "//! Serve.\nuse jobs::create;\nuse worker::train;\n"),
         ("src/serve/jobs.rs", "//! Jobs.\nuse super::{App, worker};\n"),
