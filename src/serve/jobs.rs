@@ -12,44 +12,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use rand::Rng;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::errors::{ApiError, parse_body};
+use super::objects::{message_event, supervised};
 use super::{App, ORGANIZATION, Params, new_id, page, unix_now, worker};
 use crate::provider::local::BASE_MODEL;
 use crate::provider::openai::wire::{
-    Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List, Method, MethodParams, Metrics,
+    Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List,
 };
-
-/// A message event.
-pub fn message_event(level: &str, message: impl Into<String>) -> JobEvent {
-    JobEvent {
-        id: new_id("ftevent-"),
-        object: "fine_tuning.job.event".into(),
-        created_at: unix_now(),
-        level: level.into(),
-        message: message.into(),
-        kind: Some("message".into()),
-        data: Some(Value::Object(Map::new())),
-    }
-}
-
-/// A metrics event: "Step S/T: training loss=…" with the metrics as data.
-pub fn metrics_event(m: &Metrics) -> JobEvent {
-    let mut message = format!(
-        "Step {}/{}: training loss={:.4}",
-        m.step.unwrap_or(0),
-        m.total_steps.unwrap_or(0),
-        m.train_loss.unwrap_or(f64::NAN)
-    );
-    if let Some(v) = m.valid_loss {
-        message.push_str(&format!(", validation loss={v:.4}"));
-    }
-    if let Some(v) = m.full_valid_loss {
-        message.push_str(&format!(", full validation loss={v:.4}"));
-    }
-    JobEvent { kind: Some("metrics".into()), data: serde_json::to_value(m).ok(), ..message_event("info", message) }
-}
 
 /// `POST /fine_tuning/jobs`: checks the request, records the job as `validating_files` and hands
 /// it to a worker.
@@ -128,11 +99,6 @@ fn new_job(app: &App, request: CreateJob, raw: &Value) -> Result<Job, ApiError> 
         error: None,
         user_provided_suffix: request.suffix.filter(|s| !s.is_empty()),
     })
-}
-
-/// The `method` object of a supervised job.
-pub fn supervised(hyperparameters: Hyperparameters) -> Method {
-    Method { kind: "supervised".into(), supervised: Some(MethodParams { hyperparameters }), dpo: None }
 }
 
 /// A job's file must exist and have been uploaded for fine-tuning.

@@ -11,6 +11,7 @@ mod files;
 mod guard;
 mod jobs;
 mod limits;
+mod objects;
 mod worker;
 
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ pub struct Settings {
     /// Requests per minute, if limited.
     pub rpm: Option<u32>,
     /// A pause after each training step, so that jobs last like hosted ones.
-    pub example_delay: std::time::Duration,
+    pub example_delay: Duration,
 }
 
 /// What the handlers share.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::files::{RESULTS_PURPOSE, file_object};
-use super::jobs::{message_event, metrics_event, supervised};
+use super::objects::{message_event, metrics_event, supervised};
 use super::{App, new_id, unix_now};
 use crate::data::{ChatFile, parse_chat_jsonl, sha256_hex};
 use crate::provider::local::{KEPT_CHECKPOINTS, resolve};

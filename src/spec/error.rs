@@ -92,7 +92,7 @@ impl Cx<'_> {
     }
 
     /// The span of the key at `path` in the document, if it is there.
-    pub fn key_span(&self, path: &[Step]) -> Option<Range<usize>> {
+    pub fn key_span(&self, path: &[Step<'_>]) -> Option<Range<usize>> {
         locate::key_span(self.doc.as_ref()?.get_ref(), path)
     }
 

@@ -88,7 +88,7 @@ impl Cx<'_> {
     }
 
     /// A written value: a list, a single value, or a distribution table.
-    fn domain(&self, v: &toml::Value, at: &At, search: &Search) -> Result<Domain, SpecError> {
+    fn domain(&self, v: &toml::Value, at: &At<'_>, search: &Search) -> Result<Domain, SpecError> {
         let (name, example) = (at.param.name, at.param.example);
         match v {
             toml::Value::Array(items) => {
@@ -125,7 +125,7 @@ impl Cx<'_> {
 
     /// `{ uniform = [lo, hi] }` or `{ log_uniform = [lo, hi] }`: random
     /// search only.
-    fn distribution(&self, t: &toml::Table, at: &At, search: &Search) -> Result<Domain, SpecError> {
+    fn distribution(&self, t: &toml::Table, at: &At<'_>, search: &Search) -> Result<Domain, SpecError> {
         let (name, example) = (at.param.name, at.param.example);
         let hint =
             format!("write `{name} = {{ log_uniform = [lo, hi] }}` or `{{ uniform = [lo, hi] }}` (random search only)");
@@ -170,7 +170,7 @@ impl Cx<'_> {
     }
 
     /// One value, checked against the declaration; `None` is `"auto"`.
-    fn value(&self, v: &toml::Value, at: &At) -> Result<Option<f64>, SpecError> {
+    fn value(&self, v: &toml::Value, at: &At<'_>) -> Result<Option<f64>, SpecError> {
         let p = at.param;
         let (name, example) = (p.name, p.example);
         let x = match (v, p.kind) {

@@ -21,7 +21,7 @@ pub(super) enum Step<'a> {
 }
 
 /// The span of the key at `path`: the key's name, on its line.
-pub(super) fn key_span(doc: &DeTable<'_>, path: &[Step]) -> Option<Range<usize>> {
+pub(super) fn key_span(doc: &DeTable<'_>, path: &[Step<'_>]) -> Option<Range<usize>> {
     let (mut span, mut value): (Option<Range<usize>>, Option<&Spanned<DeValue<'_>>>) = (None, None);
     let mut table = Some(doc);
     for step in path {
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn a_path_gives_its_keys_span() {
         let doc = DeTable::parse(DOC).unwrap();
-        let span = |path: &[Step]| key_span(doc.get_ref(), path).map(|s| &DOC[s]);
+        let span = |path: &[Step<'_>]| key_span(doc.get_ref(), path).map(|s| &DOC[s]);
         assert_eq!(span(&[Step::Key("t"), Step::Key("b")]), Some("b"));
         assert_eq!(span(&[Step::Key("g"), Step::Index(1), Step::Key("y")]), Some("y"));
         assert_eq!(span(&[Step::Key("g"), Step::Index(1), Step::Key("w"), Step::Key("v")]), Some("v"));

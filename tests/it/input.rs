@@ -300,6 +300,7 @@ fn a_directory_or_a_damaged_file_is_refused_with_exit_2() {
 /// A command that cannot write to the database file: as another user when run as root (who may
 /// write any file), else on a file without write permission.
 #[cfg(unix)]
+#[allow(unsafe_code)] // libc::geteuid
 fn without_write_permission(ws: &Workspace, cmd: &mut Command) {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
@@ -387,6 +388,7 @@ fn wait_training(ws: &Workspace, child: &mut Child, n: i64) {
 
 #[cfg(unix)]
 #[test]
+#[allow(unsafe_code)] // libc::kill
 fn sigterm_stops_a_run_as_ctrl_c_does() {
     let ws = Workspace::new();
     ws.write(

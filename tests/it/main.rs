@@ -17,6 +17,7 @@ mod security;
 mod serve;
 mod space;
 mod sweep;
+mod tidy;
 mod tools;
 mod util;
 mod weights;

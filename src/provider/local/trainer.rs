@@ -884,51 +884,8 @@ pub fn train(
     init: Option<&ReplyModel>,
     on_event: &mut dyn FnMut(TrainEvent<'_>) -> ControlFlow<()>,
 ) -> Result<TrainSummary, TrainError> {
-    if cfg.n_epochs == 0 || cfg.batch_size == 0 {
-        let why = "n_epochs and batch_size must be at least 1";
-        return Err(TrainError::InvalidConfig(why.into()));
-    }
-    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
-        let why = format!("learning rate {} is not a positive number", cfg.learning_rate);
-        return Err(TrainError::InvalidConfig(why));
-    }
-    if train.is_empty() {
-        return Err(TrainError::NoExamples);
-    }
-    let usable: Vec<&Example> = train.iter().filter(|e| !e.reply.trim().is_empty()).collect();
-    if usable.is_empty() {
-        return Err(TrainError::NoReplies);
-    }
-    let mut model = init.cloned().unwrap_or_else(|| ReplyModel {
-        classes: Vec::new(),
-        hash_bits: HASH_BITS,
-        system_weight: SYSTEM_WEIGHT,
-        hidden: HIDDEN,
-        rows: Vec::new(),
-        embed: Vec::new(),
-        hidden_bias: vec![0.0; HIDDEN],
-        out: Vec::new(),
-        bias: Vec::new(),
-    });
-    let mut new: Vec<String> = usable.iter().map(|e| e.reply.trim().to_string()).collect();
-    new.retain(|r| model.class_of(r).is_none());
-    new.sort();
-    new.dedup();
-    model.classes.extend(new);
-    let (k, d) = (model.classes.len(), model.hidden);
-    model.bias.resize(k, 0.0);
-    model.out.resize(k * d, 0.0);
-    let feats: Vec<Features> =
-        (usable.iter()).map(|e| featurize(&e.context, model.hash_bits, model.system_weight)).collect();
-    let mut rows: Vec<u32> = feats.iter().flatten().map(|f| f.0).collect();
-    rows.extend(&model.rows);
-    rows.sort_unstable();
-    rows.dedup();
-    let embed = rows.iter().flat_map(|&b| match model.rows.binary_search(&b) {
-        Ok(i) => model.embed[i * d..(i + 1) * d].to_vec(),
-        Err(_) => (0..d).map(|j| init_value(cfg.seed, b, j)).collect(),
-    });
-    (model.embed, model.rows) = (embed.collect(), rows);
+    let usable = usable_examples(train, cfg)?;
+    let (mut model, feats) = extended_model(init, &usable, cfg.seed);
     let data: Vec<(Features, Option<usize>)> =
         (feats.iter().zip(&usable)).map(|(f, e)| (model.resolve(f), model.class_of(&e.reply))).collect();
     let vdata: Vec<(Features, Option<usize>)> =
@@ -946,9 +903,7 @@ pub fn train(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..n).collect();
-    let (mut g_embed, mut g_hbias) = (Adam::new(model.embed.len()), Adam::new(d));
-    let (mut g_out, mut g_bias) = (Adam::new(k * d), Adam::new(k));
-    let (mut used, mut used_rows) = (vec![false; model.rows.len()], Vec::new());
+    let mut optimiser = Optimiser::new(&model);
     let mut step = 0u64;
     let summary = |steps, epochs_completed, stopped_early, model| TrainSummary {
         steps,
@@ -964,43 +919,12 @@ pub fn train(
             // Accumulates the batch-averaged gradient; every forward pass uses the old weights.
             let (mut loss, mut correct, scale) = (0f64, 0usize, 1.0 / batch.len() as f32);
             for &i in batch {
-                let (x, y) = (&data[i].0, data[i].1.unwrap_or(0));
-                let (h, z) = model.forward(x);
-                let (p, l) = softmax(&z, Some(y));
-                loss += l.unwrap_or(f64::INFINITY);
-                correct += usize::from(argmax(&p) == y);
-                let mut dh = vec![0f32; d];
-                for (c, pc) in p.iter().enumerate() {
-                    let dz = (*pc as f32 - f32::from(u8::from(c == y))) * scale;
-                    g_bias.g[c] += dz;
-                    let (w, gw) = (&model.out[c * d..(c + 1) * d], &mut g_out.g[c * d..(c + 1) * d]);
-                    for j in 0..d {
-                        gw[j] += dz * h[j];
-                        dh[j] += dz * w[j];
-                    }
-                }
-                dh.iter_mut().zip(&h).for_each(|(a, hj)| *a *= 1.0 - hj * hj);
-                g_hbias.g.iter_mut().zip(&dh).for_each(|(g, a)| *g += a);
-                for &(r, v) in x {
-                    let r = r as usize;
-                    if !std::mem::replace(&mut used[r], true) {
-                        used_rows.push(r);
-                    }
-                    let g = &mut g_embed.g[r * d..(r + 1) * d];
-                    g.iter_mut().zip(&dh).for_each(|(g, a)| *g += v * a);
-                }
+                let (l, right) = optimiser.accumulate(&model, &data[i].0, data[i].1.unwrap_or(0), scale);
+                loss += l;
+                correct += usize::from(right);
             }
             step += 1;
-            let lr = cfg.learning_rate as f32;
-            let t = i32::try_from(step).unwrap_or(i32::MAX);
-            let c = (1.0 - 0.9f32.powi(t), 1.0 - 0.999f32.powi(t));
-            for r in used_rows.drain(..) {
-                used[r] = false;
-                g_embed.update(&mut model.embed, r * d..(r + 1) * d, lr, c);
-            }
-            g_hbias.update(&mut model.hidden_bias, 0..d, lr, c);
-            g_out.update(&mut model.out, 0..k * d, lr, c);
-            g_bias.update(&mut model.bias, 0..k, lr, c);
+            optimiser.apply(&mut model, step, cfg.learning_rate as f32);
             (epoch_loss, epoch_correct) = (epoch_loss + loss, epoch_correct + correct);
             let m = batch.len() as f64;
             let (train_loss, train_accuracy) = (finite_or_inf(loss / m), correct as f64 / m);
@@ -1030,6 +954,131 @@ pub fn train(
         }
     }
     Ok(summary(step, cfg.n_epochs, false, model))
+}
+
+/// Checks the configuration and returns the training examples with a reply.
+fn usable_examples<'a>(train: &'a [Example], cfg: &TrainConfig) -> Result<Vec<&'a Example>, TrainError> {
+    if cfg.n_epochs == 0 || cfg.batch_size == 0 {
+        let why = "n_epochs and batch_size must be at least 1";
+        return Err(TrainError::InvalidConfig(why.into()));
+    }
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
+        let why = format!("learning rate {} is not a positive number", cfg.learning_rate);
+        return Err(TrainError::InvalidConfig(why));
+    }
+    if train.is_empty() {
+        return Err(TrainError::NoExamples);
+    }
+    let usable: Vec<&Example> = train.iter().filter(|e| !e.reply.trim().is_empty()).collect();
+    if usable.is_empty() {
+        return Err(TrainError::NoReplies);
+    }
+    Ok(usable)
+}
+
+/// `init` (or a new model) with the classes and embedding rows that `usable` adds, new rows
+/// initialised from `seed`; and the examples' features.
+fn extended_model(init: Option<&ReplyModel>, usable: &[&Example], seed: u64) -> (ReplyModel, Vec<Features>) {
+    let mut model = init.cloned().unwrap_or_else(|| ReplyModel {
+        classes: Vec::new(),
+        hash_bits: HASH_BITS,
+        system_weight: SYSTEM_WEIGHT,
+        hidden: HIDDEN,
+        rows: Vec::new(),
+        embed: Vec::new(),
+        hidden_bias: vec![0.0; HIDDEN],
+        out: Vec::new(),
+        bias: Vec::new(),
+    });
+    let mut new: Vec<String> = usable.iter().map(|e| e.reply.trim().to_string()).collect();
+    new.retain(|r| model.class_of(r).is_none());
+    new.sort();
+    new.dedup();
+    model.classes.extend(new);
+    let (k, d) = (model.classes.len(), model.hidden);
+    model.bias.resize(k, 0.0);
+    model.out.resize(k * d, 0.0);
+    let feats: Vec<Features> =
+        (usable.iter()).map(|e| featurize(&e.context, model.hash_bits, model.system_weight)).collect();
+    let mut rows: Vec<u32> = feats.iter().flatten().map(|f| f.0).collect();
+    rows.extend(&model.rows);
+    rows.sort_unstable();
+    rows.dedup();
+    let embed = rows.iter().flat_map(|&b| match model.rows.binary_search(&b) {
+        Ok(i) => model.embed[i * d..(i + 1) * d].to_vec(),
+        Err(_) => (0..d).map(|j| init_value(seed, b, j)).collect(),
+    });
+    (model.embed, model.rows) = (embed.collect(), rows);
+    (model, feats)
+}
+
+/// The optimiser's state over a model: Adam per tensor, and the embedding rows the current
+/// batch used (only those are updated: lazy Adam).
+struct Optimiser {
+    embed: Adam,
+    hidden_bias: Adam,
+    out: Adam,
+    bias: Adam,
+    used: Vec<bool>,
+    used_rows: Vec<usize>,
+}
+
+impl Optimiser {
+    fn new(model: &ReplyModel) -> Optimiser {
+        let (k, d) = (model.classes.len(), model.hidden);
+        Optimiser {
+            embed: Adam::new(model.embed.len()),
+            hidden_bias: Adam::new(d),
+            out: Adam::new(k * d),
+            bias: Adam::new(k),
+            used: vec![false; model.rows.len()],
+            used_rows: Vec::new(),
+        }
+    }
+
+    /// Adds one example's gradient, times `scale`, with the model's current weights; returns
+    /// its loss and whether the model's answer is `y`.
+    fn accumulate(&mut self, model: &ReplyModel, x: &Features, y: usize, scale: f32) -> (f64, bool) {
+        let d = model.hidden;
+        let (h, z) = model.forward(x);
+        let (p, l) = softmax(&z, Some(y));
+        let correct = argmax(&p) == y;
+        let mut dh = vec![0f32; d];
+        for (c, pc) in p.iter().enumerate() {
+            let dz = (*pc as f32 - f32::from(u8::from(c == y))) * scale;
+            self.bias.g[c] += dz;
+            let (w, gw) = (&model.out[c * d..(c + 1) * d], &mut self.out.g[c * d..(c + 1) * d]);
+            for j in 0..d {
+                gw[j] += dz * h[j];
+                dh[j] += dz * w[j];
+            }
+        }
+        dh.iter_mut().zip(&h).for_each(|(a, hj)| *a *= 1.0 - hj * hj);
+        self.hidden_bias.g.iter_mut().zip(&dh).for_each(|(g, a)| *g += a);
+        for &(r, v) in x {
+            let r = r as usize;
+            if !std::mem::replace(&mut self.used[r], true) {
+                self.used_rows.push(r);
+            }
+            let g = &mut self.embed.g[r * d..(r + 1) * d];
+            g.iter_mut().zip(&dh).for_each(|(g, a)| *g += v * a);
+        }
+        (l.unwrap_or(f64::INFINITY), correct)
+    }
+
+    /// Applies step `step` (from 1) of Adam with learning rate `lr` and clears the gradients.
+    fn apply(&mut self, model: &mut ReplyModel, step: u64, lr: f32) {
+        let (k, d) = (model.classes.len(), model.hidden);
+        let t = i32::try_from(step).unwrap_or(i32::MAX);
+        let c = (1.0 - 0.9f32.powi(t), 1.0 - 0.999f32.powi(t));
+        for r in self.used_rows.drain(..) {
+            self.used[r] = false;
+            self.embed.update(&mut model.embed, r * d..(r + 1) * d, lr, c);
+        }
+        self.hidden_bias.update(&mut model.hidden_bias, 0..d, lr, c);
+        self.out.update(&mut model.out, 0..k * d, lr, c);
+        self.bias.update(&mut model.bias, 0..k, lr, c);
+    }
 }
 
 /// A full validation pass: the mean loss over the examples whose reply is a class (`None` if
