@@ -33,3 +33,4 @@ pub mod stats;
 pub mod stopping;
 pub mod store;
 pub mod sweep;
+pub mod wire;

@@ -6,21 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Which provider trains the runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::Display)]
-#[strum(serialize_all = "lowercase")]
-pub enum ProviderKind {
-    /// The embedded CPU trainer.
-    Local,
-    /// A server that speaks the OpenAI fine-tuning protocol.
-    OpenAi,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
+pub use crate::space::ProviderKind;
 
 /// The one base model the local provider fine-tunes.
 pub const LOCAL_BASE_MODEL: &str = "local/ngram";

@@ -2,7 +2,21 @@
 //! types, ranges), and the values or distributions a sweep gives them. Pure:
 //! no I/O.
 
-use crate::run::ProviderKind;
+/// Which provider trains the runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum ProviderKind {
+    /// The embedded CPU trainer.
+    Local,
+    /// A server that speaks the OpenAI fine-tuning protocol.
+    OpenAi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// The type of a hyperparameter's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::{App, ORGANIZATION, new_id, unix_now};
 use crate::data::{Conversation, Message, conversation_tokens};
 use crate::provider::ProviderError;
 use crate::provider::local::BASE_MODEL;
-use crate::provider::openai::wire::{
+use crate::wire::openai::{
     ChatRequest, ChatResponse, Choice, ChoiceLogprobs, JobStatus, List, ModelObject, ResponseMessage, TokenLogprob,
     TopLogprob, Usage,
 };

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::provider::openai::wire::{ErrorBody, ErrorObject};
 use crate::store::StoreError;
+use crate::wire::openai::{ErrorBody, ErrorObject};
 
 /// What stops the server (or keeps it from starting).
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ fn body_error<T: DeserializeOwned>(object: &Map<String, Value>, error: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::openai::wire::ChatRequest;
+    use crate::wire::openai::ChatRequest;
 
     fn param(body: &str) -> (Option<String>, String) {
         let e = parse_body::<ChatRequest>(body.as_bytes()).unwrap_err();

@@ -14,9 +14,9 @@ use axum::response::IntoResponse;
 use super::errors::{ApiError, INVALID};
 use super::limits::ChannelBody;
 use super::{App, Params, new_id, unix_now};
-use crate::provider::openai::wire::{Deleted, FileObject, List};
 use crate::store::StoreError;
 use crate::store::serve::SharedServeStore;
+use crate::wire::openai::{Deleted, FileObject, List};
 
 /// The purposes an upload may have; only `fine-tune` files can train jobs.
 const PURPOSES: [&str; 6] = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"];

@@ -18,9 +18,7 @@ use super::errors::{ApiError, parse_body};
 use super::objects::{message_event, supervised};
 use super::{App, ORGANIZATION, Params, new_id, page, unix_now, worker};
 use crate::provider::local::BASE_MODEL;
-use crate::provider::openai::wire::{
-    Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List,
-};
+use crate::wire::openai::{Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List};
 
 /// `POST /fine_tuning/jobs`: checks the request, records the job as `validating_files` and hands
 /// it to a worker.

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{new_id, unix_now};
-use crate::provider::openai::wire::{Hyperparameters, JobEvent, Method, MethodParams, Metrics};
+use crate::wire::openai::{Hyperparameters, JobEvent, Method, MethodParams, Metrics};
 
 /// A message event.
 pub fn message_event(level: &str, message: impl Into<String>) -> JobEvent {

@@ -13,13 +13,11 @@ use super::objects::{message_event, metrics_event, supervised};
 use super::{App, new_id, unix_now};
 use crate::data::{ChatFile, parse_chat_jsonl, sha256_hex};
 use crate::provider::local::{KEPT_CHECKPOINTS, resolve};
-use crate::provider::openai::wire::{
-    Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics,
-};
 use crate::provider::{JobEvent as TrainingEvent, JobOutcome, JobRequest, ProviderError};
 use crate::run::{BATCH_SIZE, LEARNING_RATE_MULTIPLIER, RunConfig, Value};
 use crate::store::StoreError;
 use crate::store::serve::ServeStore;
+use crate::wire::openai::{Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics};
 
 /// OpenAI's minimum number of training examples.
 const MIN_EXAMPLES: usize = 10;

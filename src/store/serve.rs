@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Access, Doing, Result, SERVE_APPLICATION_ID, Schema, connect, now};
-use crate::provider::openai::wire::{Checkpoint, FileObject, Job, JobEvent};
+use crate::wire::openai::{Checkpoint, FileObject, Job, JobEvent};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] =

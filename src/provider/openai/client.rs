@@ -15,8 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::wire::ErrorBody;
 use crate::spec::Auth;
+use crate::wire::openai::ErrorBody;
 
 /// A credential: shown as `***` by `Debug`, never written anywhere.
 #[derive(Clone)]

@@ -6,7 +6,6 @@
 
 pub mod client;
 pub mod results;
-pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -16,11 +15,11 @@ use reqwest::Method;
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
 use crate::data::{ChatFile, Message};
 use crate::store::SharedStore;
-use client::{ApiError, Body, Client, Kind, Retry};
-use wire::{
+use crate::wire::openai::{
     ChatMessage, ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job,
     JobStatus, List, Method as WireMethod, MethodParams, Metrics,
 };
+use client::{ApiError, Body, Client, Kind, Retry};
 
 /// How often to poll a job: fast at first, slower while nothing changes.
 #[derive(Debug, Clone, Copy)]
@@ -259,7 +258,7 @@ impl OpenAiProvider {
             }
             JobStatus::Cancelled => Ok(JobOutcome::Cancelled { trained_tokens }),
             _ => {
-                let e = job.error.clone().filter(wire::JobError::is_error).unwrap_or_default();
+                let e = job.error.clone().filter(crate::wire::openai::JobError::is_error).unwrap_or_default();
                 Ok(JobOutcome::Failed {
                     code: e.code.unwrap_or_else(|| "unknown".into()),
                     message: e.message.unwrap_or_else(|| format!("the job ended as `{}`", job.status)),
@@ -285,7 +284,7 @@ impl OpenAiProvider {
             if let Some(a) = &after {
                 q.push(("after".into(), a.clone()));
             }
-            let page: List<wire::JobEvent> =
+            let page: List<crate::wire::openai::JobEvent> =
                 self.client.json(Method::GET, &path, &q, Body::None, Kind::Events, Retry::Always).await?;
             let mut reached_seen = false;
             for e in &page.data {
