@@ -275,30 +275,13 @@ mod tests {
     use super::*;
 
     fn run(id: &str, state: RunState, tokens: i64) -> RunRecord {
-        RunRecord {
+        let planned = crate::run::PlannedRun {
             run_id: id.into(),
             config: crate::run::RunConfig::supervised(Some(1), Some(1), Some(1.0), 0),
-            state,
-            attempt: 1,
-            job_id: None,
-            model: Some(format!("m-{id}")),
-            error: None,
-            trained_tokens: Some(tokens),
-            train_loss: None,
-            train_accuracy: None,
-            valid_loss: None,
-            valid_accuracy: None,
-            metric: None,
-            score: None,
-            n_eval: None,
-            train_seconds: None,
-            eval_seconds: None,
             origin: crate::run::Origin::Job,
             rung: None,
-            role: crate::run::SweepRole::Search,
-            stop_reason: None,
-            model_epochs: None,
-        }
+        };
+        RunRecord { model: Some(format!("m-{id}")), trained_tokens: Some(tokens), ..RunRecord::new(&planned, state) }
     }
 
     /// `passes` of `n` examples right, the passes first.

@@ -874,29 +874,15 @@ mod tests {
     use crate::run::{RunRecord, RunState};
 
     fn run(id: &str, config: RunConfig, state: RunState, error: Option<&str>) -> RunRecord {
+        let planned = PlannedRun { run_id: id.into(), config, origin: Origin::Job, rung: None };
         RunRecord {
-            run_id: id.into(),
-            config,
-            state,
-            attempt: 1,
             job_id: Some(format!("ftjob-{id}")),
             model: (state == RunState::Done).then(|| format!("ft:m:{id}")),
             error: error.map(str::to_string),
             trained_tokens: Some(1200),
             train_loss: Some(0.5),
-            train_accuracy: None,
             valid_loss: Some(0.75),
-            valid_accuracy: None,
-            metric: None,
-            score: None,
-            n_eval: None,
-            train_seconds: None,
-            eval_seconds: None,
-            origin: Origin::Job,
-            rung: None,
-            role: SweepRole::Search,
-            stop_reason: None,
-            model_epochs: None,
+            ..RunRecord::new(&planned, state)
         }
     }
 

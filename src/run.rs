@@ -409,6 +409,35 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A record of `planned` in `state`, at its first attempt, with nothing
+    /// else known yet (no job, model, figures or notes), listed by the search.
+    pub fn new(planned: &PlannedRun, state: RunState) -> RunRecord {
+        RunRecord {
+            run_id: planned.run_id.clone(),
+            config: planned.config.clone(),
+            state,
+            attempt: 1,
+            job_id: None,
+            model: None,
+            error: None,
+            trained_tokens: None,
+            train_loss: None,
+            train_accuracy: None,
+            valid_loss: None,
+            valid_accuracy: None,
+            metric: None,
+            score: None,
+            n_eval: None,
+            train_seconds: None,
+            eval_seconds: None,
+            origin: planned.origin.clone(),
+            rung: planned.rung,
+            role: SweepRole::Search,
+            stop_reason: None,
+            model_epochs: None,
+        }
+    }
+
     /// The run as planned.
     pub fn planned(&self) -> PlannedRun {
         PlannedRun {

@@ -406,30 +406,8 @@ mod tests {
 
     fn recorded(planned: &PlannedRun, state: RunState, score: Option<f64>) -> RunRecord {
         let has_model = matches!(state, RunState::Trained | RunState::Evaluating | RunState::Done);
-        RunRecord {
-            run_id: planned.run_id.clone(),
-            config: planned.config.clone(),
-            state,
-            attempt: 1,
-            job_id: None,
-            model: has_model.then(|| format!("ft:{}", planned.run_id)),
-            error: None,
-            trained_tokens: None,
-            train_loss: None,
-            train_accuracy: None,
-            valid_loss: None,
-            valid_accuracy: None,
-            metric: None,
-            score,
-            n_eval: None,
-            train_seconds: None,
-            eval_seconds: None,
-            origin: planned.origin.clone(),
-            rung: planned.rung,
-            role: SweepRole::Search,
-            stop_reason: None,
-            model_epochs: None,
-        }
+        let model = has_model.then(|| format!("ft:{}", planned.run_id));
+        RunRecord { model, score, ..RunRecord::new(planned, state) }
     }
 
     fn job(id: &str, state: RunState) -> RunRecord {
