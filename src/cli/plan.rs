@@ -166,7 +166,19 @@ fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let loaded = sweepfile::load(&args.sweep)?;
-    // A key that `run` would refuse is refused here; no key yet is fine for a plan.
+    note_missing_key(&loaded)?;
+    let rows = rows(cli, &loaded)?;
+    let totals = totals(&loaded, &rows);
+    if args.json {
+        print_json(&loaded, &rows, &totals)?;
+        return Ok(ExitStatus::Success);
+    }
+    print_table(&loaded, &rows, &totals)?;
+    Ok(ExitStatus::Success)
+}
+
+/// Refuses a key that `run` would refuse, and notes its absence: no key yet is fine for a plan.
+fn note_missing_key(loaded: &LoadedSweep) -> Result<()> {
     if loaded.sweep.provider == ProviderKind::OpenAi
         && super::run::read_api_key(&loaded.sweep.openai.api_key_env)?.is_none()
     {
@@ -175,12 +187,36 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             loaded.sweep.openai.api_key_env
         )?;
     }
-    let rows = rows(cli, &loaded)?;
-    let data = figures(&loaded);
+    Ok(())
+}
+
+/// The plan's figures over its rows and the rungs and replicates planned later.
+struct Totals {
+    data: DataFigures,
+    /// How many rows are still to train.
+    to_train: usize,
+    baseline_eval: Option<f64>,
+    later: Vec<LaterRung>,
+    /// The runs of the later rungs and the replicates.
+    later_runs: usize,
+    replicates: Option<(usize, u64, Option<f64>)>,
+    total_tokens: u64,
+    pending_tokens: u64,
+    total_cost: Option<f64>,
+    pending_cost: Option<f64>,
+    eval_calls: u64,
+    jobs: usize,
+    /// What the same runs would train with a job each, from the base model.
+    unshared_tokens: u64,
+}
+
+/// Adds up the plan's tokens, costs, evaluation calls and jobs.
+fn totals(loaded: &LoadedSweep, rows: &[PlanRow]) -> Totals {
+    let data = figures(loaded);
     let all: Vec<&PlanRow> = rows.iter().collect();
     let pending: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train).collect();
     let baseline_eval = loaded.price.map(|p| pricing::eval_cost(&data, p));
-    let later = later_rungs(&loaded, &rows);
+    let later = later_rungs(loaded, rows);
     let later_tokens: u64 = later.iter().map(|r| r.estimated_trained_tokens).sum();
     let later_usd: Option<f64> = pricing::total(
         later
@@ -188,7 +224,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             .map(|r| r.estimated_training_cost_usd.zip(baseline_eval).map(|(t, e)| t + e * r.configurations as f64)),
     );
     let mut later_runs: usize = later.iter().map(|r| r.configurations).sum();
-    let replicates = replicates_estimate(&loaded, &rows);
+    let replicates = replicates_estimate(loaded, rows);
     let (later_tokens, later_usd) = match replicates {
         Some((n, tokens, usd)) => {
             later_runs += n;
@@ -211,34 +247,56 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 .map(|r| pricing::estimate(Some(r.epochs), &data, None).trained_tokens * r.configurations as u64)
                 .sum::<u64>()
             + replicates.map_or(0, |r| r.1);
-    if args.json {
-        let out = serde_json::json!({
-            "sweep": loaded.sweep.name,
-            "provider": loaded.sweep.provider.as_str(),
-            "base_model": loaded.sweep.base_model,
-            "training_examples": data.examples,
-            "validation_examples": data.eval_examples,
-            "billing_tokens_per_epoch": data.billing_tokens,
-            "price_per_million": loaded.price,
-            "prices_as_of": if loaded.sweep.pricing.is_some() { "the sweep file's [pricing]" } else { PRICES_AS_OF },
-            "estimated_trained_tokens": total_tokens,
-            "estimated_cost_usd": total_cost,
-            "estimated_baseline_eval_cost_usd": baseline_eval,
-            "to_train": pending.len(),
-            "to_train_estimated_trained_tokens": pending_tokens,
-            "to_train_estimated_cost_usd": pending_cost,
-            "evaluation_calls": eval_calls,
-            "jobs": jobs,
-            "estimated_trained_tokens_with_a_job_per_run": unshared_tokens,
-            "later_rungs": later,
-            "runs": rows,
-        });
-        outln!("{}", serde_json::to_string_pretty(&out)?)?;
-        return Ok(ExitStatus::Success);
+    Totals {
+        data,
+        to_train: pending.len(),
+        baseline_eval,
+        later,
+        later_runs,
+        replicates,
+        total_tokens,
+        pending_tokens,
+        total_cost,
+        pending_cost,
+        eval_calls,
+        jobs,
+        unshared_tokens,
     }
-    outln!("{}", report::plan_table(&rows))?;
+}
+
+/// Prints the plan as one JSON object.
+fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> {
+    let data = &t.data;
+    let out = serde_json::json!({
+        "sweep": loaded.sweep.name,
+        "provider": loaded.sweep.provider.as_str(),
+        "base_model": loaded.sweep.base_model,
+        "training_examples": data.examples,
+        "validation_examples": data.eval_examples,
+        "billing_tokens_per_epoch": data.billing_tokens,
+        "price_per_million": loaded.price,
+        "prices_as_of": if loaded.sweep.pricing.is_some() { "the sweep file's [pricing]" } else { PRICES_AS_OF },
+        "estimated_trained_tokens": t.total_tokens,
+        "estimated_cost_usd": t.total_cost,
+        "estimated_baseline_eval_cost_usd": t.baseline_eval,
+        "to_train": t.to_train,
+        "to_train_estimated_trained_tokens": t.pending_tokens,
+        "to_train_estimated_cost_usd": t.pending_cost,
+        "evaluation_calls": t.eval_calls,
+        "jobs": t.jobs,
+        "estimated_trained_tokens_with_a_job_per_run": t.unshared_tokens,
+        "later_rungs": t.later,
+        "runs": rows,
+    });
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
+    Ok(())
+}
+
+/// Prints the plan's table, then its later rungs, replicates, totals and prices.
+fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> {
+    outln!("{}", report::plan_table(rows))?;
     let s = &loaded.sweep;
-    for r in &later {
+    for r in &t.later {
         outln!(
             "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens, {})",
             r.rung,
@@ -248,7 +306,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             report::format_usd(r.estimated_training_cost_usd)
         )?;
     }
-    if let (Some((n, tokens, usd)), Some(r)) = (replicates, &s.replicates) {
+    if let (Some((n, tokens, usd)), Some(r)) = (t.replicates, &s.replicates) {
         outln!(
             "replicates: after the search, the top {} configuration(s) train again with seeds {:?}: {n} more \
              runs, at most ~{tokens} trained tokens ({})",
@@ -257,32 +315,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             report::format_usd(usd)
         )?;
     }
-    if jobs < rows.len() + later_runs || !later.is_empty() {
-        outln!(
-            "{} runs from {jobs} jobs: ~{total_tokens} trained tokens, against ~{unshared_tokens} with a job per run \
-             trained from the base model ({:.0}% saved)",
-            rows.len() + later_runs,
-            100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
-        )?;
-    }
-    outln!(
-        "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
-        rows.len() + later_runs,
-        pending.len() + later_runs,
-        pending_tokens,
-        report::format_usd(pending_cost),
-        if pending.len() < rows.len() {
-            format!(" (the whole sweep: {})", report::format_usd(total_cost))
-        } else {
-            String::new()
-        },
-    )?;
-    outln!(
-        "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",
-        eval_calls,
-        data.eval_examples,
-        rows.len() + later_runs
-    )?;
+    print_totals(rows, t)?;
     match loaded.price {
         Some(p) => outln!(
             "prices for `{}` (USD per 1M tokens): training {}, input {}, output {} ({})",
@@ -300,5 +333,37 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     if rows.iter().any(|r| r.epochs_estimated) {
         outln!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)")?;
     }
-    Ok(ExitStatus::Success)
+    Ok(())
+}
+
+/// Prints the lines of totals: the tokens jobs share, the runs to train and their cost, the evaluation calls.
+fn print_totals(rows: &[PlanRow], t: &Totals) -> Result<()> {
+    let (jobs, total_tokens, unshared_tokens) = (t.jobs, t.total_tokens, t.unshared_tokens);
+    if jobs < rows.len() + t.later_runs || !t.later.is_empty() {
+        outln!(
+            "{} runs from {jobs} jobs: ~{total_tokens} trained tokens, against ~{unshared_tokens} with a job per run \
+             trained from the base model ({:.0}% saved)",
+            rows.len() + t.later_runs,
+            100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
+        )?;
+    }
+    outln!(
+        "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
+        rows.len() + t.later_runs,
+        t.to_train + t.later_runs,
+        t.pending_tokens,
+        report::format_usd(t.pending_cost),
+        if t.to_train < rows.len() {
+            format!(" (the whole sweep: {})", report::format_usd(t.total_cost))
+        } else {
+            String::new()
+        },
+    )?;
+    outln!(
+        "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",
+        t.eval_calls,
+        t.data.eval_examples,
+        rows.len() + t.later_runs
+    )?;
+    Ok(())
 }

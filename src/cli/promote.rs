@@ -17,8 +17,10 @@ use super::leaderboard::{Board, sweep_for};
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError};
 use crate::eval::scores;
+use crate::rank::Candidate;
+use crate::report::LeaderboardRow;
 use crate::run::EvalKind;
-use crate::store::AliasRecord;
+use crate::store::{AliasRecord, EvalExample, SharedStore, SweepRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -73,165 +75,32 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .into());
     }
     let model = candidate.model.clone().unwrap_or_default();
-    let examples = &board.loaded[standing.index].examples;
-    let new_scores = candidate.grades.get(&board.metric).unwrap_or_default();
-    let (alpha, margin) = (board.setup.evaluation.alpha, board.setup.evaluation.margin);
+    let subject = Subject {
+        board: &board,
+        candidate,
+        examples: &board.loaded[standing.index].examples,
+        scores: candidate.grades.get(&board.metric).unwrap_or_default(),
+        model: &model,
+    };
     let current = store.lock().alias(&args.alias)?;
 
-    let mut previous = serde_json::Value::Null;
-    let mut forced = false;
-    if let Some(holder) = &current {
-        if holder.model == model {
+    let (previous, forced) = match &current {
+        None => (serde_json::Value::Null, false),
+        Some(holder) if holder.model == model => {
             errln!("alias `{}` already points at {model}", args.alias)?;
             outln!("{model}")?;
             return Ok(ExitStatus::Success);
         }
-        // The holder's replies to the same examples, graded the same way.
-        let holder_scores = {
-            let s = store.lock();
-            match s.latest_evaluation(&holder.model, &sweep.validation_sha256)? {
-                None => None,
-                Some(e) => {
-                    let held = s.evaluation_examples(e.id)?;
-                    let aligned = held.len() == examples.len()
-                        && held.iter().zip(examples).all(|(h, x)| h.conversation_sha256 == x.conversation_sha256);
-                    let cache = crate::eval::runner::grade_cache(&s, &board.setup.evaluation, &board.setup.dir)?;
-                    let graded = scores::grade(&board.setup.evaluation, &held, &cache);
-                    graded.get(&board.metric).filter(|_| aligned).map(<[f64]>::to_vec)
-                }
-            }
-        };
-        let old_mean = holder_scores.as_deref().map(crate::stats::mean);
-        // Cheaper: fewer trained tokens behind the model than the holder's
-        // (from its row in this sweep, else from its provenance).
-        let holder_tokens = board
-            .candidates
-            .iter()
-            .find(|c| c.role.is_ranked() && c.model.as_deref() == Some(holder.model.as_str()))
-            .and_then(|c| c.trained_tokens)
-            .or_else(|| holder.provenance["trained_tokens"].as_i64());
-        let cheaper = candidate.trained_tokens.zip(holder_tokens).is_some_and(|(new, old)| new < old);
-        let verdict: Result<(), (String, String)> = match &holder_scores {
-            None => Err((
-                format!("the current model `{}` has no grades on this sweep's validation examples", holder.model),
-                format!(
-                    "evaluate it first (`ftsweep eval --model {} --sweep {}`), or pass --force",
-                    holder.model, sweep.name
-                ),
-            )),
-            Some(old) => {
-                let test = paired_test(new_scores, old, alpha);
-                let shortfall = crate::stats::shortfall_bound(old, new_scores, alpha, crate::rank::SEED).ok();
-                let confidence = crate::stats::confidence_percent(alpha);
-                // A cheaper model shown to be within the margin of the holder.
-                let shown = shortfall.filter(|b| cheaper && b.within(margin));
-                previous = json!({
-                    "model": holder.model,
-                    "run_id": holder.run_id,
-                    "score": old_mean,
-                    "test": test.as_ref().map(|t| t.test.clone()),
-                    "p_value": test.as_ref().map(|t| t.p_value),
-                    "shortfall_upper": shortfall.map(|b| b.upper),
-                    "cheaper_within_margin": shown.is_some(),
-                });
-                // Why a cheaper model does not pass the margin, when it is cheaper.
-                let margin_text = match shortfall.filter(|_| cheaper) {
-                    Some(b) => format!(
-                        "; it is cheaper, but not shown to be within the margin {margin} of it: it may be up to \
-                         {:.3} below it ({confidence}% one-sided bound)",
-                        b.upper
-                    ),
-                    None => String::new(),
-                };
-                let hint = || "--force moves it anyway".to_string();
-                match (test, shown) {
-                    (Some(t), _) if t.significant && t.mean_diff > 0.0 => Ok(()),
-                    (_, Some(b)) => {
-                        errln!(
-                            "`{model}` is cheaper than `{}` and shown to be within the margin {margin} of it on the \
-                             same {} examples: at most {:.3} below it ({confidence}% one-sided bound)",
-                            holder.model,
-                            b.n,
-                            b.upper
-                        )?;
-                        Ok(())
-                    }
-                    (Some(t), None) if t.mean_diff <= 0.0 => Err((
-                        format!(
-                            "it is not better on the same {} examples ({} p = {:.4}){margin_text}",
-                            new_scores.len(),
-                            t.test.replace('_', " "),
-                            t.p_value
-                        ),
-                        hint(),
-                    )),
-                    (Some(t), None) => Err((
-                        format!(
-                            "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = \
-                             {alpha}){margin_text}",
-                            new_scores.len(),
-                            t.test.replace('_', " "),
-                            t.p_value
-                        ),
-                        hint(),
-                    )),
-                    (None, None) => {
-                        Err((format!("it scores exactly as the current model on every example{margin_text}"), hint()))
-                    }
-                }
-            }
-        };
-        if let Err((reason, hint)) = verdict {
-            if !args.force {
-                let old = old_mean.map_or(String::new(), |m| format!(" ({} {m:.3})", board.metric));
-                let new = crate::stats::mean(new_scores);
-                bail!(
-                    "refusing to move `{}` from `{}`{old} to `{model}` ({new:.3}): {reason}\n  hint: {hint}",
-                    args.alias,
-                    holder.model
-                );
-            }
-            forced = true;
-            errln!("warning: moving `{}` anyway (--force): {reason}", args.alias)?;
-        }
-    }
+        Some(holder) => judge(args, &store, &sweep, &subject, holder)?,
+    };
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let evaluation = &board.setup.evaluation;
-    let provenance = json!({
-        "alias": args.alias,
-        "sweep": sweep.name,
-        "run_id": row.run_id,
-        "epoch": row.epoch,
-        "model": model,
-        "provider": sweep.provider,
-        "base_model": sweep.base_model,
-        "hyperparameters": row.hyperparameters_json(),
-        "training_file": sweep.training_file,
-        "training_sha256": sweep.training_sha256,
-        "validation_file": sweep.validation_file,
-        "validation_sha256": sweep.validation_sha256,
-        "metric": board.metric,
-        "graders": evaluation.graders.iter().map(|g| g.describe()).collect::<Vec<_>>(),
-        "combined": evaluation.combined.as_ref().map(|w| w.parts.clone()),
-        "alpha": alpha,
-        "margin": margin,
-        "score": row.score,
-        "ci_low": row.ci_low,
-        "ci_high": row.ci_high,
-        "scores": row.scores,
-        "n_examples": new_scores.len(),
-        "trained_tokens": row.trained_tokens,
-        "previous": previous,
-        "forced": forced,
-        "promoted_at": rfc3339(now),
-    });
     let record = AliasRecord {
         name: args.alias.clone(),
         model: model.clone(),
         run_id: row.run_id.clone(),
         sweep: Some(sweep.name.clone()),
-        provenance,
+        provenance: provenance(args, &sweep, &subject, row, previous, forced, now),
         promoted_at: now,
     };
     store.lock().set_alias(&record, forced)?;
@@ -249,6 +118,210 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         }
     )?;
     Ok(ExitStatus::Success)
+}
+
+/// The run to promote: its sweep's board, its candidate, examples and scores, and its model.
+struct Subject<'a> {
+    board: &'a Board,
+    candidate: &'a Candidate,
+    /// The validation examples the run was evaluated on.
+    examples: &'a [EvalExample],
+    /// The run's per-example scores by the board's metric.
+    scores: &'a [f64],
+    model: &'a str,
+}
+
+/// Whether the alias may move, with the reason and hint when it may not.
+type Verdict = Result<(), (String, String)>;
+
+/// Judges the run against the alias's current holder: the holder's part of the provenance and
+/// whether the move is forced; an error when the move is refused.
+fn judge(
+    args: &Args,
+    store: &SharedStore,
+    sweep: &SweepRecord,
+    subject: &Subject<'_>,
+    holder: &AliasRecord,
+) -> Result<(serde_json::Value, bool)> {
+    let board = subject.board;
+    let holder_scores = holder_scores(store, sweep, subject, holder)?;
+    let old_mean = holder_scores.as_deref().map(crate::stats::mean);
+    // Cheaper: fewer trained tokens behind the model than the holder's
+    // (from its row in this sweep, else from its provenance).
+    let holder_tokens = board
+        .candidates
+        .iter()
+        .find(|c| c.role.is_ranked() && c.model.as_deref() == Some(holder.model.as_str()))
+        .and_then(|c| c.trained_tokens)
+        .or_else(|| holder.provenance["trained_tokens"].as_i64());
+    let cheaper = subject.candidate.trained_tokens.zip(holder_tokens).is_some_and(|(new, old)| new < old);
+    let (previous, verdict) = match &holder_scores {
+        None => (
+            serde_json::Value::Null,
+            Err((
+                format!("the current model `{}` has no grades on this sweep's validation examples", holder.model),
+                format!(
+                    "evaluate it first (`ftsweep eval --model {} --sweep {}`), or pass --force",
+                    holder.model, sweep.name
+                ),
+            )),
+        ),
+        Some(old) => weigh(subject, holder, old, old_mean, cheaper)?,
+    };
+    let mut forced = false;
+    if let Err((reason, hint)) = verdict {
+        if !args.force {
+            let old = old_mean.map_or(String::new(), |m| format!(" ({} {m:.3})", board.metric));
+            let new = crate::stats::mean(subject.scores);
+            bail!(
+                "refusing to move `{}` from `{}`{old} to `{}` ({new:.3}): {reason}\n  hint: {hint}",
+                args.alias,
+                holder.model,
+                subject.model
+            );
+        }
+        forced = true;
+        errln!("warning: moving `{}` anyway (--force): {reason}", args.alias)?;
+    }
+    Ok((previous, forced))
+}
+
+/// The holder's scores on the same examples, graded the same way; `None` when it has no
+/// evaluation on the sweep's validation file, or one on other examples.
+fn holder_scores(
+    store: &SharedStore,
+    sweep: &SweepRecord,
+    subject: &Subject<'_>,
+    holder: &AliasRecord,
+) -> Result<Option<Vec<f64>>> {
+    let (board, examples) = (subject.board, subject.examples);
+    let s = store.lock();
+    Ok(match s.latest_evaluation(&holder.model, &sweep.validation_sha256)? {
+        None => None,
+        Some(e) => {
+            let held = s.evaluation_examples(e.id)?;
+            let aligned = held.len() == examples.len()
+                && held.iter().zip(examples).all(|(h, x)| h.conversation_sha256 == x.conversation_sha256);
+            let cache = crate::eval::runner::grade_cache(&s, &board.setup.evaluation, &board.setup.dir)?;
+            let graded = scores::grade(&board.setup.evaluation, &held, &cache);
+            graded.get(&board.metric).filter(|_| aligned).map(<[f64]>::to_vec)
+        }
+    })
+}
+
+/// Weighs the run's scores against the holder's `old` ones: better by the paired test, or
+/// cheaper and within the margin. Returns the holder's part of the provenance and the verdict.
+fn weigh(
+    subject: &Subject<'_>,
+    holder: &AliasRecord,
+    old: &[f64],
+    old_mean: Option<f64>,
+    cheaper: bool,
+) -> Result<(serde_json::Value, Verdict)> {
+    let (model, new_scores) = (subject.model, subject.scores);
+    let evaluation = &subject.board.setup.evaluation;
+    let (alpha, margin) = (evaluation.alpha, evaluation.margin);
+    let test = paired_test(new_scores, old, alpha);
+    let shortfall = crate::stats::shortfall_bound(old, new_scores, alpha, crate::rank::SEED).ok();
+    let confidence = crate::stats::confidence_percent(alpha);
+    // A cheaper model shown to be within the margin of the holder.
+    let shown = shortfall.filter(|b| cheaper && b.within(margin));
+    let previous = json!({
+        "model": holder.model,
+        "run_id": holder.run_id,
+        "score": old_mean,
+        "test": test.as_ref().map(|t| t.test.clone()),
+        "p_value": test.as_ref().map(|t| t.p_value),
+        "shortfall_upper": shortfall.map(|b| b.upper),
+        "cheaper_within_margin": shown.is_some(),
+    });
+    // Why a cheaper model does not pass the margin, when it is cheaper.
+    let margin_text = match shortfall.filter(|_| cheaper) {
+        Some(b) => format!(
+            "; it is cheaper, but not shown to be within the margin {margin} of it: it may be up to \
+             {:.3} below it ({confidence}% one-sided bound)",
+            b.upper
+        ),
+        None => String::new(),
+    };
+    let hint = || "--force moves it anyway".to_string();
+    let verdict = match (test, shown) {
+        (Some(t), _) if t.significant && t.mean_diff > 0.0 => Ok(()),
+        (_, Some(b)) => {
+            errln!(
+                "`{model}` is cheaper than `{}` and shown to be within the margin {margin} of it on the \
+                 same {} examples: at most {:.3} below it ({confidence}% one-sided bound)",
+                holder.model,
+                b.n,
+                b.upper
+            )?;
+            Ok(())
+        }
+        (Some(t), None) if t.mean_diff <= 0.0 => Err((
+            format!(
+                "it is not better on the same {} examples ({} p = {:.4}){margin_text}",
+                new_scores.len(),
+                t.test.replace('_', " "),
+                t.p_value
+            ),
+            hint(),
+        )),
+        (Some(t), None) => Err((
+            format!(
+                "it is not significantly better on the same {} examples ({} p = {:.4}, alpha = \
+                 {alpha}){margin_text}",
+                new_scores.len(),
+                t.test.replace('_', " "),
+                t.p_value
+            ),
+            hint(),
+        )),
+        (None, None) => Err((format!("it scores exactly as the current model on every example{margin_text}"), hint())),
+    };
+    Ok((previous, verdict))
+}
+
+/// The alias's provenance: the run, its sweep and data, the graders, its scores, the holder it
+/// replaces and whether it was forced.
+fn provenance(
+    args: &Args,
+    sweep: &SweepRecord,
+    subject: &Subject<'_>,
+    row: &LeaderboardRow,
+    previous: serde_json::Value,
+    forced: bool,
+    now: f64,
+) -> serde_json::Value {
+    let board = subject.board;
+    let evaluation = &board.setup.evaluation;
+    json!({
+        "alias": args.alias,
+        "sweep": sweep.name,
+        "run_id": row.run_id,
+        "epoch": row.epoch,
+        "model": subject.model,
+        "provider": sweep.provider,
+        "base_model": sweep.base_model,
+        "hyperparameters": row.hyperparameters_json(),
+        "training_file": sweep.training_file,
+        "training_sha256": sweep.training_sha256,
+        "validation_file": sweep.validation_file,
+        "validation_sha256": sweep.validation_sha256,
+        "metric": board.metric,
+        "graders": evaluation.graders.iter().map(|g| g.describe()).collect::<Vec<_>>(),
+        "combined": evaluation.combined.as_ref().map(|w| w.parts.clone()),
+        "alpha": evaluation.alpha,
+        "margin": evaluation.margin,
+        "score": row.score,
+        "ci_low": row.ci_low,
+        "ci_high": row.ci_high,
+        "scores": row.scores,
+        "n_examples": subject.scores.len(),
+        "trained_tokens": row.trained_tokens,
+        "previous": previous,
+        "forced": forced,
+        "promoted_at": rfc3339(now),
+    })
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use crate::provider::local::LocalProvider;
 use crate::provider::openai::client::{Client, ClientConfig, Secret};
 use crate::provider::openai::{OpenAiProvider, PollPolicy};
 use crate::report::{self, PlanRow};
-use crate::run::show;
+use crate::run::{RunRecord, show};
 use crate::spec::{OpenAiSettings, ProviderKind};
-use crate::store::{Budget, BudgetState, NewSweep, SharedStore};
-use crate::sweep::{self, Progress, RunOptions, SweepContext};
+use crate::store::{Budget, BudgetState, NewSweep, SharedStore, SweepRecord};
+use crate::sweep::{self, Progress, RunOptions, Summary, SweepContext};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -152,6 +152,54 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     // Everything is checked, then the user is asked, then the database is written.
     let started = Instant::now();
     let rows = super::plan::rows(cli, &loaded)?;
+    let client = check_before_asking(&loaded)?;
+    confirm_spend(args, &loaded, &rows)?;
+    let estimates: HashMap<String, (u64, f64)> = rows
+        .into_iter()
+        .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
+        .collect();
+    let store = open_store(&cli.db)?;
+    let (record, runs) = record(&store, &loaded)?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let options = RunOptions {
+        sweep_id: record.id,
+        owner: sweep::owner_id(),
+        lease: Duration::from_secs(60),
+        budget: Budget { usd: loaded.sweep.limits.budget_usd, tokens: loaded.sweep.limits.max_trained_tokens },
+        retries: loaded.sweep.limits.retries,
+        cancel_on_interrupt: args.cancel_on_interrupt,
+        shutdown: shutdown_rx,
+        estimates,
+        price: loaded.price,
+        daily_limit_wait: Duration::from_secs(3600),
+        epoch_estimate: {
+            let one = crate::pricing::estimate(Some(1), &super::plan::figures(&loaded), loaded.price);
+            (one.trained_tokens, one.training_usd.unwrap_or(0.0))
+        },
+        auto_epochs: crate::data::stats::default_epochs(loaded.training_report.examples as u64),
+    };
+    let cx = context(&loaded, &store, client, options);
+    // A progress line that cannot be written stops the sweep as Ctrl-C does: nothing new is
+    // launched, the runs in flight are recorded, and the exit code is 1.
+    let progress = progress_printer(&runs, cli.verbose, loaded.sweep.evaluation.metric.as_str(), shutdown_tx.clone());
+    let (summary, signalled) = sweep_until_done(cx.clone(), progress, shutdown_tx)?;
+    print_counts(cli, &cx, &store, &record, &summary, started)?;
+    leaderboard::print(&store, &record, args.json)?;
+    Ok(if signalled == Some(Signal::Terminate) {
+        ExitStatus::Terminated
+    } else if signalled.is_some() || summary.interrupted > 0 {
+        ExitStatus::Interrupted
+    } else if summary.failed > 0 {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// The checks before the user is asked or anything is written: a price for the budget, and for
+/// an OpenAI-protocol sweep the key and its client.
+fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Option<Client>> {
     let s = &loaded.sweep;
     if (s.limits.budget_usd.is_some()) && loaded.price.is_none() {
         return Err(UsageError {
@@ -160,16 +208,16 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         }
         .into());
     }
-    let client = match s.provider {
+    Ok(match s.provider {
         ProviderKind::Local => None,
         ProviderKind::OpenAi => Some(openai_client(&s.openai, api_key(&s.openai)?)?),
-    };
-    confirm_spend(args, &loaded, &rows)?;
-    let estimates: HashMap<String, (u64, f64)> = rows
-        .into_iter()
-        .map(|r| (r.run_id, (r.estimated_trained_tokens, r.estimated_training_cost_usd.unwrap_or(0.0))))
-        .collect();
-    let store = open_store(&cli.db)?;
+    })
+}
+
+/// Records the sweep and its planned runs (adopting runs stored under older ids); returns the
+/// sweep's record and its runs.
+fn record(store: &SharedStore, loaded: &sweepfile::LoadedSweep) -> Result<(SweepRecord, Vec<RunRecord>)> {
+    let s = &loaded.sweep;
     let planned = crate::sweep::adopt_stored(&store.lock(), s, &loaded.identity, loaded.runs.clone())?;
     let record = store.lock().record_sweep(
         &NewSweep {
@@ -187,8 +235,18 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         &planned,
     )?;
     let runs = store.lock().sweep_runs(record.id)?;
+    Ok((record, runs))
+}
 
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+/// The sweep's context: its provider (`client` for an OpenAI-protocol sweep, else local), data,
+/// evaluation session, limits and `options`.
+fn context(
+    loaded: &sweepfile::LoadedSweep,
+    store: &SharedStore,
+    client: Option<Client>,
+    options: RunOptions,
+) -> Arc<SweepContext> {
+    let s = &loaded.sweep;
     let provider = match client {
         None => Provider::Local(
             // Validating four times an epoch lets early stopping act within an epoch.
@@ -198,7 +256,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         ),
         Some(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
     };
-    let cx = Arc::new(SweepContext {
+    Arc::new(SweepContext {
         sweep_name: s.name.clone(),
         store: store.clone(),
         provider: Arc::new(provider),
@@ -210,35 +268,24 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         spec: Arc::new(s.clone()),
         identity: loaded.identity.clone(),
         max_concurrent: s.limits.max_concurrent,
-        options: RunOptions {
-            sweep_id: record.id,
-            owner: sweep::owner_id(),
-            lease: Duration::from_secs(60),
-            budget: Budget { usd: s.limits.budget_usd, tokens: s.limits.max_trained_tokens },
-            retries: s.limits.retries,
-            cancel_on_interrupt: args.cancel_on_interrupt,
-            shutdown: shutdown_rx,
-            estimates,
-            price: loaded.price,
-            daily_limit_wait: Duration::from_secs(3600),
-            epoch_estimate: {
-                let one = crate::pricing::estimate(Some(1), &super::plan::figures(&loaded), loaded.price);
-                (one.trained_tokens, one.training_usd.unwrap_or(0.0))
-            },
-            auto_epochs: crate::data::stats::default_epochs(loaded.training_report.examples as u64),
-        },
-    });
+        options,
+    })
+}
+
+/// Prints each progress event as a line on stderr, numbered by the run's place in `runs` (runs
+/// planned as the sweep goes after these); a line that cannot be written sends `stop`.
+fn progress_printer(
+    runs: &[RunRecord],
+    verbose: bool,
+    metric: &'static str,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> Arc<dyn Fn(Progress) + Send + Sync> {
     // Runs planned as the sweep goes (rungs, replicates) are numbered after these.
     let positions: Mutex<HashMap<String, usize>> =
         Mutex::new(runs.iter().enumerate().map(|(i, r)| (r.run_id.clone(), i + 1)).collect());
     let total = runs.len();
-    let verbose = cli.verbose;
-    let metric = s.evaluation.metric.as_str();
     let printer = Mutex::new(());
-    // A progress line that cannot be written stops the sweep as Ctrl-C does: nothing new is
-    // launched, the runs in flight are recorded, and the exit code is 1.
-    let stop = shutdown_tx.clone();
-    let progress = Arc::new(move |p: Progress| {
+    Arc::new(move |p: Progress| {
         let _line = printer.lock();
         let mut positions = positions.lock().unwrap_or_else(|p| p.into_inner());
         if let Progress::Planned { run_ids, .. } = &p {
@@ -255,54 +302,64 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
                 width = total.to_string().len()
             )
         };
-        let line = match p {
-            Progress::Started { total, to_train, to_evaluate, done } => Some(if to_train + to_evaluate == 0 {
-                format!("sweep: all {total} runs are done already; nothing new to train")
-            } else {
-                format!("sweep: {total} runs: {to_train} to train, {to_evaluate} to evaluate, {done} done already")
-            }),
-            Progress::Training { run_id, config, job_id } => {
-                Some(format!("{} training  {} ({job_id})", at(&run_id), config.summary()))
-            }
-            Progress::Epoch { run_id, epoch, n_epochs, valid_loss } if verbose => Some(format!(
-                "{} epoch {epoch}/{} valid_loss={}",
-                at(&run_id),
-                show(n_epochs),
-                valid_loss.map_or("-".into(), |l| format!("{l:.4}"))
-            )),
-            Progress::Epoch { .. } => None,
-            Progress::Evaluating { run_id, model } if verbose => Some(format!("{} evaluating {model}", at(&run_id))),
-            Progress::Evaluating { .. } => None,
-            Progress::Done { run_id, score, valid_loss, seconds } => Some(format!(
-                "{} done      {metric}={score:.3} valid_loss={} (eval {seconds:.2}s)",
-                at(&run_id),
-                valid_loss.map_or("-".into(), |l| format!("{l:.3}"))
-            )),
-            Progress::Failed { run_id, reason } => Some(format!("{} FAILED    {reason}", at(&run_id))),
-            Progress::Skipped { run_id, reason } => Some(format!("{} SKIPPED   {reason}", at(&run_id))),
-            Progress::Queued { run_id, reason, wait } => {
-                Some(format!("{} queued    {reason}; next try in {:.0}s", at(&run_id), wait.as_secs_f64()))
-            }
-            Progress::Waiting { runs, owner } => {
-                Some(format!("sweep: waiting for {runs} run(s) being trained by another process ({owner})"))
-            }
-            Progress::Interrupted { run_id, note } => Some(format!("{} stopped   {note}", at(&run_id))),
-            Progress::Stopped { run_id, reason, trained_tokens, model } => Some(format!(
-                "{} STOPPED   early after {trained_tokens} trained tokens: {reason}; {}",
-                at(&run_id),
-                model.map_or("no checkpoint to evaluate".to_string(), |m| format!(
-                    "its best checkpoint {m} is the model"
-                ))
-            )),
-            Progress::Planned { note, .. } => Some(format!("sweep: {note}")),
-        };
-        if let Some(line) = line
+        if let Some(line) = progress_line(p, at, verbose, metric)
             && errln!("{line}").is_err()
         {
             let _ = stop.send(true);
         }
-    });
+    })
+}
 
+/// The line a progress event prints, if any; `at` names a run with its place.
+fn progress_line(p: Progress, at: impl Fn(&str) -> String, verbose: bool, metric: &str) -> Option<String> {
+    match p {
+        Progress::Started { total, to_train, to_evaluate, done } => Some(if to_train + to_evaluate == 0 {
+            format!("sweep: all {total} runs are done already; nothing new to train")
+        } else {
+            format!("sweep: {total} runs: {to_train} to train, {to_evaluate} to evaluate, {done} done already")
+        }),
+        Progress::Training { run_id, config, job_id } => {
+            Some(format!("{} training  {} ({job_id})", at(&run_id), config.summary()))
+        }
+        Progress::Epoch { run_id, epoch, n_epochs, valid_loss } if verbose => Some(format!(
+            "{} epoch {epoch}/{} valid_loss={}",
+            at(&run_id),
+            show(n_epochs),
+            valid_loss.map_or("-".into(), |l| format!("{l:.4}"))
+        )),
+        Progress::Epoch { .. } => None,
+        Progress::Evaluating { run_id, model } if verbose => Some(format!("{} evaluating {model}", at(&run_id))),
+        Progress::Evaluating { .. } => None,
+        Progress::Done { run_id, score, valid_loss, seconds } => Some(format!(
+            "{} done      {metric}={score:.3} valid_loss={} (eval {seconds:.2}s)",
+            at(&run_id),
+            valid_loss.map_or("-".into(), |l| format!("{l:.3}"))
+        )),
+        Progress::Failed { run_id, reason } => Some(format!("{} FAILED    {reason}", at(&run_id))),
+        Progress::Skipped { run_id, reason } => Some(format!("{} SKIPPED   {reason}", at(&run_id))),
+        Progress::Queued { run_id, reason, wait } => {
+            Some(format!("{} queued    {reason}; next try in {:.0}s", at(&run_id), wait.as_secs_f64()))
+        }
+        Progress::Waiting { runs, owner } => {
+            Some(format!("sweep: waiting for {runs} run(s) being trained by another process ({owner})"))
+        }
+        Progress::Interrupted { run_id, note } => Some(format!("{} stopped   {note}", at(&run_id))),
+        Progress::Stopped { run_id, reason, trained_tokens, model } => Some(format!(
+            "{} STOPPED   early after {trained_tokens} trained tokens: {reason}; {}",
+            at(&run_id),
+            model.map_or("no checkpoint to evaluate".to_string(), |m| format!("its best checkpoint {m} is the model"))
+        )),
+        Progress::Planned { note, .. } => Some(format!("sweep: {note}")),
+    }
+}
+
+/// Runs the sweep on a tokio runtime until it ends or Ctrl-C or SIGTERM stops it (which sends
+/// `shutdown`); returns its summary and the signal, if one came.
+fn sweep_until_done(
+    cx: Arc<SweepContext>,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+) -> Result<(Summary, Option<Signal>)> {
     // Ctrl-C and SIGTERM stop the sweep the same way; the exit code says which it was.
     let signalled = Arc::new(OnceLock::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -316,12 +373,25 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
                 Signal::Terminate => "terminated (SIGTERM)",
             };
             let _ = errln!("{what}: no new launches; recording the runs in flight");
-            let _ = shutdown_tx.send(true);
+            let _ = shutdown.send(true);
         });
-        sweep::run_sweep(cx.clone(), progress).await
+        sweep::run_sweep(cx, progress).await
     })?;
     // The training threads of interrupted local jobs are not waited for.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok((summary, signalled.get().copied()))
+}
+
+/// Prints the request and evaluation counts, the budget and the sweep's summary on stderr.
+fn print_counts(
+    cli: &Cli,
+    cx: &SweepContext,
+    store: &SharedStore,
+    record: &SweepRecord,
+    summary: &Summary,
+    started: Instant,
+) -> Result<()> {
+    let s = &cx.spec;
     // These lines are not worth stopping for: a failed write is remembered (exit code 1), and
     // the leaderboard is still printed.
     if let Provider::OpenAi(p) = cx.provider.as_ref() {
@@ -345,16 +415,7 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         started.elapsed().as_secs_f64(),
         cli.db.display()
     );
-    leaderboard::print(&store, &record, args.json)?;
-    Ok(if signalled.get() == Some(&Signal::Terminate) {
-        ExitStatus::Terminated
-    } else if signalled.get().is_some() || summary.interrupted > 0 {
-        ExitStatus::Interrupted
-    } else if summary.failed > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    Ok(())
 }
 
 /// The budget as `status` and `run` show it.
