@@ -121,7 +121,8 @@ impl LeaderboardRow {
             return Vec::new();
         }
         let mut out = vec![(crate::space::N_EPOCHS.to_string(), hyper_text(self.n_epochs))];
-        out.extend(self.hyperparameters.keys().map(|n| (n.clone(), hyper_cell(self, n))));
+        let names = crate::run::in_shown_order(self.hyperparameters.keys().map(String::as_str));
+        out.extend(names.iter().map(|n| (n.clone(), hyper_cell(self, n))));
         out.push((crate::space::SEED.to_string(), self.seed.map_or_else(|| "-".into(), |s| s.to_string())));
         out
     }

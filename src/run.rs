@@ -454,10 +454,12 @@ impl RunRecord {
 /// providers declare them (OpenAI's `learning_rate_multiplier`,
 /// `batch_size`, ...), then by name.
 pub fn shown_names<'a>(configs: impl IntoIterator<Item = &'a RunConfig>) -> Vec<String> {
-    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    for c in configs {
-        used.extend(c.params.keys().map(String::as_str));
-    }
+    in_shown_order(configs.into_iter().flat_map(|c| c.params.keys().map(String::as_str)))
+}
+
+/// `names` once each, in [`shown_names`]'s order.
+pub fn in_shown_order<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut used: std::collections::BTreeSet<&str> = names.into_iter().collect();
     let mut names: Vec<String> = Vec::new();
     for p in [ProviderKind::Local, ProviderKind::OpenAi].into_iter().flat_map(crate::space::accepted) {
         if used.remove(p.name) {
