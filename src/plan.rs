@@ -272,8 +272,7 @@ fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin)
         show(c.get(LEARNING_RATE_MULTIPLIER)),
         c.seed,
     );
-    let own_columns = |name: &str| name == BATCH_SIZE || name == LEARNING_RATE_MULTIPLIER;
-    for (name, value) in c.params.iter().filter(|(name, _)| !own_columns(name)) {
+    for (name, value) in c.params.iter().filter(|(name, _)| !crate::run::is_legacy_name(name)) {
         canonical.push_str(&format!("{name}={value}\n"));
     }
     if !data.server.is_empty() {

@@ -6,7 +6,7 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::rank::{Candidate, Standing};
-use crate::run::{EvalKind, Origin, PlannedRun, RunConfig, RunState, SweepRole, Value, show, shown_names};
+use crate::run::{EvalKind, Origin, PlannedRun, RunConfig, RunState, SweepRole, show, shown_names};
 
 /// Serializes a hyperparameter as its number, or `"auto"`.
 fn auto_or<T: Serialize, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -338,16 +338,7 @@ pub fn leaderboard_rows(
 
 /// A run's hyperparameters besides the epochs and the seed, as JSON numbers.
 fn json_params(c: &RunConfig) -> BTreeMap<String, serde_json::Value> {
-    c.params
-        .iter()
-        .map(|(name, v)| {
-            let json = match *v {
-                Value::Int(i) => serde_json::Value::from(i),
-                Value::Float(x) => serde_json::Value::from(x),
-            };
-            (name.clone(), json)
-        })
-        .collect()
+    c.params.iter().map(|(name, v)| (name.clone(), (*v).into())).collect()
 }
 
 /// The hyperparameter columns of `rows` (besides the epochs and the seed).
@@ -910,7 +901,7 @@ mod tests {
     /// quoting in CSV, and the baseline.
     fn board() -> (Vec<LeaderboardRow>, Vec<String>) {
         let mut warm = RunConfig::supervised(Some(2), Some(8), Some(0.5), 7);
-        warm.set("warmup_ratio", Some(Value::Float(0.1)));
+        warm.set("warmup_ratio", Some(crate::run::Value::Float(0.1)));
         let cs = vec![
             candidate(
                 EvalKind::Run,

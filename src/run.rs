@@ -177,6 +177,15 @@ impl Value {
     }
 }
 
+impl From<Value> for serde_json::Value {
+    fn from(v: Value) -> serde_json::Value {
+        match v {
+            Value::Int(i) => i.into(),
+            Value::Float(x) => x.into(),
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -190,6 +199,13 @@ impl fmt::Display for Value {
 pub const LEARNING_RATE_MULTIPLIER: &str = "learning_rate_multiplier";
 /// OpenAI's batch size, a column of its own in the database.
 pub const BATCH_SIZE: &str = "batch_size";
+
+/// Whether `name` is one of ftsweep 0.1's hyperparameters besides the epochs
+/// and the seed: those have columns of their own in the database and fixed
+/// lines in the text a run id hashes.
+pub fn is_legacy_name(name: &str) -> bool {
+    name == BATCH_SIZE || name == LEARNING_RATE_MULTIPLIER
+}
 
 /// The hyperparameters of one run. `n_epochs` and `seed` every provider
 /// has; the others are by name, as the provider declares them
@@ -262,12 +278,6 @@ impl RunConfig {
             n_epochs: if with_epochs { self.n_epochs } else { None },
             params: self.params.iter().map(|(k, v)| (k.clone(), v.key())).collect(),
         }
-    }
-
-    /// `name=value` for each hyperparameter of `names` (the epochs, the seed
-    /// and the others), `auto` for one without a value.
-    pub fn describe(&self, names: &[&str], sep: &str) -> String {
-        names.iter().map(|n| format!("{n}={}", self.show(n))).collect::<Vec<_>>().join(sep)
     }
 
     /// The names of its hyperparameters: the epochs, those with a value, the seed.
@@ -489,10 +499,12 @@ mod tests {
     fn a_config_shows_auto_for_a_name_without_value_and_keys_ignore_the_seed() {
         let mut a = RunConfig { n_epochs: Some(3), seed: 1, ..RunConfig::default() };
         a.set(LEARNING_RATE_MULTIPLIER, Some(Value::Float(2.0)));
-        assert_eq!(
-            a.describe(&["n_epochs", "learning_rate_multiplier", "batch_size", "seed"], " "),
-            "n_epochs=3 learning_rate_multiplier=2 batch_size=auto seed=1"
-        );
+        let shown: Vec<String> = ["n_epochs", "learning_rate_multiplier", "batch_size", "seed"]
+            .iter()
+            .map(|n| format!("{n}={}", a.show(n)))
+            .collect();
+        assert_eq!(shown.join(" "), "n_epochs=3 learning_rate_multiplier=2 batch_size=auto seed=1");
+        assert_eq!(a.summary(), "n_epochs=3 lr_mult=2 seed=1");
         let b = RunConfig { seed: 9, ..a.clone() };
         assert_eq!(a.key(true), b.key(true));
         let c = RunConfig { n_epochs: Some(4), ..a.clone() };

@@ -518,14 +518,8 @@ fn other_hyperparameters(c: &RunConfig) -> Option<String> {
     let others: serde_json::Map<String, serde_json::Value> = c
         .params
         .iter()
-        .filter(|(name, _)| name.as_str() != BATCH_SIZE && name.as_str() != LEARNING_RATE_MULTIPLIER)
-        .map(|(name, v)| {
-            let json = match *v {
-                Value::Int(i) => serde_json::Value::from(i),
-                Value::Float(x) => serde_json::Value::from(x),
-            };
-            (name.clone(), json)
-        })
+        .filter(|(name, _)| !crate::run::is_legacy_name(name))
+        .map(|(name, v)| (name.clone(), (*v).into()))
         .collect();
     (!others.is_empty()).then(|| serde_json::Value::Object(others).to_string())
 }
