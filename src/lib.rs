@@ -33,4 +33,5 @@ pub mod stats;
 pub mod stopping;
 pub mod store;
 pub mod sweep;
+pub mod template;
 pub mod wire;

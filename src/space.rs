@@ -10,6 +10,9 @@ pub enum ProviderKind {
     Local,
     /// A server that speaks the OpenAI fine-tuning protocol.
     OpenAi,
+    /// The user's own trainer command, run as a local process or a Ray job,
+    /// its models served by an OpenAI-compatible inference server.
+    Command,
 }
 
 impl ProviderKind {
@@ -81,18 +84,26 @@ const OPENAI: &[Param] = &[
 /// depend on the order as OpenAI's do).
 const LOCAL: &[Param] = OPENAI;
 
+/// The names a trainer command always understands; every other name is the
+/// sweep's own (any name becomes a `{placeholder}`), declared by the file.
+const COMMAND: &[Param] = &[
+    param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 2, 3]"),
+    Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
+];
+
 /// The names `provider` accepts, in the order a grid nests them and random
 /// search draws them.
 pub fn accepted(provider: ProviderKind) -> &'static [Param] {
     match provider {
         ProviderKind::Local => LOCAL,
         ProviderKind::OpenAi => OPENAI,
+        ProviderKind::Command => COMMAND,
     }
 }
 
 /// The column header of `name`: its declared short form, else the name.
 pub fn short(name: &str) -> &str {
-    [ProviderKind::Local, ProviderKind::OpenAi]
+    [ProviderKind::Local, ProviderKind::OpenAi, ProviderKind::Command]
         .into_iter()
         .flat_map(accepted)
         .find(|p| p.name == name)
@@ -156,7 +167,7 @@ mod tests {
 
     #[test]
     fn every_provider_declares_its_names_once_with_examples_in_range() {
-        for provider in [ProviderKind::Local, ProviderKind::OpenAi] {
+        for provider in [ProviderKind::Local, ProviderKind::OpenAi, ProviderKind::Command] {
             let params = accepted(provider);
             let names: Vec<&str> = params.iter().map(|p| p.name).collect();
             // Successive halving and replicates set these two.

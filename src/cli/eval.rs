@@ -67,6 +67,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         Some((ProviderKind::OpenAi, settings)) => {
             Provider::OpenAi(super::run::openai_provider(settings, store.clone())?)
         }
+        Some((ProviderKind::Command, _)) => return Err(super::run::command_not_wired()),
     };
     let provider = Arc::new(provider);
     let session = Arc::new(Session::new(&evaluation, &spec_path));

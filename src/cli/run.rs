@@ -211,7 +211,18 @@ fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Option<Client>
     Ok(match s.provider {
         ProviderKind::Local => None,
         ProviderKind::OpenAi => Some(openai_client(&s.openai, api_key(&s.openai)?)?),
+        ProviderKind::Command => return Err(command_not_wired()),
     })
+}
+
+/// Scaffolding while the command provider is built (issue 13): refused as a
+/// usage error, never a panic.
+pub(super) fn command_not_wired() -> anyhow::Error {
+    UsageError {
+        message: "`provider = \"command\"` cannot run yet in this build".into(),
+        hint: "use `provider = \"local\"` or `\"openai\"`".into(),
+    }
+    .into()
 }
 
 /// Records the sweep and its planned runs (adopting runs stored under older ids); returns the

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::UsageError;
 use super::data::{DataCheckFailed, check_path};
@@ -83,6 +83,10 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
         server: match sweep.provider {
             ProviderKind::Local => String::new(),
             ProviderKind::OpenAi => server_url(&sweep.openai)?,
+            // The trainer command decides what a run is: another command
+            // trains other runs. The engine does not: a run is the same on
+            // this machine and on a cluster.
+            ProviderKind::Command => command_identity(&sweep)?,
         },
     };
     let runs = plan::expand(&sweep, &identity);
@@ -99,6 +103,18 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
         runs,
         identity,
     })
+}
+
+/// What names a trainer command's runs: its argv templates, and the text
+/// of its config template.
+fn command_identity(sweep: &Sweep) -> Result<String> {
+    let Some(c) = &sweep.command else { return Ok("command".into()) };
+    let mut identity = format!("command {}", serde_json::to_string(&c.train)?);
+    if let Some(t) = &c.config_template {
+        let text = std::fs::read(t).with_context(|| format!("cannot read `{}`", t.display()))?;
+        identity.push_str(&format!(" config {}", crate::data::sha256_hex(&text)));
+    }
+    Ok(identity)
 }
 
 /// The server a hosted sweep talks to: `OPENAI_BASE_URL` overrides the

@@ -3,6 +3,7 @@
 //! follow its events and checkpoints, complete with the model), so a hosted
 //! provider fits the same scheduler.
 
+pub mod command;
 pub mod local;
 pub mod openai;
 
@@ -26,6 +27,11 @@ pub enum ProviderError {
     Crashed(String),
     #[error(transparent)]
     Api(#[from] openai::client::ApiError),
+    /// The trainer's engine (a local process, a Ray cluster) or the
+    /// inference server failed; `retryable` when another try may succeed
+    /// (a refused connection, a 5xx).
+    #[error("{message}")]
+    Engine { message: String, retryable: bool },
 }
 
 impl ProviderError {
@@ -43,6 +49,7 @@ impl ProviderError {
         match self {
             ProviderError::Api(e) => e.is_provider_side(),
             ProviderError::Crashed(_) => true,
+            ProviderError::Engine { retryable, .. } => *retryable,
             _ => false,
         }
     }

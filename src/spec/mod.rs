@@ -68,6 +68,64 @@ pub struct Sweep {
     pub openai: OpenAiSettings,
     /// Prices from the `[pricing]` table, overriding the committed table.
     pub pricing: Option<crate::pricing::Price>,
+    /// The `[command]` and `[engine]` tables: `Some` exactly when
+    /// `provider = "command"`.
+    pub command: Option<CommandSettings>,
+}
+
+/// `provider = "command"`: how the user's trainer is run, where it writes,
+/// and the OpenAI-compatible server that answers with its models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSettings {
+    /// `[command] train`: the trainer's argv, each element a template with
+    /// `{placeholders}` ([`crate::template`]).
+    pub train: Vec<String>,
+    /// `[command] config_template`, resolved against the sweep file's
+    /// folder: rendered with the same placeholders to
+    /// `{output_dir}/config.yml`, passed as `{config}`.
+    pub config_template: Option<PathBuf>,
+    /// `[command] output_root`, resolved against the sweep file's folder:
+    /// each run attempt trains into a fresh directory under it.
+    pub output_root: PathBuf,
+    /// `[command] inference_url`: OpenAI-compatible, with vLLM's runtime
+    /// LoRA endpoints (`/load_lora_adapter`, `/unload_lora_adapter`).
+    pub inference_url: String,
+    /// `[command] inference_api_key_env`: the variable holding the inference
+    /// server's key, if it wants one.
+    pub inference_api_key_env: Option<String>,
+    /// `[engine]`: where the trainer runs.
+    pub engine: Engine,
+}
+
+/// `[engine] type`: where a trainer command runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Engine {
+    /// A detached process on this machine (the default).
+    Local(LocalEngine),
+    /// A job on a Ray cluster, through its Jobs API.
+    Ray(RayEngine),
+}
+
+/// `[engine] type = "local"`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LocalEngine {
+    /// `gpus`: one job per listed GPU at a time (`CUDA_VISIBLE_DEVICES`);
+    /// empty: the jobs are not given a GPU.
+    pub gpus: Vec<u32>,
+}
+
+/// `[engine] type = "ray"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RayEngine {
+    /// `address`: the Ray dashboard (`http://127.0.0.1:8265`), whose Jobs
+    /// API takes the submissions.
+    pub address: String,
+    /// `num_gpus` per job (default 0).
+    pub num_gpus: f64,
+    /// `num_cpus` per job (default 1).
+    pub num_cpus: f64,
+    /// `runtime_env`, passed to Ray as written.
+    pub runtime_env: Option<serde_json::Value>,
 }
 
 /// How to reach a server that speaks the OpenAI protocol. The file names
@@ -373,6 +431,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         limits,
         openai,
         pricing,
+        command: None,
     })
 }
 
