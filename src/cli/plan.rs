@@ -2,7 +2,7 @@
 //! to with their estimated tokens and cost. Writes nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Result;
 
@@ -12,7 +12,7 @@ use super::{Cli, ExitStatus};
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
 use crate::run::{PlannedRun, RunRecord, SweepRole};
-use crate::spec::ProviderKind;
+use crate::spec::{CommandSettings, Engine, ProviderKind};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -179,14 +179,94 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
 
 /// Refuses a key that `run` would refuse, and notes its absence: no key yet is fine for a plan.
 fn note_missing_key(loaded: &LoadedSweep) -> Result<()> {
-    if loaded.sweep.provider == ProviderKind::OpenAi
-        && super::run::read_api_key(&loaded.sweep.openai.api_key_env)?.is_none()
-    {
-        errln!(
-            "note: the environment variable `{}` is not set: `ftsweep run` will need it",
-            loaded.sweep.openai.api_key_env
-        )?;
+    let var = match (&loaded.sweep.provider, &loaded.sweep.command) {
+        (ProviderKind::OpenAi, _) => &loaded.sweep.openai.api_key_env,
+        (ProviderKind::Command, Some(CommandSettings { inference_api_key_env: Some(var), .. })) => var,
+        _ => return Ok(()),
+    };
+    if super::run::read_api_key(var)?.is_none() {
+        errln!("note: the environment variable `{var}` is not set: `ftsweep run` will need it")?;
     }
+    Ok(())
+}
+
+/// A path as shown: absolute, with `.` and `..` folded away (by the text:
+/// a plan only shows it).
+fn shown_path(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+/// The `engine` object of `plan --json`.
+fn engine_json(engine: &Engine) -> serde_json::Value {
+    match engine {
+        Engine::Local(l) => serde_json::json!({ "type": "local", "gpus": l.gpus }),
+        Engine::Ray(r) => serde_json::json!({
+            "type": "ray",
+            "address": r.address,
+            "num_gpus": r.num_gpus,
+            "num_cpus": r.num_cpus,
+            "runtime_env": r.runtime_env,
+        }),
+    }
+}
+
+/// The engine in a sentence, for the plan's table.
+fn engine_line(engine: &Engine) -> String {
+    match engine {
+        Engine::Local(l) if l.gpus.is_empty() => {
+            "engine: local (a detached process per run attempt), no GPU: the jobs are given none".to_string()
+        }
+        Engine::Local(l) => {
+            let gpus: Vec<String> = l.gpus.iter().map(u32::to_string).collect();
+            format!(
+                "engine: local (a detached process per run attempt), GPUs {}: one job on each at a time \
+                 (CUDA_VISIBLE_DEVICES)",
+                gpus.join(", ")
+            )
+        }
+        Engine::Ray(r) => {
+            let gpus = if r.num_gpus == 0.0 {
+                "num_gpus 0: the jobs get no GPU (set `num_gpus` under [engine] to ask for one)".to_string()
+            } else {
+                format!("{} GPU(s) per job", r.num_gpus)
+            };
+            format!(
+                "engine: Ray jobs at {}, {gpus}; {} CPU(s) per job{}",
+                r.address,
+                r.num_cpus,
+                if r.runtime_env.is_some() { "; with the file's runtime_env" } else { "" }
+            )
+        }
+    }
+}
+
+/// What a command sweep runs, where it writes and what evaluates it.
+fn print_command(name: &str, c: &CommandSettings) -> Result<()> {
+    outln!("{}", engine_line(&c.engine))?;
+    outln!("output: each run attempt trains into {}/{name}/<run id>/attempt-<n>", shown_path(&c.output_root))?;
+    outln!(
+        "inference: {} loads each model as a LoRA adapter{}",
+        c.inference_url,
+        match &c.inference_api_key_env {
+            Some(var) => format!(" (key from `{var}`)"),
+            None => String::new(),
+        }
+    )?;
+    outln!(
+        "no price: a trainer command trains on your own hardware; the estimates are trained tokens, and USD \
+         limits (`budget_usd`, `confirm_above_usd`) do not apply"
+    )?;
     Ok(())
 }
 
@@ -288,6 +368,21 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
         "later_rungs": t.later,
         "runs": rows,
     });
+    let mut out = out;
+    if let (Some(c), Some(map)) = (&loaded.sweep.command, out.as_object_mut()) {
+        map.insert("prices_as_of".into(), serde_json::Value::Null);
+        map.insert("engine".into(), engine_json(&c.engine));
+        map.insert(
+            "command".into(),
+            serde_json::json!({
+                "train": c.train,
+                "config_template": c.config_template.as_deref().map(shown_path),
+                "output_root": shown_path(&c.output_root),
+                "inference_url": c.inference_url,
+                "inference_api_key_env": c.inference_api_key_env,
+            }),
+        );
+    }
     outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }
@@ -296,26 +391,34 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
 fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> {
     outln!("{}", report::plan_table(rows))?;
     let s = &loaded.sweep;
+    // A command sweep has no price: its amounts are not shown as unknown.
+    let usd = |x: Option<f64>| match s.command {
+        Some(_) => String::new(),
+        None => format!(", {}", report::format_usd(x)),
+    };
     for r in &t.later {
         outln!(
-            "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens, {})",
+            "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens{})",
             r.rung,
             r.configurations,
             r.epochs,
             r.estimated_trained_tokens,
-            report::format_usd(r.estimated_training_cost_usd)
+            usd(r.estimated_training_cost_usd)
         )?;
     }
-    if let (Some((n, tokens, usd)), Some(r)) = (t.replicates, &s.replicates) {
+    if let (Some((n, tokens, cost)), Some(r)) = (t.replicates, &s.replicates) {
         outln!(
             "replicates: after the search, the top {} configuration(s) train again with seeds {:?}: {n} more \
-             runs, at most ~{tokens} trained tokens ({})",
+             runs, at most ~{tokens} trained tokens{}",
             r.top,
             r.seeds,
-            report::format_usd(usd)
+            if s.command.is_some() { String::new() } else { format!(" ({})", report::format_usd(cost)) }
         )?;
     }
-    print_totals(rows, t)?;
+    print_totals(rows, t, s.command.is_none())?;
+    if let Some(c) = &s.command {
+        return print_command(&s.name, c);
+    }
     match loaded.price {
         Some(p) => outln!(
             "prices for `{}` (USD per 1M tokens): training {}, input {}, output {} ({})",
@@ -336,8 +439,9 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
     Ok(())
 }
 
-/// Prints the lines of totals: the tokens jobs share, the runs to train and their cost, the evaluation calls.
-fn print_totals(rows: &[PlanRow], t: &Totals) -> Result<()> {
+/// Prints the lines of totals: the tokens jobs share, the runs to train and their cost (`priced`:
+/// unless the sweep has no price at all), the evaluation calls.
+fn print_totals(rows: &[PlanRow], t: &Totals, priced: bool) -> Result<()> {
     let (jobs, total_tokens, unshared_tokens) = (t.jobs, t.total_tokens, t.unshared_tokens);
     if jobs < rows.len() + t.later_runs || !t.later.is_empty() {
         outln!(
@@ -347,17 +451,22 @@ fn print_totals(rows: &[PlanRow], t: &Totals) -> Result<()> {
             100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
         )?;
     }
+    let cost = if !priced {
+        String::new()
+    } else if t.to_train < rows.len() {
+        format!(
+            ", estimated {} for training and evaluation (the whole sweep: {})",
+            report::format_usd(t.pending_cost),
+            report::format_usd(t.total_cost)
+        )
+    } else {
+        format!(", estimated {} for training and evaluation", report::format_usd(t.pending_cost))
+    };
     outln!(
-        "{} runs ({} to train): ~{} trained tokens, estimated {} for training and evaluation{}",
+        "{} runs ({} to train): ~{} trained tokens{cost}",
         rows.len() + t.later_runs,
         t.to_train + t.later_runs,
         t.pending_tokens,
-        report::format_usd(t.pending_cost),
-        if t.to_train < rows.len() {
-            format!(" (the whole sweep: {})", report::format_usd(t.total_cost))
-        } else {
-            String::new()
-        },
     )?;
     outln!(
         "evaluation: {} chat completions ({} validation examples × {} runs + the base model as baseline)",

@@ -373,6 +373,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             raw::Provider::Command => ProviderKind::Command,
         },
     };
+    cx.command_tables(&raw, provider)?;
     let base_model = cx.base_model(&raw.base_model, provider)?;
     let training_file = cx.data_path(&raw.training_file, "training_file")?;
     let validation_file = cx.data_path(&raw.validation_file, "validation_file")?;
@@ -531,7 +532,12 @@ max_concurrent = 2
             + "[early_stopping]\nmetric = \"valid_accuracy\"\npatience = 3\nmin_delta = 0.01\ndivergence_factor = 2.0\n";
         let checkpoints = GOOD.replace("strategy = \"grid\"", "strategy = \"grid\"\nepochs_from_checkpoints = true")
             + "[early_stopping]\n";
-        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints];
+        let command = format!(
+            "{}[engine]\ntype = \"ray\"\naddress = \"http://127.0.0.1:8265\"\nnum_gpus = 1\nruntime_env = {{ working_dir = \".\" }}\n",
+            command::tests::CMD
+        );
+        let local_command = format!("{}[engine]\ngpus = [0, 1]\n", command::tests::CMD);
+        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command];
         let junk = [
             "=",
             "[",
