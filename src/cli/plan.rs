@@ -2,7 +2,7 @@
 //! to with their estimated tokens and cost. Writes nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 
@@ -190,23 +190,6 @@ fn note_missing_key(loaded: &LoadedSweep) -> Result<()> {
     Ok(())
 }
 
-/// A path as shown: absolute, with `.` and `..` folded away (by the text:
-/// a plan only shows it).
-fn shown_path(path: &Path) -> String {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out.display().to_string()
-}
-
 /// The `engine` object of `plan --json`.
 fn engine_json(engine: &Engine) -> serde_json::Value {
     match engine {
@@ -254,7 +237,7 @@ fn engine_line(engine: &Engine) -> String {
 /// What a command sweep runs, where it writes and what evaluates it.
 fn print_command(name: &str, c: &CommandSettings) -> Result<()> {
     outln!("{}", engine_line(&c.engine))?;
-    outln!("output: each run attempt trains into {}/{name}/<run id>/attempt-<n>", shown_path(&c.output_root))?;
+    outln!("output: each run attempt trains into {}/{name}/<run id>/attempt-<n>", c.output_root.display())?;
     outln!(
         "inference: {} loads each model as a LoRA adapter{}",
         c.inference_url,
@@ -376,8 +359,8 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
             "command".into(),
             serde_json::json!({
                 "train": c.train,
-                "config_template": c.config_template.as_deref().map(shown_path),
-                "output_root": shown_path(&c.output_root),
+                "config_template": c.config_template,
+                "output_root": c.output_root,
                 "inference_url": c.inference_url,
                 "inference_api_key_env": c.inference_api_key_env,
             }),

@@ -45,10 +45,14 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
 /// Loads a sweep from its text (as recorded in the database); `path` names
 /// it and anchors its relative data paths.
 pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
-    let sweep = spec::parse(path, &text)?;
+    let mut sweep = spec::parse(path, &text)?;
+    if let Some(c) = &mut sweep.command {
+        c.output_root = output_root(path, &text, &c.output_root)?;
+    }
     data_file(path, &text, &sweep.training_file, "training_file", CHAT_FILE)?;
     data_file(path, &text, &sweep.validation_file, "validation_file", CHAT_FILE)?;
     let config_template = config_template(path, &text, &sweep)?;
+    warn_unused(path, &text, &sweep, config_template.as_deref())?;
     let opts = CheckOptions::for_model(&sweep.base_model);
     let training_report = check_path(&sweep.training_file, &opts)?;
     let validation_report = check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, ..opts })?;
@@ -174,6 +178,57 @@ fn config_template(path: &Path, text: &str, sweep: &Sweep) -> Result<Option<Stri
         return Err(spec::key_error(path, text, "command.train", message, &hint).into());
     }
     Ok(Some(template))
+}
+
+/// A command sweep's `output_root` as an absolute path, its folder resolved
+/// by the file system (`sweeps/../runs` is `/…/runs`); it need not exist yet,
+/// but if it does it must be a directory.
+fn output_root(path: &Path, text: &str, root: &Path) -> Result<PathBuf> {
+    let resolved = match (root.parent().map(std::fs::canonicalize), root.file_name()) {
+        (Some(Ok(parent)), Some(name)) => parent.join(name),
+        _ => std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+    };
+    match std::fs::metadata(&resolved) {
+        Ok(m) if !m.is_dir() => Err(spec::key_error(
+            path,
+            text,
+            "command.output_root",
+            format!("`{}` is not a directory", resolved.display()),
+            "name a directory (made if missing) under which each run attempt trains, e.g. `output_root = \"runs\"`",
+        )
+        .into()),
+        _ => Ok(resolved),
+    }
+}
+
+/// Warns of a command sweep's hyperparameter that neither `train` nor the
+/// config template uses: its runs would differ in nothing the trainer sees
+/// (the seed only when the file writes it or replicates vary it).
+fn warn_unused(path: &Path, text: &str, sweep: &Sweep, template: Option<&str>) -> Result<()> {
+    let Some(c) = &sweep.command else { return Ok(()) };
+    let used = |name: &str| {
+        c.train.iter().any(|a| spec::template_uses(a, name)) || template.is_some_and(|t| spec::template_uses(t, name))
+    };
+    for axis in sweep.hyperparameters.iter() {
+        let varied = axis.written
+            || axis.name == crate::space::N_EPOCHS
+            || (axis.name == crate::space::SEED && sweep.replicates.is_some());
+        if !varied || used(&axis.name) {
+            continue;
+        }
+        let name = &axis.name;
+        let where_ =
+            if template.is_some() { "neither `train` nor the config template uses" } else { "`train` never uses" };
+        let e = spec::key_error(
+            path,
+            text,
+            &format!("hyperparameters.{name}"),
+            format!("{where_} `{{{name}}}`: runs that differ in `{name}` would train the same model"),
+            &format!("pass `{{{name}}}` to the trainer, or remove `{name}`"),
+        );
+        errln!("warning: {e}")?;
+    }
+    Ok(())
 }
 
 /// The server a hosted sweep talks to: `OPENAI_BASE_URL` overrides the

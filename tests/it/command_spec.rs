@@ -102,7 +102,7 @@ fn the_example_command_sweeps_plan_twelve_runs_with_their_engine_and_no_price() 
 }
 
 #[test]
-fn a_sweeps_own_names_are_plan_columns_in_the_order_written() {
+fn a_sweeps_own_names_are_plan_columns_and_nest_the_grid_in_the_order_written() {
     let ws = Workspace::new();
     let path = ws.write(
         "cmd.toml",
@@ -224,5 +224,31 @@ fn auto_is_refused_for_a_free_name() {
     rejected(
         &[("cmd.toml", &text)],
         &["cmd.toml:16: `hyperparameters.lora_r`: a lora_r cannot be \"auto\"", "no default for `{lora_r}`"],
+    );
+}
+
+#[test]
+fn a_hyperparameter_the_command_never_uses_is_warned_of() {
+    let ws = Workspace::new();
+    let path = ws.write("cmd.toml", &command_toml("").replace("\"--lora-r\", \"{lora_r}\", ", ""));
+    let (code, _, err) = ws.run(&["plan", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "a warning, not an error:\n{err}");
+    assert!(
+        err.contains(
+            "cmd.toml:16: `hyperparameters.lora_r`: `train` never uses `{lora_r}`: runs that differ in \
+             `lora_r` would train the same model"
+        ),
+        "{err}"
+    );
+    assert!(err.starts_with("warning: "), "{err}");
+    assert!(!err.contains("learning_rate`"), "the others are used:\n{err}");
+}
+
+#[test]
+fn an_output_root_that_is_a_file_is_refused() {
+    let text = command_toml("").replace("inference_url = ", "output_root = \"out\"\ninference_url = ");
+    rejected(
+        &[("cmd.toml", &text), ("out", "a file")],
+        &["cmd.toml:11: `command.output_root`", "out` is not a directory"],
     );
 }
