@@ -734,7 +734,14 @@ learning_rate = [1e-4, 2e-4]
                 "expected a whole number, found boolean",
                 "lora_r = [8, 16]",
             ),
-            ("lora_r = [8, 16]", "lora_r = [inf]", 13, "hyperparameters.lora_r", "inf is not allowed", "lora_r"),
+            (
+                "lora_r = [8, 16]",
+                "lora_r = [inf]",
+                13,
+                "hyperparameters.lora_r",
+                "inf is not allowed: the value must be a finite number",
+                "lora_r",
+            ),
             ("lora_r = [8, 16]", "lora_r = [8, 8]", 13, "hyperparameters.lora_r", "8 is listed twice", "once"),
         ] {
             let e = err(&CMD.replace(from, to));

@@ -264,11 +264,13 @@ impl Cx<'_> {
             )),
             Kind::Float if !x.is_finite() || below || x > p.max => {
                 let above = if p.min_exclusive { "greater than" } else { "at least" };
+                let least = if p.min > f64::MIN { format!(" {above} {}", p.min) } else { String::new() };
                 let most = if p.max < f64::MAX { format!(" and at most {}", p.max) } else { String::new() };
+                let finite = if least.is_empty() && most.is_empty() { "finite " } else { "" };
                 Err(self.error(
                     &at.span,
                     &at.key,
-                    format!("{x} is not allowed: the value must be a number {above} {}{most}", p.min),
+                    format!("{x} is not allowed: the value must be a {finite}number{least}{most}"),
                     &format!("e.g. `{name} = {example}`"),
                 ))
             }
