@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{App, unix_now};
 use crate::provider::local::BASE_MODEL;
@@ -96,30 +96,43 @@ fn success(text: String) -> Response {
     (StatusCode::OK, [(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-/// The body's string fields `keys`: absent, null or empty is `None`; another type is an error.
-fn fields(body: &Bytes, keys: &[&str]) -> Result<Vec<Option<String>>, VllmError> {
+/// A request body: a JSON object.
+fn object(body: &Bytes) -> Result<Map<String, Value>, VllmError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| VllmError::bad_request(format!("the body is not valid JSON ({e}): send a JSON object")))?;
-    let Value::Object(object) = value else {
-        return Err(VllmError::bad_request("the body must be a JSON object"));
-    };
-    keys.iter()
-        .map(|&key| match object.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(VllmError::bad_request(format!("'{key}' must be a string"))),
-        })
-        .collect()
+    match value {
+        Value::Object(object) => Ok(object),
+        _ => Err(VllmError::bad_request("the body must be a JSON object")),
+    }
+}
+
+/// The string field `key`: absent, null or empty is `None`; another type is an error.
+fn text(object: &Map<String, Value>, key: &str) -> Result<Option<String>, VllmError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(VllmError::bad_request(format!("'{key}' must be a string"))),
+    }
+}
+
+/// The boolean field `key`, false when absent or null.
+fn flag(object: &Map<String, Value>, key: &str) -> Result<bool, VllmError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(VllmError::bad_request(format!("'{key}' must be true or false"))),
+    }
 }
 
 /// `POST /load_lora_adapter`.
 pub async fn load(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, VllmError> {
-    let fields = fields(&body, &["lora_name", "lora_path"])?;
-    let (Some(name), Some(path)) = (fields[0].clone(), fields[1].clone()) else {
+    let body = object(&body)?;
+    let (name, path, in_place) = (text(&body, "lora_name")?, text(&body, "lora_path")?, flag(&body, "load_inplace")?);
+    let (Some(name), Some(path)) = (name, path) else {
         return Err(VllmError::invalid("Both 'lora_name' and 'lora_path' must be provided."));
     };
-    app.adapters().admits(&name)?;
+    app.adapters().admits(&name, in_place)?;
     let dir = PathBuf::from(&path);
     if !dir.is_absolute() {
         return Err(VllmError::bad_request(format!(
@@ -138,21 +151,32 @@ pub async fn load(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, 
         })?;
     let mut adapters = app.adapters();
     // Checked again: another load may have come in while this one read the files.
-    adapters.admits(&name)?;
+    adapters.admits(&name, in_place)?;
     tracing::info!("loaded LoRA adapter '{name}' from {}", dir.display());
-    adapters.loaded.push(Adapter { name: name.clone(), path: dir, model: Arc::new(model), created: unix_now() });
+    let adapter = Adapter { name: name.clone(), path: dir, model: Arc::new(model), created: unix_now() };
+    match adapters.loaded.iter_mut().find(|a| a.name == name) {
+        // `load_inplace`: the same name now answers with the new weights.
+        Some(loaded) => *loaded = adapter,
+        None => adapters.loaded.push(adapter),
+    }
     Ok(success(format!("Success: LoRA adapter '{name}' added successfully.")))
 }
 
 impl Adapters {
-    /// Whether an adapter named `name` may be loaded now.
-    fn admits(&self, name: &str) -> Result<(), VllmError> {
+    /// Whether an adapter named `name` may be loaded now (`in_place`: replacing one so named).
+    fn admits(&self, name: &str, in_place: bool) -> Result<(), VllmError> {
         if self.get(name).is_some() {
-            return Err(VllmError::invalid(format!("The lora adapter '{name}' has already been loaded.")));
+            if in_place {
+                return Ok(());
+            }
+            return Err(VllmError::invalid(format!(
+                "The lora adapter '{name}' has already been loaded. If you want to load the adapter in place, \
+                 set 'load_inplace' to True."
+            )));
         }
         if name == BASE_MODEL {
             return Err(VllmError::invalid(format!(
-                "'{name}' is the base model's name: give the adapter another lora_name"
+                "The lora adapter name '{name}' conflicts with a served base model."
             )));
         }
         if self.loaded.len() >= self.max {
@@ -171,8 +195,7 @@ impl Adapters {
 
 /// `POST /unload_lora_adapter`.
 pub async fn unload(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, VllmError> {
-    let fields = fields(&body, &["lora_name"])?;
-    let Some(name) = fields[0].clone() else {
+    let Some(name) = text(&object(&body)?, "lora_name")? else {
         return Err(VllmError::invalid("either 'lora_name' and 'lora_int_id' needs to be provided."));
     };
     let mut adapters = app.adapters();
@@ -200,11 +223,15 @@ mod tests {
 
     #[test]
     fn bodies_are_read_strictly() {
-        let f = |body: &str| fields(&Bytes::from(body.to_string()), &["lora_name", "lora_path"]);
-        assert_eq!(f(r#"{"lora_name": "a", "lora_path": ""}"#).unwrap(), [Some("a".into()), None]);
-        assert_eq!(f(r#"{"lora_name": null}"#).unwrap(), [None, None]);
+        let f = |body: &str| -> Result<(Option<String>, Option<String>, bool), VllmError> {
+            let o = object(&Bytes::from(body.to_string()))?;
+            Ok((text(&o, "lora_name")?, text(&o, "lora_path")?, flag(&o, "load_inplace")?))
+        };
+        assert_eq!(f(r#"{"lora_name": "a", "lora_path": "", "x": 1}"#).unwrap(), (Some("a".into()), None, false));
+        assert_eq!(f(r#"{"lora_name": null, "load_inplace": true}"#).unwrap(), (None, None, true));
         let e = f(r#"{"lora_name": ["a"], "lora_path": "/x"}"#).unwrap_err();
         assert_eq!((e.status, e.message.as_str()), (StatusCode::BAD_REQUEST, "'lora_name' must be a string"));
+        assert!(f(r#"{"load_inplace": "yes"}"#).unwrap_err().message.contains("true or false"));
         assert!(f("[1]").unwrap_err().message.contains("JSON object"));
         assert!(f("{").unwrap_err().message.contains("not valid JSON"));
     }

@@ -184,6 +184,9 @@ fn sigterm_ends_training_without_a_final_adapter() {
     use std::os::unix::process::ExitStatusExt;
     let ws = Workspace::new();
     let out = ws.path("out");
+    // What an earlier training into the same directory left: gone once this one starts.
+    train(&ws, &out, 1, &[]);
+    assert!(out.join("adapter_config.json").exists());
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
         .args(train_args(&out, 3, &["--step-delay-ms", "100"]))
         .current_dir(ws.dir.path())
@@ -193,7 +196,12 @@ fn sigterm_ends_training_without_a_final_adapter() {
         .expect("starting ftsweep train");
     // Waits for training to be under way (a few steps written).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+    let under_way = || {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        // The earlier training's 12 steps do not count.
+        text.lines().count() >= 3 && !text.contains("\"max_steps\":12,")
+    };
+    while !under_way() {
         assert!(Instant::now() < deadline, "no step written within 60 s");
         assert!(child.try_wait().unwrap().is_none(), "ftsweep train ended early");
         std::thread::sleep(Duration::from_millis(20));
@@ -204,8 +212,10 @@ fn sigterm_ends_training_without_a_final_adapter() {
     assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
     assert!(!out.join("adapter_config.json").exists(), "no final adapter: {:?}", names(&out));
     assert!(!out.join("trainer_state.json").exists());
-    // Every line written is whole.
-    assert!(metrics(&out).len() >= 3);
+    // Every line written is whole, and the earlier training's are gone.
+    let lines = metrics(&out);
+    assert!(lines.len() >= 3 && lines.iter().all(|l| number(l, "max_steps") == number(&lines[0], "max_steps")));
+    assert!(number(&lines[0], "max_steps") > 12.0, "the 3-epoch training's lines: {:?}", lines[0]);
 }
 
 const KEY: &str = "test-key-adapters-3f9b";
@@ -252,6 +262,17 @@ impl Server {
         let status = response.status();
         let kind = response.headers().get("content-type").map_or("", |v| v.to_str().unwrap()).to_string();
         (status, kind, response.text().await.expect("a body"))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("a response");
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
     }
 
     async fn load(&self, name: &str, path: &Path) -> (StatusCode, String, String) {
@@ -304,15 +325,7 @@ async fn serve_loads_trained_adapters_and_answers_with_them_as_vllm_does() {
     let (status, kind, text) = server.load("sql", &out).await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "Success: LoRA adapter 'sql' added successfully."));
     assert!(kind.starts_with("text/plain"), "{kind}");
-    let models: Value = reqwest::Client::new()
-        .get(format!("{}/models", server.url))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, models) = server.get("/models").await;
     let card = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "sql").expect("the adapter is listed");
     assert_eq!((card["parent"].as_str(), card["root"].as_str()), (Some("local/ngram"), out.to_str()));
 
@@ -326,12 +339,22 @@ async fn serve_loads_trained_adapters_and_answers_with_them_as_vllm_does() {
     assert_eq!((status, base["choices"][0]["message"]["content"].as_str()), (StatusCode::OK, Some("")));
 
     let (status, _, text) = server.load("sql", &out).await;
-    let already =
-        vllm_error(StatusCode::BAD_REQUEST, "InvalidUserInput", "The lora adapter 'sql' has already been loaded.");
+    let already = "The lora adapter 'sql' has already been loaded. If you want to load the adapter in place, set \
+                   'load_inplace' to True.";
+    let already = vllm_error(StatusCode::BAD_REQUEST, "InvalidUserInput", already);
     assert_eq!((status, parsed(&text)), (StatusCode::BAD_REQUEST, already));
+    // In place, as vLLM: the name now answers from the first epoch's checkpoint.
+    let checkpoint = names(&out).into_iter().find(|n| n.starts_with("checkpoint-")).unwrap();
+    let in_place = json!({"lora_name": "sql", "lora_path": out.join(&checkpoint), "load_inplace": true});
+    let (status, _, text) = server.post("/load_lora_adapter", in_place, KEY).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, card) = server.get("/models/sql").await;
+    assert_eq!((status, card["root"].as_str()), (StatusCode::OK, out.join(&checkpoint).to_str()), "{card}");
+    let (status, _, text) = server.load("local/ngram", &out).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("conflicts with a served base model"), "{text}");
 
     // --max-loras 1: a second adapter waits for the first to be unloaded.
-    let checkpoint = names(&out).into_iter().find(|n| n.starts_with("checkpoint-")).unwrap();
     let (status, _, text) = server.load("epoch1", &out.join(&checkpoint)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     let message = parsed(&text)["error"]["message"].as_str().unwrap().to_string();
