@@ -20,6 +20,7 @@ mod run;
 mod serve;
 mod status;
 mod sweepfile;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,6 +75,8 @@ pub enum Command {
     Aliases(aliases::Args),
     /// Drop the weights of a sweep's runs no longer needed (keeps scores), and shrink the database.
     Prune(prune::Args),
+    /// Train the local model into a directory by Hugging Face Trainer conventions (a sweep's trainer command).
+    Train(train::Args),
 }
 
 /// A problem with what the user asked for: exit code 2.
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Promote(ref a) => promote::run(&cli, a),
         Command::Aliases(ref a) => aliases::run(&cli, a),
         Command::Prune(ref a) => prune::run(&cli, a),
+        Command::Train(ref a) => train::run(&cli, a),
     };
     match result {
         // Output that could not be written is a failure, whatever the work's outcome.
