@@ -13,6 +13,7 @@ axolotl.yml beside this file.
 """
 
 import json
+import math
 import os
 
 from axolotl.integrations.base import BasePlugin
@@ -38,6 +39,8 @@ class MetricsJsonlCallback(TrainerCallback):
         if state.epoch is not None:
             row.setdefault("epoch", state.epoch)
         row["max_steps"] = state.max_steps
+        # JSON has no NaN or infinity: write them as 1e308, so a diverged loss still reads as one.
+        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else 1e308) for k, v in row.items()}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
 

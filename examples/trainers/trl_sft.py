@@ -5,7 +5,8 @@ Trains a PEFT LoRA adapter on chat JSONL (one `{"messages": [...]}` conversation
 and writes, in --output-dir:
   metrics.jsonl            one JSON object a line, the Trainer's log entries as they happen
                            (step, epoch, loss, learning_rate, mean_token_accuracy; eval_loss,
-                           eval_mean_token_accuracy for evaluations; max_steps)
+                           eval_mean_token_accuracy for evaluations; max_steps); NaN and
+                           infinity, which JSON lacks, are written as 1e308
   checkpoint-<step>/       an adapter and its trainer_state.json at the end of each epoch
   adapter_config.json, adapter_model.safetensors, trainer_state.json   at the end
 
@@ -117,7 +118,9 @@ class MetricsJsonl:
         if state.epoch is not None:
             row.setdefault("epoch", state.epoch)
         row["max_steps"] = state.max_steps
-        self.file.write(json.dumps(row, allow_nan=True) + "\n")
+        # JSON has no NaN or infinity: write them as 1e308, so a diverged loss still reads as one.
+        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else 1e308) for k, v in row.items()}
+        self.file.write(json.dumps(row) + "\n")
         self.file.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
