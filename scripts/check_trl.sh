@@ -120,10 +120,10 @@ inference_api_key_env = "CHECK_TRL_KEY"
 type = "local"
 
 [hyperparameters]
-n_epochs = [1]
-learning_rate = [0.01]
+n_epochs = [2]
+learning_rate = [0.003, 0.01]
 batch_size = [8]
-lora_r = [4, 8]
+lora_r = [8]
 
 [limits]
 max_concurrent = 1
@@ -148,10 +148,13 @@ def check(cond, what):
     global ok
     print(("ok   " if cond else "FAIL ") + what, file=sys.stderr)
     ok = ok and cond
+base = [r for r in rows if r.get("is_baseline")]
+check(len(base) == 1 and base[0].get("score") is not None,
+      f"the base model evaluated by name: {base[0].get('metric')} = {base[0].get('score')}" if base else "a baseline row")
 check(len(runs) == 2, f"2 runs in the leaderboard (got {len(runs)})")
 for r in runs:
     model = r.get("model") or ""
-    check(r.get("score") is not None, f"{r['run_id']} (lora_r {r.get('lora_r')}) scored: {r.get('metric')} = {r.get('score')}")
+    check(r.get("score") is not None, f"{r['run_id']} (learning_rate {r.get('learning_rate')}) scored: {r.get('metric')} = {r.get('score')}")
     check(os.path.isfile(os.path.join(model, "adapter_config.json")), f"{r['run_id']} model is an adapter dir: {model}")
 for d in sorted(glob.glob(os.path.join(sys.argv[2], "*", "*", "attempt-*"))):
     lines = open(os.path.join(d, "metrics.jsonl")).read().splitlines()

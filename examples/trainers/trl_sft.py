@@ -198,6 +198,7 @@ def main(argv=None):
         logging_steps=log_ratio,
         logging_first_step=True,
         save_strategy="epoch",
+        include_num_input_tokens_seen="non_padding",  # trainer_state.json's num_input_tokens_seen
         save_only_model=True,  # continuations start from an adapter (--init-from), not from optimizer state
         bf16=precision == "bf16",
         fp16=precision == "fp16",
