@@ -102,8 +102,17 @@ class Models:
                     "place, set 'load_inplace' to True.",
                     "InvalidUserInput",
                 )
-            if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            config = os.path.join(path, "adapter_config.json")
+            if not os.path.isfile(config):
                 raise ApiError(404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError")
+            try:
+                with open(config, encoding="utf-8") as f:
+                    peft_type = json.load(f).get("peft_type")
+            except (OSError, ValueError, AttributeError) as e:
+                raise ApiError(500, f"Loading lora {name} failed: {config}: {e}", "InternalServerError") from e
+            if peft_type != "LORA":
+                raise ApiError(500, f"Loading lora {name} failed: {path} holds a {peft_type} adapter, not a LoRA one",
+                               "InternalServerError")
             try:
                 from peft import PeftModel
 
@@ -112,7 +121,7 @@ class Models:
                 else:
                     self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
             except Exception as e:  # the adapter does not fit this model, or is not a PEFT adapter
-                raise ApiError(500, f"Loading lora {name} failed: {e}", "InternalServerError") from e
+                raise ApiError(500, f"Loading lora {name} failed: {type(e).__name__}: {e}", "InternalServerError") from e
             self.adapters[name] = path
             return f"Success: LoRA adapter '{name}' added successfully."
 
@@ -217,7 +226,7 @@ def make_handler(models, api_key):
             got = self.headers.get("Authorization", "")
             return hmac.compare_digest(got.encode(), f"Bearer {api_key}".encode())
 
-        def body(self):
+        def raw_body(self):
             try:
                 n = int(self.headers.get("Content-Length") or 0)
             except ValueError:
@@ -225,32 +234,35 @@ def make_handler(models, api_key):
             if n > MAX_BODY:
                 self.close_connection = True
                 raise ApiError(413, f"request body over {MAX_BODY} bytes", "BadRequestError")
-            raw = self.rfile.read(n) if n else b""
-            try:
-                obj = json.loads(raw or b"null")
-            except ValueError as e:
-                raise ApiError(400, f"the body is not JSON: {e}", "BadRequestError")
-            if not isinstance(obj, dict):
-                raise ApiError(400, "the body must be a JSON object", "BadRequestError")
-            return obj
+            return self.rfile.read(n) if n > 0 else b""
 
         def route(self, method):
             path = self.path.split("?", 1)[0]
-            if method == "POST":
-                body = self.body()  # read it whatever happens next, so the connection stays usable
+            raw = self.raw_body() if method == "POST" else b""  # read whatever comes next: the connection stays usable
             if not self.authorized():
                 return self.send(401, {"error": "Unauthorized"})
+
+            def body():
+                try:
+                    obj = json.loads(raw or b"null")
+                except ValueError as e:
+                    raise ApiError(400, f"the body is not JSON: {e}", "BadRequestError")
+                if not isinstance(obj, dict):
+                    raise ApiError(400, "the body must be a JSON object", "BadRequestError")
+                return obj
+
             try:
                 if method == "GET" and path == "/health":
                     return self.send(200, "")
                 if method == "GET" and path == "/v1/models":
                     return self.send(200, models.list())
                 if method == "POST" and path == "/v1/chat/completions":
-                    return self.send(200, models.chat(body))
+                    return self.send(200, models.chat(body()))
                 if method == "POST" and path == "/v1/load_lora_adapter":
-                    return self.send(200, models.load(body.get("lora_name"), body.get("lora_path")))
+                    b = body()
+                    return self.send(200, models.load(b.get("lora_name"), b.get("lora_path")))
                 if method == "POST" and path == "/v1/unload_lora_adapter":
-                    return self.send(200, models.unload(body.get("lora_name")))
+                    return self.send(200, models.unload(body().get("lora_name")))
                 raise ApiError(404, f"no route {method} {path}", "NotFoundError")
             except ApiError as e:
                 return self.send(e.status, e.body())
