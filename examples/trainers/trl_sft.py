@@ -175,8 +175,8 @@ def main(argv=None):
 
     # Evaluations and log entries at fixed fractions of the whole job (transformers reads a
     # step count below 1 as a ratio of the total steps), so every epoch gets the same number.
-    evals = a.epochs * a.evals_per_epoch
-    eval_ratio = 1.0 / evals if evals > 1 else 1.0
+    # (a ratio just below 1 is the last step: 1.0 itself would read as "every step").
+    eval_ratio = min(1.0 / (a.epochs * a.evals_per_epoch), 1.0 - 1e-9)
     log_ratio = eval_ratio / a.logs_per_eval
     config = SFTConfig(
         output_dir=a.output_dir,
