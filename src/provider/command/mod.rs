@@ -5,3 +5,4 @@
 //! runtime LoRA endpoints.
 
 pub mod engine;
+pub mod ray;
