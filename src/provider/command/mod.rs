@@ -13,6 +13,7 @@ pub mod engine;
 pub mod infer;
 pub mod local;
 pub mod output;
+pub mod ray;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,27 +41,32 @@ pub const FAILED_CODE: &str = "command_failed";
 /// The engine that runs the trainers.
 pub enum Engine {
     Local(local::LocalEngine),
+    Ray(ray::RayEngine),
 }
 
 impl Engine {
     async fn submit(&self, s: &Submission) -> Result<(), ProviderError> {
         match self {
             Engine::Local(e) => e.submit(s).await,
+            Engine::Ray(e) => e.submit(s).await,
         }
     }
     async fn find(&self, id: &str) -> Result<Option<JobState>, ProviderError> {
         match self {
             Engine::Local(e) => e.find(id).await,
+            Engine::Ray(e) => e.find(id).await,
         }
     }
     async fn state(&self, id: &str) -> Result<JobState, ProviderError> {
         match self {
             Engine::Local(e) => e.state(id).await,
+            Engine::Ray(e) => e.state(id).await,
         }
     }
     async fn stop(&self, id: &str) -> Result<(), ProviderError> {
         match self {
             Engine::Local(e) => e.stop(id).await,
+            Engine::Ray(e) => e.stop(id).await,
         }
     }
 }
@@ -163,9 +169,7 @@ impl CommandProvider {
                 };
                 Engine::Local(local::LocalEngine::new(local, Box::new(dir_of))?)
             }
-            crate::spec::Engine::Ray(_) => {
-                return Err(engine_error("`[engine] type = \"ray\"` is not available in this build yet".into()));
-            }
+            crate::spec::Engine::Ray(ray) => Engine::Ray(ray::RayEngine::new(ray)?),
         };
         Ok(CommandProvider {
             settings: settings.clone(),
