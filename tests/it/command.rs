@@ -102,22 +102,31 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
     entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect()
 }
 
-/// The trainer command: a script that appends its output directory to `starts.log` (one line
-/// per start), fails with exit 3 after printing a line when `{batch_size}` is the content of
-/// `fail-batch` (if that file exists), and otherwise runs `ftsweep train` in its place.
+/// The trainer command: a script that appends its output directory, `{init_from}` and its GPU
+/// to `starts.log` (one line per start), fails with exit 3 after printing a line when
+/// `{batch_size}` is the content of `fail-batch` (if that file exists), and otherwise runs
+/// `ftsweep train` in its place (with `--init-from` when `{init_from}` is not empty).
 const TRAINER: &str = r#"#!/bin/sh
 here=$(dirname "$0")
-echo "$1" >> "$here/starts.log"
+echo "$1 init=$3 gpu=${CUDA_VISIBLE_DEVICES:-none}" >> "$here/starts.log"
 if [ -f "$here/fail-batch" ] && [ "$2" = "$(cat "$here/fail-batch")" ]; then
   echo "loading shards: bad header in model.safetensors (batch $2)"
   exit 3
 fi
-shift 2
+init=$3
+shift 3
+if [ -n "$init" ]; then exec "$@" --init-from "$init"; fi
 exec "$@"
 "#;
 
-/// A command sweep over the example data through `serve` at `url`; `delay_ms` slows each step.
-fn command_sweep(ws: &Workspace, name: &str, url: &str, delay_ms: u64, hyperparameters: &str, extra: &str) -> String {
+/// A grid over `hyperparameters`.
+fn grid(hyperparameters: &str) -> String {
+    format!("[search]\nstrategy = \"grid\"\n\n[hyperparameters]\n{hyperparameters}")
+}
+
+/// A command sweep over the example data through `serve` at `url`; `delay_ms` slows each step;
+/// `space` is its `[search]` and `[hyperparameters]`, `extra` more tables.
+fn command_sweep(ws: &Workspace, name: &str, url: &str, delay_ms: u64, space: &str, extra: &str) -> String {
     ws.write("trainer.sh", TRAINER);
     format!(
         r#"name = "{name}"
@@ -128,7 +137,7 @@ validation_file = "{valid}"
 seed = 42
 
 [command]
-train = ["sh", "{script}", "{{output_dir}}", "{{batch_size}}",
+train = ["sh", "{script}", "{{output_dir}}", "{{batch_size}}", "{{init_from}}",
          "{{ftsweep}}", "train", "--model", "{{base_model}}", "--train", "{{training_file}}",
          "--valid", "{{validation_file}}", "--epochs", "{{n_epochs}}",
          "--learning-rate-multiplier", "{{learning_rate_multiplier}}", "--batch-size", "{{batch_size}}",
@@ -137,20 +146,14 @@ output_root = "runs"
 inference_url = "{url}"
 inference_api_key_env = "{KEY_ENV}"
 
-[engine]
-type = "local"
-
-[search]
-strategy = "grid"
-
-[hyperparameters]
-{hyperparameters}
+{space}
 
 [evaluation]
 metric = "exact_match"
 
 [limits]
 max_concurrent = 2
+
 {extra}
 "#,
         train = example_data("topics-train.jsonl"),
@@ -189,7 +192,8 @@ fn spawn(ws: &Workspace, args: &[&str], env: &[(&str, &str)], log: &str) -> Chil
 fn starts(ws: &Workspace) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for line in std::fs::read_to_string(ws.path("starts.log")).unwrap_or_default().lines() {
-        *counts.entry(line.to_string()).or_insert(0) += 1;
+        let dir = line.split(' ').next().unwrap_or_default();
+        *counts.entry(dir.to_string()).or_insert(0) += 1;
     }
     counts
 }
@@ -237,7 +241,7 @@ fn a_grid_of_trainer_commands_is_trained_evaluated_and_ranked() {
     // Two adapter slots for two runs evaluated at a time: an adapter left loaded would fill them.
     let serve = Serve::start(&ws, 2);
     let _reaper = Reaper::new(&ws);
-    ws.write("s.toml", &command_sweep(&ws, "grid", &serve.url, 0, GRID12, ""));
+    ws.write("s.toml", &command_sweep(&ws, "grid", &serve.url, 0, &grid(GRID12), ""));
     let started = Instant::now();
     let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
     assert_eq!(code, 0, "{err}");
@@ -281,7 +285,7 @@ fn a_trainer_that_fails_is_a_failed_row_with_the_last_lines_of_its_log() {
     let _reaper = Reaper::new(&ws);
     ws.write("fail-batch", "32");
     let hp = "n_epochs = [1]\nbatch_size = [16, 32]\nlearning_rate_multiplier = [1.0]";
-    ws.write("s.toml", &command_sweep(&ws, "fails", &serve.url, 0, hp, ""));
+    ws.write("s.toml", &command_sweep(&ws, "fails", &serve.url, 0, &grid(hp), ""));
     let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
     assert_eq!(code, 1, "a failed run makes the exit code 1: {err}");
     let board = ws.json(&["leaderboard", "fails", "--json"]);
@@ -304,7 +308,7 @@ fn killed_at_five_moments_the_sweep_still_starts_one_trainer_per_run_and_adopts_
     let ws = Workspace::new();
     let serve = Serve::start(&ws, 8);
     let mut reaper = Reaper::new(&ws);
-    ws.write("s.toml", &command_sweep(&ws, "crash", &serve.url, 30, GRID4, ""));
+    ws.write("s.toml", &command_sweep(&ws, "crash", &serve.url, 30, &grid(GRID4), ""));
     let run = ["run", "s.toml", "--yes"];
     let stall = "FTSWEEP_TEST_COMMAND_STALL";
 
@@ -380,7 +384,7 @@ fn early_stopping_sends_sigterm_to_the_trainer_and_keeps_its_best_checkpoint() {
     // `patience` more, in its second epoch (four validations an epoch), after epoch 1's checkpoint.
     let stop = "[early_stopping]\npatience = 4\nmin_delta = 100.0";
     let hp = "n_epochs = [3]\nlearning_rate_multiplier = [1.0]\nbatch_size = [32]";
-    ws.write("s.toml", &command_sweep(&ws, "stop", &serve.url, 80, hp, stop));
+    ws.write("s.toml", &command_sweep(&ws, "stop", &serve.url, 80, &grid(hp), stop));
     let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
     assert_eq!(code, 0, "{err}");
     let board = ws.json(&["leaderboard", "stop", "--json"]);
@@ -402,7 +406,7 @@ fn cancel_stops_the_running_trainers() {
     let serve = Serve::start(&ws, 2);
     let mut reaper = Reaper::new(&ws);
     let hp = "n_epochs = [3]\nlearning_rate_multiplier = [1.0]\nbatch_size = [16, 32]";
-    ws.write("s.toml", &command_sweep(&ws, "cancel", &serve.url, 200, hp, ""));
+    ws.write("s.toml", &command_sweep(&ws, "cancel", &serve.url, 200, &grid(hp), ""));
     let mut child = spawn(&ws, &["run", "s.toml", "--yes"], &[], "run.log");
     wait_until("two trainers running", &mut child, || {
         reaper.attempts().iter().filter(|d| d.join("job.pid").exists()).count() == 2
@@ -422,4 +426,52 @@ fn cancel_stops_the_running_trainers() {
         assert_eq!(exit.trim(), r#"{"signal":15}"#, "{}", dir.display());
     }
     assert_eq!(query(&ws.db(), "SELECT state FROM runs"), ["cancelled", "cancelled"]);
+}
+
+#[test]
+fn halving_continues_a_runs_model_through_init_from_and_replicates_the_leader() {
+    let ws = Workspace::new();
+    let serve = Serve::start(&ws, 2);
+    let _reaper = Reaper::new(&ws);
+    let space = "[search]\nstrategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n\
+                 replicate_top = 1\nreplicate_seeds = [7]\n\n\
+                 [hyperparameters]\nlearning_rate_multiplier = [0.5, 2.0, 4.0]\nbatch_size = [32]";
+    ws.write("s.toml", &command_sweep(&ws, "halving", &serve.url, 0, space, ""));
+    let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let board = ws.json(&["leaderboard", "halving", "--json"]);
+    let runs = rows(&board);
+    assert!(runs.iter().all(|r| r["status"] == "done"), "{board}");
+    let origins: Vec<&str> = runs.iter().map(|r| r["origin"].as_str().unwrap()).collect();
+    assert!(origins.contains(&"continue"), "a rung continues a model: {origins:?}");
+    assert!(runs.iter().any(|r| r["role"] == "replicate"), "the leader is replicated: {board}");
+    // Each continuation's trainer started from its parent run's adapter directory.
+    let log = std::fs::read_to_string(ws.path("starts.log")).unwrap();
+    let inits: Vec<&str> = log.lines().filter_map(|l| l.split(" init=").nth(1)?.split(' ').next()).collect();
+    let continued: Vec<&&str> = inits.iter().filter(|i| !i.is_empty()).collect();
+    assert!(!continued.is_empty(), "{log}");
+    for dir in continued {
+        assert!(Path::new(dir).join("adapter_config.json").is_file(), "{dir} is the parent's adapter");
+        assert!(runs.iter().any(|r| r["model"] == **dir), "{dir} is a run's model");
+    }
+    assert!(starts(&ws).values().all(|n| *n == 1), "{log}");
+}
+
+#[test]
+fn the_local_engine_gives_each_job_one_of_its_gpus() {
+    let ws = Workspace::new();
+    let serve = Serve::start(&ws, 4);
+    let _reaper = Reaper::new(&ws);
+    let hp = "n_epochs = [1]\nlearning_rate_multiplier = [0.5, 1.0, 2.0]\nbatch_size = [32]";
+    let sweep = command_sweep(&ws, "gpus", &serve.url, 0, &grid(hp), "").replace(
+        "[limits]\nmax_concurrent = 2",
+        "[engine]\ntype = \"local\"\ngpus = [5, 7]\n\n[limits]\nmax_concurrent = 3",
+    );
+    ws.write("s.toml", &sweep);
+    let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let log = std::fs::read_to_string(ws.path("starts.log")).unwrap();
+    let gpus: Vec<&str> = log.lines().filter_map(|l| l.split(" gpu=").nth(1)).collect();
+    assert_eq!(gpus.len(), 3, "{log}");
+    assert!(gpus.iter().all(|g| *g == "5" || *g == "7"), "{log}");
 }
