@@ -258,9 +258,11 @@ fn a_grid_of_trainer_commands_is_trained_evaluated_and_ranked() {
         assert!(Path::new(model).is_absolute() && model.ends_with("/attempt-1"), "{model}");
         assert!(Path::new(model).starts_with(&root), "{model} is under {}", root.display());
         assert!(Path::new(model).join("adapter_config.json").is_file(), "{model} is an adapter");
+        assert_eq!(r["model_dir"], r["model"], "the row names its model directory");
         assert!(r["trained_tokens"].as_u64().unwrap() > 0, "{r}");
     }
     assert!(baseline(&board)["score"].as_f64().is_some(), "the baseline is scored: {board}");
+    assert!(baseline(&board).get("model_dir").is_none(), "the base model is a name: {board}");
     // The trained models learnt something the untrained base model did not.
     let best = runs.iter().filter_map(|r| r["score"].as_f64()).fold(0.0, f64::max);
     assert!(best > baseline(&board)["score"].as_f64().unwrap(), "{board}");

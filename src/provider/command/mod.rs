@@ -101,6 +101,21 @@ pub fn parse_submission_id(sweep: &str, id: &str) -> Option<(String, i64)> {
     valid.then(|| (run_id.to_string(), attempt))
 }
 
+/// The output directory of a submission: of `sweep`, or of another sweep
+/// under the same root that planned the same run (runs are shared by sweeps
+/// that plan the same point, so a sweep may follow a job another started).
+pub fn submission_dir(output_root: &Path, sweep: &str, id: &str) -> Option<PathBuf> {
+    if let Some((run, attempt)) = parse_submission_id(sweep, id) {
+        return Some(attempt_dir(output_root, sweep, &run, attempt));
+    }
+    let entries = std::fs::read_dir(output_root).ok()?;
+    entries.filter_map(|e| e.ok()).find_map(|e| {
+        let other = e.file_name().to_str()?.to_string();
+        let (run, attempt) = parse_submission_id(&other, id)?;
+        Some(attempt_dir(output_root, &other, &run, attempt))
+    })
+}
+
 /// A run attempt's output directory.
 pub fn attempt_dir(output_root: &Path, sweep: &str, run_id: &str, attempt: i64) -> PathBuf {
     output_root.join(sweep).join(run_id).join(format!("attempt-{attempt}"))
@@ -176,9 +191,7 @@ impl CommandProvider {
         let engine = match &settings.engine {
             crate::spec::Engine::Local(local) => {
                 let (root, name) = (output_root.clone(), sweep.to_string());
-                let dir_of = move |id: &str| {
-                    parse_submission_id(&name, id).map(|(run, attempt)| attempt_dir(&root, &name, &run, attempt))
-                };
+                let dir_of = move |id: &str| submission_dir(&root, &name, id);
                 Engine::Local(local::LocalEngine::new(local, Box::new(dir_of))?)
             }
             crate::spec::Engine::Ray(ray) => Engine::Ray(ray::RayEngine::new(ray)?),
@@ -209,9 +222,7 @@ impl CommandProvider {
     }
 
     fn dir_of(&self, id: &str) -> Result<PathBuf, ProviderError> {
-        parse_submission_id(&self.sweep, id)
-            .map(|(run, attempt)| attempt_dir(&self.output_root, &self.sweep, &run, attempt))
-            .ok_or_else(|| ProviderError::UnknownJob(id.to_string()))
+        submission_dir(&self.output_root, &self.sweep, id).ok_or_else(|| ProviderError::UnknownJob(id.to_string()))
     }
 
     /// Renders the trainer's command (and config) into the attempt's output
@@ -370,6 +381,14 @@ mod tests {
         assert_eq!(parse_submission_id("my sweep", &id), Some(("r-0123456789abcdef".into(), 2)));
         assert_eq!(parse_submission_id("another", &id), None);
         assert_eq!(parse_submission_id("my sweep", "ftjob-abc"), None);
+        // A job another sweep under the same root started is found in that sweep's folder.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("my sweep")).unwrap();
+        assert_eq!(
+            submission_dir(root.path(), "another", &id),
+            Some(root.path().join("my sweep/r-0123456789abcdef/attempt-2"))
+        );
+        assert_eq!(submission_dir(root.path(), "another", "ftsweep-000000000000-r-1-1"), None);
         assert_eq!(attempt_dir(Path::new("/r"), "s", "ab", 3), PathBuf::from("/r/s/ab/attempt-3"));
     }
 
