@@ -298,8 +298,10 @@ fn a_trainer_that_fails_is_a_failed_row_with_the_last_lines_of_its_log() {
     let error = failed[0]["error"].as_str().unwrap();
     assert!(error.contains("exited with code 3"), "{error}");
     assert!(error.contains("bad header in model.safetensors (batch 32)"), "the log's last lines: {error}");
-    // A command that failed is not tried again.
-    assert!(starts(&ws).values().all(|n| *n == 1), "{:?}", starts(&ws));
+    // A command that failed is not tried again (no second attempt of the failed run).
+    let counts = starts(&ws);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.keys().all(|d| d.ends_with("/attempt-1")) && counts.values().all(|n| *n == 1), "{counts:?}");
 }
 
 /// A sweep that trains long enough to be killed in the middle: 4 runs, 2 at a time.
