@@ -274,6 +274,14 @@ fn a_grid_of_trainer_commands_is_trained_evaluated_and_ranked() {
     let checkpoints = query(&ws.db(), "SELECT count(*) FROM checkpoints");
     assert_eq!(checkpoints, ["24"], "1 + 2 + 3 epochs for each of 4 configurations");
 
+    // The inference key went into request headers only: not into the database or the trainers' logs.
+    let mut files = vec![ws.db()];
+    files.extend(Reaper::new(&ws).attempts().into_iter().map(|d| d.join("train.log")));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the key is in {}", f.display());
+    }
+
     // `best` names the winning adapter directory.
     let (code, out, err) = ftsweep(&ws, &["best", "grid"]);
     assert_eq!(code, 0, "{err}");
