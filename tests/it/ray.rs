@@ -1,0 +1,356 @@
+//! The Ray engine against a real Ray head (`rayhead.rs`): submit, follow,
+//! stop and read logs through Ray's Jobs API; one job per submission id
+//! however often it is submitted; and servers that are not Ray (garbage,
+//! huge bodies, 500s) are clean errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ftsweep::provider::ProviderError;
+use ftsweep::provider::command::engine::{JobState, LOG_TAIL_LINES, Submission};
+use ftsweep::provider::command::ray::RayEngine;
+use serde_json::{Value, json};
+
+use crate::rayhead;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+}
+
+fn engine(address: &str, num_cpus: f64, runtime_env: Option<Value>) -> RayEngine {
+    let settings = ftsweep::spec::RayEngine { address: address.to_string(), num_gpus: 0.0, num_cpus, runtime_env };
+    RayEngine::new(&settings).expect("a Ray engine")
+}
+
+/// A submission id of its own per test and process (the head is shared).
+fn submission(test: &str, dir: &Path, script: &str) -> Submission {
+    Submission {
+        id: format!("ftsweep-test-{test}-{}", std::process::id()),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        output_dir: dir.to_path_buf(),
+        env: BTreeMap::new(),
+        metadata: BTreeMap::from([
+            ("ftsweep_sweep".to_string(), "engine-tests".to_string()),
+            ("ftsweep_run".to_string(), test.to_string()),
+            ("ftsweep_attempt".to_string(), "1".to_string()),
+        ]),
+    }
+}
+
+/// Follows a job until `done` holds of its state; a hang guard, not a timing assertion.
+async fn wait_until(engine: &RayEngine, id: &str, done: impl Fn(&JobState) -> bool) -> JobState {
+    let started = Instant::now();
+    loop {
+        let state = engine.state(id).await.expect("the job's state");
+        if done(&state) {
+            return state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "job {id} still {state:?} after 300 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The head's jobs (`GET /api/jobs/`).
+pub async fn jobs(address: &str) -> Vec<Value> {
+    let body = reqwest::get(format!("{address}/api/jobs/")).await.expect("GET /api/jobs/");
+    body.json().await.expect("a JSON list")
+}
+
+fn count(jobs: &[Value], id: &str) -> usize {
+    jobs.iter().filter(|j| j["submission_id"] == id).count()
+}
+
+#[test]
+fn a_job_succeeds_and_a_second_submit_of_its_id_makes_no_second_job() {
+    let head = rayhead::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out dir");
+    std::fs::create_dir(&out).unwrap();
+    // Quoting: a path with a space, a `$` the shell must not expand, and an env var Ray must pass.
+    let script = r#"printf '%s|%s\n' "$FTSWEEP_TEST_VAR" "$1" > "$2/done.txt""#;
+    let mut s = submission("succeeds", dir.path(), script);
+    s.argv.extend(["sh".into(), "$HOME {x}".into(), out.display().to_string()]);
+    s.env.insert("FTSWEEP_TEST_VAR".into(), "from the submission".into());
+    let env = json!({"env_vars": {"FTSWEEP_TEST_VAR": "from the sweep", "OTHER": "kept"}});
+    let engine = engine(&head.address, 2.0, Some(env));
+    runtime().block_on(async {
+        assert_eq!(engine.find(&s.id).await.unwrap(), None, "not submitted yet");
+        engine.submit(&s).await.expect("submitted");
+        let state = wait_until(&engine, &s.id, JobState::is_terminal).await;
+        assert_eq!(state, JobState::Succeeded, "{}", engine.log_tail(&s.id).await.unwrap_or_default());
+        assert_eq!(std::fs::read_to_string(out.join("done.txt")).unwrap(), "from the submission|$HOME {x}\n");
+        // A retry (a lost answer, a resume) submits nothing new.
+        engine.submit(&s).await.expect("a second submit is a no-op");
+        engine.submit(&s).await.expect("a third too");
+        let listed = jobs(&head.address).await;
+        assert_eq!(count(&listed, &s.id), 1, "one job for one submission id");
+        let info: Value =
+            reqwest::get(format!("{}/api/jobs/{}", head.address, s.id)).await.unwrap().json().await.unwrap();
+        assert_eq!(info["metadata"], json!(s.metadata), "the metadata names the sweep, run and attempt");
+        assert_eq!(info["runtime_env"]["env_vars"]["OTHER"], "kept", "the sweep's runtime_env is sent");
+        assert_eq!(info["status"], "SUCCEEDED");
+        assert_eq!(engine.find(&s.id).await.unwrap(), Some(JobState::Succeeded));
+    });
+}
+
+#[test]
+fn the_job_reserves_the_engines_cpus() {
+    // Ray's job info does not echo `entrypoint_num_cpus`; its effect shows: a job asking for
+    // the head's 4 CPUs waits while another holds one, then runs.
+    let head = rayhead::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("release");
+    let holder =
+        submission("cpu-holder", dir.path(), &format!("while [ ! -e '{}' ]; do sleep 0.2; done", flag.display()));
+    let greedy = submission("cpu-greedy", dir.path(), "echo ran");
+    let one = engine(&head.address, 1.0, None);
+    let four = engine(&head.address, 4.0, None);
+    runtime().block_on(async {
+        one.submit(&holder).await.unwrap();
+        wait_until(&one, &holder.id, |s| *s == JobState::Running).await;
+        four.submit(&greedy).await.unwrap();
+        // However long we look, it cannot start while the holder runs.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(four.state(&greedy.id).await.unwrap(), JobState::Pending, "4 CPUs are not free");
+        }
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(wait_until(&one, &holder.id, JobState::is_terminal).await, JobState::Succeeded);
+        assert_eq!(wait_until(&four, &greedy.id, JobState::is_terminal).await, JobState::Succeeded);
+    });
+}
+
+#[test]
+fn a_failing_job_is_failed_with_the_last_lines_of_its_log() {
+    let head = rayhead::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let s = submission("fails", dir.path(), "for i in $(seq 1 40); do echo \"trainer line $i\"; done; exit 3");
+    let engine = engine(&head.address, 1.0, None);
+    runtime().block_on(async {
+        engine.submit(&s).await.unwrap();
+        let JobState::Failed { reason } = wait_until(&engine, &s.id, JobState::is_terminal).await else {
+            panic!("the job should have failed");
+        };
+        assert!(reason.contains("exit code 3"), "Ray's message: {reason}");
+        assert!(reason.contains("trainer line 40"), "the log's last line: {reason}");
+        assert!(!reason.contains("trainer line 10\n"), "only the last {LOG_TAIL_LINES} lines: {reason}");
+        let tail = engine.log_tail(&s.id).await.unwrap();
+        assert!(tail.lines().count() <= LOG_TAIL_LINES, "{tail}");
+        assert!(tail.contains("trainer line 40"), "{tail}");
+    });
+}
+
+#[test]
+fn stop_stops_a_running_job_and_its_process() {
+    let head = rayhead::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let s = submission("stops", dir.path(), &format!("echo $$ > '{}'; exec sleep 300", pid_file.display()));
+    let engine = engine(&head.address, 1.0, None);
+    runtime().block_on(async {
+        engine.submit(&s).await.unwrap();
+        wait_until(&engine, &s.id, |st| *st == JobState::Running).await;
+        let started = Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+                break pid;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the job never wrote its pid");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        engine.stop(&s.id).await.expect("stopped");
+        assert_eq!(wait_until(&engine, &s.id, JobState::is_terminal).await, JobState::Stopped);
+        let started = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(started.elapsed() < Duration::from_secs(60), "the stopped job's process {pid} lives on");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Stopping an ended job, or one Ray never had, is nothing to do.
+        engine.stop(&s.id).await.expect("a second stop");
+        engine.stop("ftsweep-test-never-submitted").await.expect("no such job");
+        assert!(matches!(
+            engine.state("ftsweep-test-never-submitted").await.unwrap(),
+            JobState::Failed { reason } if reason.contains("has no job")
+        ));
+    });
+}
+
+#[test]
+fn the_ray_head_listens_on_loopback_only() {
+    let head = rayhead::shared();
+    let pids = head.processes();
+    let inodes = rayhead::socket_inodes(&pids);
+    let ours: Vec<_> = rayhead::net_sockets().into_iter().filter(|s| inodes.contains(&s.inode)).collect();
+    // TCP LISTEN is 0A; a bound UDP socket is 07.
+    let listening: Vec<_> = ours.iter().filter(|s| s.state == "0A" || s.table.starts_with("udp")).collect();
+    assert!(listening.len() >= 5, "the head's {} processes listen on {listening:?}", pids.len());
+    let exposed: Vec<_> = listening.iter().filter(|s| !rayhead::is_loopback(&s.local)).collect();
+    assert!(exposed.is_empty(), "Ray listens beyond loopback: {exposed:?}");
+    eprintln!("{} Ray processes, {} listening sockets, all on loopback", pids.len(), listening.len());
+}
+
+#[test]
+fn loopback_addresses_are_told_apart() {
+    assert!(rayhead::is_loopback("0100007F:1F90"));
+    assert!(rayhead::is_loopback("0200007F:1F90"));
+    assert!(!rayhead::is_loopback("00000000:1F90"));
+    assert!(!rayhead::is_loopback("0100A8C0:1F90"));
+    assert!(rayhead::is_loopback("00000000000000000000000001000000:1F90"));
+    assert!(rayhead::is_loopback("0000000000000000FFFF00000100007F:1F90"));
+    assert!(!rayhead::is_loopback("00000000000000000000000000000000:1F90"));
+    assert!(!rayhead::is_loopback("0000000000000000FFFF00000100A8C0:1F90"));
+}
+
+/// A server on 127.0.0.1 that answers every request with `answer(method, path)`
+/// (raw bytes, then closes the connection); it ends with the runtime.
+async fn fake_server(answer: fn(&str, &str) -> Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then as much body as Content-Length says.
+                let (method, path) = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < end + 4 + length {
+                            let Ok(n) = stream.read(&mut chunk).await else { return };
+                            if n == 0 {
+                                break;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        let mut parts = head.split_whitespace();
+                        break (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                    }
+                };
+                let _ = stream.write_all(&answer(&method, &path)).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    address
+}
+
+fn http(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn engine_error(r: Result<impl std::fmt::Debug, ProviderError>) -> (String, bool) {
+    match r {
+        Err(ProviderError::Engine { message, retryable }) => (message, retryable),
+        other => panic!("expected an engine error, got {other:?}"),
+    }
+}
+
+#[test]
+fn servers_that_are_not_ray_are_clean_errors() {
+    runtime().block_on(async {
+        let garbage = fake_server(|_, _| b"\x00\x01 not http at all\r\n\r\n".to_vec()).await;
+        let (message, retryable) = engine_error(engine(&garbage, 1.0, None).state("x").await);
+        assert!(message.contains(&garbage) && retryable, "{message}");
+
+        let huge = fake_server(|_, _| http("200 OK", &vec![b'{'; 10 << 20])).await;
+        let (message, retryable) = engine_error(engine(&huge, 1.0, None).state("x").await);
+        assert!(message.contains(&huge) && message.contains("over 1024 KiB") && !retryable, "{message}");
+
+        let error = fake_server(|_, _| http("500 Internal Server Error", b"Traceback...\nRuntimeError: boom\n")).await;
+        let (message, retryable) = engine_error(engine(&error, 1.0, None).state("x").await);
+        assert!(message.contains("500") && message.contains("RuntimeError: boom") && retryable, "{message}");
+        let s = submission("hostile", Path::new("/tmp"), "true");
+        let (message, retryable) = engine_error(engine(&error, 1.0, None).submit(&s).await);
+        assert!(message.contains("500") && retryable, "{message}");
+
+        let wrong = fake_server(|_, _| http("200 OK", b"<html>hello</html>")).await;
+        let (message, retryable) = engine_error(engine(&wrong, 1.0, None).state("x").await);
+        assert!(message.contains("not the JSON") && message.contains("<html>") && !retryable, "{message}");
+
+        let odd = fake_server(|_, _| http("200 OK", br#"{"status": "EXPLODED"}"#)).await;
+        let (message, _) = engine_error(engine(&odd, 1.0, None).state("x").await);
+        assert!(message.contains("EXPLODED"), "{message}");
+
+        let teapot = fake_server(|_, _| http("418 I'm a teapot", b"")).await;
+        let (message, retryable) = engine_error(engine(&teapot, 1.0, None).stop("x").await);
+        assert!(message.contains("418") && message.contains("POST /api/jobs/x/stop") && !retryable, "{message}");
+
+        // Nothing listening: retryable.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (message, retryable) = engine_error(engine(&closed, 1.0, None).find("x").await);
+        assert!(message.contains("cannot be reached") && retryable, "{message}");
+    });
+}
+
+#[test]
+fn a_long_log_is_read_to_its_last_lines_within_a_bound() {
+    runtime().block_on(async {
+        // 12 MiB of log (more than is read whole): the last lines still come back.
+        let address = fake_server(|_, path| {
+            if !path.ends_with("/logs") {
+                return http("404 Not Found", b"no");
+            }
+            let mut logs = String::with_capacity(13 << 20);
+            for i in 0..200_000 {
+                logs.push_str(&format!("step {i} loss 0.{i:05} \u{e9}t\u{e9} \"quoted\" \\ backslash\n"));
+            }
+            http("200 OK", serde_json::to_string(&json!({"logs": logs})).unwrap().as_bytes())
+        })
+        .await;
+        let tail = engine(&address, 1.0, None).log_tail("x").await.expect("the tail");
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(lines.len(), LOG_TAIL_LINES);
+        assert_eq!(lines[LOG_TAIL_LINES - 1], "step 199999 loss 0.199999 \u{e9}t\u{e9} \"quoted\" \\ backslash");
+    });
+}
+
+#[test]
+fn a_submission_refused_as_already_existing_is_confirmed_by_a_lookup() {
+    // Ray's answer to a second POST of an id is a 500 "already exists": when the first
+    // lookup missed it (a race, a lost answer), the submission is confirmed by another.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static GETS: AtomicUsize = AtomicUsize::new(0);
+    runtime().block_on(async {
+        let address = fake_server(|method, _| match method {
+            "GET" if GETS.fetch_add(1, Ordering::SeqCst) == 0 => http("404 Not Found", b"Job x does not exist"),
+            "GET" => http("200 OK", br#"{"status": "RUNNING", "message": "Job is currently running."}"#),
+            _ => {
+                http("500 Internal Server Error", b"Traceback\nValueError: Job with submission_id x already exists.\n")
+            }
+        })
+        .await;
+        let s = submission("exists", Path::new("/tmp"), "true");
+        engine(&address, 1.0, None).submit(&s).await.expect("already submitted is submitted");
+        assert_eq!(GETS.load(Ordering::SeqCst), 2, "looked up before and after");
+
+        // A 500 with no job behind it stays an error, retryable.
+        let lost = fake_server(|method, _| match method {
+            "GET" => http("404 Not Found", b"Job x does not exist"),
+            _ => http("500 Internal Server Error", b"No available agent to submit job, please try again later."),
+        })
+        .await;
+        let (message, retryable) = engine_error(engine(&lost, 1.0, None).submit(&s).await);
+        assert!(message.contains("No available agent") && retryable, "{message}");
+    });
+}
