@@ -30,10 +30,12 @@ pub enum Kind {
     Float,
 }
 
-/// A hyperparameter a provider accepts.
+/// A hyperparameter a provider accepts: declared (`Param<'static>`, in
+/// [`accepted`]), or for `provider = "command"` one the sweep file names,
+/// borrowing its name from the file ([`free`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Param {
-    pub name: &'static str,
+pub struct Param<'a> {
+    pub name: &'a str,
     pub kind: Kind,
     /// The smallest value allowed.
     pub min: f64,
@@ -46,7 +48,7 @@ pub struct Param {
     /// Whether the sweep file must give it.
     pub required: bool,
     /// The column header in tables.
-    pub short: &'static str,
+    pub short: &'a str,
     /// A value list to show in hints, e.g. `[1, 3, 8]`.
     pub example: &'static str,
 }
@@ -58,7 +60,13 @@ pub const N_EPOCHS: &str = "n_epochs";
 /// replicates vary; never `"auto"` (a run without one takes the sweep's).
 pub const SEED: &str = "seed";
 
-const fn param(name: &'static str, kind: Kind, range: (f64, f64), short: &'static str, example: &'static str) -> Param {
+const fn param(
+    name: &'static str,
+    kind: Kind,
+    range: (f64, f64),
+    short: &'static str,
+    example: &'static str,
+) -> Param<'static> {
     Param { name, kind, min: range.0, max: range.1, min_exclusive: false, auto: true, required: true, short, example }
 }
 
@@ -69,7 +77,7 @@ pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
 /// OpenAI's supervised hyperparameters, in the order a grid nests them
 /// (first outermost) and random search draws them: the order of ftsweep 0.1,
 /// on which run ids depend.
-const OPENAI: &[Param] = &[
+const OPENAI: &[Param<'static>] = &[
     param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 3, 8]"),
     Param {
         min_exclusive: true,
@@ -82,22 +90,78 @@ const OPENAI: &[Param] = &[
 /// The local trainer's hyperparameters: OpenAI's names, order and ranges
 /// (it stands in for OpenAI on a machine without a key, and its run ids
 /// depend on the order as OpenAI's do).
-const LOCAL: &[Param] = OPENAI;
+const LOCAL: &[Param<'static>] = OPENAI;
 
 /// The names a trainer command always understands; every other name is the
-/// sweep's own (any name becomes a `{placeholder}`), declared by the file.
-const COMMAND: &[Param] = &[
-    param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 2, 3]"),
+/// sweep's own (any name becomes a `{placeholder}`), declared by the file
+/// ([`free`]). No `"auto"`: a trainer command has no default to fall back on.
+const COMMAND: &[Param<'static>] = &[
+    Param { auto: false, ..param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 2, 3]") },
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
 /// The names `provider` accepts, in the order a grid nests them and random
 /// search draws them.
-pub fn accepted(provider: ProviderKind) -> &'static [Param] {
+pub fn accepted(provider: ProviderKind) -> &'static [Param<'static>] {
     match provider {
         ProviderKind::Local => LOCAL,
         ProviderKind::OpenAi => OPENAI,
         ProviderKind::Command => COMMAND,
+    }
+}
+
+/// Whether `provider` takes names besides those it declares: the trainer
+/// command's, each a `{placeholder}` of its command.
+pub fn takes_free_names(provider: ProviderKind) -> bool {
+    provider == ProviderKind::Command
+}
+
+/// The placeholders ftsweep fills in for a trainer command itself, besides
+/// the hyperparameters: no hyperparameter may take one of these names
+/// (`seed` is a declared hyperparameter and a placeholder both).
+pub const RESERVED: &[&str] = &[
+    "base_model",
+    "training_file",
+    "validation_file",
+    "output_dir",
+    "run_id",
+    "seed",
+    "init_from",
+    "ftsweep",
+    "config",
+];
+
+/// Why `name` cannot be a free hyperparameter name, if it cannot: it must be
+/// `[a-z_][a-z0-9_]*` (a `{placeholder}` of the command, and the same name
+/// in every table and JSON key), and not one of [`RESERVED`].
+pub fn free_name_problem(name: &str) -> Option<String> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Some(format!(
+            "`{name}` cannot be a hyperparameter name: each becomes a `{{placeholder}}` of the trainer command"
+        ));
+    }
+    RESERVED.contains(&name).then(|| format!("`{name}` is a placeholder ftsweep fills in itself, not a hyperparameter"))
+}
+
+/// The declaration of a free hyperparameter `name` (see
+/// [`free_name_problem`]) of `kind`: any finite value, never `"auto"`,
+/// required only in the sense that it is written.
+pub fn free(name: &str, kind: Kind) -> Param<'_> {
+    Param {
+        name,
+        kind,
+        min: f64::MIN,
+        max: f64::MAX,
+        min_exclusive: false,
+        auto: false,
+        required: false,
+        short: name,
+        example: match kind {
+            Kind::Int => "[8, 16]",
+            Kind::Float => "[0.0001, 0.0002]",
+        },
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::UsageError;
 use super::data::{DataCheckFailed, check_path};
@@ -46,8 +46,9 @@ pub fn load(path: &Path) -> Result<LoadedSweep> {
 /// it and anchors its relative data paths.
 pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     let sweep = spec::parse(path, &text)?;
-    data_file(path, &text, &sweep.training_file, "training_file")?;
-    data_file(path, &text, &sweep.validation_file, "validation_file")?;
+    data_file(path, &text, &sweep.training_file, "training_file", CHAT_FILE)?;
+    data_file(path, &text, &sweep.validation_file, "validation_file", CHAT_FILE)?;
+    let config_template = config_template(path, &text, &sweep)?;
     let opts = CheckOptions::for_model(&sweep.base_model);
     let training_report = check_path(&sweep.training_file, &opts)?;
     let validation_report = check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, ..opts })?;
@@ -86,11 +87,16 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
             // The trainer command decides what a run is: another command
             // trains other runs. The engine does not: a run is the same on
             // this machine and on a cluster.
-            ProviderKind::Command => command_identity(&sweep)?,
+            ProviderKind::Command => command_identity(&sweep, config_template.as_deref())?,
         },
     };
     let runs = plan::expand(&sweep, &identity);
-    let price = sweep.pricing.or_else(|| pricing::lookup(&sweep.base_model));
+    // A trainer command runs on the user's own hardware: no price (the
+    // sweep file refuses `[pricing]` and the USD limits for it).
+    let price = match sweep.provider {
+        ProviderKind::Command => None,
+        _ => sweep.pricing.or_else(|| pricing::lookup(&sweep.base_model)),
+    };
     Ok(LoadedSweep {
         path: path.to_path_buf(),
         text,
@@ -107,14 +113,67 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
 
 /// What names a trainer command's runs: its argv templates, and the text
 /// of its config template.
-fn command_identity(sweep: &Sweep) -> Result<String> {
+fn command_identity(sweep: &Sweep, config_template: Option<&str>) -> Result<String> {
     let Some(c) = &sweep.command else { return Ok("command".into()) };
     let mut identity = format!("command {}", serde_json::to_string(&c.train)?);
-    if let Some(t) = &c.config_template {
-        let text = std::fs::read(t).with_context(|| format!("cannot read `{}`", t.display()))?;
-        identity.push_str(&format!(" config {}", crate::data::sha256_hex(&text)));
+    if let Some(text) = config_template {
+        identity.push_str(&format!(" config {}", crate::data::sha256_hex(text.as_bytes())));
     }
     Ok(identity)
+}
+
+/// The most bytes a config template may have (a trainer's YAML is a few
+/// kilobytes).
+const MAX_CONFIG_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// Reads and checks a command sweep's config template: a UTF-8 text file
+/// whose placeholders are all known, at the template's own file and line;
+/// with successive halving, `{init_from}` in `train` or in it. `None`
+/// without a template.
+fn config_template(path: &Path, text: &str, sweep: &Sweep) -> Result<Option<String>> {
+    let Some(file) = sweep.command.as_ref().and_then(|c| c.config_template.as_ref()) else { return Ok(None) };
+    const KEY: &str = "command.config_template";
+    data_file(path, text, file, KEY, ("the config template", "axolotl.yml"))?;
+    let refuse = |message: String, hint: &str| spec::key_error(path, text, KEY, message, hint);
+    let shown = file.display();
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_CONFIG_TEMPLATE_BYTES {
+        let message =
+            format!("`{shown}` has {size} bytes, more than a config template may ({MAX_CONFIG_TEMPLATE_BYTES})");
+        return Err(refuse(message, "name the trainer's config file (YAML, JSON, TOML), a few kilobytes").into());
+    }
+    let bytes = std::fs::read(file)
+        .map_err(|e| refuse(format!("`{shown}` cannot be read: {e}"), "check the file's permissions"))?;
+    let template = String::from_utf8(bytes).map_err(|e| {
+        refuse(
+            format!("`{shown}` is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            "a config template is a text file (YAML, JSON, TOML) with `{placeholders}`",
+        )
+    })?;
+    let known = sweep.placeholder_names();
+    // A placeholder never spans lines, so each line's are its own.
+    for (i, line) in template.lines().enumerate() {
+        if let Some((message, hint)) = spec::template_problem(line, &known) {
+            return Err(spec::SpecError {
+                path: file.clone(),
+                line: Some(i + 1),
+                key: None,
+                message,
+                hint: Some(hint),
+            }
+            .into());
+        }
+    }
+    let halving = matches!(sweep.search, spec::Search::SuccessiveHalving(_));
+    let train = sweep.command.as_ref().map_or(&[][..], |c| &c.train[..]);
+    if halving
+        && !spec::template_uses(&template, spec::INIT_FROM)
+        && !train.iter().any(|a| spec::template_uses(a, spec::INIT_FROM))
+    {
+        let (message, hint) = spec::halving_needs_init_from(true);
+        return Err(spec::key_error(path, text, "command.train", message, &hint).into());
+    }
+    Ok(Some(template))
 }
 
 /// The server a hosted sweep talks to: `OPENAI_BASE_URL` overrides the
@@ -134,20 +193,24 @@ pub fn server_url(settings: &OpenAiSettings) -> Result<String> {
     }
 }
 
+/// What a data file is, for hints: its noun and an example path.
+const CHAT_FILE: (&str, &str) = ("the chat JSONL file", "data/train.jsonl");
+
 /// Checks that the data file a sweep file's `key` names is a regular file
 /// (or a symbolic link to one); the error names the sweep file, the line and
 /// the key, and says what the path is instead.
-fn data_file(sweep_path: &Path, text: &str, file: &Path, key: &str) -> Result<()> {
+fn data_file(sweep_path: &Path, text: &str, file: &Path, key: &str, (noun, example): (&str, &str)) -> Result<()> {
+    let name = key.rsplit('.').next().unwrap_or(key);
     let shown = file.display();
     let (message, hint) = match std::fs::metadata(file) {
         Ok(m) if m.is_file() => return Ok(()),
         Ok(m) if m.is_dir() => (
             format!("`{shown}` is a directory, not a file"),
-            format!("name the chat JSONL file inside it, e.g. `{key} = \"data/train.jsonl\"`"),
+            format!("name {noun} inside it, e.g. `{name} = \"{example}\"`"),
         ),
         Ok(_) => (
             format!("`{shown}` is not a regular file (a device, pipe or socket)"),
-            "name a chat JSONL file on disk; save the data to a file first".to_string(),
+            format!("name {noun} on disk; save it to a file first"),
         ),
         Err(e) if is_symlink_loop(&e) => (
             format!("`{shown}` cannot be resolved: its symbolic links form a loop ({e})"),

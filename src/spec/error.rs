@@ -44,11 +44,13 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// An error about a top-level key's value found after parsing (the data
-/// file it names is a directory, say), located at the key's line.
+/// An error about a key's value found after parsing (the data file it names
+/// is a directory, say), located at the key's line. `key` is dotted:
+/// `training_file`, `command.config_template`.
 pub fn key_error(path: &Path, text: &str, key: &str, message: String, hint: &str) -> SpecError {
     let doc = DeTable::parse(text).ok();
-    let span = doc.as_ref().and_then(|d| locate::key_span(d.get_ref(), &[Step::Key(key)]));
+    let steps: Vec<Step<'_>> = key.split('.').map(Step::Key).collect();
+    let span = doc.as_ref().and_then(|d| locate::key_span(d.get_ref(), &steps));
     SpecError {
         path: path.to_path_buf(),
         line: span.map(|s| line_of(text, s.start)),
@@ -217,6 +219,8 @@ mod tests {
         let e = key_error(Path::new("s.toml"), GOOD, "validation_file", "gone".into(), "fix it");
         assert_eq!(e.to_string(), "s.toml:6: `validation_file`: gone\n  hint: fix it");
         let e = key_error(Path::new("s.toml"), GOOD, "metric", "x".into(), "y");
-        assert_eq!(e.line, None, "only top-level keys: `metric` is in [evaluation]");
+        assert_eq!(e.line, None, "`metric` is in [evaluation]: not a top-level key");
+        let e = key_error(Path::new("s.toml"), GOOD, "evaluation.metric", "x".into(), "y");
+        assert_eq!(e.line, Some(15), "a dotted key is found in its table");
     }
 }

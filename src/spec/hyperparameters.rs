@@ -22,7 +22,10 @@ pub(super) type RawHyperparameters = Spanned<BTreeMap<String, Spanned<toml::Valu
 struct At<'p> {
     key: String,
     span: Range<usize>,
-    param: &'p Param,
+    param: &'p Param<'p>,
+    /// Whether the provider has no default for a value (a trainer command):
+    /// `"auto"` is then refused with that reason.
+    no_default: bool,
 }
 
 impl Cx<'_> {
@@ -30,6 +33,13 @@ impl Cx<'_> {
     /// or the default: with successive halving, `n_epochs` is the first
     /// rung's (`[min_epochs]`) and must not be written; an unwritten `seed`
     /// is the sweep's; another unwritten name is `auto`, unless required.
+    ///
+    /// A trainer command (`provider = "command"`) takes any other name
+    /// ([`space::free`]), as an axis between `n_epochs` and `seed`, in the
+    /// order the file writes them. That order is the grid's nesting (first
+    /// outermost) and the order of random search's draws, so the runs of a
+    /// random search, and their ids, depend on it: moving a line of
+    /// `[hyperparameters]` draws other runs.
     pub(super) fn hyperparameters(
         &self,
         raw: &RawHyperparameters,
@@ -38,22 +48,37 @@ impl Cx<'_> {
         seed: u64,
     ) -> Result<Hyperparameters, SpecError> {
         let table = raw.get_ref();
-        let accepted = space::accepted(provider);
-        let unknown = table.iter().filter(|(name, _)| !accepted.iter().any(|p| p.name == name.as_str()));
-        if let Some((name, v)) = unknown.min_by_key(|(_, v)| v.span().start) {
-            let names: Vec<&str> = accepted.iter().map(|p| p.name).collect();
-            return Err(self.at(
-                v,
-                &format!("hyperparameters.{name}"),
-                format!("the {} provider does not accept `{name}`", provider.as_str()),
-                &format!("remove `{name}`; the {} provider accepts {}", provider.as_str(), names.join(", ")),
-            ));
-        }
+        let declared = space::accepted(provider);
+        let unknown = table.iter().filter(|(name, _)| !declared.iter().any(|p| p.name == name.as_str()));
+        let mut unknown: Vec<(&String, &Spanned<toml::Value>)> = unknown.collect();
+        unknown.sort_by_key(|(_, v)| v.span().start);
+        let free = match unknown.first() {
+            None => Vec::new(),
+            Some(_) if space::takes_free_names(provider) => self.free_names(&unknown)?,
+            Some((name, v)) => {
+                let names: Vec<&str> = declared.iter().map(|p| p.name).collect();
+                return Err(self.at(
+                    v,
+                    &format!("hyperparameters.{name}"),
+                    format!("the {} provider does not accept `{name}`", provider.as_str()),
+                    &format!("remove `{name}`; the {} provider accepts {}", provider.as_str(), names.join(", ")),
+                ));
+            }
+        };
+        // The declared names, with the free ones before the seed.
+        let at_seed = declared.iter().position(|p| p.name == SEED).unwrap_or(declared.len());
+        let accepted: Vec<Param<'_>> =
+            declared[..at_seed].iter().copied().chain(free).chain(declared[at_seed..].iter().copied()).collect();
+        let no_default = space::takes_free_names(provider);
         let mut axes = Vec::with_capacity(accepted.len());
-        for param in accepted {
+        for param in &accepted {
             let written = table.get(param.name);
-            let at =
-                |v: &Spanned<toml::Value>| At { key: format!("hyperparameters.{}", param.name), span: v.span(), param };
+            let at = |v: &Spanned<toml::Value>| At {
+                key: format!("hyperparameters.{}", param.name),
+                span: v.span(),
+                param,
+                no_default,
+            };
             let domain = match (written, search) {
                 (None, Search::SuccessiveHalving(h)) if param.name == N_EPOCHS => {
                     Domain::Values(vec![Some(f64::from(h.min_epochs))])
@@ -85,6 +110,29 @@ impl Cx<'_> {
             self.grid_size(&hyperparameters, &raw.span())?;
         }
         Ok(hyperparameters)
+    }
+
+    /// The names the file writes besides the declared ones (`unknown`, in
+    /// the order written), as free hyperparameters of a trainer command:
+    /// each a placeholder name, none reserved; of integers when every value
+    /// or bound written is a TOML integer, else of numbers.
+    fn free_names<'t>(&self, unknown: &[(&'t String, &Spanned<toml::Value>)]) -> Result<Vec<Param<'t>>, SpecError> {
+        let mut free = Vec::with_capacity(unknown.len());
+        for (name, v) in unknown {
+            if let Some(problem) = space::free_name_problem(name) {
+                let hint = if space::RESERVED.contains(&name.as_str()) {
+                    format!(
+                        "rename the hyperparameter (e.g. `my_{name}`); ftsweep fills in {} for the command",
+                        space::RESERVED.iter().map(|r| format!("{{{r}}}")).collect::<Vec<_>>().join(", ")
+                    )
+                } else {
+                    "use lower-case letters, digits and `_`, not starting with a digit, e.g. `lora_r`".into()
+                };
+                return Err(self.at(v, &format!("hyperparameters.{name}"), problem, &hint));
+            }
+            free.push(space::free(name, if all_integers(v.get_ref()) { Kind::Int } else { Kind::Float }));
+        }
+        Ok(free)
     }
 
     /// A written value: a list, a single value, or a distribution table.
@@ -164,6 +212,12 @@ impl Cx<'_> {
         }
         match dist.as_str() {
             "uniform" => Ok(Domain::Uniform(lo, hi)),
+            "log_uniform" if lo <= 0.0 => Err(self.error(
+                &at.span,
+                &at.key,
+                format!("log-uniform bounds must be greater than 0, and {lo} is not"),
+                &format!("give positive bounds, e.g. `{name} = {{ log_uniform = [1e-5, 1e-3] }}`, or use `uniform`"),
+            )),
             "log_uniform" => Ok(Domain::LogUniform(lo, hi)),
             other => Err(self.error(&at.span, &at.key, format!("unknown distribution `{other}`"), &hint)),
         }
@@ -180,6 +234,11 @@ impl Cx<'_> {
             (toml::Value::String(s), _) if s == "auto" => {
                 let hint = if name == SEED {
                     "give whole numbers, e.g. `seed = [1, 2, 3]`, or leave the key out to use the sweep's seed".into()
+                } else if at.no_default {
+                    format!(
+                        "a trainer command has no default for `{{{name}}}` to fall back on: give values, e.g. \
+                         `{name} = {example}`"
+                    )
                 } else {
                     format!("give values, e.g. `{name} = {example}`")
                 };
@@ -236,6 +295,17 @@ impl Cx<'_> {
             format!("the grid has {count} runs ({}), more than the limit of {MAX_GRID_RUNS}", factors.join(" × ")),
             "list fewer values, or sample the space with `strategy = \"random\"` and `runs = 1000` (at most) under [search]",
         ))
+    }
+}
+
+/// Whether every number in a written value (a list, a single value, a
+/// distribution's bounds) is a TOML integer.
+fn all_integers(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Float(_) => false,
+        toml::Value::Array(items) => items.iter().all(all_integers),
+        toml::Value::Table(t) => t.values().all(all_integers),
+        _ => true,
     }
 }
 

@@ -7,9 +7,9 @@
 //! Layout: [`raw`] mirrors the file for serde; [`parse`] validates it into
 //! the typed [`Sweep`] here, table by table (`validate` for the top-level
 //! keys, `[limits]` and `[pricing]`; `search`, `early_stopping`,
-//! `hyperparameters`, `evaluation`, `openai`); `error` builds the located
-//! errors, `locate` finds keys from `toml`'s spans; `net` checks base URLs
-//! and header values.
+//! `hyperparameters`, `evaluation`, `openai`, `command` with `[engine]`);
+//! `error` builds the located errors, `locate` finds keys from `toml`'s
+//! spans; `net` checks base URLs, Ray addresses and header values.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,7 @@ use crate::eval::graders::Weighted;
 pub use crate::run::ProviderKind;
 pub use crate::space::{Domain, Hyperparameters};
 
+mod command;
 mod early_stopping;
 mod error;
 mod evaluation;
@@ -32,8 +33,9 @@ mod raw;
 mod search;
 mod validate;
 
+pub use command::{CONFIG, INIT_FROM, OUTPUT_ROOT, halving_needs_init_from, template_problem, template_uses};
 pub use error::{SpecError, key_error};
-pub use net::{check_base_url, header_value_problem};
+pub use net::{check_base_url, check_ray_address, header_value_problem};
 
 use error::Cx;
 use raw::RawSweep;
@@ -368,6 +370,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         Some(p) => match p.get_ref() {
             raw::Provider::Local => ProviderKind::Local,
             raw::Provider::OpenAi => ProviderKind::OpenAi,
+            raw::Provider::Command => ProviderKind::Command,
         },
     };
     let base_model = cx.base_model(&raw.base_model, provider)?;
@@ -414,6 +417,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         None => None,
         Some(p) => Some(cx.pricing(p)?),
     };
+    let command = cx.command(&raw, provider, &hyperparameters, &search)?;
+    if provider == ProviderKind::Command {
+        cx.no_price(&raw)?;
+    }
 
     Ok(Sweep {
         name,
@@ -431,7 +438,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         limits,
         openai,
         pricing,
-        command: None,
+        command,
     })
 }
 

@@ -27,6 +27,23 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a Ray dashboard's address: `http://` or `https://`, a host, no
+/// user info. Plain http to any host is allowed: no key is sent to Ray (its
+/// Jobs API takes none), only the rendered command line and its metadata.
+pub fn check_ray_address(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the address has a user-info part (`...@` before the host): it names the dashboard and nothing \
+                    else"
+            .into());
+    }
+    match parsed.scheme() {
+        "http" | "https" if parsed.host().is_some() => Ok(()),
+        "http" | "https" => Err(format!("`{url}` has no host")),
+        other => Err(format!("unsupported scheme `{other}`: the Ray dashboard speaks http or https")),
+    }
+}
+
 fn is_loopback(host: &url::Host<&str>) -> bool {
     match host {
         url::Host::Ipv4(ip) => ip.is_loopback(),

@@ -27,10 +27,7 @@ impl Cx<'_> {
         }
         if let Some(var) = &raw.api_key_env {
             let name = var.get_ref();
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit());
-            if !valid {
+            if !super::validate::is_variable_name(name) {
                 return Err(self.at(
                     var,
                     "openai.api_key_env",

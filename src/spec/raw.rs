@@ -2,7 +2,7 @@
 //! `deny_unknown_fields` and every value with its span, so validation
 //! ([`super::parse`]) can name the line of whatever it refuses. The closed
 //! sets of choices (provider, strategy, authentication, early-stopping
-//! metric) are enums here: an unknown choice is refused by the
+//! metric, engine type) are enums here: an unknown choice is refused by the
 //! deserializer, at its line, with the allowed values.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub(super) struct RawSweep {
     pub limits: Option<RawLimits>,
     pub openai: Option<Spanned<RawOpenAi>>,
     pub pricing: Option<Spanned<RawPricing>>,
+    pub command: Option<Spanned<RawCommand>>,
+    pub engine: Option<Spanned<RawEngine>>,
 }
 
 /// `provider`.
@@ -38,6 +40,7 @@ pub(super) struct RawSweep {
 pub(super) enum Provider {
     Local,
     OpenAi,
+    Command,
 }
 
 /// `[search] strategy`.
@@ -57,6 +60,14 @@ pub(super) enum AuthKind {
     Azure,
 }
 
+/// `[engine] type`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum EngineType {
+    Local,
+    Ray,
+}
+
 /// A key whose value is one of a closed set of names.
 pub(super) struct Choice {
     /// The dotted key.
@@ -69,10 +80,11 @@ pub(super) struct Choice {
 
 /// The closed sets of the file (a unit test checks them against the enums).
 pub(super) const CHOICES: &[Choice] = &[
-    Choice { key: "provider", noun: "provider", names: &["local", "openai"] },
+    Choice { key: "provider", noun: "provider", names: &["local", "openai", "command"] },
     Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
     Choice { key: "openai.auth", noun: "authentication", names: &["bearer", "azure"] },
     Choice { key: "early_stopping.metric", noun: "metric", names: &["valid_loss", "valid_accuracy"] },
+    Choice { key: "engine.type", noun: "engine", names: &["local", "ray"] },
 ];
 
 #[derive(Deserialize)]
@@ -84,6 +96,35 @@ pub(super) struct RawOpenAi {
     pub project: Option<Spanned<String>>,
     pub auth: Option<Spanned<AuthKind>>,
     pub api_version: Option<String>,
+}
+
+/// `[command]` (`provider = "command"`). The two keys every command sweep
+/// needs are optional here so that their absence gets a message with an
+/// example, not serde's "missing field".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCommand {
+    pub train: Option<Spanned<Vec<Spanned<String>>>>,
+    pub config_template: Option<Spanned<String>>,
+    pub output_root: Option<Spanned<String>>,
+    pub inference_url: Option<Spanned<String>>,
+    pub inference_api_key_env: Option<Spanned<String>>,
+}
+
+/// `[engine]`: the keys of both types, so that a key of the other type is
+/// refused with its fix ([`super::command`]) rather than as unknown.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEngine {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<EngineType>>,
+    /// Local.
+    pub gpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// Ray.
+    pub address: Option<Spanned<String>>,
+    pub num_gpus: Option<Spanned<f64>>,
+    pub num_cpus: Option<Spanned<f64>>,
+    pub runtime_env: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Deserialize)]
@@ -159,7 +200,8 @@ mod tests {
 
     #[test]
     fn the_choices_are_the_enums_names() {
-        let accepts: [fn(&str) -> bool; 4] = [is::<Provider>, is::<Strategy>, is::<AuthKind>, is::<StopMetric>];
+        let accepts: [fn(&str) -> bool; 5] =
+            [is::<Provider>, is::<Strategy>, is::<AuthKind>, is::<StopMetric>, is::<EngineType>];
         for (choice, accepts) in CHOICES.iter().zip(accepts) {
             for name in choice.names {
                 assert!(accepts(name), "{}: {name}", choice.key);
@@ -167,6 +209,6 @@ mod tests {
             assert!(!accepts("nope"), "{}", choice.key);
         }
         // Each enum has as many variants as its choice lists names.
-        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [2, 3, 2, 2]);
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [3, 3, 2, 2, 2]);
     }
 }

@@ -9,6 +9,14 @@ use super::error::{Cx, SpecError};
 use super::raw::{RawLimits, RawPricing};
 use super::{CONFIRM_ABOVE_USD, Limits, ProviderKind};
 
+/// Whether `name` is an environment variable's name: letters, digits and
+/// `_`, not starting with a digit.
+pub(super) fn is_variable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
 impl Cx<'_> {
     pub(super) fn name(&self, raw: &Spanned<String>) -> Result<String, SpecError> {
         let name = raw.get_ref().trim().to_string();
@@ -161,7 +169,10 @@ mod tests {
         let e = err(&GOOD.replace("\"local\"\n", "\"acme\"\n"));
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("provider")), "{e}");
         assert_eq!(e.message, "unknown provider `acme`");
-        assert_eq!(e.hint.as_deref(), Some("use `provider = \"local\"` (the default) or `provider = \"openai\"`"));
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("use `provider = \"local\"` (the default), `provider = \"openai\"` or `provider = \"command\"`")
+        );
         let e = err(&GOOD.replace("\"local\"\n", "3\n"));
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("provider")), "{e}");
         assert_eq!(e.message, "expected a provider name, in quotes", "{e}");

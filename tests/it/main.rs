@@ -2,6 +2,7 @@
 //! temporary folders against the example data, and checks its outputs and
 //! the SQLite database it writes.
 
+mod adapters;
 mod data;
 mod durability;
 mod errors;

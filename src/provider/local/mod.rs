@@ -4,6 +4,7 @@
 //! A job starts from `local/ngram` (nothing learnt) or continues one of the
 //! repo's fine-tuned models or checkpoints (`ft:local/ngram:…`).
 
+pub mod hf;
 pub mod trainer;
 
 use std::collections::HashMap;

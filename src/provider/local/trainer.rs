@@ -956,6 +956,11 @@ pub fn train(
     Ok(summary(step, cfg.n_epochs, false, model))
 }
 
+/// Checks a configuration and training set as `train` does first, without training.
+pub fn check_config(train: &[Example], cfg: &TrainConfig) -> Result<(), TrainError> {
+    usable_examples(train, cfg).map(drop)
+}
+
 /// Checks the configuration and returns the training examples with a reply.
 fn usable_examples<'a>(train: &'a [Example], cfg: &TrainConfig) -> Result<Vec<&'a Example>, TrainError> {
     if cfg.n_epochs == 0 || cfg.batch_size == 0 {
