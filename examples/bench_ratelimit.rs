@@ -58,8 +58,13 @@ fn main() -> ExitCode {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let key = "sk-bench-ratelimit";
     let result = runtime.block_on(async {
-        let settings =
-            Settings { key: key.into(), max_running: 1, rpm: Some(rpm), example_delay: std::time::Duration::ZERO };
+        let settings = Settings {
+            key: key.into(),
+            max_running: 1,
+            rpm: Some(rpm),
+            example_delay: std::time::Duration::ZERO,
+            max_loras: 8,
+        };
         let state = ServeStore::open(&dir.path().join("serve.db")).expect("the serve database");
         let server = Server::bind("127.0.0.1", 0, state, settings).await.expect("binding the server");
         let url = format!("http://{}/v1", server.local_addr().expect("an address"));

@@ -1,4 +1,5 @@
-//! `ftsweep serve`: runs the OpenAI-protocol server over the local trainer until Ctrl-C or
+//! `ftsweep serve`: runs the OpenAI-protocol server over the local trainer (and vLLM's LoRA
+//! adapter endpoints for the adapters `ftsweep train` writes) until Ctrl-C or
 //! SIGTERM. Prints one line on stdout, the base URL, for scripts; everything else goes to stderr.
 
 use std::fmt;
@@ -41,6 +42,11 @@ pub struct Args {
     /// ones: for trying early stopping and crash recovery.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub example_delay_ms: u64,
+    /// How many LoRA adapters (`POST /v1/load_lora_adapter`) may be loaded at a time. Loading one
+    /// more is refused with a 400 (vLLM with `--max-loras` swaps adapters instead): a client that
+    /// never unloads is caught.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_loras: u32,
 }
 
 /// Shows everything but the key.
@@ -54,6 +60,7 @@ impl fmt::Debug for Args {
             .field("max_running", &self.max_running)
             .field("rpm", &self.rpm)
             .field("example_delay_ms", &self.example_delay_ms)
+            .field("max_loras", &self.max_loras)
             .finish()
     }
 }
@@ -98,6 +105,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         max_running: args.max_running as usize,
         rpm: args.rpm,
         example_delay: std::time::Duration::from_millis(args.example_delay_ms),
+        max_loras: args.max_loras as usize,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {

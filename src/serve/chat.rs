@@ -1,5 +1,6 @@
 //! `/v1/chat/completions` with a fine-tuned model, one of its checkpoints, or the untrained base
-//! model (which knows no replies and answers an empty string), and `/v1/models`.
+//! model (which knows no replies and answers an empty string), or a loaded LoRA adapter, and
+//! `/v1/models`.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 
 use super::errors::{ApiError, parse_body};
-use super::{App, ORGANIZATION, new_id, unix_now};
+use super::{App, ORGANIZATION, adapters, new_id, unix_now};
 use crate::data::{Conversation, Message, conversation_tokens};
 use crate::provider::ProviderError;
 use crate::provider::local::BASE_MODEL;
@@ -54,8 +55,14 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
         request.messages.iter().map(|m| Message { role: m.role.clone(), content: m.text() }).collect();
 
     // The base model has learnt no replies; the others answer with their most probable reply.
+    let adapter = app.adapters().get(&request.model).map(|a| a.model.clone());
     let replies = if request.model == BASE_MODEL {
         Vec::new()
+    } else if let Some(model) = adapter {
+        let context: Vec<(String, String)> = messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
+        tokio::task::spawn_blocking(move || adapters::top_replies(&model, &context, top.max(1)))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
     } else {
         let (provider, model, asked) = (app.provider.clone(), request.model.clone(), messages.clone());
         let answer = tokio::task::spawn_blocking(move || provider.top_replies(&model, &asked, top.max(1)))
@@ -98,13 +105,24 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
     }))
 }
 
-/// The base model and every succeeded job's model, newest job first.
-fn known_models(app: &App) -> Result<Vec<ModelObject>, ApiError> {
-    let model = |id: &str, created: i64, owned_by: &str| ModelObject {
-        id: id.to_string(),
-        object: "model".into(),
-        created,
-        owned_by: owned_by.to_string(),
+/// A model as `/models` lists it: a LoRA adapter also names its directory (`root`) and the base
+/// model (`parent`), as vLLM lists them.
+#[derive(Debug, serde::Serialize)]
+pub struct ModelCard {
+    #[serde(flatten)]
+    model: ModelObject,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+}
+
+/// The base model, every succeeded job's model (newest job first), then the loaded adapters.
+fn known_models(app: &App) -> Result<Vec<ModelCard>, ApiError> {
+    let model = |id: &str, created: i64, owned_by: &str| ModelCard {
+        model: ModelObject { id: id.to_string(), object: "model".into(), created, owned_by: owned_by.to_string() },
+        root: None,
+        parent: None,
     };
     let mut models = vec![model(BASE_MODEL, 0, "ftsweep")];
     for job in app.store.lock().jobs()? {
@@ -112,17 +130,24 @@ fn known_models(app: &App) -> Result<Vec<ModelObject>, ApiError> {
             models.push(model(id, job.finished_at.unwrap_or(job.created_at), ORGANIZATION));
         }
     }
+    for a in app.adapters().iter() {
+        models.push(ModelCard {
+            root: Some(a.path.display().to_string()),
+            parent: Some(BASE_MODEL.to_string()),
+            ..model(&a.name, a.created, ORGANIZATION)
+        });
+    }
     Ok(models)
 }
 
 /// `GET /models`.
-pub async fn models(State(app): State<Arc<App>>) -> Result<Json<List<ModelObject>>, ApiError> {
+pub async fn models(State(app): State<Arc<App>>) -> Result<Json<List<ModelCard>>, ApiError> {
     let data = known_models(&app)?;
     Ok(Json(List { object: "list".into(), data, has_more: false, first_id: None, last_id: None }))
 }
 
 /// `GET /models/{id}`.
-pub async fn model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
-    let found = known_models(&app)?.into_iter().find(|m| m.id == id);
+pub async fn model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<ModelCard>, ApiError> {
+    let found = known_models(&app)?.into_iter().find(|m| m.model.id == id);
     found.map(Json).ok_or_else(|| ApiError::model_not_found(&id))
 }

@@ -2,9 +2,11 @@
 //! completions, models) over HTTP, backed by the local provider and its own SQLite file, so
 //! OpenAI clients and SDKs can train and query local models. Jobs validate on the whole
 //! validation set four times per epoch (metrics events with `full_valid_loss`), and can continue
-//! a model the server fine-tuned. Uploads go to the store in chunks as they arrive; slow clients
+//! a model the server fine-tuned. vLLM's runtime LoRA endpoints load the adapters `ftsweep train`
+//! writes (`adapters`). Uploads go to the store in chunks as they arrive; slow clients
 //! and a stopping server have deadlines (`limits`).
 
+mod adapters;
 mod chat;
 mod errors;
 mod files;
@@ -48,6 +50,8 @@ pub struct Settings {
     pub rpm: Option<u32>,
     /// A pause after each training step, so that jobs last like hosted ones.
     pub example_delay: Duration,
+    /// How many LoRA adapters may be loaded at a time (`adapters`).
+    pub max_loras: usize,
 }
 
 /// What the handlers share.
@@ -60,9 +64,15 @@ pub struct App {
     controls: Mutex<HashMap<String, Arc<worker::Control>>>,
     key: String,
     limiter: Option<guard::RateLimiter>,
+    /// The LoRA adapters loaded (in memory only).
+    adapters: Mutex<adapters::Adapters>,
 }
 
 impl App {
+    fn adapters(&self) -> MutexGuard<'_, adapters::Adapters> {
+        self.adapters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn controls(&self) -> MutexGuard<'_, HashMap<String, Arc<worker::Control>>> {
         self.controls.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -108,6 +118,7 @@ impl Server {
             controls: Mutex::default(),
             key: settings.key,
             limiter: settings.rpm.map(guard::RateLimiter::new),
+            adapters: Mutex::new(adapters::Adapters::new(settings.max_loras)),
         };
         Ok(Server { listener, app: Arc::new(app) })
     }
@@ -191,6 +202,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/fine_tuning/jobs/{id}/events", get(jobs::events))
         .route("/fine_tuning/jobs/{id}/checkpoints", get(jobs::checkpoints))
         .route("/chat/completions", post(chat::complete))
+        .route("/load_lora_adapter", post(adapters::load).layer(DefaultBodyLimit::max(adapters::MAX_BODY_BYTES)))
+        .route("/unload_lora_adapter", post(adapters::unload).layer(DefaultBodyLimit::max(adapters::MAX_BODY_BYTES)))
         .route("/models", get(chat::models))
         // Model ids hold `/` (`local/ngram`), so the id is the rest of the path.
         .route("/models/{*id}", get(chat::model));

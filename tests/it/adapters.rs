@@ -3,11 +3,13 @@
 //! through the real binary and real HTTP on 127.0.0.1.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
 
 use crate::util::{Workspace, example_data};
 
@@ -182,6 +184,9 @@ fn sigterm_ends_training_without_a_final_adapter() {
     use std::os::unix::process::ExitStatusExt;
     let ws = Workspace::new();
     let out = ws.path("out");
+    // What an earlier training into the same directory left: gone once this one starts.
+    train(&ws, &out, 1, &[]);
+    assert!(out.join("adapter_config.json").exists());
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
         .args(train_args(&out, 3, &["--step-delay-ms", "100"]))
         .current_dir(ws.dir.path())
@@ -191,7 +196,12 @@ fn sigterm_ends_training_without_a_final_adapter() {
         .expect("starting ftsweep train");
     // Waits for training to be under way (a few steps written).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+    let under_way = || {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        // The earlier training's 12 steps do not count.
+        text.lines().count() >= 3 && !text.contains("\"max_steps\":12,")
+    };
+    while !under_way() {
         assert!(Instant::now() < deadline, "no step written within 60 s");
         assert!(child.try_wait().unwrap().is_none(), "ftsweep train ended early");
         std::thread::sleep(Duration::from_millis(20));
@@ -202,6 +212,221 @@ fn sigterm_ends_training_without_a_final_adapter() {
     assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
     assert!(!out.join("adapter_config.json").exists(), "no final adapter: {:?}", names(&out));
     assert!(!out.join("trainer_state.json").exists());
-    // Every line written is whole.
-    assert!(metrics(&out).len() >= 3);
+    // Every line written is whole, and the earlier training's are gone.
+    let lines = metrics(&out);
+    assert!(lines.len() >= 3 && lines.iter().all(|l| number(l, "max_steps") == number(&lines[0], "max_steps")));
+    assert!(number(&lines[0], "max_steps") > 12.0, "the 3-epoch training's lines: {:?}", lines[0]);
+}
+
+const KEY: &str = "test-key-adapters-3f9b";
+
+/// A running `ftsweep serve` on a free port, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(ws: &Workspace, extra: &[&str]) -> Server {
+        let log = ws.path("serve.log");
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
+            .args(["serve", "--port", "0", "--key", KEY, "--state"])
+            .arg(ws.path("serve.db"))
+            .args(extra)
+            .current_dir(ws.dir.path())
+            .env_remove("FTSWEEP_SERVE_KEY")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting ftsweep serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading the URL line");
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "no URL ({line:?}): {}", std::fs::read_to_string(&log).unwrap());
+        Server { child, url, log, _stdout: stdout }
+    }
+
+    /// `POST {url}{path}` with the right key (or `key`): the status and the body as text.
+    async fn post(&self, path: &str, body: Value, key: &str) -> (StatusCode, String, String) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("a response");
+        let status = response.status();
+        let kind = response.headers().get("content-type").map_or("", |v| v.to_str().unwrap()).to_string();
+        (status, kind, response.text().await.expect("a body"))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("a response");
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    async fn load(&self, name: &str, path: &Path) -> (StatusCode, String, String) {
+        self.post("/load_lora_adapter", json!({"lora_name": name, "lora_path": path}), KEY).await
+    }
+
+    async fn unload(&self, name: &str) -> (StatusCode, String, String) {
+        self.post("/unload_lora_adapter", json!({"lora_name": name}), KEY).await
+    }
+
+    async fn chat(&self, model: &str, text: &str) -> (StatusCode, Value) {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": text}]});
+        let (status, _, text) = self.post("/chat/completions", body, KEY).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// vLLM's error body.
+fn vllm_error(status: StatusCode, kind: &str, message: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": status.as_u16()}})
+}
+
+fn parsed(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Every training reply of the example data.
+fn training_replies() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(example_data("topics-train.jsonl")).expect("example data");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["messages"].as_array()?.last()?["content"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn serve_loads_trained_adapters_and_answers_with_them_as_vllm_does() {
+    let ws = Workspace::new();
+    let out = ws.path("out");
+    train(&ws, &out, 2, &[]);
+    let server = Server::start(&ws, &["--max-loras", "1"]);
+
+    let (status, kind, text) = server.load("sql", &out).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "Success: LoRA adapter 'sql' added successfully."));
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    let (_, models) = server.get("/models").await;
+    let card = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "sql").expect("the adapter is listed");
+    assert_eq!((card["parent"].as_str(), card["root"].as_str()), (Some("local/ngram"), out.to_str()));
+
+    let (status, reply) = server.chat("sql", "Who won the football world cup in 2018?").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(training_replies().contains(&content), "a reply of the training data: {content:?}");
+    assert_eq!(reply["model"], "sql");
+    // The base model answers as it always has: it knows no replies.
+    let (status, base) = server.chat("local/ngram", "hello").await;
+    assert_eq!((status, base["choices"][0]["message"]["content"].as_str()), (StatusCode::OK, Some("")));
+
+    let (status, _, text) = server.load("sql", &out).await;
+    let already = "The lora adapter 'sql' has already been loaded. If you want to load the adapter in place, set \
+                   'load_inplace' to True.";
+    let already = vllm_error(StatusCode::BAD_REQUEST, "InvalidUserInput", already);
+    assert_eq!((status, parsed(&text)), (StatusCode::BAD_REQUEST, already));
+    // In place, as vLLM: the name now answers from the first epoch's checkpoint.
+    let checkpoint = names(&out).into_iter().find(|n| n.starts_with("checkpoint-")).unwrap();
+    let in_place = json!({"lora_name": "sql", "lora_path": out.join(&checkpoint), "load_inplace": true});
+    let (status, _, text) = server.post("/load_lora_adapter", in_place, KEY).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, card) = server.get("/models/sql").await;
+    assert_eq!((status, card["root"].as_str()), (StatusCode::OK, out.join(&checkpoint).to_str()), "{card}");
+    let (status, _, text) = server.load("local/ngram", &out).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("conflicts with a served base model"), "{text}");
+
+    // --max-loras 1: a second adapter waits for the first to be unloaded.
+    let (status, _, text) = server.load("epoch1", &out.join(&checkpoint)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let message = parsed(&text)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("--max-loras 1") && message.contains("unload") && message.contains("sql"), "{message}");
+
+    let (status, _, text) = server.unload("sql").await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "Success: LoRA adapter 'sql' removed successfully."));
+    let (status, gone) = server.chat("sql", "Who won the football world cup in 2018?").await;
+    assert_eq!((status, gone["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")), "{gone}");
+    let (status, _, text) = server.unload("sql").await;
+    let not_found = vllm_error(StatusCode::NOT_FOUND, "NotFoundError", "The lora adapter 'sql' cannot be found.");
+    assert_eq!((status, parsed(&text)), (StatusCode::NOT_FOUND, not_found));
+
+    let (status, _, text) = server.load("epoch1", &out.join(&checkpoint)).await;
+    assert_eq!(status, StatusCode::OK, "a slot is free again: {text}");
+    let (status, _, text) = server.unload("epoch1").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(!std::fs::read_to_string(&server.log).unwrap().contains(KEY), "the key is logged");
+}
+
+#[tokio::test]
+async fn serve_refuses_what_is_not_an_adapter_and_hostile_bodies() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &[]);
+    let empty = ws.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    let (status, _, text) = server.load("x", &empty).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let error = parsed(&text);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains(empty.to_str().unwrap()) && message.contains("adapter_config.json"), "{message}");
+    assert_eq!(error["error"]["code"], 400);
+
+    for (path, says) in [
+        (ws.path("missing"), "cannot read the directory"),
+        (Path::new("relative/dir").to_path_buf(), "not an absolute path"),
+    ] {
+        let (status, _, text) = server.load("x", &path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        let message = parsed(&text)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(path.to_str().unwrap()) && message.contains(says), "{message}");
+    }
+    let other_family = ws.path("peft");
+    std::fs::create_dir(&other_family).unwrap();
+    std::fs::write(other_family.join("adapter_config.json"), r#"{"peft_type": "LORA", "r": 8}"#).unwrap();
+    let (status, _, text) = server.load("x", &other_family).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("peft_type is `LORA`"), "{text}");
+
+    for body in [
+        json!({"lora_name": "x"}),
+        json!({"lora_path": "/tmp"}),
+        json!({"lora_name": 7, "lora_path": "/tmp"}),
+        json!({"lora_name": "x", "lora_path": ["/tmp"]}),
+        json!(["x"]),
+    ] {
+        let (status, _, text) = server.post("/load_lora_adapter", body.clone(), KEY).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert!(parsed(&text)["error"]["message"].is_string(), "{text}");
+    }
+    let (status, _, text) = server.post("/unload_lora_adapter", json!({"lora_name": {"a": 1}}), KEY).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let huge = json!({"lora_name": "x".repeat(1 << 20), "lora_path": "/tmp"});
+    let (status, _, text) = server.post("/load_lora_adapter", huge, KEY).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+
+    for key in ["wrong-key-0000000000", ""] {
+        let (status, _, text) =
+            server.post("/load_lora_adapter", json!({"lora_name": "x", "lora_path": "/tmp"}), key).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+        let (status, _, _) = server.post("/unload_lora_adapter", json!({"lora_name": "x"}), key).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
 }

@@ -254,6 +254,7 @@ pub fn train(t: &Training, on_progress: &mut dyn FnMut(Progress<'_>)) -> Result<
         move |source| TrainingError::Write { path, source }
     };
     std::fs::create_dir_all(out).map_err(write_error(out))?;
+    clear_earlier_output(out)?;
     let metrics_path = out.join(METRICS);
     let mut metrics = std::fs::File::create(&metrics_path).map_err(write_error(&metrics_path))?;
     let started = Instant::now();
@@ -360,6 +361,27 @@ pub fn train(t: &Training, on_progress: &mut dyn FnMut(Progress<'_>)) -> Result<
     let state_path = out.join(TRAINER_STATE);
     write_atomically(&state_path, &pretty(&state)).map_err(write_error(&state_path))?;
     Ok(Trained { steps: summary.steps, epochs: summary.epochs_completed, checkpoints: written })
+}
+
+/// Removes what an earlier training into `out` left that this one would not overwrite before its
+/// end: the final adapter (its `adapter_config.json` first) and `trainer_state.json`, and
+/// checkpoints left half-written, so that a training that does not finish leaves no final adapter.
+fn clear_earlier_output(out: &Path) -> Result<(), TrainingError> {
+    let error = |path: PathBuf| move |source| TrainingError::Write { path, source };
+    for name in [ADAPTER_CONFIG, ADAPTER_WEIGHTS, TRAINER_STATE] {
+        let path = out.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(path)(e)),
+            _ => {}
+        }
+    }
+    for entry in std::fs::read_dir(out).map_err(error(out.to_path_buf()))?.flatten() {
+        let half_written = entry.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX));
+        if half_written && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path()).map_err(error(entry.path()))?;
+        }
+    }
+    Ok(())
 }
 
 fn eval_entry(state: &TrainerState, step: u64, loss: f64, accuracy: Option<f64>) -> Value {
