@@ -12,7 +12,9 @@ use ftsweep::provider::command::engine::{JobState, LOG_TAIL_LINES, Submission};
 use ftsweep::provider::command::ray::RayEngine;
 use serde_json::{Value, json};
 
+use crate::protocol::Server;
 use crate::rayhead;
+use crate::util::{Workspace, example_data, query};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
@@ -132,7 +134,7 @@ fn a_failing_job_is_failed_with_the_last_lines_of_its_log() {
         let JobState::Failed { reason } = wait_until(&engine, &s.id, JobState::is_terminal).await else {
             panic!("the job should have failed");
         };
-        assert!(reason.contains("exit code 3"), "Ray's message: {reason}");
+        assert!(reason.starts_with("Job entrypoint command failed with exit code 3;"), "Ray's message: {reason}");
         assert!(reason.contains("trainer line 40"), "the log's last line: {reason}");
         assert!(!reason.contains("trainer line 10\n"), "only the last {LOG_TAIL_LINES} lines: {reason}");
         let tail = engine.log_tail(&s.id).await.unwrap();
@@ -353,4 +355,169 @@ fn a_submission_refused_as_already_existing_is_confirmed_by_a_lookup() {
         let (message, retryable) = engine_error(engine(&lost, 1.0, None).submit(&s).await);
         assert!(message.contains("No available agent") && retryable, "{message}");
     });
+}
+
+// ---- Sweeps through the real binary: `ftsweep train` as the trainer, `ftsweep serve` as the
+// inference server, the jobs on the shared Ray head.
+
+const SERVE_KEY: &str = "sk-ftsweep-ray-test-key";
+
+/// A command sweep on Ray like `sweeps/command-ray.toml`, with this test's addresses and
+/// folders; `train` is the `[command] train` array's TOML.
+fn ray_sweep(ws: &Workspace, name: &str, head: &str, inference_url: &str, train: &str, tail: &str) -> String {
+    format!(
+        r#"name = "{name}"
+provider = "command"
+base_model = "local/ngram"
+training_file = "{train_file}"
+validation_file = "{valid_file}"
+seed = 42
+
+[command]
+train = {train}
+output_root = "{runs}"
+inference_url = "{inference_url}"
+inference_api_key_env = "FTSWEEP_SERVE_KEY"
+
+[engine]
+type = "ray"
+address = "{head}"
+num_cpus = 1
+
+[search]
+strategy = "grid"
+
+[evaluation]
+metric = "exact_match"
+
+[limits]
+max_concurrent = 2
+{tail}"#,
+        train_file = example_data("topics-train.jsonl"),
+        valid_file = example_data("topics-valid.jsonl"),
+        runs = ws.path("runs").display(),
+    )
+}
+
+/// `ftsweep train` with the run's hyperparameters, and `extra` arguments.
+fn train_command(extra: &str) -> String {
+    format!(
+        r#"["{{ftsweep}}", "train", "--model", "{{base_model}}", "--train", "{{training_file}}",
+         "--valid", "{{validation_file}}", "--epochs", "{{n_epochs}}",
+         "--learning-rate-multiplier", "{{learning_rate_multiplier}}", "--batch-size", "{{batch_size}}",
+         "--seed", "{{seed}}", "--output-dir", "{{output_dir}}"{extra}]"#
+    )
+}
+
+const GRID: &str =
+    "[hyperparameters]\nn_epochs = [1, 2, 3]\nlearning_rate_multiplier = [0.5, 2.0]\nbatch_size = [4, 16]\n";
+
+fn run_cmd(ws: &Workspace, file: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ftsweep"));
+    cmd.arg("run")
+        .arg(ws.path(file))
+        .arg("--yes")
+        .current_dir(ws.dir.path())
+        .env("FTSWEEP_SERVE_KEY", SERVE_KEY)
+        .env_remove("FTSWEEP_DB")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn run_to_end(ws: &Workspace, file: &str) -> (i32, String) {
+    let out = run_cmd(ws, file).output().expect("running ftsweep");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The head's jobs of a sweep, by (run, attempt), with their statuses.
+fn sweep_jobs(head: &str, sweep: &str) -> BTreeMap<(String, i64), Vec<String>> {
+    let listed = runtime().block_on(jobs(head));
+    let mut out: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for j in listed.iter().filter(|j| j["metadata"]["ftsweep_sweep"] == sweep) {
+        let run = j["metadata"]["ftsweep_run"].as_str().unwrap_or_default().to_string();
+        let attempt = j["metadata"]["ftsweep_attempt"].as_str().and_then(|a| a.parse().ok()).unwrap_or(-1);
+        out.entry((run, attempt)).or_default().push(j["status"].as_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// Every run attempt the store knows has exactly one Ray job, and every Ray job of the sweep is
+/// one of them; returns the jobs.
+fn assert_one_job_per_attempt(ws: &Workspace, head: &str, sweep: &str) -> BTreeMap<(String, i64), Vec<String>> {
+    let jobs = sweep_jobs(head, sweep);
+    for ((run, attempt), statuses) in &jobs {
+        assert_eq!(statuses.len(), 1, "run {run} attempt {attempt} has {} Ray jobs: {statuses:?}", statuses.len());
+    }
+    let recorded: BTreeMap<String, i64> =
+        query(&ws.db(), "SELECT run_id || ' ' || attempt FROM runs WHERE attempt > 0")
+            .iter()
+            .map(|l| {
+                let (run, attempt) = l.split_once(' ').unwrap();
+                (run.to_string(), attempt.parse().unwrap())
+            })
+            .collect();
+    for (run, attempt) in &jobs.keys().cloned().collect::<Vec<_>>() {
+        let last = recorded.get(run).unwrap_or_else(|| panic!("a Ray job for run {run}, which the store has not"));
+        assert!(attempt <= last, "a Ray job for attempt {attempt} of run {run}, whose last attempt is {last}");
+    }
+    for (run, last) in &recorded {
+        assert!(jobs.contains_key(&(run.clone(), *last)), "run {run}'s attempt {last} has no Ray job");
+    }
+    jobs
+}
+
+fn scored_runs(ws: &Workspace, sweep: &str) -> Vec<Value> {
+    let rows = ws.json(&["leaderboard", sweep, "--json"]);
+    rows.as_array().unwrap().iter().filter(|r| r["is_baseline"] != true).cloned().collect()
+}
+
+#[test]
+fn a_12_run_grid_through_ray_scores_every_run_with_one_job_per_run_attempt() {
+    let head = rayhead::shared();
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.db", SERVE_KEY);
+    let sweep = format!("ray-grid-{}", std::process::id());
+    ws.write("s.toml", &ray_sweep(&ws, &sweep, &head.address, &server.url, &train_command(""), GRID));
+    let (code, err) = run_to_end(&ws, "s.toml");
+    assert_eq!(code, 0, "{err}");
+    let runs = scored_runs(&ws, &sweep);
+    assert_eq!(runs.len(), 12, "{runs:?}");
+    let root = ws.path("runs").canonicalize().unwrap();
+    for r in &runs {
+        assert!(r["score"].as_f64().is_some(), "every run scored: {r}");
+        let model = r["model"].as_str().unwrap_or_else(|| panic!("a model: {r}"));
+        assert!(Path::new(model).starts_with(&root) && Path::new(model).join("adapter_config.json").is_file(), "{r}");
+    }
+    let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
+    assert_eq!(jobs.len(), 12, "one attempt each: {jobs:?}");
+    assert!(jobs.values().all(|s| s == &["SUCCEEDED"]), "{jobs:?}");
+    // Run again: the runs are done, nothing is submitted.
+    let (code, err) = run_to_end(&ws, "s.toml");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sweep_jobs(&head.address, &sweep), jobs);
+}
+
+#[test]
+fn a_ray_job_whose_command_fails_is_a_failed_run_with_the_last_lines_of_its_log() {
+    let head = rayhead::shared();
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.db", SERVE_KEY);
+    let sweep = format!("ray-fails-{}", std::process::id());
+    // The 2-epoch run's trainer fails after printing lines; the 1-epoch run's trains.
+    let train = r#"["sh", "-c", "if [ {n_epochs} = 2 ]; then for i in $(seq 1 30); do echo trainer says $i; done; exit 7; fi; exec \"$0\" \"$@\"",
+         "{ftsweep}", "train", "--model", "{base_model}", "--train", "{training_file}", "--valid", "{validation_file}",
+         "--epochs", "{n_epochs}", "--learning-rate-multiplier", "1", "--batch-size", "8", "--seed", "{seed}",
+         "--output-dir", "{output_dir}"]"#;
+    let hp = "[hyperparameters]\nn_epochs = [1, 2]\n";
+    ws.write("s.toml", &ray_sweep(&ws, &sweep, &head.address, &server.url, train, hp));
+    let (code, err) = run_to_end(&ws, "s.toml");
+    assert_eq!(code, 1, "the sweep ends, its failed run a row (exit code 1 says a run failed): {err}");
+    let failed = query(&ws.db(), "SELECT error FROM runs WHERE state = 'failed'");
+    assert_eq!(failed.len(), 1, "{failed:?}\n{err}");
+    assert!(failed[0].contains("exit code 7") && failed[0].contains("trainer says 30"), "{}", failed[0]);
+    assert!(!failed[0].contains("trainer says 5\n"), "the last lines only: {}", failed[0]);
+    let done = query(&ws.db(), "SELECT COUNT(*) FROM runs WHERE state = 'done'");
+    assert_eq!(done, vec!["1"]);
+    let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
+    assert_eq!(jobs.len(), 2, "a failing command is not retried: {jobs:?}");
 }
