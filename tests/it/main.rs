@@ -3,6 +3,7 @@
 //! the SQLite database it writes.
 
 mod adapters;
+mod command;
 mod data;
 mod durability;
 mod errors;

@@ -141,7 +141,12 @@ impl InferenceClient {
     /// Unloads the adapter `name`; one not loaded (any more) is fine.
     pub async fn unload(&self, name: &str) -> Result<(), ProviderError> {
         let (status, text) = self.post("unload_lora_adapter", &json!({"lora_name": name})).await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
+        let gone = status == StatusCode::NOT_FOUND
+            || (status == StatusCode::BAD_REQUEST && {
+                let t = text.to_ascii_lowercase();
+                t.contains("not found") || t.contains("cannot be found")
+            });
+        if status.is_success() || gone {
             return Ok(());
         }
         Err(error(

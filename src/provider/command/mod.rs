@@ -93,12 +93,12 @@ pub fn submission_id(sweep: &str, run_id: &str, attempt: i64) -> String {
 
 /// The run and attempt of a submission id of `sweep`.
 pub fn parse_submission_id(sweep: &str, id: &str) -> Option<(String, i64)> {
-    let (head, attempt) = id.rsplit_once('-')?;
-    let (prefix, run_id) = head.rsplit_once('-')?;
+    let prefix = submission_id(sweep, "", 0);
+    let prefix = prefix.strip_suffix("-0")?;
+    let (run_id, attempt) = id.strip_prefix(prefix)?.rsplit_once('-')?;
     let attempt: i64 = attempt.parse().ok()?;
-    let valid = !run_id.is_empty() && run_id.chars().all(|c| c.is_ascii_alphanumeric());
-    (valid && submission_id(sweep, run_id, attempt).starts_with(prefix) && prefix.len() == "ftsweep-".len() + 12)
-        .then(|| (run_id.to_string(), attempt))
+    let valid = !run_id.is_empty() && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    valid.then(|| (run_id.to_string(), attempt))
 }
 
 /// A run attempt's output directory.
@@ -148,6 +148,18 @@ pub fn placeholder_values(request: &JobRequest, fixed: &Fixed<'_>) -> BTreeMap<S
 
 fn engine_error(message: String) -> ProviderError {
     ProviderError::Engine { message, retryable: false }
+}
+
+/// Debug builds only: `FTSWEEP_TEST_COMMAND_STALL=STEP:MS` (`submit`, `open`
+/// or `close`) pauses before that step, so that tests can kill ftsweep there.
+async fn injected_stall(step: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Ok(value) = std::env::var("FTSWEEP_TEST_COMMAND_STALL") else { return };
+    if let Some(ms) = value.strip_prefix(step).and_then(|v| v.strip_prefix(':')).and_then(|ms| ms.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 impl CommandProvider {
@@ -239,6 +251,7 @@ impl CommandProvider {
         let id = submission_id(&self.sweep, &run_id, attempt);
         let submission =
             Submission { id: id.clone(), argv, output_dir, env: BTreeMap::new(), metadata: request.metadata.clone() };
+        injected_stall("submit").await;
         self.engine.submit(&submission).await?;
         Ok(id)
     }
@@ -318,6 +331,7 @@ impl CommandProvider {
     /// Makes a model answerable: an adapter directory is loaded at the inference server.
     pub async fn open_model(&self, model: &str) -> Result<(), ProviderError> {
         if infer::is_adapter(model) {
+            injected_stall("open").await;
             self.inference.load(&infer::served_name(model), model).await?;
         }
         Ok(())
@@ -326,6 +340,7 @@ impl CommandProvider {
     /// Frees what `open_model` took.
     pub async fn close_model(&self, model: &str) -> Result<(), ProviderError> {
         if infer::is_adapter(model) {
+            injected_stall("close").await;
             self.inference.unload(&infer::served_name(model)).await?;
         }
         Ok(())
@@ -349,10 +364,10 @@ mod tests {
 
     #[test]
     fn submission_ids_name_the_sweep_run_and_attempt() {
-        let id = submission_id("my sweep", "0123456789abcdef", 2);
-        assert!(id.starts_with("ftsweep-") && id.ends_with("-0123456789abcdef-2"), "{id}");
-        assert_eq!(id.len(), "ftsweep-".len() + 12 + 1 + 16 + 2);
-        assert_eq!(parse_submission_id("my sweep", &id), Some(("0123456789abcdef".into(), 2)));
+        let id = submission_id("my sweep", "r-0123456789abcdef", 2);
+        assert!(id.starts_with("ftsweep-") && id.ends_with("-r-0123456789abcdef-2"), "{id}");
+        assert_eq!(id.len(), "ftsweep-".len() + 12 + 1 + 18 + 2);
+        assert_eq!(parse_submission_id("my sweep", &id), Some(("r-0123456789abcdef".into(), 2)));
         assert_eq!(parse_submission_id("another", &id), None);
         assert_eq!(parse_submission_id("my sweep", "ftjob-abc"), None);
         assert_eq!(attempt_dir(Path::new("/r"), "s", "ab", 3), PathBuf::from("/r/s/ab/attempt-3"));
