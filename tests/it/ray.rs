@@ -521,3 +521,180 @@ fn a_ray_job_whose_command_fails_is_a_failed_run_with_the_last_lines_of_its_log(
     let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
     assert_eq!(jobs.len(), 2, "a failing command is not retried: {jobs:?}");
 }
+
+/// `ftsweep ARGS` in the background (stderr to `log`), with `env`.
+fn spawn(ws: &Workspace, args: &[&str], env: &[(&str, &str)], log: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("ftsweep"))
+        .current_dir(ws.dir.path())
+        .args(args)
+        .env("FTSWEEP_SERVE_KEY", SERVE_KEY)
+        .envs(env.iter().copied())
+        .env_remove("FTSWEEP_DB")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ws.path(log)).expect("a log file"))
+        .spawn()
+        .expect("starting ftsweep")
+}
+
+/// Waits (a bound for a stuck test, not a timing assertion) until `ready`, while ftsweep runs.
+fn wait_while_running(what: &str, child: &mut std::process::Child, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("ftsweep ended ({status}) before {what}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A count from the database; 0 while it has no such table yet.
+fn count_rows(ws: &Workspace, sql: &str) -> u64 {
+    let Ok(conn) = rusqlite::Connection::open(ws.db()) else { return 0 };
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_or(0, |n| n as u64)
+}
+
+/// The attempt directories of a sweep's runs.
+fn attempt_dirs(ws: &Workspace, sweep: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for run in std::fs::read_dir(ws.path("runs").join(sweep)).into_iter().flatten().flatten() {
+        for attempt in std::fs::read_dir(run.path()).into_iter().flatten().flatten() {
+            out.push(attempt.path());
+        }
+    }
+    out
+}
+
+/// Stops the sweep's Ray jobs that are still running when a test ends, passed or failed.
+struct StopJobs {
+    head: String,
+    sweep: String,
+}
+
+impl Drop for StopJobs {
+    fn drop(&mut self) {
+        runtime().block_on(async {
+            let engine = engine(&self.head, 1.0, None);
+            for j in jobs(&self.head).await.iter().filter(|j| j["metadata"]["ftsweep_sweep"] == self.sweep.as_str()) {
+                if matches!(j["status"].as_str(), Some("PENDING" | "RUNNING"))
+                    && let Some(id) = j["submission_id"].as_str()
+                {
+                    let _ = engine.stop(id).await;
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn killed_at_five_moments_a_ray_sweep_resumes_with_one_ray_job_per_run_attempt() {
+    let head = rayhead::shared();
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.db", SERVE_KEY);
+    let sweep = format!("ray-crash-{}", std::process::id());
+    let _stop = StopJobs { head: head.address.clone(), sweep: sweep.clone() };
+    // Steps of 20 ms: a run trains for a second or more an epoch, long enough to be killed in.
+    let grid =
+        "[hyperparameters]\nn_epochs = [1, 2, 3]\nlearning_rate_multiplier = [0.5, 2.0]\nbatch_size = [16, 32]\n";
+    let train = train_command(r#", "--step-delay-ms", "20""#);
+    ws.write("s.toml", &ray_sweep(&ws, &sweep, &head.address, &server.url, &train, grid));
+    let run = ["run", "s.toml", "--yes"];
+    let stall = "FTSWEEP_TEST_COMMAND_STALL";
+    let jobs_now = || sweep_jobs(&head.address, &sweep);
+
+    // 1. Just after the intent is recorded: two runs `launching`, no Ray job yet.
+    let mut child = spawn(&ws, &run, &[(stall, "submit:600000")], "run1.log");
+    wait_while_running("two runs launching", &mut child, || {
+        count_rows(&ws, "SELECT count(*) FROM runs WHERE state = 'launching'") == 2
+    });
+    kill9(&mut child);
+    assert!(jobs_now().is_empty(), "{:?}", jobs_now());
+
+    // 2. Just after a submission: a Ray job exists (its id may not be recorded yet).
+    let mut child = spawn(&ws, &run, &[], "run2.log");
+    wait_while_running("a Ray job", &mut child, || !jobs_now().is_empty());
+    kill9(&mut child);
+
+    // 3. Mid-training: a job has written metrics and is still running on Ray when ftsweep dies.
+    let mut child = spawn(&ws, &run, &[], "run3.log");
+    let training = || {
+        attempt_dirs(&ws, &sweep).into_iter().find(|d| {
+            !d.join("adapter_config.json").exists() && d.join("metrics.jsonl").metadata().is_ok_and(|m| m.len() > 0)
+        })
+    };
+    wait_while_running("a Ray job mid-training", &mut child, || training().is_some());
+    kill9(&mut child);
+    let adopted = training().expect("a job still training");
+
+    // 4. After training, before the evaluation: the adapter is not loaded yet.
+    let verbose = ["run", "s.toml", "--yes", "--verbose"];
+    let mut child = spawn(&ws, &verbose, &[(stall, "open:600000")], "run4.log");
+    let evaluating = || std::fs::read_to_string(ws.path("run4.log")).is_ok_and(|l| l.contains(" evaluating /"));
+    wait_while_running("a run evaluating", &mut child, evaluating);
+    kill9(&mut child);
+
+    // 5. Mid-evaluation: the replies are in, the adapter still loaded.
+    let replies = || {
+        count_rows(
+            &ws,
+            "SELECT count(*) FROM predictions p JOIN repliers r ON r.id = p.replier WHERE r.model LIKE '/%'",
+        )
+    };
+    let before = replies();
+    let mut child = spawn(&ws, &run, &[(stall, "close:600000")], "run5.log");
+    wait_while_running("new replies of a trained model", &mut child, || replies() > before);
+    kill9(&mut child);
+
+    // Resume from the database alone, to the end.
+    let mut last = spawn(&ws, &["resume", &sweep, "--yes"], &[], "resume.log");
+    let status = last.wait().expect("waiting for resume");
+    let log = std::fs::read_to_string(ws.path("resume.log")).unwrap_or_default();
+    assert!(status.success(), "resume failed ({status}):\n{log}");
+
+    let runs = scored_runs(&ws, &sweep);
+    assert_eq!(runs.len(), 12, "{runs:?}");
+    for r in &runs {
+        assert!(r["score"].as_f64().is_some(), "every run scored: {r}");
+        assert!(r["model"].as_str().unwrap().ends_with("/attempt-1"), "no second attempt: {r}");
+    }
+    let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
+    assert_eq!(jobs.len(), 12, "one Ray job per run, each attempt 1: {jobs:?}");
+    assert!(jobs.values().all(|s| s == &["SUCCEEDED"]), "{jobs:?}");
+    // The job running when ftsweep died was followed to its end, not submitted again.
+    assert!(adopted.join("adapter_config.json").is_file(), "{}", adopted.display());
+}
+
+#[test]
+fn early_stopping_stops_the_ray_job_and_the_run_keeps_its_best_checkpoint() {
+    let head = rayhead::shared();
+    let ws = Workspace::new();
+    let server = Server::start(&ws, "serve.db", SERVE_KEY);
+    let sweep = format!("ray-stop-{}", std::process::id());
+    let _stop = StopJobs { head: head.address.clone(), sweep: sweep.clone() };
+    // No validation can improve by 100: the first stays the best, and the job is stopped after
+    // `patience` more, in its second epoch (four validations an epoch), after epoch 1's checkpoint.
+    let tail = "[hyperparameters]\nn_epochs = [3]\nlearning_rate_multiplier = [1.0]\nbatch_size = [32]\n\n\
+                [early_stopping]\npatience = 4\nmin_delta = 100.0\n";
+    let train = train_command(r#", "--step-delay-ms", "80""#);
+    ws.write("s.toml", &ray_sweep(&ws, &sweep, &head.address, &server.url, &train, tail));
+    let (code, err) = run_to_end(&ws, "s.toml");
+    assert_eq!(code, 0, "{err}");
+    let runs = scored_runs(&ws, &sweep);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(run["stopped_early"].is_string(), "{run}");
+    let model = run["model"].as_str().unwrap();
+    assert!(model.contains("/attempt-1/checkpoint-"), "the best checkpoint is the model: {model}");
+    assert!(run["score"].as_f64().is_some(), "{run}");
+    let dir = Path::new(model).parent().unwrap();
+    assert!(!dir.join("adapter_config.json").exists(), "the trainer did not get to its final adapter");
+    let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
+    assert_eq!(jobs.values().collect::<Vec<_>>(), [&["STOPPED".to_string()]], "Ray stopped the job: {jobs:?}");
+}
