@@ -14,6 +14,8 @@ mod input;
 mod owner;
 mod pick;
 mod protocol;
+mod ray;
+mod rayhead;
 mod search;
 mod security;
 mod serve;

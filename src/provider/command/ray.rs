@@ -234,6 +234,9 @@ impl RayEngine {
     async fn failure_reason(&self, id: &str, message: Option<&str>) -> String {
         let message = message.unwrap_or("").trim();
         let (head, rest) = message.split_once('\n').unwrap_or((message, ""));
+        // Ray 2.60: "Job entrypoint command failed with exit code 3, last available logs (truncated to
+        // 20,000 chars):" and the log; the log's last lines follow here, read whole.
+        let head = head.split(", last available logs").next().unwrap_or(head);
         let head = clip(head.trim().trim_end_matches(':'), QUOTE);
         let head = if head.is_empty() { "the Ray job failed".to_string() } else { head };
         let tail = match self.log_tail(id).await {

@@ -153,6 +153,29 @@ pub struct TrainerState {
     pub train_batch_size: Option<u64>,
 }
 
+impl TrainerState {
+    /// The state before the first step of a training with `config`.
+    fn starting(config: &trainer::TrainConfig) -> TrainerState {
+        TrainerState {
+            best_global_step: None,
+            best_metric: None,
+            best_model_checkpoint: None,
+            epoch: 0.0,
+            eval_steps: None,
+            global_step: 0,
+            is_hyper_param_search: false,
+            is_local_process_zero: true,
+            is_world_process_zero: true,
+            log_history: Vec::new(),
+            logging_steps: 1,
+            max_steps: 0,
+            num_train_epochs: u64::from(config.n_epochs),
+            save_steps: 0,
+            train_batch_size: Some(u64::from(config.batch_size)),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -258,23 +281,7 @@ pub fn train(t: &Training, on_progress: &mut dyn FnMut(Progress<'_>)) -> Result<
     let metrics_path = out.join(METRICS);
     let mut metrics = std::fs::File::create(&metrics_path).map_err(write_error(&metrics_path))?;
     let started = Instant::now();
-    let mut state = TrainerState {
-        best_global_step: None,
-        best_metric: None,
-        best_model_checkpoint: None,
-        epoch: 0.0,
-        eval_steps: None,
-        global_step: 0,
-        is_hyper_param_search: false,
-        is_local_process_zero: true,
-        is_world_process_zero: true,
-        log_history: Vec::new(),
-        logging_steps: 1,
-        max_steps: 0,
-        num_train_epochs: u64::from(config.n_epochs),
-        save_steps: 0,
-        train_batch_size: Some(u64::from(config.batch_size)),
-    };
+    let mut state = TrainerState::starting(&config);
     let mut failure: Option<TrainingError> = None;
     let mut written = Vec::new();
     let mut loss_sum = 0f64;
@@ -348,14 +355,7 @@ pub fn train(t: &Training, on_progress: &mut dyn FnMut(Progress<'_>)) -> Result<
         return Err(e);
     }
     // The Trainer's closing entry of `log_history` (not a line of metrics.jsonl).
-    let runtime = started.elapsed().as_secs_f64();
-    let mut end = Map::new();
-    end.insert("epoch".into(), json!(state.epoch));
-    end.insert("step".into(), json!(summary.steps));
-    end.insert("train_loss".into(), json!(finite(loss_sum / summary.steps.max(1) as f64)));
-    end.insert("train_runtime".into(), json!(runtime));
-    end.insert("train_steps_per_second".into(), json!(summary.steps as f64 / runtime.max(1e-9)));
-    end.insert("total_flos".into(), json!(0));
+    let end = closing_entry(state.epoch, summary.steps, loss_sum, started.elapsed().as_secs_f64());
     state.log_history.push(end);
     write_adapter(out, &summary.model).map_err(write_error(out))?;
     let state_path = out.join(TRAINER_STATE);
@@ -382,6 +382,18 @@ fn clear_earlier_output(out: &Path) -> Result<(), TrainingError> {
         }
     }
     Ok(())
+}
+
+/// The Trainer's last `log_history` entry: the training's summary.
+fn closing_entry(epoch: f64, steps: u64, loss_sum: f64, runtime: f64) -> Map<String, Value> {
+    let mut end = Map::new();
+    end.insert("epoch".into(), json!(epoch));
+    end.insert("step".into(), json!(steps));
+    end.insert("train_loss".into(), json!(finite(loss_sum / steps.max(1) as f64)));
+    end.insert("train_runtime".into(), json!(runtime));
+    end.insert("train_steps_per_second".into(), json!(steps as f64 / runtime.max(1e-9)));
+    end.insert("total_flos".into(), json!(0));
+    end
 }
 
 fn eval_entry(state: &TrainerState, step: u64, loss: f64, accuracy: Option<f64>) -> Value {
