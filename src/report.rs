@@ -49,6 +49,9 @@ pub struct LeaderboardRow {
     #[serde(skip)]
     pub config: Option<RunConfig>,
     pub model: Option<String>,
+    /// A command sweep's model: the adapter directory (an absolute path). Absent for model ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<String>,
     /// The metric ranked by.
     pub metric: String,
     /// Its mean over the examples.
@@ -297,6 +300,7 @@ pub fn leaderboard_rows(
                 seed: run.map(|r| r.config.seed),
                 config: run.map(|r| r.config.clone()),
                 model: c.model.clone(),
+                model_dir: c.model.clone().filter(|m| std::path::Path::new(m).is_absolute()),
                 metric: metric.to_string(),
                 score: st.score,
                 ci_low: st.interval.map(|i| i.0),

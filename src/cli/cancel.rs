@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::out::errln;
-use super::{Cli, ExitStatus, UsageError, open_sweep_for_writing, run::openai_provider};
+use super::run::{command_provider, openai_provider};
+use super::{Cli, ExitStatus, UsageError, open_sweep_for_writing};
+use crate::provider::Provider;
 use crate::run::RunState;
 use crate::spec::ProviderKind;
 
@@ -26,7 +28,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         }
         .into());
     }
-    let provider = openai_provider(&spec.openai, store.clone())?;
+    let provider = match spec.provider {
+        ProviderKind::Command => Provider::Command(command_provider(&spec, 0)?),
+        _ => Provider::OpenAi(openai_provider(&spec.openai, store.clone())?),
+    };
     let runs = store.lock().sweep_runs(sweep.id)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut cancelled = 0;
@@ -35,9 +40,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         // A run still launching may have a job the database does not know yet.
         let job = match &r.job_id {
             Some(id) => Some(id.clone()),
-            None => runtime
-                .block_on(provider.find_job(&crate::sweep::job_tags(&sweep.name, &r.run_id, r.attempt)))?
-                .map(|j| j.id),
+            None => runtime.block_on(provider.find_job(&crate::sweep::job_tags(&sweep.name, &r.run_id, r.attempt)))?,
         };
         match job {
             Some(job_id) => match runtime.block_on(provider.cancel_job(&job_id)) {

@@ -62,12 +62,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         )?;
     }
     let evaluation = sweep.as_ref().map(|s| s.evaluation.clone()).unwrap_or_default();
-    let provider = match sweep.as_ref().map(|s| (s.provider, &s.openai)) {
-        None | Some((ProviderKind::Local, _)) => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
-        Some((ProviderKind::OpenAi, settings)) => {
-            Provider::OpenAi(super::run::openai_provider(settings, store.clone())?)
-        }
-        Some((ProviderKind::Command, _)) => return Err(super::run::command_not_wired()),
+    let provider = match sweep.as_ref() {
+        None => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
+        Some(s) => match s.provider {
+            ProviderKind::Local => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
+            ProviderKind::OpenAi => Provider::OpenAi(super::run::openai_provider(&s.openai, store.clone())?),
+            ProviderKind::Command => Provider::Command(super::run::command_provider(s, 0)?),
+        },
     };
     let provider = Arc::new(provider);
     let session = Arc::new(Session::new(&evaluation, &spec_path));

@@ -10,6 +10,7 @@ mod cancel;
 mod compare;
 mod data;
 mod eval;
+mod job;
 mod leaderboard;
 pub mod out;
 mod plan;
@@ -77,6 +78,9 @@ pub enum Command {
     Prune(prune::Args),
     /// Train the local model into a directory by Hugging Face Trainer conventions (a sweep's trainer command).
     Train(train::Args),
+    /// The local engine's wrapper of a trainer command (internal).
+    #[command(name = "__command-job", hide = true)]
+    CommandJob(job::Args),
 }
 
 /// A problem with what the user asked for: exit code 2.
@@ -138,6 +142,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Aliases(ref a) => aliases::run(&cli, a),
         Command::Prune(ref a) => prune::run(&cli, a),
         Command::Train(ref a) => train::run(&cli, a),
+        Command::CommandJob(ref a) => job::run(&cli, a),
     };
     match result {
         // Output that could not be written is a failure, whatever the work's outcome.

@@ -12,12 +12,13 @@ use anyhow::Result;
 use super::out::errln;
 use super::{Cli, ExitStatus, Signal, UsageError, leaderboard, open_store, sweepfile};
 use crate::provider::Provider;
+use crate::provider::command::CommandProvider;
 use crate::provider::local::LocalProvider;
 use crate::provider::openai::client::{Client, ClientConfig, Secret};
 use crate::provider::openai::{OpenAiProvider, PollPolicy};
 use crate::report::{self, PlanRow};
 use crate::run::{RunRecord, show};
-use crate::spec::{OpenAiSettings, ProviderKind};
+use crate::spec::{CommandSettings, OpenAiSettings, ProviderKind, Sweep};
 use crate::store::{Budget, BudgetState, NewSweep, SharedStore, SweepRecord};
 use crate::sweep::{self, Progress, RunOptions, Summary, SweepContext};
 
@@ -197,9 +198,16 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     })
 }
 
+/// Who trains a sweep's runs, made before anything is written.
+enum Backend {
+    Local,
+    OpenAi(Client),
+    Command(CommandProvider),
+}
+
 /// The checks before the user is asked or anything is written: a price for the budget, and for
-/// an OpenAI-protocol sweep the key and its client.
-fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Option<Client>> {
+/// an OpenAI-protocol sweep the key and its client; for a command sweep its provider.
+fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Backend> {
     let s = &loaded.sweep;
     if (s.limits.budget_usd.is_some()) && loaded.price.is_none() {
         return Err(UsageError {
@@ -209,20 +217,41 @@ fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Option<Client>
         .into());
     }
     Ok(match s.provider {
-        ProviderKind::Local => None,
-        ProviderKind::OpenAi => Some(openai_client(&s.openai, api_key(&s.openai)?)?),
-        ProviderKind::Command => return Err(command_not_wired()),
+        ProviderKind::Local => Backend::Local,
+        ProviderKind::OpenAi => Backend::OpenAi(openai_client(&s.openai, api_key(&s.openai)?)?),
+        ProviderKind::Command => Backend::Command(command_provider(s, crate::data::file_tokens(&loaded.training))?),
     })
 }
 
-/// Scaffolding while the command provider is built (issue 13): refused as a
-/// usage error, never a panic.
-pub(super) fn command_not_wired() -> anyhow::Error {
-    UsageError {
-        message: "`provider = \"command\"` cannot run yet in this build".into(),
-        hint: "use `provider = \"local\"` or `\"openai\"`".into(),
-    }
-    .into()
+/// The `[command]` settings of a command sweep, or a usage error (a sweep without them was not
+/// parsed as one).
+fn command_settings(sweep: &Sweep) -> Result<&CommandSettings> {
+    sweep.command.as_ref().ok_or_else(|| {
+        UsageError {
+            message: format!("sweep `{}` has `provider = \"command\"` but no [command] table", sweep.name),
+            hint: "add a [command] table with `train`, `output_root` and `inference_url`".into(),
+        }
+        .into()
+    })
+}
+
+/// The provider of a command sweep: its engine and its inference server (with the key from the
+/// variable `inference_api_key_env` names, if it names one); `training_tokens` is what an epoch trains.
+pub fn command_provider(sweep: &Sweep, training_tokens: u64) -> Result<CommandProvider> {
+    let settings = command_settings(sweep)?;
+    let key = match &settings.inference_api_key_env {
+        None => None,
+        Some(var) => Some(read_api_key(var)?.ok_or_else(|| UsageError {
+            message: format!("the environment variable `{var}` is not set"),
+            hint: format!(
+                "export {var}=... with the inference server's key (the sweep's [command] inference_api_key_env names the variable)"
+            ),
+        })?),
+    };
+    let key = key.map(|k| crate::provider::command::infer::Key::new(k.reveal().to_string()));
+    CommandProvider::new(settings, &sweep.name, &sweep.base_model, key, training_tokens).map_err(|e| {
+        UsageError { message: e.to_string(), hint: "check the sweep's [command] and [engine] tables".into() }.into()
+    })
 }
 
 /// Records the sweep and its planned runs (adopting runs stored under older ids); returns the
@@ -249,23 +278,24 @@ fn record(store: &SharedStore, loaded: &sweepfile::LoadedSweep) -> Result<(Sweep
     Ok((record, runs))
 }
 
-/// The sweep's context: its provider (`client` for an OpenAI-protocol sweep, else local), data,
+/// The sweep's context: its provider (`backend`), data,
 /// evaluation session, limits and `options`.
 fn context(
     loaded: &sweepfile::LoadedSweep,
     store: &SharedStore,
-    client: Option<Client>,
+    backend: Backend,
     options: RunOptions,
 ) -> Arc<SweepContext> {
     let s = &loaded.sweep;
-    let provider = match client {
-        None => Provider::Local(
+    let provider = match backend {
+        Backend::Local => Provider::Local(
             // Validating four times an epoch lets early stopping act within an epoch.
             LocalProvider::new(Arc::new(store.clone()))
                 .with_validations_per_epoch(crate::provider::local::VALIDATIONS_PER_EPOCH)
                 .for_sweep(s),
         ),
-        Some(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
+        Backend::OpenAi(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
+        Backend::Command(p) => Provider::Command(p),
     };
     Arc::new(SweepContext {
         sweep_name: s.name.clone(),

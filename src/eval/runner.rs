@@ -39,6 +39,15 @@ pub trait Answerer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Completion, ProviderError>> + Send;
     /// The decoding parameters the replies depend on: part of the cache key.
     fn decoding(&self) -> String;
+    /// Makes `model` answerable before its completions are asked for (a
+    /// command sweep's adapter is loaded at the inference server).
+    fn open_model(&self, _model: &str) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        async { Ok(()) }
+    }
+    /// Frees what `open_model` took, once the completions are in (or failed).
+    fn close_model(&self, _model: &str) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl Answerer for Provider {
@@ -58,7 +67,16 @@ impl Answerer for Provider {
                 p.client.base_url(),
                 p.max_completion_tokens
             ),
+            Provider::Command(p) => p.decoding(),
         }
+    }
+
+    fn open_model(&self, model: &str) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        Provider::open_model(self, model)
+    }
+
+    fn close_model(&self, model: &str) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        Provider::close_model(self, model)
     }
 }
 
@@ -106,48 +124,18 @@ pub async fn evaluate<A: Answerer>(
     let cached = prompts.iter().filter(|(sha, _)| known.contains_key(sha)).count() as u64;
     Counts::add(&session.counts.cached, cached);
 
-    let mut asked = HashSet::new();
-    let mut tasks = JoinSet::new();
-    for (sha, prompt) in &prompts {
-        if known.contains_key(sha) || !asked.insert(sha.clone()) {
-            continue;
-        }
-        let (answerer, permits, model, sha, prompt) =
-            (answerer.clone(), session.permits.clone(), model.clone(), sha.clone(), prompt.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
-            (sha, answerer.complete(&model, &prompt).await)
-        });
+    let to_ask = prompts.iter().any(|(sha, _)| !known.contains_key(sha));
+    if to_ask {
+        answerer.open_model(&model).await.map_err(|source| EvalError::Provider { model: model.clone(), source })?;
     }
-    let mut calls = 0u64;
-    // Replies are cached in batches, and what was received is cached before
-    // any error returns, so a retry asks only for the rest.
-    let mut pending: Vec<(String, CachedPrediction)> = Vec::new();
-    let mut last_flush = Instant::now();
-    while let Some(joined) = tasks.join_next().await {
-        calls += 1;
-        Counts::add(&session.counts.completions, 1);
-        let failure = match joined {
-            Ok((sha, Ok(c))) => {
-                let p = CachedPrediction { content: c.content, probability: c.probability };
-                known.insert(sha.clone(), p.clone());
-                pending.push((sha, p));
-                None
-            }
-            Ok((_, Err(source))) => Some(source),
-            Err(e) => Some(ProviderError::Crashed(format!("a completion task stopped: {e}"))),
-        };
-        if failure.is_some() || pending.len() >= FLUSH_EVERY || last_flush.elapsed() >= FLUSH_AFTER {
-            store.lock().put_predictions(&model, &decoding, &pending)?;
-            pending.clear();
-            last_flush = Instant::now();
-        }
-        if let Some(source) = failure {
-            tasks.abort_all();
-            return Err(EvalError::Provider { model, source });
+    let asked = ask(store, answerer, session, &model, &decoding, &prompts, &mut known).await;
+    if to_ask {
+        // Freed also after a failure; a failure to free does not undo the replies.
+        if let Err(e) = answerer.close_model(&model).await {
+            tracing::warn!(model, "{e}");
         }
     }
-    store.lock().put_predictions(&model, &decoding, &pending)?;
+    let calls = asked?;
 
     let mut examples = Vec::with_capacity(prompts.len());
     let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
@@ -186,6 +174,62 @@ pub async fn evaluate<A: Answerer>(
     evaluation.id = store.lock().record_evaluation(&evaluation, &examples)?;
     let grades = grade(store, answerer, session, &examples).await?;
     Ok(Outcome { evaluation, examples, grades })
+}
+
+/// Asks for the replies not known yet, caching them in batches as they come
+/// (and what came before a failure); returns the calls made.
+async fn ask<A: Answerer>(
+    store: &SharedStore,
+    answerer: &Arc<A>,
+    session: &Arc<Session>,
+    model: &str,
+    decoding: &str,
+    prompts: &[(String, Vec<Message>)],
+    known: &mut HashMap<String, CachedPrediction>,
+) -> Result<u64, EvalError> {
+    let mut asked = HashSet::new();
+    let mut tasks = JoinSet::new();
+    for (sha, prompt) in prompts {
+        if known.contains_key(sha) || !asked.insert(sha.clone()) {
+            continue;
+        }
+        let (answerer, permits, model, sha, prompt) =
+            (answerer.clone(), session.permits.clone(), model.to_string(), sha.clone(), prompt.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+            (sha, answerer.complete(&model, &prompt).await)
+        });
+    }
+    let mut calls = 0u64;
+    // Replies are cached in batches, and what was received is cached before
+    // any error returns, so a retry asks only for the rest.
+    let mut pending: Vec<(String, CachedPrediction)> = Vec::new();
+    let mut last_flush = Instant::now();
+    while let Some(joined) = tasks.join_next().await {
+        calls += 1;
+        Counts::add(&session.counts.completions, 1);
+        let failure = match joined {
+            Ok((sha, Ok(c))) => {
+                let p = CachedPrediction { content: c.content, probability: c.probability };
+                known.insert(sha.clone(), p.clone());
+                pending.push((sha, p));
+                None
+            }
+            Ok((_, Err(source))) => Some(source),
+            Err(e) => Some(ProviderError::Crashed(format!("a completion task stopped: {e}"))),
+        };
+        if failure.is_some() || pending.len() >= FLUSH_EVERY || last_flush.elapsed() >= FLUSH_AFTER {
+            store.lock().put_predictions(model, decoding, &pending)?;
+            pending.clear();
+            last_flush = Instant::now();
+        }
+        if let Some(source) = failure {
+            tasks.abort_all();
+            return Err(EvalError::Provider { model: model.to_string(), source });
+        }
+    }
+    store.lock().put_predictions(model, decoding, &pending)?;
+    Ok(calls)
 }
 
 /// Grades stored replies: the judge and command graders grade the examples

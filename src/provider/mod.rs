@@ -119,6 +119,7 @@ pub struct Completion {
 pub enum Provider {
     Local(local::LocalProvider),
     OpenAi(openai::OpenAiProvider),
+    Command(command::CommandProvider),
 }
 
 impl Provider {
@@ -127,6 +128,7 @@ impl Provider {
         match self {
             Provider::Local(p) => Ok(p.upload(file)),
             Provider::OpenAi(p) => p.upload(file).await,
+            Provider::Command(p) => Ok(p.upload(file)),
         }
     }
 
@@ -135,6 +137,7 @@ impl Provider {
         match self {
             Provider::Local(p) => p.create_job(request),
             Provider::OpenAi(p) => p.create_job(request).await,
+            Provider::Command(p) => p.create_job(request).await,
         }
     }
 
@@ -147,6 +150,7 @@ impl Provider {
         match self {
             Provider::Local(p) => p.follow_job(job_id, on_event).await,
             Provider::OpenAi(p) => p.follow_job(job_id, on_event).await,
+            Provider::Command(p) => p.follow_job(job_id, on_event).await,
         }
     }
 
@@ -158,13 +162,15 @@ impl Provider {
                 Ok(())
             }
             Provider::OpenAi(p) => p.cancel_job(job_id).await,
+            Provider::Command(p) => p.cancel_job(job_id).await,
         }
     }
 
-    /// Whether jobs outlive this process (a server's do; local ones die
-    /// with it), so an unfinished run should be adopted rather than relaunched.
+    /// Whether jobs outlive this process (a server's and a trainer command's
+    /// do; local ones die with it), so an unfinished run should be adopted
+    /// rather than relaunched.
     pub fn jobs_outlive_process(&self) -> bool {
-        matches!(self, Provider::OpenAi(_))
+        matches!(self, Provider::OpenAi(_) | Provider::Command(_))
     }
 
     /// The job carrying all these metadata tags, if the provider has one.
@@ -175,6 +181,7 @@ impl Provider {
         match self {
             Provider::Local(_) => Ok(None),
             Provider::OpenAi(p) => Ok(p.find_job(metadata).await?.map(|j| j.id)),
+            Provider::Command(p) => p.find_job(metadata).await,
         }
     }
 
@@ -183,6 +190,24 @@ impl Provider {
         match self {
             Provider::Local(p) => p.complete(model, messages),
             Provider::OpenAi(p) => p.complete(model, messages).await,
+            Provider::Command(p) => p.complete(model, messages).await,
+        }
+    }
+
+    /// Makes a model answerable before its evaluation (a command sweep's
+    /// adapter is loaded at its inference server); nothing for the others.
+    pub async fn open_model(&self, model: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Command(p) => p.open_model(model).await,
+            Provider::Local(_) | Provider::OpenAi(_) => Ok(()),
+        }
+    }
+
+    /// Frees what [`Provider::open_model`] took, after the evaluation (also a failed one).
+    pub async fn close_model(&self, model: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Command(p) => p.close_model(model).await,
+            Provider::Local(_) | Provider::OpenAi(_) => Ok(()),
         }
     }
 }

@@ -58,9 +58,13 @@ impl Work {
 }
 
 /// Whether a job failure is the provider's (worth another attempt), rather
-/// than the data's or the request's.
+/// than the data's or the request's (or a trainer command's, which fails again).
 pub(super) fn retryable_code(code: &str) -> bool {
-    !(code.starts_with("invalid") || code.contains("file") || code == "model_not_available" || code == "bad_request")
+    !(code.starts_with("invalid")
+        || code.contains("file")
+        || code == "model_not_available"
+        || code == "bad_request"
+        || code == crate::provider::command::FAILED_CODE)
 }
 
 /// What a pass has before it: each run's work, and the counts it reports.

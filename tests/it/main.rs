@@ -3,6 +3,7 @@
 //! the SQLite database it writes.
 
 mod adapters;
+mod command;
 mod command_spec;
 mod data;
 mod durability;
@@ -14,6 +15,8 @@ mod input;
 mod owner;
 mod pick;
 mod protocol;
+mod ray;
+mod rayhead;
 mod search;
 mod security;
 mod serve;

@@ -26,6 +26,11 @@ impl Secret {
     pub fn new(s: String) -> Secret {
         Secret(s)
     }
+
+    /// The key itself, for another client's authentication header (the inference server's).
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {
