@@ -181,12 +181,23 @@ fn stop_stops_a_running_job_and_its_process() {
 #[test]
 fn the_ray_head_listens_on_loopback_only() {
     let head = rayhead::shared();
+    // A job run to its end first: the raylet, the agents and a worker are all up.
+    let dir = tempfile::tempdir().unwrap();
+    let s = submission("loopback", dir.path(), "echo up");
+    let engine = engine(&head.address, 1.0, None);
+    runtime().block_on(async {
+        engine.submit(&s).await.unwrap();
+        assert_eq!(wait_until(&engine, &s.id, JobState::is_terminal).await, JobState::Succeeded);
+    });
     let pids = head.processes();
     let inodes = rayhead::socket_inodes(&pids);
     let ours: Vec<_> = rayhead::net_sockets().into_iter().filter(|s| inodes.contains(&s.inode)).collect();
-    // TCP LISTEN is 0A; a bound UDP socket is 07.
+    // TCP LISTEN is 0A; any UDP socket is bound.
     let listening: Vec<_> = ours.iter().filter(|s| s.state == "0A" || s.table.starts_with("udp")).collect();
-    assert!(listening.len() >= 5, "the head's {} processes listen on {listening:?}", pids.len());
+    for (flag, port) in &head.ports {
+        let hex = format!(":{port:04X}");
+        assert!(listening.iter().any(|s| s.local.ends_with(&hex)), "nothing listens on {flag} {port}: {listening:?}");
+    }
     let exposed: Vec<_> = listening.iter().filter(|s| !rayhead::is_loopback(&s.local)).collect();
     assert!(exposed.is_empty(), "Ray listens beyond loopback: {exposed:?}");
     eprintln!("{} Ray processes, {} listening sockets, all on loopback", pids.len(), listening.len());

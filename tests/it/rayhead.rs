@@ -52,6 +52,8 @@ pub struct RayHead {
     pub address: String,
     /// The watchdog's pid, which is the session of every Ray process.
     pub session: i32,
+    /// The ports given to `ray start`, by flag (`--port`, `--dashboard-port`, ...).
+    pub ports: Vec<(&'static str, u16)>,
     watchdog: Child,
     stdin: Option<ChildStdin>,
     log: PathBuf,
@@ -139,8 +141,15 @@ impl RayHead {
             .expect("starting `setsid sh` for the Ray head");
         let stdin = watchdog.stdin.take();
         let session = i32::try_from(watchdog.id()).expect("a pid");
-        let mut head =
-            RayHead { address: format!("http://127.0.0.1:{}", ports[1]), session, watchdog, stdin, log, _temp: temp };
+        let mut head = RayHead {
+            address: format!("http://127.0.0.1:{}", ports[1]),
+            session,
+            ports: named.iter().copied().zip(ports.iter().copied()).collect(),
+            watchdog,
+            stdin,
+            log,
+            _temp: temp,
+        };
         head.wait_ready();
         head
     }
