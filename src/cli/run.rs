@@ -121,8 +121,9 @@ fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[Pla
     let threshold = loaded.sweep.limits.confirm_above_usd;
     let over = match cost {
         Some(c) => c > threshold,
-        // Unknown prices on a paid provider: ask, as for a large amount.
-        None => loaded.sweep.provider != ProviderKind::Local,
+        // Unknown prices on a paid provider: ask, as for a large amount. A
+        // trainer command runs on the user's own hardware: no USD to confirm.
+        None => loaded.sweep.provider == ProviderKind::OpenAi,
     };
     if !over || args.yes || pending.is_empty() {
         return Ok(());

@@ -38,9 +38,10 @@ pub struct Args {
     /// Where metrics.jsonl, the checkpoint-<step>/ directories and the final adapter go.
     #[arg(long)]
     pub output_dir: PathBuf,
-    /// Continue training the adapter in this directory (a final adapter or a checkpoint).
-    #[arg(long)]
-    pub init_from: Option<PathBuf>,
+    /// Continue training the adapter in this directory (a final adapter or a checkpoint). Empty
+    /// (a sweep's `{init_from}` outside a continuation): start from the base model.
+    #[arg(long, value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub init_from: Option<std::ffi::OsString>,
     /// Pause this many milliseconds after each step (for trying crash recovery and early stopping).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub step_delay_ms: u64,
@@ -96,7 +97,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
             args.seed,
         ),
         output_dir: args.output_dir.clone(),
-        init_from: args.init_from.clone(),
+        init_from: args.init_from.as_ref().filter(|d| !d.is_empty()).map(PathBuf::from),
         step_delay: Duration::from_millis(args.step_delay_ms),
     };
     let mut print_error = None;

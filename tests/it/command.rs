@@ -105,7 +105,8 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
 /// The trainer command: a script that appends its output directory, `{init_from}` and its GPU
 /// to `starts.log` (one line per start), fails with exit 3 after printing a line when
 /// `{batch_size}` is the content of `fail-batch` (if that file exists), and otherwise runs
-/// `ftsweep train` in its place (with `--init-from` when `{init_from}` is not empty).
+/// `ftsweep train` in its place, `--init-from {init_from}` last (empty outside a continuation,
+/// which `ftsweep train` takes as "from the base model").
 const TRAINER: &str = r#"#!/bin/sh
 here=$(dirname "$0")
 echo "$1 init=$3 gpu=${CUDA_VISIBLE_DEVICES:-none}" >> "$here/starts.log"
@@ -115,8 +116,7 @@ if [ -f "$here/fail-batch" ] && [ "$2" = "$(cat "$here/fail-batch")" ]; then
 fi
 init=$3
 shift 3
-if [ -n "$init" ]; then exec "$@" --init-from "$init"; fi
-exec "$@"
+exec "$@" --init-from "$init"
 "#;
 
 /// A grid over `hyperparameters`.
@@ -243,7 +243,9 @@ fn a_grid_of_trainer_commands_is_trained_evaluated_and_ranked() {
     let _reaper = Reaper::new(&ws);
     ws.write("s.toml", &command_sweep(&ws, "grid", &serve.url, 0, &grid(GRID12), ""));
     let started = Instant::now();
-    let (code, _, err) = ftsweep(&ws, &["run", "s.toml", "--yes"]);
+    // No `--yes`: a sweep on the user's own hardware has no USD to confirm, so
+    // `run` without a terminal does not refuse it.
+    let (code, _, err) = ftsweep(&ws, &["run", "s.toml"]);
     assert_eq!(code, 0, "{err}");
     eprintln!("command grid: 12 runs trained and evaluated in {:.1}s", started.elapsed().as_secs_f64());
 

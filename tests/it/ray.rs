@@ -514,23 +514,30 @@ fn a_ray_job_whose_command_fails_is_a_failed_run_with_the_last_lines_of_its_log(
     let ws = Workspace::new();
     let server = Server::start(&ws, "serve.db", SERVE_KEY);
     let sweep = format!("ray-fails-{}", std::process::id());
-    // The 2-epoch run's trainer fails after printing lines; the 1-epoch run's trains.
-    let train = r#"["sh", "-c", "if [ {n_epochs} = 2 ]; then for i in $(seq 1 30); do echo trainer says $i; done; exit 7; fi; exec \"$0\" \"$@\"",
+    // The 2-epoch run's trainer fails after printing lines; the 3-epoch run's exits 0 without
+    // writing an adapter; the 1-epoch run's trains.
+    let train = r#"["sh", "-c", "if [ {n_epochs} = 2 ]; then for i in $(seq 1 30); do echo trainer says $i; done; exit 7; fi; if [ {n_epochs} = 3 ]; then for i in $(seq 1 30); do echo saved nothing $i; done; exit 0; fi; exec \"$0\" \"$@\"",
          "{ftsweep}", "train", "--model", "{base_model}", "--train", "{training_file}", "--valid", "{validation_file}",
          "--epochs", "{n_epochs}", "--learning-rate-multiplier", "1", "--batch-size", "8", "--seed", "{seed}",
          "--output-dir", "{output_dir}"]"#;
-    let hp = "[hyperparameters]\nn_epochs = [1, 2]\n";
+    let hp = "[hyperparameters]\nn_epochs = [1, 2, 3]\n";
     ws.write("s.toml", &ray_sweep(&ws, &sweep, &head.address, &server.url, train, hp));
     let (code, err) = run_to_end(&ws, "s.toml");
-    assert_eq!(code, 1, "the sweep ends, its failed run a row (exit code 1 says a run failed): {err}");
-    let failed = query(&ws.db(), "SELECT error FROM runs WHERE state = 'failed'");
-    assert_eq!(failed.len(), 1, "{failed:?}\n{err}");
+    assert_eq!(code, 1, "the sweep ends, its failed runs rows (exit code 1 says a run failed): {err}");
+    let failed = query(&ws.db(), "SELECT error FROM runs WHERE state = 'failed' ORDER BY n_epochs");
+    assert_eq!(failed.len(), 2, "{failed:?}\n{err}");
     assert!(failed[0].contains("exit code 7") && failed[0].contains("trainer says 30"), "{}", failed[0]);
     assert!(!failed[0].contains("trainer says 5\n"), "the last lines only: {}", failed[0]);
+    // Ray keeps the driver's log (there is no train.log on a Ray job): the reason quotes it.
+    assert!(
+        failed[1].contains("wrote no adapter_config.json") && failed[1].contains("saved nothing 30"),
+        "{}",
+        failed[1]
+    );
     let done = query(&ws.db(), "SELECT COUNT(*) FROM runs WHERE state = 'done'");
     assert_eq!(done, vec!["1"]);
     let jobs = assert_one_job_per_attempt(&ws, &head.address, &sweep);
-    assert_eq!(jobs.len(), 2, "a failing command is not retried: {jobs:?}");
+    assert_eq!(jobs.len(), 3, "a failing command is not retried: {jobs:?}");
 }
 
 /// `ftsweep ARGS` in the background (stderr to `log`), with `env`.

@@ -22,11 +22,11 @@ const BODY_QUOTED: usize = 300;
 /// Tries of a request that failed on the server's side or on the way.
 const TRIES: u32 = 4;
 
-/// The name a model goes by at the server: an adapter directory (an absolute
-/// path) is `ftsweep-` and 16 hex digits of its path's SHA-256; anything
-/// else (the base model, a judge) is its own name.
-pub fn served_name(model: &str) -> String {
-    if std::path::Path::new(model).is_absolute() {
+/// The name a model goes by at the server: an adapter directory (see
+/// [`is_adapter`]) is `ftsweep-` and 16 hex digits of its path's SHA-256;
+/// anything else (the base model, a judge) is its own name.
+pub fn served_name(model: &str, base_model: &str) -> String {
+    if is_adapter(model, base_model) {
         let digest = Sha256::digest(model.as_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("ftsweep-{hex}")
@@ -35,9 +35,12 @@ pub fn served_name(model: &str) -> String {
     }
 }
 
-/// Whether a model is an adapter to load (a directory), rather than a name the server knows.
-pub fn is_adapter(model: &str) -> bool {
-    std::path::Path::new(model).is_absolute()
+/// Whether a model is an adapter to load (a directory), rather than a name
+/// the server knows: an absolute path that is not the sweep's base model (a
+/// server started as `vllm serve /models/llama` knows its base model by
+/// that path).
+pub fn is_adapter(model: &str, base_model: &str) -> bool {
+    model != base_model && std::path::Path::new(model).is_absolute()
 }
 
 /// A key, shown as `***` by `Debug`, sent only in the `Authorization` header.
@@ -165,7 +168,7 @@ impl InferenceClient {
     /// One chat completion of `model` (its served name), at temperature 0.
     pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
         let request = ChatRequest {
-            model: served_name(model),
+            model: model.to_string(),
             messages: messages
                 .iter()
                 .map(|m| ChatMessage {
@@ -252,12 +255,16 @@ mod tests {
 
     #[test]
     fn adapters_go_by_a_stable_name_and_others_by_theirs() {
-        let a = served_name("/runs/s/abc/attempt-1");
-        assert_eq!(a, served_name("/runs/s/abc/attempt-1"));
+        let base = "local/ngram";
+        let a = served_name("/runs/s/abc/attempt-1", base);
+        assert_eq!(a, served_name("/runs/s/abc/attempt-1", base));
         assert!(a.starts_with("ftsweep-") && a.len() == "ftsweep-".len() + 16, "{a}");
-        assert_ne!(a, served_name("/runs/s/abc/attempt-1/checkpoint-4"));
-        assert_eq!(served_name("local/ngram"), "local/ngram");
-        assert!(is_adapter("/x") && !is_adapter("Qwen/Qwen2.5-0.5B-Instruct"));
+        assert_ne!(a, served_name("/runs/s/abc/attempt-1/checkpoint-4", base));
+        assert_eq!(served_name("local/ngram", base), "local/ngram");
+        assert!(is_adapter("/x", base) && !is_adapter("Qwen/Qwen2.5-0.5B-Instruct", base));
+        // A base model served by its directory is asked for by that path, never loaded.
+        assert!(!is_adapter("/models/tiny", "/models/tiny"));
+        assert_eq!(served_name("/models/tiny", "/models/tiny"), "/models/tiny");
     }
 
     #[test]

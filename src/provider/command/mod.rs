@@ -69,6 +69,12 @@ impl Engine {
             Engine::Ray(e) => e.stop(id).await,
         }
     }
+    async fn log_tail(&self, id: &str) -> Result<String, ProviderError> {
+        match self {
+            Engine::Local(e) => e.log_tail(id).await,
+            Engine::Ray(e) => e.log_tail(id).await,
+        }
+    }
 }
 
 /// The provider of a command sweep.
@@ -310,10 +316,17 @@ impl CommandProvider {
             }
             tokio::time::sleep(POLL).await;
         };
-        Ok(self.outcome(&dir, state, &reader))
+        // A trainer that exited 0 without its adapter: its log says why (the
+        // engine's log: Ray keeps the driver's, the local engine train.log).
+        let log = if state == JobState::Succeeded && !dir.join(ADAPTER_CONFIG).is_file() {
+            self.engine.log_tail(job_id).await.unwrap_or_else(|e| format!("(its log cannot be read: {e})"))
+        } else {
+            String::new()
+        };
+        Ok(self.outcome(&dir, state, &reader, &log))
     }
 
-    fn outcome(&self, dir: &Path, state: JobState, reader: &OutputReader) -> JobOutcome {
+    fn outcome(&self, dir: &Path, state: JobState, reader: &OutputReader, log: &str) -> JobOutcome {
         let final_state = output::read_state(dir);
         let epochs = final_state.as_ref().and_then(|s| s.epoch).unwrap_or(reader.last_epoch).max(0.0);
         let trained_tokens = final_state
@@ -328,7 +341,7 @@ impl CommandProvider {
                 code: FAILED_CODE.into(),
                 message: local::with_log(
                     &format!("the trainer exited 0 but wrote no {ADAPTER_CONFIG} in {}", dir.display()),
-                    &local::log_tail(&dir.join(local::LOG), engine::LOG_TAIL_LINES),
+                    log,
                 ),
             },
             JobState::Failed { reason } => JobOutcome::Failed { code: FAILED_CODE.into(), message: reason },
@@ -341,25 +354,25 @@ impl CommandProvider {
 
     /// Makes a model answerable: an adapter directory is loaded at the inference server.
     pub async fn open_model(&self, model: &str) -> Result<(), ProviderError> {
-        if infer::is_adapter(model) {
+        if infer::is_adapter(model, &self.base_model) {
             injected_stall("open").await;
-            self.inference.load(&infer::served_name(model), model).await?;
+            self.inference.load(&infer::served_name(model, &self.base_model), model).await?;
         }
         Ok(())
     }
 
     /// Frees what `open_model` took.
     pub async fn close_model(&self, model: &str) -> Result<(), ProviderError> {
-        if infer::is_adapter(model) {
+        if infer::is_adapter(model, &self.base_model) {
             injected_stall("close").await;
-            self.inference.unload(&infer::served_name(model)).await?;
+            self.inference.unload(&infer::served_name(model, &self.base_model)).await?;
         }
         Ok(())
     }
 
     /// One completion from the inference server.
     pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        self.inference.complete(model, messages).await
+        self.inference.complete(&infer::served_name(model, &self.base_model), messages).await
     }
 
     /// The decoding parameters the replies depend on (part of the cache key).
