@@ -87,11 +87,7 @@ say "serve_peft.py at $URL"
 # --- 5. ftsweep -----------------------------------------------------------------------------
 FTSWEEP=${FTSWEEP:-}
 if [ -z "$FTSWEEP" ]; then
-    for b in "$ROOT/target/release/ftsweep" "$ROOT/target/debug/ftsweep"; do
-        [ -x "$b" ] && { FTSWEEP=$b; break; }
-    done
-fi
-if [ -z "$FTSWEEP" ]; then
+    # Built (or found up to date) from this tree, never an older binary left in target/.
     say "building ftsweep (cargo build --release)"
     (cd "$ROOT" && cargo build --release --locked --bin ftsweep)
     FTSWEEP=$ROOT/target/release/ftsweep
