@@ -20,9 +20,10 @@ Exit 0 on success, 2 on bad arguments or data, 1 if training fails.
 
 import argparse
 import json
-import math
 import os
 import sys
+
+from ftsweep_metrics import MetricsJsonl
 
 
 def fail(message, code=2):
@@ -96,37 +97,6 @@ def parse_args(argv):
     if a.init_from and not os.path.isfile(os.path.join(a.init_from, "adapter_config.json")):
         fail(f"--init-from {a.init_from}: no adapter_config.json there")
     return a
-
-
-class MetricsJsonl:
-    """A TrainerCallback that appends each log entry to metrics.jsonl, flushed per line."""
-
-    def __init__(self, path):
-        self.path = path
-        self.file = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self.file is None:
-            self.file = open(self.path, "a", encoding="utf-8")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.file is None or not logs:
-            return
-        row = dict(logs)
-        row.pop("total_flos", None)
-        row["step"] = state.global_step
-        if state.epoch is not None:
-            row.setdefault("epoch", state.epoch)
-        row["max_steps"] = state.max_steps
-        # JSON has no NaN or infinity: write them as 1e308, so a diverged loss still reads as one.
-        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else 1e308) for k, v in row.items()}
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.file is not None:
-            self.file.close()
-            self.file = None
 
 
 def main(argv=None):

@@ -337,6 +337,33 @@ pub struct ChatRequest {
     pub n: Option<u32>,
 }
 
+impl ChatRequest {
+    /// An evaluation's request: `messages` (their text) to `model` at
+    /// temperature 0 with log probabilities; the caller sets the token limit
+    /// its server reads (`max_completion_tokens` on OpenAI, `max_tokens` on
+    /// vLLM-like servers).
+    pub fn greedy(model: &str, messages: &[crate::data::Message]) -> ChatRequest {
+        ChatRequest {
+            model: model.to_string(),
+            messages: messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: Some(serde_json::Value::String(m.content.clone())),
+                    name: None,
+                })
+                .collect(),
+            temperature: Some(0.0),
+            max_completion_tokens: None,
+            max_tokens: None,
+            logprobs: Some(true),
+            top_logprobs: None,
+            seed: None,
+            n: None,
+        }
+    }
+}
+
 /// One token's log probability.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TokenLogprob {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Message;
 use crate::provider::{Completion, ProviderError};
-use crate::wire::openai::{ChatMessage, ChatRequest, ChatResponse};
+use crate::wire::openai::{ChatRequest, ChatResponse};
 
 /// The most of a server's error body an error quotes.
 const BODY_QUOTED: usize = 300;
@@ -167,24 +167,7 @@ impl InferenceClient {
 
     /// One chat completion of `model` (its served name), at temperature 0.
     pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        let request = ChatRequest {
-            model: model.to_string(),
-            messages: messages
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: Some(serde_json::Value::String(m.content.clone())),
-                    name: None,
-                })
-                .collect(),
-            temperature: Some(0.0),
-            max_completion_tokens: None,
-            max_tokens: Some(self.max_tokens),
-            logprobs: Some(true),
-            top_logprobs: None,
-            seed: None,
-            n: None,
-        };
+        let request = ChatRequest { max_tokens: Some(self.max_tokens), ..ChatRequest::greedy(model, messages) };
         let body = serde_json::to_value(&request).unwrap_or_default();
         let (status, text) = self.post("chat/completions", &body).await?;
         let url = self.url("chat/completions");

@@ -16,8 +16,8 @@ use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
 use crate::data::{ChatFile, Message};
 use crate::store::SharedStore;
 use crate::wire::openai::{
-    ChatMessage, ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job,
-    JobStatus, List, Method as WireMethod, MethodParams, Metrics,
+    ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job, JobStatus, List,
+    Method as WireMethod, MethodParams, Metrics,
 };
 use client::{ApiError, Body, Client, Kind, Retry};
 
@@ -367,22 +367,8 @@ impl OpenAiProvider {
     /// fresh model may answer 404 while it loads: that is retried for a while.
     pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
         let request = ChatRequest {
-            model: model.to_string(),
-            messages: messages
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: Some(serde_json::Value::String(m.content.clone())),
-                    name: None,
-                })
-                .collect(),
-            temperature: Some(0.0),
             max_completion_tokens: Some(self.max_completion_tokens),
-            max_tokens: None,
-            logprobs: Some(true),
-            top_logprobs: None,
-            seed: None,
-            n: None,
+            ..ChatRequest::greedy(model, messages)
         };
         let started = std::time::Instant::now();
         let mut wait = Duration::from_secs(2);
