@@ -115,6 +115,19 @@ pub struct Completion {
     pub probability: Option<f64>,
 }
 
+impl From<crate::wire::openai::Choice> for Completion {
+    /// A chat completion's first choice: its text, and the probability of
+    /// the whole reply when the server sent its tokens' log probabilities.
+    fn from(choice: crate::wire::openai::Choice) -> Completion {
+        let probability = choice
+            .logprobs
+            .and_then(|l| l.content)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.iter().map(|t| t.logprob).sum::<f64>().exp());
+        Completion { content: choice.message.content.unwrap_or_default(), probability }
+    }
+}
+
 /// The providers ftsweep knows; a closed set, dispatched by `match`.
 pub enum Provider {
     Local(local::LocalProvider),

@@ -2,7 +2,7 @@
 //! bad `[command]`, `[engine]`, config template or free hyperparameter is
 //! refused before anything is written, naming the file, the line and the fix.
 
-use crate::util::{Workspace, example_data, root};
+use crate::util::{Workspace, assert_refused, example_data, root};
 
 /// A command sweep over the example data: `[command]` at line 8, `train` on
 /// lines 9 and 10, `inference_url` at 11, `[hyperparameters]` at 13 (lines
@@ -44,18 +44,7 @@ fn rejected_bytes(files: &[(&str, &[u8])], needles: &[&str]) {
     for (name, bytes) in files {
         std::fs::write(ws.path(name), bytes).expect("writing a fixture");
     }
-    let path = ws.path("cmd.toml");
-    for command in ["plan", "run"] {
-        let (code, out, err) = ws.run(&[command, path.to_str().unwrap()]);
-        assert_eq!(code, 2, "`{command}` exits with 2:\n{err}");
-        assert!(out.is_empty(), "nothing on stdout: {out}");
-        assert!(err.starts_with("error: "), "{err}");
-        for needle in needles {
-            assert!(err.contains(needle), "`{needle}` is in the error of `{command}`:\n{err}");
-        }
-        assert!(err.contains("hint: "), "a fix is suggested:\n{err}");
-        assert!(!ws.db().exists(), "`{command}` wrote no database");
-    }
+    assert_refused(&ws, &ws.path("cmd.toml"), needles);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Bad input: every malformed sweep or data file gives a clear error naming
 //! the file, line and key, exits with code 2, and writes nothing.
 
-use crate::util::{Workspace, example_data, sweep_toml};
+use crate::util::{Workspace, assert_refused, example_data, sweep_toml};
 
 const HP: &str = "n_epochs = [1, 3]\nlearning_rate_multiplier = [0.5, 1.0]\nbatch_size = [8]";
 
@@ -10,17 +10,7 @@ const HP: &str = "n_epochs = [1, 3]\nlearning_rate_multiplier = [0.5, 1.0]\nbatc
 fn rejected(text: &str, needles: &[&str]) {
     let ws = Workspace::new();
     let path = ws.write("bad.toml", text);
-    for command in ["plan", "run"] {
-        let (code, out, err) = ws.run(&[command, path.to_str().unwrap()]);
-        assert_eq!(code, 2, "`{command}` exits with 2:\n{err}");
-        assert!(out.is_empty(), "nothing on stdout: {out}");
-        assert!(err.starts_with("error: "), "{err}");
-        for needle in needles {
-            assert!(err.contains(needle), "`{needle}` is in the error:\n{err}");
-        }
-        assert!(err.contains("hint: "), "a fix is suggested:\n{err}");
-        assert!(!ws.db().exists(), "`{command}` wrote no database");
-    }
+    assert_refused(&ws, &path, needles);
 }
 
 #[test]

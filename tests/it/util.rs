@@ -5,6 +5,23 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// Runs `plan` and `run` on the sweep file `path`: both must exit with 2,
+/// print nothing on stdout, say `error:`, every `needles` and a `hint:`,
+/// and leave no database behind.
+pub fn assert_refused(ws: &Workspace, path: &Path, needles: &[&str]) {
+    for command in ["plan", "run"] {
+        let (code, out, err) = ws.run(&[command, path.to_str().unwrap()]);
+        assert_eq!(code, 2, "`{command}` exits with 2:\n{err}");
+        assert!(out.is_empty(), "nothing on stdout: {out}");
+        assert!(err.starts_with("error: "), "{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "`{needle}` is in the error of `{command}`:\n{err}");
+        }
+        assert!(err.contains("hint: "), "a fix is suggested:\n{err}");
+        assert!(!ws.db().exists(), "`{command}` wrote no database");
+    }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -186,12 +186,7 @@ impl InferenceClient {
         let choice = response.choices.into_iter().next().ok_or_else(|| {
             error(format!("the inference server at {url} answered a chat completion without choices"), true)
         })?;
-        let probability = choice
-            .logprobs
-            .and_then(|l| l.content)
-            .filter(|c| !c.is_empty())
-            .map(|c| c.iter().map(|t| t.logprob).sum::<f64>().exp());
-        Ok(Completion { content: choice.message.content.unwrap_or_default(), probability })
+        Ok(Completion::from(choice))
     }
 }
 

@@ -389,12 +389,7 @@ impl OpenAiProvider {
                     let choice = r.choices.into_iter().next().ok_or_else(|| {
                         ProviderError::Api(ApiError::Decode("a chat completion without choices".into()))
                     })?;
-                    let probability = choice
-                        .logprobs
-                        .and_then(|l| l.content)
-                        .filter(|c| !c.is_empty())
-                        .map(|c| c.iter().map(|t| t.logprob).sum::<f64>().exp());
-                    return Ok(Completion { content: choice.message.content.unwrap_or_default(), probability });
+                    return Ok(Completion::from(choice));
                 }
                 Err(e) if e.status() == Some(404) && started.elapsed() + wait < self.poll.model_load_wait => {
                     tracing::info!(model, "the model is not available yet; waiting for it to load");
