@@ -13,7 +13,18 @@ pub enum ProviderKind {
     /// The user's own trainer command, run as a local process or a Ray job,
     /// its models served by an OpenAI-compatible inference server.
     Command,
+    /// Together AI's fine-tuning API (its own paths and names), its models
+    /// answering through its OpenAI-compatible chat completions, serverless
+    /// or on a dedicated endpoint made for the evaluation.
+    Together,
+    /// Azure OpenAI's v1 data plane (OpenAI's job shapes), each model
+    /// deployed through Azure Resource Manager before it answers.
+    Azure,
 }
+
+/// Every provider, in the order tables and tests list them.
+pub const PROVIDERS: [ProviderKind; 5] =
+    [ProviderKind::Local, ProviderKind::OpenAi, ProviderKind::Azure, ProviderKind::Together, ProviderKind::Command];
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
@@ -100,6 +111,51 @@ const COMMAND: &[Param<'static>] = &[
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
+/// Together AI's knobs, by the names of its create request where they are
+/// top-level and by their own where they sit in an object (`lora_*` go into
+/// `training_type`): see [`request_field`]. `auto` omits the field (the
+/// server's default; for `batch_size` that is `"max"`). The order is Together's
+/// own (run ids depend on it); only `n_epochs` must be written.
+const TOGETHER: &[Param<'static>] = &[
+    Param { auto: false, ..param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 3]") },
+    Param {
+        min_exclusive: true,
+        required: false,
+        ..param("learning_rate", Kind::Float, (0.0, 1.0), "learning_rate", "[0.00001, 0.0002]")
+    },
+    Param { required: false, ..param("batch_size", Kind::Int, (1.0, 1024.0), "batch_size", "[8, 16]") },
+    Param { required: false, ..param("lora_r", Kind::Int, (1.0, 1024.0), "lora_r", "[8, 32]") },
+    Param { required: false, ..param("lora_alpha", Kind::Int, (1.0, 4096.0), "lora_alpha", "[16, 64]") },
+    Param { required: false, ..param("lora_dropout", Kind::Float, (0.0, 0.999), "lora_dropout", "[0.0, 0.05]") },
+    Param { required: false, ..param("warmup_ratio", Kind::Float, (0.0, 1.0), "warmup_ratio", "[0.0, 0.1]") },
+    Param { required: false, ..param("max_grad_norm", Kind::Float, (0.0, 1000.0), "max_grad_norm", "[0.5, 1.0]") },
+    Param { required: false, ..param("weight_decay", Kind::Float, (0.0, 10.0), "weight_decay", "[0.0, 0.01]") },
+    Param { required: false, ..param("n_checkpoints", Kind::Int, (1.0, 100.0), "n_checkpoints", "[1, 3]") },
+    Param { required: false, ..param("n_evals", Kind::Int, (0.0, 100.0), "n_evals", "[0, 4]") },
+    Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
+];
+
+/// Azure OpenAI takes OpenAI's job shapes and names.
+const AZURE: &[Param<'static>] = OPENAI;
+
+/// The field of the create request a hyperparameter becomes, for `plan` and
+/// the README's table; `None` when `provider` does not take the name (a
+/// trainer command gets every name as a `{placeholder}` of its command).
+pub fn request_field(provider: ProviderKind, name: &str) -> Option<String> {
+    if !accepted(provider).iter().any(|p| p.name == name) && !takes_free_names(provider) {
+        return None;
+    }
+    Some(match (provider, name) {
+        (ProviderKind::Local, n) => format!("trainer {n}"),
+        (ProviderKind::OpenAi | ProviderKind::Azure, SEED) => "seed".into(),
+        (ProviderKind::OpenAi | ProviderKind::Azure, n) => format!("method.supervised.hyperparameters.{n}"),
+        (ProviderKind::Together, SEED) => "random_seed".into(),
+        (ProviderKind::Together, n) if n.starts_with("lora_") => format!("training_type.{n}"),
+        (ProviderKind::Together, n) => n.into(),
+        (ProviderKind::Command, n) => format!("{{{n}}}"),
+    })
+}
+
 /// The names `provider` accepts, in the order a grid nests them and random
 /// search draws them.
 pub fn accepted(provider: ProviderKind) -> &'static [Param<'static>] {
@@ -107,6 +163,8 @@ pub fn accepted(provider: ProviderKind) -> &'static [Param<'static>] {
         ProviderKind::Local => LOCAL,
         ProviderKind::OpenAi => OPENAI,
         ProviderKind::Command => COMMAND,
+        ProviderKind::Together => TOGETHER,
+        ProviderKind::Azure => AZURE,
     }
 }
 
@@ -167,11 +225,7 @@ pub fn free(name: &str, kind: Kind) -> Param<'_> {
 
 /// The column header of `name`: its declared short form, else the name.
 pub fn short(name: &str) -> &str {
-    [ProviderKind::Local, ProviderKind::OpenAi, ProviderKind::Command]
-        .into_iter()
-        .flat_map(accepted)
-        .find(|p| p.name == name)
-        .map_or(name, |p| p.short)
+    PROVIDERS.into_iter().flat_map(accepted).find(|p| p.name == name).map_or(name, |p| p.short)
 }
 
 /// The values a hyperparameter may take.
@@ -231,7 +285,7 @@ mod tests {
 
     #[test]
     fn every_provider_declares_its_names_once_with_examples_in_range() {
-        for provider in [ProviderKind::Local, ProviderKind::OpenAi, ProviderKind::Command] {
+        for provider in PROVIDERS {
             let params = accepted(provider);
             let names: Vec<&str> = params.iter().map(|p| p.name).collect();
             // Successive halving and replicates set these two.

@@ -30,8 +30,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     }
     let provider = match spec.provider {
         ProviderKind::Command => Provider::Command(command_provider(&spec, 0)?),
-        _ => Provider::OpenAi(openai_provider(&spec.openai, store.clone())?),
+        ProviderKind::Together => Provider::Together(super::hosted::together_provider(&spec, store.clone())?),
+        ProviderKind::Azure => Provider::Azure(super::hosted::azure_provider(&spec, store.clone())?),
+        ProviderKind::Local | ProviderKind::OpenAi => Provider::OpenAi(openai_provider(&spec.openai, store.clone())?),
     };
+    provider.bind_sweep(sweep.id, &crate::sweep::owner_id());
     let runs = store.lock().sweep_runs(sweep.id)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut cancelled = 0;
@@ -58,6 +61,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                 store.lock().set_cancelled(&r.run_id, "cancelled by `ftsweep cancel` before its job existed", None)?;
                 cancelled += 1;
             }
+        }
+    }
+    // A deployment left by the process that was evaluating is billed while it exists.
+    match runtime.block_on(provider.clean_up()) {
+        Ok(0) => {}
+        Ok(n) => errln!("sweep `{}`: {n} deployment(s) deleted", sweep.name)?,
+        Err(e) => {
+            errln!("sweep `{}`: deleting its deployments failed: {e}", sweep.name)?;
+            failed += 1;
         }
     }
     errln!("sweep `{}`: {cancelled} run(s) cancelled, {failed} could not be", sweep.name)?;

@@ -68,6 +68,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             ProviderKind::Local => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
             ProviderKind::OpenAi => Provider::OpenAi(super::run::openai_provider(&s.openai, store.clone())?),
             ProviderKind::Command => Provider::Command(super::run::command_provider(s, 0)?),
+            ProviderKind::Together => Provider::Together(super::hosted::together_provider(s, store.clone())?),
+            ProviderKind::Azure => Provider::Azure(super::hosted::azure_provider(s, store.clone())?),
         },
     };
     let provider = Arc::new(provider);

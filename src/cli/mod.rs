@@ -10,6 +10,7 @@ mod cancel;
 mod compare;
 mod data;
 mod eval;
+mod hosted;
 mod job;
 mod leaderboard;
 pub mod out;

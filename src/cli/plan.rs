@@ -182,6 +182,10 @@ fn note_missing_key(loaded: &LoadedSweep) -> Result<()> {
     let var = match (&loaded.sweep.provider, &loaded.sweep.command) {
         (ProviderKind::OpenAi, _) => &loaded.sweep.openai.api_key_env,
         (ProviderKind::Command, Some(CommandSettings { inference_api_key_env: Some(var), .. })) => var,
+        (ProviderKind::Together | ProviderKind::Azure, _) => match super::hosted::key_variable(&loaded.sweep) {
+            Some(var) => var,
+            None => return Ok(()),
+        },
         _ => return Ok(()),
     };
     if super::run::read_api_key(var)?.is_none() {

@@ -181,7 +181,9 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
         },
         auto_epochs: crate::data::stats::default_epochs(loaded.training_report.examples as u64),
     };
-    let cx = context(&loaded, &store, client, options);
+    let owner = options.owner.clone();
+    let cx = context(&loaded, &store, client, options)?;
+    cx.provider.bind_sweep(record.id, &owner);
     // A progress line that cannot be written stops the sweep as Ctrl-C does: nothing new is
     // launched, the runs in flight are recorded, and the exit code is 1.
     let progress = progress_printer(&runs, cli.verbose, loaded.sweep.evaluation.metric.as_str(), shutdown_tx.clone());
@@ -204,6 +206,9 @@ enum Backend {
     Local,
     OpenAi(Client),
     Command(CommandProvider),
+    /// Checked before anything is written; the provider is made once the store is open.
+    Together,
+    Azure,
 }
 
 /// The checks before the user is asked or anything is written: a price for the budget, and for
@@ -221,6 +226,14 @@ fn check_before_asking(loaded: &sweepfile::LoadedSweep) -> Result<Backend> {
         ProviderKind::Local => Backend::Local,
         ProviderKind::OpenAi => Backend::OpenAi(openai_client(&s.openai, api_key(&s.openai)?)?),
         ProviderKind::Command => Backend::Command(command_provider(s, crate::data::file_tokens(&loaded.training))?),
+        ProviderKind::Together => {
+            super::hosted::check_together(s)?;
+            Backend::Together
+        }
+        ProviderKind::Azure => {
+            super::hosted::check_azure(s)?;
+            Backend::Azure
+        }
     })
 }
 
@@ -286,7 +299,7 @@ fn context(
     store: &SharedStore,
     backend: Backend,
     options: RunOptions,
-) -> Arc<SweepContext> {
+) -> Result<Arc<SweepContext>> {
     let s = &loaded.sweep;
     let provider = match backend {
         Backend::Local => Provider::Local(
@@ -297,8 +310,10 @@ fn context(
         ),
         Backend::OpenAi(client) => Provider::OpenAi(OpenAiProvider::new(client, store.clone(), PollPolicy::default())),
         Backend::Command(p) => Provider::Command(p),
+        Backend::Together => Provider::Together(super::hosted::together_provider(s, store.clone())?),
+        Backend::Azure => Provider::Azure(super::hosted::azure_provider(s, store.clone())?),
     };
-    Arc::new(SweepContext {
+    Ok(Arc::new(SweepContext {
         sweep_name: s.name.clone(),
         store: store.clone(),
         provider: Arc::new(provider),
@@ -311,7 +326,7 @@ fn context(
         identity: loaded.identity.clone(),
         max_concurrent: s.limits.max_concurrent,
         options,
-    })
+    }))
 }
 
 /// Prints each progress event as a line on stderr, numbered by the run's place in `runs` (runs
@@ -417,6 +432,16 @@ fn sweep_until_done(
             let _ = errln!("{what}: no new launches; recording the runs in flight");
             let _ = shutdown.send(true);
         });
+        // Deployments a crashed process left (billed while they exist) go first.
+        match cx.provider.clean_up().await {
+            Ok(0) => {}
+            Ok(n) => {
+                let _ = errln!("sweep: deleted {n} deployment(s) that an earlier process left behind");
+            }
+            Err(e) => {
+                let _ = errln!("warning: cannot delete the deployments an earlier process left behind: {e}");
+            }
+        }
         sweep::run_sweep(cx, progress).await
     })?;
     // The training threads of interrupted local jobs are not waited for.

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::out::errln;
 use super::{Cli, ExitStatus, UsageError};
-use crate::serve::{SHUTDOWN_GRACE, ServeError, Server, Settings};
+use crate::serve::{Protocol, SHUTDOWN_GRACE, ServeError, Server, Settings};
 use crate::store::serve::ServeStore;
 
 #[derive(clap::Args)]
@@ -47,6 +47,11 @@ pub struct Args {
     /// never unloads is caught.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_loras: u32,
+    /// The provider protocol to speak: `openai` (under /v1), `azure` (Azure OpenAI's /openai/v1 data plane
+    /// and Azure Resource Manager's deployments), or `together` (Together AI's /v1/files, /v1/fine-tunes
+    /// and /v1/endpoints). The URL printed is the one to give clients.
+    #[arg(long, value_enum, default_value_t = Protocol::Openai)]
+    pub protocol: Protocol,
 }
 
 /// Shows everything but the key.
@@ -61,6 +66,7 @@ impl fmt::Debug for Args {
             .field("rpm", &self.rpm)
             .field("example_delay_ms", &self.example_delay_ms)
             .field("max_loras", &self.max_loras)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -101,6 +107,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let key = check_key(args.key.as_deref())?;
     let store = ServeStore::open(&args.state)?;
     let settings = Settings {
+        protocol: args.protocol,
         key,
         max_running: args.max_running as usize,
         rpm: args.rpm,
@@ -120,7 +127,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         if let Some(warning) = clear_text_warning(addr) {
             errln!("warning: {warning}")?;
         }
-        let url = format!("http://{addr}/v1");
+        let url = args.protocol.url(addr);
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{url}")?;
         stdout.flush()?;

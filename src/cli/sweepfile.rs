@@ -92,6 +92,12 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
             // trains other runs. The engine does not: a run is the same on
             // this machine and on a cluster.
             ProviderKind::Command => command_identity(&sweep, config_template.as_deref())?,
+            // Run ids do not depend on where the API is reached: the same
+            // account's jobs through a proxy are the same runs.
+            ProviderKind::Together => "together".into(),
+            ProviderKind::Azure => {
+                sweep.azure.as_ref().map_or_else(|| "azure".to_string(), |a| format!("azure {}", a.account_id()))
+            }
         },
     };
     let runs = plan::expand(&sweep, &identity);

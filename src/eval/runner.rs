@@ -68,6 +68,8 @@ impl Answerer for Provider {
                 p.max_completion_tokens
             ),
             Provider::Command(p) => p.decoding(),
+            Provider::Together(p) => p.decoding(),
+            Provider::Azure(p) => p.decoding(),
         }
     }
 

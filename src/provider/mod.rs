@@ -3,9 +3,11 @@
 //! follow its events and checkpoints, complete with the model), so a hosted
 //! provider fits the same scheduler.
 
+pub mod azure;
 pub mod command;
 pub mod local;
 pub mod openai;
+pub mod together;
 
 use crate::data::{ChatFile, Message};
 use crate::run::RunConfig;
@@ -128,11 +130,34 @@ impl From<crate::wire::openai::Choice> for Completion {
     }
 }
 
+/// Whom a provider's deployments belong to (the `deployments` rows'
+/// `sweep_id` and `owner`): set once, when the sweep is recorded, before any
+/// model is evaluated.
+#[derive(Debug, Default)]
+pub struct Scope(std::sync::OnceLock<(i64, String)>);
+
+impl Scope {
+    /// Binds the scope; a second call is ignored.
+    pub fn bind(&self, sweep_id: i64, owner: &str) {
+        let _ = self.0.set((sweep_id, owner.to_string()));
+    }
+
+    /// The sweep id and owner, or an error if nothing bound them.
+    pub fn get(&self) -> Result<(i64, &str), ProviderError> {
+        self.0.get().map(|(id, owner)| (*id, owner.as_str())).ok_or_else(|| ProviderError::Engine {
+            message: "a deployment was asked for outside a recorded sweep".into(),
+            retryable: false,
+        })
+    }
+}
+
 /// The providers ftsweep knows; a closed set, dispatched by `match`.
 pub enum Provider {
     Local(local::LocalProvider),
     OpenAi(openai::OpenAiProvider),
     Command(command::CommandProvider),
+    Together(together::TogetherProvider),
+    Azure(azure::AzureProvider),
 }
 
 impl Provider {
@@ -142,6 +167,8 @@ impl Provider {
             Provider::Local(p) => Ok(p.upload(file)),
             Provider::OpenAi(p) => p.upload(file).await,
             Provider::Command(p) => Ok(p.upload(file)),
+            Provider::Together(p) => p.upload(file).await,
+            Provider::Azure(p) => p.upload(file).await,
         }
     }
 
@@ -151,6 +178,8 @@ impl Provider {
             Provider::Local(p) => p.create_job(request),
             Provider::OpenAi(p) => p.create_job(request).await,
             Provider::Command(p) => p.create_job(request).await,
+            Provider::Together(p) => p.create_job(request).await,
+            Provider::Azure(p) => p.create_job(request).await,
         }
     }
 
@@ -164,6 +193,8 @@ impl Provider {
             Provider::Local(p) => p.follow_job(job_id, on_event).await,
             Provider::OpenAi(p) => p.follow_job(job_id, on_event).await,
             Provider::Command(p) => p.follow_job(job_id, on_event).await,
+            Provider::Together(p) => p.follow_job(job_id, on_event).await,
+            Provider::Azure(p) => p.follow_job(job_id, on_event).await,
         }
     }
 
@@ -176,6 +207,8 @@ impl Provider {
             }
             Provider::OpenAi(p) => p.cancel_job(job_id).await,
             Provider::Command(p) => p.cancel_job(job_id).await,
+            Provider::Together(p) => p.cancel_job(job_id).await,
+            Provider::Azure(p) => p.cancel_job(job_id).await,
         }
     }
 
@@ -183,7 +216,7 @@ impl Provider {
     /// do; local ones die with it), so an unfinished run should be adopted
     /// rather than relaunched.
     pub fn jobs_outlive_process(&self) -> bool {
-        matches!(self, Provider::OpenAi(_) | Provider::Command(_))
+        !matches!(self, Provider::Local(_))
     }
 
     /// The job carrying all these metadata tags, if the provider has one.
@@ -195,6 +228,8 @@ impl Provider {
             Provider::Local(_) => Ok(None),
             Provider::OpenAi(p) => Ok(p.find_job(metadata).await?.map(|j| j.id)),
             Provider::Command(p) => p.find_job(metadata).await,
+            Provider::Together(p) => p.find_job(metadata).await,
+            Provider::Azure(p) => p.find_job(metadata).await,
         }
     }
 
@@ -204,6 +239,8 @@ impl Provider {
             Provider::Local(p) => p.complete(model, messages),
             Provider::OpenAi(p) => p.complete(model, messages).await,
             Provider::Command(p) => p.complete(model, messages).await,
+            Provider::Together(p) => p.complete(model, messages).await,
+            Provider::Azure(p) => p.complete(model, messages).await,
         }
     }
 
@@ -212,6 +249,8 @@ impl Provider {
     pub async fn open_model(&self, model: &str) -> Result<(), ProviderError> {
         match self {
             Provider::Command(p) => p.open_model(model).await,
+            Provider::Together(p) => p.open_model(model).await,
+            Provider::Azure(p) => p.open_model(model).await,
             Provider::Local(_) | Provider::OpenAi(_) => Ok(()),
         }
     }
@@ -220,7 +259,39 @@ impl Provider {
     pub async fn close_model(&self, model: &str) -> Result<(), ProviderError> {
         match self {
             Provider::Command(p) => p.close_model(model).await,
+            Provider::Together(p) => p.close_model(model).await,
+            Provider::Azure(p) => p.close_model(model).await,
             Provider::Local(_) | Provider::OpenAi(_) => Ok(()),
+        }
+    }
+
+    /// Tells a provider that deploys models which sweep and process its
+    /// deployments belong to; nothing for the others.
+    pub fn bind_sweep(&self, sweep_id: i64, owner: &str) {
+        match self {
+            Provider::Together(p) => p.scope.bind(sweep_id, owner),
+            Provider::Azure(p) => p.scope.bind(sweep_id, owner),
+            Provider::Local(_) | Provider::OpenAi(_) | Provider::Command(_) => {}
+        }
+    }
+
+    /// Deletes the bound sweep's deployments that a previous process left
+    /// behind (`resume`, `run` again, `cancel`); returns how many.
+    pub async fn clean_up(&self) -> Result<usize, ProviderError> {
+        match self {
+            Provider::Together(p) => p.clean_up().await,
+            Provider::Azure(p) => p.clean_up().await,
+            Provider::Local(_) | Provider::OpenAi(_) | Provider::Command(_) => Ok(0),
+        }
+    }
+
+    /// The HTTP client of a hosted provider (request counts, the base URL).
+    pub fn client(&self) -> Option<&openai::client::Client> {
+        match self {
+            Provider::OpenAi(p) => Some(&p.client),
+            Provider::Together(p) => Some(&p.client),
+            Provider::Azure(p) => Some(&p.data.client),
+            Provider::Local(_) | Provider::Command(_) => None,
         }
     }
 }

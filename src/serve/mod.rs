@@ -7,6 +7,7 @@
 //! and a stopping server have deadlines (`limits`).
 
 mod adapters;
+mod azure;
 mod chat;
 mod errors;
 mod files;
@@ -14,6 +15,7 @@ mod guard;
 mod jobs;
 mod limits;
 mod objects;
+mod together;
 mod worker;
 
 use std::collections::HashMap;
@@ -40,8 +42,37 @@ const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
 /// The organization that owns fine-tuned models and jobs.
 const ORGANIZATION: &str = "org-local";
 
+/// Which provider's protocol the server speaks, over the same jobs and models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// OpenAI's fine-tuning API and chat completions under `/v1`.
+    #[default]
+    Openai,
+    /// Azure OpenAI: the v1 data plane under `/openai/v1`, and Azure Resource
+    /// Manager's deployments under `/subscriptions/…` (a fine-tuned model
+    /// answers only through a deployment).
+    Azure,
+    /// Together AI: `/v1/files` (the SDKs' presigned upload flow),
+    /// `/v1/fine-tunes`, dedicated `/v1/endpoints`, chat completions.
+    Together,
+}
+
+impl Protocol {
+    /// The URL clients are given: the base URL of the API (for Azure, the
+    /// resource endpoint, whose data plane is `{url}/openai/v1` and whose
+    /// management URL is the same address).
+    pub fn url(self, addr: SocketAddr) -> String {
+        match self {
+            Protocol::Openai | Protocol::Together => format!("http://{addr}/v1"),
+            Protocol::Azure => format!("http://{addr}"),
+        }
+    }
+}
+
 /// How the server runs.
 pub struct Settings {
+    /// The protocol it speaks.
+    pub protocol: Protocol,
     /// The key clients must present.
     pub key: String,
     /// How many jobs train at the same time.
@@ -66,6 +97,8 @@ pub struct App {
     limiter: Option<guard::RateLimiter>,
     /// The LoRA adapters loaded (in memory only).
     adapters: Mutex<adapters::Adapters>,
+    /// The protocol it speaks.
+    protocol: Protocol,
 }
 
 impl App {
@@ -119,6 +152,7 @@ impl Server {
             key: settings.key,
             limiter: settings.rpm.map(guard::RateLimiter::new),
             adapters: Mutex::new(adapters::Adapters::new(settings.max_loras)),
+            protocol: settings.protocol,
         };
         Ok(Server { listener, app: Arc::new(app) })
     }
@@ -190,9 +224,22 @@ async fn connection(
     }
 }
 
-/// The routes, under `/v1`, behind the guard.
+/// The routes of the server's protocol, behind the guard.
 fn router(app: Arc<App>) -> Router {
-    let v1 = Router::new()
+    let routes = match app.protocol {
+        Protocol::Openai => Router::new().nest("/v1", openai_routes()),
+        Protocol::Azure => azure::routes(),
+        Protocol::Together => together::routes(),
+    };
+    routes
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard::guard))
+        .with_state(app)
+}
+
+/// OpenAI's routes, relative to `/v1`.
+fn openai_routes() -> Router<Arc<App>> {
+    Router::new()
         .route("/files", post(files::upload).get(files::list).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
         .route("/files/{id}", get(files::retrieve).delete(files::delete))
         .route("/files/{id}/content", get(files::content))
@@ -206,12 +253,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/unload_lora_adapter", post(adapters::unload).layer(DefaultBodyLimit::max(adapters::MAX_BODY_BYTES)))
         .route("/models", get(chat::models))
         // Model ids hold `/` (`local/ngram`), so the id is the rest of the path.
-        .route("/models/{*id}", get(chat::model));
-    Router::new()
-        .nest("/v1", v1)
-        .fallback(unknown_route)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), guard::guard))
-        .with_state(app)
+        .route("/models/{*id}", get(chat::model))
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -73,6 +73,144 @@ pub struct Sweep {
     /// The `[command]` and `[engine]` tables: `Some` exactly when
     /// `provider = "command"`.
     pub command: Option<CommandSettings>,
+    /// The `[together]` table: `Some` exactly when `provider = "together"`
+    /// (defaults when the table is absent).
+    pub together: Option<TogetherSettings>,
+    /// The `[azure]` table: `Some` exactly when `provider = "azure"` (the
+    /// table is required: the endpoint and the account have no default).
+    pub azure: Option<AzureSettings>,
+}
+
+/// The default base URL of Together's API.
+pub const TOGETHER_BASE_URL: &str = "https://api.together.ai/v1";
+
+/// `provider = "together"`: how to reach Together's API and what its jobs
+/// train. The file names the variable that holds the key, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TogetherSettings {
+    /// `base_url` (default [`TOGETHER_BASE_URL`]), without a trailing slash;
+    /// plain http only on loopback. The environment's `TOGETHER_BASE_URL`
+    /// overrides it (`cli` reads it; parsing reads no environment).
+    pub base_url: String,
+    /// `api_key_env` (default `TOGETHER_API_KEY`).
+    pub api_key_env: String,
+    /// `training = "lora" | "full"` (default LoRA): the create's `training_type`.
+    pub training: TogetherTraining,
+    /// `lora_trainable_modules` (e.g. `"all-linear"`), sent with LoRA when given.
+    pub lora_trainable_modules: Option<String>,
+    /// `train_on_inputs`: `true`, `false`, or absent for Together's `"auto"`.
+    pub train_on_inputs: Option<bool>,
+    /// `inference`: how a fine-tuned model answers for its evaluation.
+    pub inference: TogetherInference,
+    /// `endpoint_hardware` for dedicated endpoints (default `1x_nvidia_h100_80gb_sxm`).
+    pub endpoint_hardware: String,
+    /// `endpoint_usd_per_hour`: what a dedicated endpoint costs while it
+    /// runs, for `plan` and the budget; `None`: unknown (plan says so).
+    pub endpoint_usd_per_hour: Option<f64>,
+    /// `endpoint_minutes`: the estimated minutes an endpoint lives per model
+    /// evaluated (start-up and evaluation), for `plan` (default 20).
+    pub endpoint_minutes: f64,
+}
+
+/// `[together] training`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TogetherTraining {
+    #[default]
+    Lora,
+    Full,
+}
+
+/// `[together] inference`: where a fine-tuned model answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TogetherInference {
+    /// Ask the model serverless by its output name; a 4xx that says it is
+    /// not served makes a dedicated endpoint for it (the default).
+    #[default]
+    Auto,
+    /// Serverless only (LoRA outputs of a base model Together serves).
+    Serverless,
+    /// A dedicated endpoint per model, created before its evaluation and
+    /// deleted after (full fine-tunes need one).
+    Dedicated,
+}
+
+impl Default for TogetherSettings {
+    fn default() -> TogetherSettings {
+        TogetherSettings {
+            base_url: TOGETHER_BASE_URL.to_string(),
+            api_key_env: "TOGETHER_API_KEY".to_string(),
+            training: TogetherTraining::Lora,
+            lora_trainable_modules: None,
+            train_on_inputs: None,
+            inference: TogetherInference::Auto,
+            endpoint_hardware: "1x_nvidia_h100_80gb_sxm".to_string(),
+            endpoint_usd_per_hour: None,
+            endpoint_minutes: 20.0,
+        }
+    }
+}
+
+/// The default Azure Resource Manager URL.
+pub const ARM_URL: &str = "https://management.azure.com";
+/// The ARM API version deployments are made with.
+pub const ARM_API_VERSION: &str = "2024-10-01";
+
+/// `provider = "azure"`: Azure OpenAI's v1 data plane and the Azure
+/// Resource Manager account its models are deployed in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AzureSettings {
+    /// `endpoint`, e.g. `https://myres.openai.azure.com`, without a trailing
+    /// slash or `/openai/v1` (the data plane is `{endpoint}/openai/v1`);
+    /// plain http only on loopback.
+    pub endpoint: String,
+    /// `api_key_env` (an `api-key` header) or `entra_token_env` (an Entra
+    /// bearer token): exactly one; default `api_key_env = "AZURE_OPENAI_API_KEY"`.
+    pub data_auth: AzureAuth,
+    /// `subscription`, `resource_group`, `account`: where deployments go.
+    pub subscription: String,
+    pub resource_group: String,
+    pub account: String,
+    /// `arm_token_env`: the variable with an ARM bearer token; `None`: ask
+    /// `az account get-access-token` for one.
+    pub arm_token_env: Option<String>,
+    /// `management_url` (default [`ARM_URL`]); plain http only on loopback.
+    pub management_url: String,
+    /// `arm_api_version` (default [`ARM_API_VERSION`]).
+    pub arm_api_version: String,
+    /// `deployment_sku` (default `DeveloperTier`: no hosting fee, 24 h life).
+    pub deployment_sku: String,
+    /// `deployment_capacity` (default 50, thousands of tokens per minute).
+    pub deployment_capacity: u32,
+    /// `deployment_usd_per_hour`: the hosting fee of a deployment of that
+    /// SKU while it exists (default 0 for `DeveloperTier`, unknown otherwise).
+    pub deployment_usd_per_hour: Option<f64>,
+    /// `deployment_minutes`: the estimated minutes a deployment lives per
+    /// model evaluated, for `plan` (default 20).
+    pub deployment_minutes: f64,
+}
+
+/// How Azure's data plane is authenticated: the variable that holds the secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AzureAuth {
+    /// `api-key: KEY`.
+    ApiKey { env: String },
+    /// `Authorization: Bearer TOKEN` (Entra, scope cognitiveservices).
+    Entra { env: String },
+}
+
+impl AzureSettings {
+    /// The data plane's base URL: `{endpoint}/openai/v1`.
+    pub fn data_plane_url(&self) -> String {
+        format!("{}/openai/v1", self.endpoint)
+    }
+
+    /// The account's ARM resource id (`/subscriptions/…/accounts/{account}`).
+    pub fn account_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.CognitiveServices/accounts/{}",
+            self.subscription, self.resource_group, self.account
+        )
+    }
 }
 
 /// `provider = "command"`: how the user's trainer is run, where it writes,
@@ -148,6 +286,8 @@ pub enum Auth {
     Bearer,
     /// Azure OpenAI: an `api-key` header and an `api-version` query parameter.
     Azure { api_version: String },
+    /// An `api-key: KEY` header alone (Azure OpenAI's v1 data plane).
+    ApiKey,
 }
 
 /// The default base URL of the OpenAI API.
@@ -371,6 +511,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             raw::Provider::Local => ProviderKind::Local,
             raw::Provider::OpenAi => ProviderKind::OpenAi,
             raw::Provider::Command => ProviderKind::Command,
+            raw::Provider::Together => ProviderKind::Together,
+            raw::Provider::Azure => ProviderKind::Azure,
         },
     };
     cx.command_tables(&raw, provider)?;
@@ -440,6 +582,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         openai,
         pricing,
         command,
+        together: None,
+        azure: None,
     })
 }
 

@@ -41,6 +41,8 @@ pub(super) enum Provider {
     Local,
     OpenAi,
     Command,
+    Together,
+    Azure,
 }
 
 /// `[search] strategy`.
@@ -80,7 +82,7 @@ pub(super) struct Choice {
 
 /// The closed sets of the file (a unit test checks them against the enums).
 pub(super) const CHOICES: &[Choice] = &[
-    Choice { key: "provider", noun: "provider", names: &["local", "openai", "command"] },
+    Choice { key: "provider", noun: "provider", names: &["local", "openai", "azure", "together", "command"] },
     Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
     Choice { key: "openai.auth", noun: "authentication", names: &["bearer", "azure"] },
     Choice { key: "early_stopping.metric", noun: "metric", names: &["valid_loss", "valid_accuracy"] },
@@ -209,6 +211,6 @@ mod tests {
             assert!(!accepts("nope"), "{}", choice.key);
         }
         // Each enum has as many variants as its choice lists names.
-        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [3, 3, 2, 2, 2]);
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 3, 2, 2, 2]);
     }
 }

@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(e.message, "unknown provider `acme`");
         assert_eq!(
             e.hint.as_deref(),
-            Some("use `provider = \"local\"` (the default), `provider = \"openai\"` or `provider = \"command\"`")
+            Some(
+                "use `provider = \"local\"` (the default), `provider = \"openai\"`, `provider = \"azure\"`, \
+                 `provider = \"together\"` or `provider = \"command\"`"
+            )
         );
         let e = err(&GOOD.replace("\"local\"\n", "3\n"));
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("provider")), "{e}");

@@ -1,12 +1,14 @@
 //! The SQLite store: the only module that holds SQL. One file, WAL, a busy
 //! timeout, and append-only migrations applied on open.
 
+mod deployments;
 mod durability;
 mod eval;
 pub mod serve;
 mod types;
 mod weights;
 
+pub use deployments::{DeploymentRow, DeploymentState, NewDeployment};
 pub use durability::{Budget, BudgetState, Claim, RunControl};
 pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvaluationRecord};
 pub use weights::{CHECKPOINT_NOT_KEPT, WeightsRow};
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_weights.sql"),
     include_str!("migrations/0007_evalstore.sql"),
     include_str!("migrations/0008_hyperparameters.sql"),
+    include_str!("migrations/0009_deployments.sql"),
 ];
 
 /// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the
@@ -1042,8 +1045,15 @@ fn insert_metrics(tx: &Transaction<'_>, run_id: &str, attempt: i64, metrics: &[M
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An in-memory store with one sweep; returns it and the sweep's id.
+    pub(crate) fn store_with_sweep() -> (Store, i64) {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s.record_sweep(&sweep(), &[]).unwrap().id;
+        (s, id)
+    }
 
     fn sweep<'a>() -> NewSweep<'a> {
         NewSweep {

@@ -265,6 +265,14 @@ pub enum Body {
     },
 }
 
+/// An answer with its status and headers ([`Client::exchange`]).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
 /// Whether a failed request may be sent again without asking first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -294,6 +302,9 @@ impl Client {
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(30))
             .user_agent(concat!("ftsweep/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer to read (Together's upload flow answers
+            // 302), never a place to send the key.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Transport { reason: format!("cannot build the HTTP client: {e}"), sent: false })?;
         Ok(Client { http, cfg, pace: Mutex::default(), counts: RequestCounts::default() })
@@ -337,6 +348,55 @@ impl Client {
         Body::Json(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
     }
 
+    /// `PUT`s `bytes` to a presigned URL a server handed out (Together's
+    /// upload flow): without any credential (the URL is its own), only to
+    /// https or a loopback http address, retried like an idempotent write.
+    pub async fn put_presigned(&self, location: &str, bytes: Vec<u8>) -> Result<(), ApiError> {
+        crate::spec::check_base_url(location)
+            .map_err(|m| ApiError::Refused(format!("the upload URL the server gave: {m}")))?;
+        let url = url::Url::parse(location)
+            .map_err(|e| ApiError::Refused(format!("the upload URL the server gave does not parse: {e}")))?;
+        let mut attempt = 0u32;
+        loop {
+            self.count(Kind::Upload);
+            let sent = self.http.put(url.clone()).body(bytes.clone()).send().await.map_err(transport_error);
+            let err = match sent {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    let headers = r.headers().clone();
+                    let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    http_error(status, &headers, &body, &self.cfg.api_key_env)
+                }
+                Err(e) => e,
+            };
+            if !is_retryable(&err) || attempt >= self.cfg.max_retries {
+                return Err(err);
+            }
+            attempt += 1;
+            self.counts.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+    }
+
+    /// Sends a request like [`Client::send`], but an answer whose status
+    /// `accept` takes (a 302 of an upload flow, a 409 naming an identical
+    /// file) is returned with its headers instead of being an error.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(String, String)],
+        body: &Body,
+        kind: Kind,
+        retry: Retry,
+        accept: fn(StatusCode) -> bool,
+    ) -> Result<Answer, ApiError> {
+        let url = self.endpoint(path)?;
+        self.send_url(method, &url, query, body, kind, retry, accept).await
+    }
+
     /// Sends a request to the endpoint `path` (its segments, e.g. `["files", id]`) with retries
     /// and returns the answer's bytes.
     pub async fn send(
@@ -349,15 +409,31 @@ impl Client {
         retry: Retry,
     ) -> Result<Vec<u8>, ApiError> {
         let url = self.endpoint(path)?;
+        let answer = self.send_url(method, &url, query, body, kind, retry, |_| false).await?;
+        Ok(answer.bytes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_url(
+        &self,
+        method: Method,
+        url: &url::Url,
+        query: &[(String, String)],
+        body: &Body,
+        kind: Kind,
+        retry: Retry,
+        accept: fn(StatusCode) -> bool,
+    ) -> Result<Answer, ApiError> {
+        let url = url.clone();
         let mut attempt = 0u32;
         loop {
             self.wait_for_pace().await;
             self.count(kind);
             let result = self.send_once(method.clone(), &url, query, body).await;
             let (err, wait) = match result {
-                Ok((status, headers, bytes)) if status.is_success() => {
+                Ok((status, headers, bytes)) if status.is_success() || accept(status) => {
                     self.update_pace(&headers, None);
-                    return Ok(bytes);
+                    return Ok(Answer { status, headers, bytes });
                 }
                 Ok((status, headers, bytes)) => {
                     let err = http_error(status, &headers, &bytes, &self.cfg.api_key_env);
@@ -490,6 +566,7 @@ impl Client {
             Auth::Azure { api_version } => {
                 req.header("api-key", &self.cfg.api_key.0).query(&[("api-version", api_version.as_str())])
             }
+            Auth::ApiKey => req.header("api-key", &self.cfg.api_key.0),
         };
         if let Some(org) = &self.cfg.organization {
             req = req.header("OpenAI-Organization", org);
@@ -547,10 +624,23 @@ fn http_error(status: StatusCode, headers: &HeaderMap, bytes: &[u8], key_env: &s
         status: status.as_u16(),
         code,
         message,
-        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+        request_id: request_id(headers),
         key_env: key_env.to_string(),
         retry_after: retry_after(headers),
     }
+}
+
+/// The request id a server put on its answer: OpenAI's and Together's
+/// `x-request-id`, Azure OpenAI's `apim-request-id`, Azure Resource Manager's
+/// `x-ms-request-id`. Only a short printable value is kept (it goes into error
+/// messages).
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    ["x-request-id", "apim-request-id", "x-ms-request-id"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
 }
 
 /// The SDK's policy: connection errors, timeouts, 408, 409, 429 and 5xx,
