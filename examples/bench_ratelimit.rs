@@ -59,6 +59,7 @@ fn main() -> ExitCode {
     let key = "sk-bench-ratelimit";
     let result = runtime.block_on(async {
         let settings = Settings {
+            protocol: ftsweep::serve::Protocol::Openai,
             key: key.into(),
             max_running: 1,
             rpm: Some(rpm),
