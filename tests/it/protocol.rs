@@ -187,10 +187,14 @@ pub struct Faults {
 /// with retry-after, 500 and 503, dropped connections, slow answers, and a
 /// create that reaches the server but whose answer is lost.
 pub struct Proxy {
+    /// The proxy's URL with `/v1` (for OpenAI's and Together's protocols).
     pub url: String,
-    forwarded: Arc<AtomicU64>,
-    faults_injected: Arc<AtomicU64>,
-    lost_creates: Arc<AtomicU64>,
+    /// The proxy's origin, `http://127.0.0.1:PORT` (Azure's endpoint and management URL).
+    #[allow(dead_code)] // until the Azure tests use it
+    pub origin: String,
+    pub forwarded: Arc<AtomicU64>,
+    pub faults_injected: Arc<AtomicU64>,
+    pub lost_creates: Arc<AtomicU64>,
 }
 
 pub async fn start_proxy(upstream: String, faults: Faults) -> Proxy {
@@ -203,7 +207,8 @@ pub async fn start_proxy(upstream: String, faults: Faults) -> Proxy {
     let (f, i, l, c) = (forwarded.clone(), injected.clone(), lost.clone(), creates.clone());
     let rng = Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(faults.seed)));
     let http = reqwest::Client::new();
-    let origin = upstream.trim_end_matches("/v1").to_string();
+    // The server's origin: its URL without the API's `/v1` (Azure's URL is the origin already).
+    let origin = upstream.trim_end_matches('/').trim_end_matches("/v1").to_string();
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else { break };
@@ -218,7 +223,13 @@ pub async fn start_proxy(upstream: String, faults: Faults) -> Proxy {
             });
         }
     });
-    Proxy { url: format!("http://127.0.0.1:{port}/v1"), forwarded, faults_injected: injected, lost_creates: lost }
+    Proxy {
+        url: format!("http://127.0.0.1:{port}/v1"),
+        origin: format!("http://127.0.0.1:{port}"),
+        forwarded,
+        faults_injected: injected,
+        lost_creates: lost,
+    }
 }
 
 /// Reads one HTTP/1.1 request: (method, target, lower-cased headers, body).
@@ -266,6 +277,20 @@ async fn respond(socket: &mut TcpStream, status: u16, headers: &[(String, String
     let _ = socket.shutdown().await;
 }
 
+/// Whether a request creates something that costs money: a fine-tuning job
+/// (OpenAI's and Azure's `fine_tuning/jobs`, Together's `fine-tunes`), a
+/// Together dedicated endpoint, an Azure deployment (ARM's PUT).
+pub fn is_create(method: &str, target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or(target);
+    match method {
+        "POST" => {
+            matches!(path, "/v1/fine_tuning/jobs" | "/openai/v1/fine_tuning/jobs" | "/v1/fine-tunes" | "/v1/endpoints")
+        }
+        "PUT" => path.starts_with("/subscriptions/") && path.contains("/deployments/"),
+        _ => false,
+    }
+}
+
 async fn handle(
     mut socket: TcpStream,
     http: &reqwest::Client,
@@ -276,7 +301,7 @@ async fn handle(
 ) -> std::io::Result<()> {
     let rate = faults.rate;
     let (method, target, headers, body) = read_request(&mut socket).await?;
-    let is_create = method == "POST" && target == "/v1/fine_tuning/jobs";
+    let is_create = is_create(&method, &target);
     let create_index = if is_create { creates.fetch_add(1, Ordering::Relaxed) } else { u64::MAX };
     if create_index < faults.daily_cap_creates {
         let body = r#"{"error":{"message":"This organization has reached its daily limit of fine-tuning jobs for this model.","type":"invalid_request_error","param":null,"code":"daily_rate_limit_exceeded"}}"#;
