@@ -559,3 +559,45 @@ async fn a_full_fine_tune_and_checkpoints_answer_only_through_a_started_endpoint
     let (status, answer) = api.chat(kept["name"].as_str().expect("a name"), SPORTS).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
+
+#[tokio::test]
+async fn a_file_uploaded_as_the_typescript_sdk_does_trains_without_preprocess() {
+    let ws = Workspace::new();
+    let server = start(&ws, "serve.db", &[]);
+    let api = client(&server);
+    // The fields in the query string and a form body, no file type nor checksum; then the PUT, and
+    // no preprocess.
+    let announce = |name: &str| {
+        let url = format!("{}/files?file_name={name}&purpose=fine-tune", server.url);
+        api.http.post(url).bearer_auth(KEY).form(&[("file_name", name), ("purpose", "fine-tune")]).send()
+    };
+    let r = announce("data/topics-train.jsonl").await.expect("a response");
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let (location, id) = (
+        r.headers()[LOCATION].to_str().expect("ASCII").to_string(),
+        r.headers()["x-together-file-id"].to_str().expect("ASCII").to_string(),
+    );
+    let bytes = std::fs::read(example_data("topics-train.jsonl")).expect("example data");
+    assert_eq!(api.http.put(location).body(bytes).send().await.expect("the PUT").status(), StatusCode::OK);
+    let job = api.create(json!({"model": BASE, "training_file": id, "n_epochs": 1})).await;
+    let file = api.get(&format!("/files/{id}")).await;
+    assert_eq!((&file["Processed"], file["LineCount"].as_u64()), (&json!(true), Some(723)), "{file}");
+    let (done, _) = api.wait_for(job["id"].as_str().expect("an id"), &["completed", "error"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // A file that is not conversations is refused at the create, naming it.
+    let r = announce("bad.jsonl").await.expect("a response");
+    let (location, bad) = (
+        r.headers()[LOCATION].to_str().expect("ASCII").to_string(),
+        r.headers()["x-together-file-id"].to_str().expect("ASCII").to_string(),
+    );
+    assert_eq!(
+        api.http.put(location).body("{\"text\": \"hello\"}\n").send().await.expect("the PUT").status(),
+        StatusCode::OK
+    );
+    let error = api
+        .refused(Method::POST, "/fine-tunes", json!({"model": BASE, "training_file": bad}), StatusCode::BAD_REQUEST)
+        .await;
+    assert_eq!(error["param"], "training_file", "{error}");
+    assert!(error["message"].as_str().unwrap_or("").contains("bad.jsonl"), "{error}");
+}

@@ -247,33 +247,37 @@ pub fn find(app: &App, id: &str) -> Result<(TogetherUpload, Option<FileObject>),
     Ok((upload, file))
 }
 
-/// `POST /v1/files/{id}/preprocess`: checks the content (Together's conversation format, as the
-/// trainer reads it), records its line count and answers the processed file.
-pub async fn preprocess(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (upload, file) = find(&app, &id)?;
+/// Checks an uploaded file's content (Together's conversation format, as the trainer reads it)
+/// and records its line count, once. The TypeScript SDK never calls `preprocess`: a fine-tune
+/// processes its files itself.
+pub async fn process(app: &App, id: &str) -> Result<(TogetherUpload, FileObject), ApiError> {
+    let (upload, file) = find(app, id)?;
     let Some(file) = file else {
-        return Err(invalid(
-            format!("The file {id} has not been uploaded yet: PUT its bytes to the upload URL first"),
-            "id",
-        ));
+        let message = format!("The file {id} has not been uploaded yet: PUT its bytes to the upload URL first");
+        return Err(invalid(message, "id").with_code("file_not_uploaded"));
     };
-    if upload.line_count.is_none() {
-        let (store, fid) = (app.store.clone(), id.clone());
-        let content = tokio::task::spawn_blocking(move || store.read_content(&fid))
-            .await
-            .map_err(|e| ApiError::internal(&e))??
-            .unwrap_or_default();
-        let lines = match parse_chat_jsonl(FsPath::new(&upload.filename), &content) {
-            Ok(conversations) => conversations.len() as u64,
-            Err(e) => {
-                let at = e.line.map_or(String::new(), |l| format!(" line {l}"));
-                let message = format!("Invalid file format in {}{at}: {}", upload.filename, e.message);
-                return Err(invalid(message, "file").with_code("invalid_format"));
-            }
-        };
-        app.store.lock().set_together_line_count(&id, lines)?;
+    if upload.line_count.is_some() {
+        return Ok((upload, file));
     }
-    let (upload, _) = find(&app, &id)?;
+    let (store, fid) = (app.store.clone(), id.to_string());
+    let content = (tokio::task::spawn_blocking(move || store.read_content(&fid)).await)
+        .map_err(|e| ApiError::internal(&e))??
+        .unwrap_or_default();
+    let lines = match parse_chat_jsonl(FsPath::new(&upload.filename), &content) {
+        Ok(conversations) => conversations.len() as u64,
+        Err(e) => {
+            let at = e.line.map_or(String::new(), |l| format!(" line {l}"));
+            let message = format!("Invalid file format in {}{at}: {}", upload.filename, e.message);
+            return Err(invalid(message, "file").with_code("invalid_format"));
+        }
+    };
+    app.store.lock().set_together_line_count(id, lines)?;
+    Ok((TogetherUpload { line_count: Some(lines), ..upload }, file))
+}
+
+/// `POST /v1/files/{id}/preprocess`: processes the file and answers it.
+pub async fn preprocess(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (upload, file) = process(&app, &id).await?;
     Ok(Json(file_json(&upload, Some(&file))))
 }
 

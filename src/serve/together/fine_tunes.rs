@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use super::super::errors::ApiError;
 use super::super::objects::{message_event, supervised};
 use super::super::worker::UPLOADING_MESSAGE;
-use super::{BASE_MODELS, INVALID, USER, invalid, iso, new_uuid_id, not_found};
+use super::{BASE_MODELS, INVALID, USER, files, invalid, iso, new_uuid_id, not_found};
 use crate::data::{conversation_tokens, parse_chat_jsonl};
 use crate::provider::local::{BASE_MODEL, KEPT_CHECKPOINTS, VALIDATIONS_PER_EPOCH};
 use crate::serve::{App, ORGANIZATION, Params, random_hex, unix_now, worker};
@@ -130,18 +130,18 @@ fn float_in(raw: &Map<String, Value>, key: &str, min: f64, max: f64, default: f6
     }
 }
 
-/// A processed Together file's tokens, lines and bytes.
-fn file_stats(app: &App, id: &str, key: &str) -> Result<(u64, u64, u64), ApiError> {
-    let upload = app.store.lock().together_upload(id)?;
-    let file = app.store.lock().file(id)?;
-    let (Some(upload), Some(file)) = (upload, file) else {
-        return Err(invalid(format!("Invalid value for '{key}': the file {id} does not exist"), key)
-            .with_code("file_not_found"));
-    };
-    if upload.line_count.is_none() {
-        let message = format!("The file {id} ('{key}') has not been processed: call POST /v1/files/{id}/preprocess");
-        return Err(invalid(message, key).with_code("file_not_processed"));
+/// A Together file's tokens, lines and bytes, processing it if it was not (the TypeScript SDK
+/// never asks); a file whose bytes never came is refused.
+async fn file_stats(app: &App, id: &str, key: &str) -> Result<(u64, u64, u64), ApiError> {
+    if app.store.lock().together_upload(id)?.is_none() {
+        let message = format!("Invalid value for '{key}': the file {id} does not exist");
+        return Err(invalid(message, key).with_code("file_not_found"));
     }
+    let (upload, file) = files::process(app, id).await.map_err(|e| ApiError {
+        message: format!("The file {id} ('{key}') cannot be used: {}", e.message),
+        param: Some(key.to_string()),
+        ..e
+    })?;
     if upload.purpose != "fine-tune" {
         let message = format!("The file {id} has purpose '{}': '{key}' needs a 'fine-tune' file", upload.purpose);
         return Err(invalid(message, key));
@@ -154,7 +154,7 @@ fn file_stats(app: &App, id: &str, key: &str) -> Result<(u64, u64, u64), ApiErro
 }
 
 /// Checks a create request as Together does, with this server's bounds.
-fn check(app: &App, raw: &Map<String, Value>) -> Result<FineTune, ApiError> {
+async fn check(app: &App, raw: &Map<String, Value>) -> Result<FineTune, ApiError> {
     let text = |key: &str| -> Result<Option<String>, ApiError> {
         match raw.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -180,13 +180,13 @@ fn check(app: &App, raw: &Map<String, Value>) -> Result<FineTune, ApiError> {
     }
     let training_file = text("training_file")?
         .ok_or_else(|| invalid("Missing required parameter: 'training_file'", "training_file"))?;
-    let (train_tokens, train_lines, train_bytes) = file_stats(app, &training_file, "training_file")?;
+    let (train_tokens, train_lines, train_bytes) = file_stats(app, &training_file, "training_file").await?;
     let validation_file = text("validation_file")?;
     let n_epochs = int_in(raw, "n_epochs", 1, MAX_EPOCHS, 1)?;
     let n_checkpoints = int_in(raw, "n_checkpoints", 1, MAX_CHECKPOINTS, 1)?;
     let n_evals = int_in(raw, "n_evals", 0, MAX_EVALS, 0)?;
     let valid_tokens = match &validation_file {
-        Some(id) => file_stats(app, id, "validation_file")?.0,
+        Some(id) => file_stats(app, id, "validation_file").await?.0,
         None if n_evals > 0 => {
             return Err(invalid("'n_evals' greater than 0 needs a 'validation_file'", "n_evals"));
         }
@@ -357,7 +357,7 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Val
             return Err(ApiError::invalid(format!("We could not parse the JSON body of your request ({e})"), None));
         }
     };
-    let ft = check(&app, &raw)?;
+    let ft = check(&app, &raw).await?;
     let hyperparameters = Hyperparameters {
         n_epochs: Some(HyperValue::Int(i64::from(ft.n_epochs))),
         batch_size: Some(HyperValue::Int(i64::from(ft.batch_size))),
@@ -850,12 +850,12 @@ pub async fn estimate_price(State(app): State<Arc<App>>, body: Bytes) -> Result<
     let Some(training_file) = raw.get("training_file").and_then(Value::as_str) else {
         return Err(invalid("Missing required parameter: 'training_file'", "training_file"));
     };
-    let Ok((train, _, _)) = file_stats(&app, training_file, "training_file") else {
+    let Ok((train, _, _)) = file_stats(&app, training_file, "training_file").await else {
         return Ok(Json(json!({"estimation_available": false, "unavailable_reason": "train_file_not_validated"})));
     };
     let valid = match raw.get("validation_file").and_then(Value::as_str) {
         None => 0,
-        Some(id) => match file_stats(&app, id, "validation_file") {
+        Some(id) => match file_stats(&app, id, "validation_file").await {
             Ok((tokens, _, _)) => tokens,
             Err(_) => {
                 return Ok(Json(
