@@ -20,6 +20,7 @@ mod rayhead;
 mod search;
 mod security;
 mod serve;
+mod serve_azure;
 mod space;
 mod sweep;
 mod tidy;
