@@ -85,6 +85,9 @@ pub struct Settings {
     pub max_loras: usize,
     /// How long a Together dedicated endpoint takes to start (`--protocol together`).
     pub endpoint_delay: Duration,
+    /// Azure: how long a deployment provisions (and is deleted), and an upload is processed.
+    pub deployment_delay: Duration,
+    pub file_delay: Duration,
 }
 
 /// What the handlers share.
@@ -103,6 +106,8 @@ pub struct App {
     protocol: Protocol,
     /// How long a Together dedicated endpoint takes to start.
     endpoint_delay: Duration,
+    deployment_delay: Duration,
+    file_delay: Duration,
 }
 
 impl App {
@@ -158,6 +163,8 @@ impl Server {
             adapters: Mutex::new(adapters::Adapters::new(settings.max_loras)),
             protocol: settings.protocol,
             endpoint_delay: settings.endpoint_delay,
+            deployment_delay: settings.deployment_delay,
+            file_delay: settings.file_delay,
         };
         Ok(Server { listener, app: Arc::new(app) })
     }
