@@ -185,7 +185,7 @@ impl AzureProvider {
 
     /// The deployment the sweep file names for the baseline, when `model` is the base model.
     fn existing_baseline(&self, model: &str) -> Option<&str> {
-        (model == self.base_model).then_some(baseline_deployment(&self.settings)).flatten()
+        (model == self.base_model).then_some(self.settings.baseline_deployment.as_deref()).flatten()
     }
 
     /// The counter of evaluations using the deployment `name`.
@@ -295,7 +295,7 @@ impl AzureProvider {
         let s = &self.settings;
         let (model_name, version, sku) = if model == self.base_model {
             let (n, v) = split_dated(model);
-            (n, v, baseline_sku(s))
+            (n, v, s.baseline_sku.clone())
         } else {
             (model.to_string(), "1".to_string(), s.deployment_sku.clone())
         };
@@ -460,14 +460,6 @@ impl AzureProvider {
             self.settings.endpoint, self.data.max_completion_tokens
         )
     }
-}
-
-// MERGE-SPEC: until branch `spec` adds these fields to AzureSettings.
-fn baseline_deployment(_s: &AzureSettings) -> Option<&str> {
-    None
-}
-fn baseline_sku(_s: &AzureSettings) -> String {
-    "GlobalStandard".into()
 }
 
 /// An ARM failure, with what to do about a refused token.
