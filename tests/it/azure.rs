@@ -179,9 +179,12 @@ fn run_until_a_deployment_is_live_then_kill(ws: &Workspace, server: &Server) {
         az_cmd(ws, &["run", "s.toml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("ftsweep run");
     let started = Instant::now();
     loop {
-        let live = ws.db().exists()
-            && query(&ws.db(), "SELECT count(*) FROM deployments WHERE state != 'deleted'").first().map(String::as_str)
-                != Some("0");
+        // Read while the run writes: a database not made yet, or busy, counts as nothing live.
+        let live = rusqlite::Connection::open_with_flags(ws.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM deployments WHERE state != 'deleted'", [], |r| r.get::<_, i64>(0))
+            })
+            .is_ok_and(|n| n > 0);
         if live && !arm_deployments(server).is_empty() {
             break;
         }
