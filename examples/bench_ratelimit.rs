@@ -65,6 +65,8 @@ fn main() -> ExitCode {
             rpm: Some(rpm),
             example_delay: std::time::Duration::ZERO,
             max_loras: 8,
+            deployment_delay: std::time::Duration::ZERO,
+            file_delay: std::time::Duration::ZERO,
         };
         let state = ServeStore::open(&dir.path().join("serve.db")).expect("the serve database");
         let server = Server::bind("127.0.0.1", 0, state, settings).await.expect("binding the server");

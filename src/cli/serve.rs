@@ -52,6 +52,14 @@ pub struct Args {
     /// and /v1/endpoints). The URL printed is the one to give clients.
     #[arg(long, value_enum, default_value_t = Protocol::Openai)]
     pub protocol: Protocol,
+    /// `--protocol azure`: how long a deployment stays `Creating` after its PUT (and `Deleting`
+    /// after its DELETE), in milliseconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub deployment_delay_ms: u64,
+    /// `--protocol azure`: how long an upload stays `uploaded` before it is `processed` and a job
+    /// may use it, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub file_delay_ms: u64,
 }
 
 /// Shows everything but the key.
@@ -67,6 +75,8 @@ impl fmt::Debug for Args {
             .field("example_delay_ms", &self.example_delay_ms)
             .field("max_loras", &self.max_loras)
             .field("protocol", &self.protocol)
+            .field("deployment_delay_ms", &self.deployment_delay_ms)
+            .field("file_delay_ms", &self.file_delay_ms)
             .finish()
     }
 }
@@ -113,6 +123,8 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         rpm: args.rpm,
         example_delay: std::time::Duration::from_millis(args.example_delay_ms),
         max_loras: args.max_loras as usize,
+        deployment_delay: std::time::Duration::from_millis(args.deployment_delay_ms),
+        file_delay: std::time::Duration::from_millis(args.file_delay_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {

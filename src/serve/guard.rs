@@ -90,7 +90,7 @@ fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Compares in time independent of where the first difference is.
-fn same_key(a: &str, b: &str) -> bool {
+pub(super) fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -100,6 +100,7 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
     let request_id = format!("req_{}", random_hex(16));
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let authorized = presented_keys(request.headers()).any(|k| same_key(k, &app.key));
+    let azure = (app.protocol == super::Protocol::Azure).then(|| super::azure::Labels::of(&request));
     let admission = match (&app.limiter, authorized) {
         (Some(limiter), true) => Some(limiter.check(started, true)),
         _ => None,
@@ -124,6 +125,9 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
         insert(h, "x-ratelimit-limit-requests", limiter.limit.to_string());
         insert(h, "x-ratelimit-remaining-requests", a.remaining.to_string());
         insert(h, "x-ratelimit-reset-requests", go_duration(a.reset));
+    }
+    if let Some(labels) = azure {
+        response = labels.apply(response, &request_id);
     }
     tracing::info!(%method, path, status = response.status().as_u16(), request_id, "request");
     response

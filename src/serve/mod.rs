@@ -83,6 +83,9 @@ pub struct Settings {
     pub example_delay: Duration,
     /// How many LoRA adapters may be loaded at a time (`adapters`).
     pub max_loras: usize,
+    /// Azure: how long a deployment provisions (and is deleted), and an upload is processed.
+    pub deployment_delay: Duration,
+    pub file_delay: Duration,
 }
 
 /// What the handlers share.
@@ -99,6 +102,8 @@ pub struct App {
     adapters: Mutex<adapters::Adapters>,
     /// The protocol it speaks.
     protocol: Protocol,
+    deployment_delay: Duration,
+    file_delay: Duration,
 }
 
 impl App {
@@ -153,6 +158,8 @@ impl Server {
             limiter: settings.rpm.map(guard::RateLimiter::new),
             adapters: Mutex::new(adapters::Adapters::new(settings.max_loras)),
             protocol: settings.protocol,
+            deployment_delay: settings.deployment_delay,
+            file_delay: settings.file_delay,
         };
         Ok(Server { listener, app: Arc::new(app) })
     }

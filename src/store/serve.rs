@@ -13,9 +13,15 @@ use serde::de::DeserializeOwned;
 use super::{Access, Doing, Result, SERVE_APPLICATION_ID, Schema, connect, now};
 use crate::wire::openai::{Checkpoint, FileObject, Job, JobEvent};
 
+#[path = "serve_azure.rs"]
+pub mod azure;
+
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("serve_migrations/0001_init.sql"), include_str!("serve_migrations/0002_file_chunks.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("serve_migrations/0001_init.sql"),
+    include_str!("serve_migrations/0002_file_chunks.sql"),
+    include_str!("serve_migrations/0004_azure.sql"),
+];
 
 /// How many chunks one lock of the store deletes, so that deleting a big file never holds it long.
 const CHUNKS_PER_DELETE: usize = 8;
