@@ -118,7 +118,7 @@ fn a_12_run_azure_sweep_through_faults_has_one_job_per_run_and_deletes_every_dep
         .replace("metric = \"exact_match\"", "metric = \"exact_match\"\ncheckpoints = true");
     ws.write("s.toml", &text);
     let started = Instant::now();
-    let (code, out, err) = az_run(&ws, &["run", "s.toml", "-v"]);
+    let (code, out, err) = az_run(&ws, &["run", "s.toml", "-v", "--yes"]);
     assert_eq!(code, 0, "every run finishes:\n{err}");
     let board = ws.json(&["leaderboard", "az", "--json"]);
     let rows = board.as_array().unwrap();
