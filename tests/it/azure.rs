@@ -240,3 +240,77 @@ fn without_an_arm_token_or_az_the_run_is_refused_before_anything_is_written() {
     assert!(err.contains("cannot run `az`") && err.contains("arm_token_env") && err.contains("az login"), "{err}");
     assert!(!ws.db().exists(), "nothing written");
 }
+
+/// A proxy that loses the answer of every first create of a run and strips
+/// `metadata` from the job list, so a lost job is found only by its suffix.
+async fn suffix_only_proxy(upstream: String) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let creates = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { break };
+            let (http, upstream, creates) = (http.clone(), upstream.clone(), creates.clone());
+            tokio::spawn(async move {
+                let Ok((method, target, headers, body)) = crate::protocol::read_request(&mut socket).await else {
+                    return;
+                };
+                let path = target.split('?').next().unwrap_or_default().to_string();
+                let is_create = method == "POST" && path == "/openai/v1/fine_tuning/jobs";
+                let mut req = http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), upstream + &target);
+                for (k, v) in
+                    headers.iter().filter(|(k, _)| !matches!(k.as_str(), "host" | "content-length" | "connection"))
+                {
+                    req = req.header(k, v);
+                }
+                let Ok(r) = req.body(body).send().await else { return };
+                let status = r.status().as_u16();
+                let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let mut bytes = r.bytes().await.unwrap_or_default().to_vec();
+                if is_create && creates.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                    return; // the job exists; its answer is lost
+                }
+                if method == "GET"
+                    && path == "/openai/v1/fine_tuning/jobs"
+                    && let Ok(mut page) = serde_json::from_slice::<Value>(&bytes)
+                {
+                    for j in page["data"].as_array_mut().into_iter().flatten() {
+                        j["metadata"] = Value::Null;
+                    }
+                    bytes = serde_json::to_vec(&page).unwrap();
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: {ctype}\r\nconnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&bytes).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn a_job_whose_create_answer_was_lost_is_found_by_its_suffix_when_no_job_carries_its_tags() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ws = Workspace::new();
+    let server = Server::start_args(&ws, "serve.db", KEY, &["--protocol", "azure"]);
+    let origin = runtime.block_on(suffix_only_proxy(server.url.clone()));
+    let valid = small_validation(&ws, 10);
+    let hp = "n_epochs = 1\nlearning_rate_multiplier = [0.5, 1.0]\nbatch_size = 32";
+    ws.write("s.toml", &azure_sweep("sfx", &origin, hp).replace(&example_data("topics-valid.jsonl"), &valid));
+    let (code, _, err) = az_run(&ws, &["run", "s.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    let jobs = jobs_by_run(&server);
+    assert_eq!((jobs.len(), jobs.values().all(|&n| n == 1)), (2, true), "one job per run: {jobs:?}");
+    let suffixes = query(&ws.db(), "SELECT run_id || '-' || attempt FROM runs ORDER BY run_id");
+    let listed = get(&format!("{}/openai/v1/fine_tuning/jobs?limit=100", server.url), false);
+    let mut echoed: Vec<String> =
+        listed["data"].as_array().unwrap().iter().map(|j| j["suffix"].as_str().unwrap().to_string()).collect();
+    echoed.sort();
+    assert_eq!(echoed, suffixes, "the suffix is {{run_id}}-{{attempt}}");
+}
