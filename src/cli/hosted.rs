@@ -85,7 +85,8 @@ pub fn azure_provider(sweep: &Sweep, store: SharedStore) -> Result<AzureProvider
     let settings = azure_settings(sweep)?;
     let key = data_key(settings)?;
     let (token, from) = arm_token(settings)?;
-    Ok(AzureProvider::new(settings, &sweep.base_model, key, token, &from, store, PollPolicy::default())?)
+    let alive = crate::sweep::owner_alive;
+    Ok(AzureProvider::new(settings, &sweep.base_model, key, token, &from, store, PollPolicy::default(), alive)?)
 }
 
 /// The command that prints an ARM token for the signed-in Azure CLI user.

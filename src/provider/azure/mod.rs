@@ -49,6 +49,8 @@ pub struct AzureProvider {
     /// How many evaluations use each deployment of this process (by name):
     /// the last to close it deletes it.
     users: Mutex<HashMap<String, Arc<tokio::sync::Mutex<usize>>>>,
+    /// Whether the process behind a row's owner may still run (its rows are not cleaned up).
+    owner_alive: fn(&str) -> bool,
 }
 
 /// A deployment as ARM describes it.
@@ -115,7 +117,9 @@ impl AzureProvider {
     /// The provider for `settings`, authenticated on the data plane with
     /// `key` (an API key or an Entra token, as `settings.data_auth` says) and
     /// at Azure Resource Manager with `arm_token` (from `arm_token_from`,
-    /// named in errors).
+    /// named in errors). `owner_alive` tells whether a row's owner may still
+    /// run (`sweep::owner_alive`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: &AzureSettings,
         base_model: &str,
@@ -124,6 +128,7 @@ impl AzureProvider {
         arm_token_from: &str,
         store: SharedStore,
         poll: PollPolicy,
+        owner_alive: fn(&str) -> bool,
     ) -> Result<AzureProvider, ProviderError> {
         let (env, auth) = match &settings.data_auth {
             AzureAuth::ApiKey { env } => (env.as_str(), Auth::ApiKey),
@@ -143,6 +148,7 @@ impl AzureProvider {
             poll,
             scope: Scope::default(),
             users: Mutex::default(),
+            owner_alive,
         })
     }
 
@@ -429,7 +435,7 @@ impl AzureProvider {
         let rows = self.store.lock().live_deployments(sweep_id)?;
         let left: Vec<DeploymentRow> = rows
             .into_iter()
-            .filter(|r| r.provider == PROVIDER && r.owner != owner && !crate::sweep::owner_alive(&r.owner))
+            .filter(|r| r.provider == PROVIDER && r.owner != owner && !(self.owner_alive)(&r.owner))
             .collect();
         let mut deleted = 0;
         let mut failures = Vec::new();
