@@ -72,6 +72,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
             ProviderKind::Azure => Provider::Azure(super::hosted::azure_provider(s, store.clone())?),
         },
     };
+    if let Some(r) = record.as_ref() {
+        // An Azure model is deployed for its evaluation, recorded under the sweep.
+        provider.bind_sweep(r.id, &crate::sweep::owner_id());
+    }
     let provider = Arc::new(provider);
     let session = Arc::new(Session::new(&evaluation, &spec_path));
     let target = Target {

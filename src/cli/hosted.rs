@@ -60,9 +60,12 @@ pub fn check_together(sweep: &Sweep) -> Result<()> {
     Ok(())
 }
 
-/// What `run` checks before it asks or writes anything.
+/// What `run` checks before it asks or writes anything: the data plane's
+/// key and the ARM token (from its variable, or `az`).
 pub fn check_azure(sweep: &Sweep) -> Result<()> {
-    data_key(azure_settings(sweep)?)?;
+    let settings = azure_settings(sweep)?;
+    data_key(settings)?;
+    arm_token(settings)?;
     Ok(())
 }
 
@@ -81,7 +84,68 @@ pub fn azure_settings(sweep: &Sweep) -> Result<&AzureSettings> {
 pub fn azure_provider(sweep: &Sweep, store: SharedStore) -> Result<AzureProvider> {
     let settings = azure_settings(sweep)?;
     let key = data_key(settings)?;
-    Ok(AzureProvider::new(settings, key, store, PollPolicy::default())?)
+    let (token, from) = arm_token(settings)?;
+    let alive = crate::sweep::owner_alive;
+    Ok(AzureProvider::new(settings, &sweep.base_model, key, token, &from, store, PollPolicy::default(), alive)?)
+}
+
+/// The command that prints an ARM token for the signed-in Azure CLI user.
+const AZ_TOKEN_COMMAND: &str = "az account get-access-token --resource https://management.azure.com --query \
+                                accessToken -o tsv";
+
+/// The token for Azure Resource Manager and where it came from (named in
+/// errors): the variable `[azure] arm_token_env` names, or else `az account
+/// get-access-token` (asked once per process).
+pub fn arm_token(settings: &AzureSettings) -> Result<(Secret, String)> {
+    if let Some(var) = &settings.arm_token_env {
+        let what = format!("an Azure Resource Manager token (`{AZ_TOKEN_COMMAND}`)");
+        return Ok((required_key(var, "azure", "arm_token_env", &what)?, var.clone()));
+    }
+    static FROM_AZ: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+    let from = "the token of `az account get-access-token`".to_string();
+    if let Some(token) = FROM_AZ.get() {
+        return Ok((token.clone(), from));
+    }
+    let token = az_token()?;
+    Ok((FROM_AZ.get_or_init(|| token).clone(), from))
+}
+
+/// Asks the Azure CLI for an ARM token. Its output is the token: it is never printed.
+fn az_token() -> Result<Secret> {
+    let hint = "run `az login` (the Azure CLI), or set [azure] arm_token_env to a variable that holds a token: \
+                export AZURE_ARM_TOKEN=\"$(az account get-access-token --resource https://management.azure.com \
+                --query accessToken -o tsv)\""
+        .to_string();
+    let out = std::process::Command::new("az")
+        .args(["account", "get-access-token", "--resource", "https://management.azure.com"])
+        .args(["--query", "accessToken", "-o", "tsv"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| UsageError {
+            message: format!("cannot get an Azure Resource Manager token: cannot run `az` ({e})"),
+            hint: hint.clone(),
+        })?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+        let said: String = said.chars().take(300).collect();
+        return Err(UsageError {
+            message: format!("cannot get an Azure Resource Manager token: `{AZ_TOKEN_COMMAND}` failed ({said})"),
+            hint,
+        }
+        .into());
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(UsageError {
+            message: format!(
+                "cannot get an Azure Resource Manager token: `{AZ_TOKEN_COMMAND}` printed no usable token"
+            ),
+            hint,
+        }
+        .into());
+    }
+    Ok(Secret::new(token))
 }
 
 /// The data plane's secret: the API key or the Entra token.

@@ -3,6 +3,7 @@
 //! the SQLite database it writes.
 
 mod adapters;
+mod azure;
 mod command;
 mod command_spec;
 mod data;

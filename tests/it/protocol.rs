@@ -190,7 +190,6 @@ pub struct Proxy {
     /// The proxy's URL with `/v1` (for OpenAI's and Together's protocols).
     pub url: String,
     /// The proxy's origin, `http://127.0.0.1:PORT` (Azure's endpoint and management URL).
-    #[allow(dead_code)] // until the Azure tests use it
     pub origin: String,
     pub forwarded: Arc<AtomicU64>,
     pub faults_injected: Arc<AtomicU64>,

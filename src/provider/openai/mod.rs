@@ -47,11 +47,63 @@ pub struct OpenAiProvider {
     poll: PollPolicy,
     /// `max_completion_tokens` of evaluation requests.
     pub max_completion_tokens: u32,
+    /// Whether an uploaded file is usable only once its `status` is
+    /// `processed` (Azure OpenAI): then it is polled until it is.
+    pub wait_until_processed: bool,
+    /// Whether a job whose create answer was lost may also be found by its
+    /// echoed suffix when no job carries its metadata (Azure OpenAI).
+    pub find_by_suffix: bool,
+}
+
+/// The processing state of an uploaded file.
+#[derive(Debug, serde::Deserialize)]
+struct FileStatus {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    status_details: Option<String>,
 }
 
 impl OpenAiProvider {
     pub fn new(client: Client, store: SharedStore, poll: PollPolicy) -> OpenAiProvider {
-        OpenAiProvider { client, store, poll, max_completion_tokens: 256 }
+        OpenAiProvider {
+            client,
+            store,
+            poll,
+            max_completion_tokens: 256,
+            wait_until_processed: false,
+            find_by_suffix: false,
+        }
+    }
+
+    /// Waits until the file `id` is `processed` (when the provider needs it);
+    /// a file the server could not process is an error naming it.
+    async fn wait_processed(&self, id: &str, name: &str) -> Result<(), ProviderError> {
+        if !self.wait_until_processed {
+            return Ok(());
+        }
+        let mut interval = self.poll.min;
+        loop {
+            let file: FileStatus =
+                self.client.json(Method::GET, &["files", id], &[], Body::None, Kind::Poll, Retry::Always).await?;
+            match file.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("processed") | None => return Ok(()),
+                Some(s @ ("error" | "deleted" | "deleting")) => {
+                    let details = file.status_details.filter(|d| !d.trim().is_empty());
+                    return Err(ProviderError::Engine {
+                        message: format!(
+                            "the server could not process the uploaded file `{name}` (file {id}, status `{s}`){}",
+                            details.map(|d| format!(": {d}")).unwrap_or_default()
+                        ),
+                        retryable: false,
+                    });
+                }
+                Some(_) => {
+                    tokio::time::sleep(interval).await;
+                    interval = (interval.mul_f64(1.5)).min(self.poll.max);
+                }
+            }
+        }
     }
 
     /// Uploads a training or validation file once per server: a file with the
@@ -59,6 +111,7 @@ impl OpenAiProvider {
     pub async fn upload(&self, file: &ChatFile) -> Result<String, ProviderError> {
         let server = self.client.base_url().to_string();
         let known = self.store.lock().upload(&server, &file.sha256)?;
+        let name = file.path.file_name().map_or("data.jsonl".into(), |n| n.to_string_lossy().into_owned());
         if let Some(id) = known {
             // The server may have deleted it since: check, and upload again if so.
             match self
@@ -66,7 +119,10 @@ impl OpenAiProvider {
                 .json::<FileObject>(Method::GET, &["files", &id], &[], Body::None, Kind::Other, Retry::Always)
                 .await
             {
-                Ok(_) => return Ok(id),
+                Ok(_) => {
+                    self.wait_processed(&id, &name).await?;
+                    return Ok(id);
+                }
                 Err(e) if e.status() == Some(404) => self.store.lock().forget_upload(&server, &file.sha256)?,
                 Err(e) => return Err(e.into()),
             }
@@ -77,10 +133,11 @@ impl OpenAiProvider {
                 sent: false,
             })
         })?;
-        let name = file.path.file_name().map_or("data.jsonl".into(), |n| n.to_string_lossy().into_owned());
-        let body = Body::Multipart { file_name: name, bytes, fields: vec![("purpose".into(), "fine-tune".into())] };
+        let body =
+            Body::Multipart { file_name: name.clone(), bytes, fields: vec![("purpose".into(), "fine-tune".into())] };
         let uploaded: FileObject =
             self.client.json(Method::POST, &["files"], &[], body, Kind::Upload, Retry::Always).await?;
+        self.wait_processed(&uploaded.id, &name).await?;
         self.store.lock().record_upload(&server, &file.sha256, &uploaded.id, file.bytes)?;
         Ok(uploaded.id)
     }
@@ -126,7 +183,8 @@ impl OpenAiProvider {
                 Ok(job) => return Ok(job.id),
                 Err(e) if e.may_have_taken_effect() => {
                     tracing::warn!(error = %e, "a job create's answer was lost: looking for the job by its metadata");
-                    if let Some(job) = self.find_job(&request.metadata).await? {
+                    let suffix = self.find_by_suffix.then_some(body.suffix.as_deref()).flatten();
+                    if let Some(job) = self.find_job_by(&request.metadata, suffix).await? {
                         return Ok(job.id);
                     }
                 }
@@ -138,30 +196,64 @@ impl OpenAiProvider {
 
     /// The newest job whose metadata includes every pair of `metadata`.
     pub async fn find_job(&self, metadata: &BTreeMap<String, String>) -> Result<Option<Job>, ProviderError> {
+        self.find_job_by(metadata, None).await
+    }
+
+    /// The newest job whose metadata includes every pair of `metadata`; when
+    /// none has them and a `suffix` is given, the newest job that echoes that
+    /// suffix (`suffix` or `user_provided_suffix`), listed without the filter.
+    pub async fn find_job_by(
+        &self,
+        metadata: &BTreeMap<String, String>,
+        suffix: Option<&str>,
+    ) -> Result<Option<Job>, ProviderError> {
         let mut query: Vec<(String, String)> =
             metadata.iter().map(|(k, v)| (format!("metadata[{k}]"), v.clone())).collect();
         query.push(("limit".into(), "100".into()));
+        let tagged = |j: &Job, _: &serde_json::Value| {
+            let m = j.metadata.clone().unwrap_or_default();
+            metadata.iter().all(|(k, v)| m.get(k) == Some(v))
+        };
+        if let Some(job) = self.list_jobs_until(&query, &tagged).await? {
+            return Ok(Some(job));
+        }
+        let Some(suffix) = suffix else { return Ok(None) };
+        let echoes = |j: &Job, raw: &serde_json::Value| {
+            raw.get("suffix").and_then(serde_json::Value::as_str) == Some(suffix)
+                || j.user_provided_suffix.as_deref() == Some(suffix)
+        };
+        self.list_jobs_until(&[("limit".into(), "100".into())], &echoes).await
+    }
+
+    /// The first job, newest first, that `matches` (the job and its raw JSON).
+    async fn list_jobs_until(
+        &self,
+        query: &[(String, String)],
+        matches: &(dyn Fn(&Job, &serde_json::Value) -> bool + Sync),
+    ) -> Result<Option<Job>, ProviderError> {
         let mut after: Option<String> = None;
         loop {
-            let mut q = query.clone();
+            let mut q = query.to_vec();
             if let Some(a) = &after {
                 q.push(("after".into(), a.clone()));
             }
-            let page: List<Job> = self
+            let page: List<serde_json::Value> = self
                 .client
                 .json(Method::GET, &["fine_tuning", "jobs"], &q, Body::None, Kind::List, Retry::Always)
                 .await?;
-            // Filter here too: a server that ignores the filter must not make us adopt a stranger.
-            let found = page.data.iter().find(|j| {
-                let m = j.metadata.clone().unwrap_or_default();
-                metadata.iter().all(|(k, v)| m.get(k) == Some(v))
-            });
-            if let Some(job) = found {
-                return Ok(Some(job.clone()));
+            let mut last = None;
+            for raw in &page.data {
+                let job: Job = serde_json::from_value(raw.clone())
+                    .map_err(|e| ApiError::Decode(format!("{e} in a job of the job list")))?;
+                // Filter here too: a server that ignores the filter must not make us adopt a stranger.
+                if matches(&job, raw) {
+                    return Ok(Some(job));
+                }
+                last = Some(job.id);
             }
             // The list has no `last_id`: the last item's id is the cursor.
-            match (page.has_more, page.data.last()) {
-                (true, Some(last)) => after = Some(last.id.clone()),
+            match (page.has_more, last) {
+                (true, Some(last)) => after = Some(last),
                 _ => return Ok(None),
             }
         }
@@ -188,14 +280,7 @@ impl OpenAiProvider {
         loop {
             let path = ["fine_tuning", "jobs", job_id];
             let job: Job = self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
-            let n_epochs = job
-                .hyperparameters
-                .as_ref()
-                .and_then(|h| h.n_epochs)
-                .or_else(|| {
-                    job.method.as_ref().and_then(|m| m.supervised.as_ref()).and_then(|s| s.hyperparameters.n_epochs)
-                })
-                .and_then(HyperValue::number);
+            let n_epochs = job_epochs(&job);
             let new_events = self.drain_events(job_id, &mut seen, n_epochs, on_event).await?;
             steps_seen += new_events;
             let status = JobStatus::parse(&job.status);
@@ -231,9 +316,16 @@ impl OpenAiProvider {
                 }
                 let path = ["fine_tuning", "jobs", job.id.as_str(), "checkpoints"];
                 let q = [("limit".to_string(), "10".to_string())];
-                let page: List<Checkpoint> =
+                let page: List<serde_json::Value> =
                     self.client.json(Method::GET, &path, &q, Body::None, Kind::Checkpoints, Retry::Always).await?;
-                let mut checkpoints = page.data;
+                let mut checkpoints = page
+                    .data
+                    .into_iter()
+                    .map(|v| {
+                        serde_json::from_value::<Checkpoint>(integral_steps(v))
+                            .map_err(|e| ApiError::Decode(format!("{e} in a checkpoint of job `{}`", job.id)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 checkpoints.sort_by_key(|c| c.step_number);
                 let total_steps = checkpoints.last().map_or(0, |c| c.step_number);
                 for c in checkpoints {
@@ -241,7 +333,12 @@ impl OpenAiProvider {
                     on_event(JobEvent::Checkpoint {
                         epoch: epoch_of(c.step_number, Some(total_steps), n_epochs),
                         step: c.step_number,
-                        model: c.fine_tuned_model_checkpoint.clone(),
+                        // A server that names no checkpoint model deploys it by its id.
+                        model: if c.fine_tuned_model_checkpoint.is_empty() {
+                            c.id.clone()
+                        } else {
+                            c.fine_tuned_model_checkpoint.clone()
+                        },
                         train_loss: m.train_loss.unwrap_or(f64::NAN),
                         train_accuracy: m.train_mean_token_accuracy.unwrap_or(f64::NAN),
                         valid_loss: m.full_valid_loss.or(m.valid_loss),
@@ -305,7 +402,7 @@ impl OpenAiProvider {
             if e.kind.as_deref() != Some("metrics") {
                 continue;
             }
-            let Some(m) = e.data.clone().and_then(|d| serde_json::from_value::<Metrics>(d).ok()) else {
+            let Some(m) = e.data.clone().and_then(|d| serde_json::from_value::<Metrics>(integral_steps(d)).ok()) else {
                 continue;
             };
             let Some(step) = m.step else { continue };
@@ -402,6 +499,40 @@ impl OpenAiProvider {
     }
 }
 
+/// The job's epochs, once resolved: the top-level hyperparameters' or the
+/// method's, whichever is a positive number (Azure reports an `auto` not yet
+/// resolved as -1).
+fn job_epochs(job: &Job) -> Option<f64> {
+    let resolved = |v: Option<HyperValue>| v.and_then(HyperValue::number).filter(|n| *n >= 1.0);
+    resolved(job.hyperparameters.as_ref().and_then(|h| h.n_epochs)).or_else(|| {
+        resolved(job.method.as_ref().and_then(|m| m.supervised.as_ref()).and_then(|s| s.hyperparameters.n_epochs))
+    })
+}
+
+/// `step`, `total_steps` and `step_number` written as whole floats (Azure's
+/// checkpoint metrics say `"step": 100.0`) become integers, recursively.
+fn integral_steps(mut v: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, x) in map.iter_mut() {
+                    let whole = x.as_f64().filter(|f| x.is_f64() && f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15);
+                    match whole {
+                        Some(f) if matches!(k.as_str(), "step" | "total_steps" | "step_number") => {
+                            *x = serde_json::Value::from(f as u64);
+                        }
+                        _ => walk(x),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
 /// The epoch a step belongs to, when the job's epochs and steps are known.
 fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64>) -> u32 {
     match (total_steps, n_epochs) {
@@ -424,5 +555,28 @@ mod tests {
         assert_eq!(epoch_of(11, Some(30), Some(3.0)), 2);
         assert_eq!(epoch_of(30, Some(30), Some(3.0)), 3);
         assert_eq!(epoch_of(5, None, Some(3.0)), 0);
+    }
+
+    #[test]
+    fn an_unresolved_auto_of_minus_one_is_no_epoch_count() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "ftjob-1", "status": "pending",
+            "hyperparameters": {"n_epochs": -1, "batch_size": -1, "learning_rate_multiplier": 1},
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}
+        }))
+        .unwrap();
+        assert_eq!(job_epochs(&job), Some(3.0), "the method's resolved count is taken over the -1");
+        let job: Job =
+            serde_json::from_value(serde_json::json!({"id": "j", "hyperparameters": {"n_epochs": -1}})).unwrap();
+        assert_eq!(job_epochs(&job), None);
+        assert_eq!(epoch_of(7, Some(30), job_epochs(&job)), 0, "no division by a negative epoch count");
+    }
+
+    #[test]
+    fn whole_float_steps_decode_as_integers() {
+        let raw = serde_json::json!({"id": "ftchkpt-1", "step_number": 20, "fine_tuned_model_checkpoint": "m",
+            "metrics": {"step": 20.0, "train_loss": 0.5, "full_valid_loss": 0.75}});
+        let c: Checkpoint = serde_json::from_value(integral_steps(raw)).unwrap();
+        assert_eq!((c.step_number, c.metrics.step, c.metrics.train_loss), (20, Some(20), Some(0.5)));
     }
 }
