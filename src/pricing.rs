@@ -3,8 +3,61 @@
 
 use serde::Serialize;
 
+use crate::run::ProviderKind;
+
 /// When the table was read, and from where.
 pub const PRICES_AS_OF: &str = "OpenAI pricing page, standard tier, as of 2026-10";
+
+/// Where an Azure sweep's committed price comes from: the table holds no
+/// Azure rates (Azure's price list was not read), so a dated snapshot gets
+/// OpenAI's rates for the same model id, labelled as such.
+pub const AZURE_PRICES_AS_OF: &str =
+    "OpenAI's rates for the same model, from OpenAI's pricing page as of 2026-10; Azure's own price list not checked";
+
+/// Where the price of a sweep on `provider` comes from, when it has one:
+/// the sweep file's `[pricing]` (`from_file`), else the committed table
+/// ([`PRICES_AS_OF`]; for Azure [`AZURE_PRICES_AS_OF`]). `None`: no price
+/// applies (a trainer command), or none is committed (Together: its rates
+/// were not read, see [`committed`]).
+pub fn source(provider: ProviderKind, from_file: bool) -> Option<&'static str> {
+    match provider {
+        ProviderKind::Command => None,
+        _ if from_file => Some("the sweep file's [pricing]"),
+        ProviderKind::Azure => Some(AZURE_PRICES_AS_OF),
+        ProviderKind::Together => None,
+        ProviderKind::Local | ProviderKind::OpenAi => Some(PRICES_AS_OF),
+    }
+}
+
+/// The committed price of `model` on `provider`: OpenAI's table for the
+/// providers that train OpenAI's models (Azure labelled, [`source`]); none
+/// for Together (together.ai/pricing was not read: a Together sweep needs
+/// `[pricing]` for a USD estimate) nor for a trainer command.
+pub fn committed(provider: ProviderKind, model: &str) -> Option<Price> {
+    match provider {
+        ProviderKind::Together | ProviderKind::Command => None,
+        ProviderKind::Local | ProviderKind::OpenAi | ProviderKind::Azure => lookup(model),
+    }
+}
+
+/// The tokens a job on `provider` is billed for: `epochs` × one epoch's
+/// training tokens, and on Together also `n_evals` × the validation set's
+/// tokens (its pricing page: total tokens = n_epochs × training tokens +
+/// n_evals × validation tokens).
+pub fn billed_tokens(provider: ProviderKind, epochs: u32, n_evals: u32, data: &DataFigures) -> u64 {
+    let training = data.billing_tokens * u64::from(epochs);
+    match provider {
+        ProviderKind::Together => training + u64::from(n_evals) * (data.eval_input_tokens + data.eval_output_tokens),
+        _ => training,
+    }
+}
+
+/// What models deployed for their evaluation cost: `count` deployments
+/// (Azure) or dedicated endpoints (Together), each living `minutes`, at
+/// `usd_per_hour`; `None` when the hourly price is unknown.
+pub fn deployment_cost(count: u64, minutes: f64, usd_per_hour: Option<f64>) -> Option<f64> {
+    usd_per_hour.map(|rate| count as f64 * minutes / 60.0 * rate)
+}
 
 /// What a model costs, in USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -115,8 +168,20 @@ impl Estimate {
 /// priced at the training rate; evaluation = one completion per validation
 /// example, priced at the fine-tuned model's inference rates.
 pub fn estimate(n_epochs: Option<u32>, data: &DataFigures, price: Option<Price>) -> Estimate {
+    estimate_on(ProviderKind::OpenAi, n_epochs, 0, data, price)
+}
+
+/// [`estimate`] for a job on `provider` with `n_evals` evaluations during
+/// training (billed on Together: [`billed_tokens`]).
+pub fn estimate_on(
+    provider: ProviderKind,
+    n_epochs: Option<u32>,
+    n_evals: u32,
+    data: &DataFigures,
+    price: Option<Price>,
+) -> Estimate {
     let epochs = n_epochs.unwrap_or_else(|| crate::data::stats::default_epochs(data.examples));
-    let trained_tokens = data.billing_tokens * u64::from(epochs);
+    let trained_tokens = billed_tokens(provider, epochs, n_evals, data);
     Estimate {
         epochs,
         epochs_estimated: n_epochs.is_none(),
@@ -181,6 +246,45 @@ mod tests {
         assert!(total([Some(-0.0)]).unwrap().is_sign_positive());
         assert_eq!(total([Some(1.5), Some(2.0)]), Some(3.5));
         assert_eq!(total([Some(1.5), None]), None, "an unknown price makes the total unknown");
+    }
+
+    #[test]
+    fn together_bills_its_evaluations_and_has_no_committed_rates() {
+        let data = DataFigures {
+            examples: 10,
+            billing_tokens: 1_000,
+            eval_examples: 5,
+            eval_input_tokens: 300,
+            eval_output_tokens: 20,
+        };
+        assert_eq!(billed_tokens(ProviderKind::Together, 3, 4, &data), 3 * 1_000 + 4 * 320);
+        assert_eq!(billed_tokens(ProviderKind::Together, 2, 0, &data), 2_000);
+        assert_eq!(billed_tokens(ProviderKind::Azure, 3, 4, &data), 3_000, "Azure bills training tokens only");
+        let price = Price { training: 2.0, input: 0.0, output: 0.0 };
+        let e = estimate_on(ProviderKind::Together, Some(3), 4, &data, Some(price));
+        assert_eq!(e.trained_tokens, 4_280);
+        assert!((e.training_usd.unwrap() - 0.00856).abs() < 1e-12);
+        assert_eq!(committed(ProviderKind::Together, "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"), None);
+        assert_eq!(committed(ProviderKind::Together, "local/ngram"), None, "no rate of another provider's");
+        assert_eq!(source(ProviderKind::Together, false), None);
+        assert_eq!(source(ProviderKind::Together, true), Some("the sweep file's [pricing]"));
+        assert_eq!(source(ProviderKind::Command, true), None);
+    }
+
+    #[test]
+    fn azure_takes_openais_rates_labelled_as_openais() {
+        assert_eq!(committed(ProviderKind::Azure, "gpt-4.1-mini-2025-04-14"), lookup("gpt-4.1-mini-2025-04-14"));
+        assert!(committed(ProviderKind::Azure, "gpt-4.1-mini-2025-04-14").is_some());
+        let label = source(ProviderKind::Azure, false).unwrap();
+        assert!(label.contains("OpenAI's rates") && label.contains("not checked"), "{label}");
+        assert_eq!(source(ProviderKind::OpenAi, false), Some(PRICES_AS_OF));
+    }
+
+    #[test]
+    fn deployments_cost_their_minutes_at_the_hourly_rate() {
+        assert_eq!(deployment_cost(6, 20.0, Some(3.0)), Some(6.0));
+        assert_eq!(deployment_cost(6, 20.0, Some(0.0)), Some(0.0));
+        assert_eq!(deployment_cost(6, 20.0, None), None, "an unknown rate is unknown, not free");
     }
 
     #[test]

@@ -693,11 +693,12 @@ pub struct PlanRow {
     pub estimated_cost_usd: Option<f64>,
 }
 
-/// Builds plan rows; `status_of` gives a run's recorded state.
+/// Builds plan rows for a sweep on `provider`; `status_of` gives a run's recorded state.
 pub fn plan_rows(
     runs: &[PlannedRun],
     data: &crate::pricing::DataFigures,
     price: Option<crate::pricing::Price>,
+    provider: crate::run::ProviderKind,
     status_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<PlanRow> {
     let names = shown_names(runs.iter().map(|r| &r.config));
@@ -707,7 +708,12 @@ pub fn plan_rows(
             for n in &names {
                 hyperparameters.entry(n.clone()).or_insert_with(|| "auto".into());
             }
-            let e = crate::pricing::estimate(r.job_epochs(), data, price);
+            // A checkpoint trains nothing; a job's evaluations during training are billed on Together.
+            let n_evals = match r.job_epochs() {
+                Some(0) => 0,
+                _ => r.config.get("n_evals").map_or(0, |v| v.as_f64() as u32),
+            };
+            let e = crate::pricing::estimate_on(provider, r.job_epochs(), n_evals, data, price);
             let status = status_of(&r.run_id).unwrap_or_else(|| "new".into());
             PlanRow {
                 run_id: r.run_id.clone(),
@@ -774,6 +780,28 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
     let k = hyper.len();
     right(&mut t, 2, 4 + k);
     right(&mut t, 6 + k, 9 + k);
+    t.to_string()
+}
+
+/// The hosted providers whose request fields `plan` compares.
+pub const HOSTED: [crate::run::ProviderKind; 3] =
+    [crate::run::ProviderKind::OpenAi, crate::run::ProviderKind::Azure, crate::run::ProviderKind::Together];
+
+/// What each hyperparameter `names` becomes in a create request: a row per
+/// name, a column for `provider` first, then the other hosted providers
+/// (`-`: that provider does not take the name).
+pub fn request_fields_table(provider: crate::run::ProviderKind, names: &[&str]) -> String {
+    let others: Vec<_> = HOSTED.into_iter().filter(|p| *p != provider).collect();
+    let this = format!("{} (this sweep)", provider.as_str());
+    let mut header: Vec<&str> = vec!["hyperparameter", &this];
+    header.extend(others.iter().map(|p| p.as_str()));
+    let mut t = new_table(&header);
+    for name in names {
+        let field = |p| crate::space::request_field(p, name).unwrap_or_else(|| "-".into());
+        let mut cells = vec![(*name).to_string(), field(provider)];
+        cells.extend(others.iter().map(|p| field(*p)));
+        t.add_row(cells);
+    }
     t.to_string()
 }
 

@@ -12,7 +12,7 @@ use super::{Cli, ExitStatus};
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
 use crate::report::{self, PlanRow};
 use crate::run::{PlannedRun, RunRecord, SweepRole};
-use crate::spec::{CommandSettings, Engine, ProviderKind};
+use crate::spec::{CommandSettings, Engine, ProviderKind, Sweep, TogetherInference};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,7 @@ pub fn rows(cli: &Cli, loaded: &LoadedSweep) -> Result<Vec<PlanRow>> {
     } else {
         (loaded.runs.clone(), HashMap::new())
     };
-    Ok(report::plan_rows(&runs, &figures(loaded), loaded.price, |id| known.get(id).cloned()))
+    Ok(report::plan_rows(&runs, &figures(loaded), loaded.price, loaded.sweep.provider, |id| known.get(id).cloned()))
 }
 
 /// The runs an earlier `run` added after the first rung (later rungs and
@@ -157,6 +157,149 @@ pub fn replicates_estimate(loaded: &LoadedSweep, rows: &[PlanRow]) -> Option<(us
     let n = lengths.iter().take(leaders).sum::<usize>() * r.seeds.len();
     let one = pricing::estimate(epochs, &figures(loaded), loaded.price);
     Some((n, one.trained_tokens * chains as u64, one.training_usd.map(|u| u * chains as f64)))
+}
+
+/// The models a sweep deploys for their evaluation (Azure's deployments,
+/// Together's dedicated endpoints) and what they cost while they exist.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployments {
+    /// `deployment` (Azure) or `dedicated endpoint` (Together).
+    pub kind: &'static str,
+    /// Whether `count` is at most what is made (Together's `inference =
+    /// "auto"` makes an endpoint only for a model serverless does not serve;
+    /// checkpoints: the most that can be kept).
+    pub upper_bound: bool,
+    /// Models of the whole sweep: runs, checkpoints evaluated besides, the baseline.
+    pub runs: u64,
+    pub checkpoints: u64,
+    pub baseline: u64,
+    pub count: u64,
+    /// The same, of the runs still to train (and the baseline).
+    pub to_train_count: u64,
+    pub minutes_each: f64,
+    /// The hosting fee of a fine-tuned model's deployment or endpoint, per
+    /// hour; `None`: unknown.
+    pub usd_per_hour: Option<f64>,
+    /// The base model's deployment bills tokens only (Azure), so it adds no fee.
+    pub baseline_usd_per_hour: Option<f64>,
+    pub estimated_cost_usd: Option<f64>,
+    pub to_train_estimated_cost_usd: Option<f64>,
+    /// Azure: the SKU and capacity of a fine-tuned model's deployment, the
+    /// baseline's SKU or the existing deployment it uses.
+    pub sku: Option<String>,
+    pub capacity: Option<u32>,
+    pub baseline_sku: Option<String>,
+    pub baseline_deployment: Option<String>,
+    /// Together: the inference mode and the endpoints' hardware.
+    pub inference: Option<&'static str>,
+    pub hardware: Option<String>,
+}
+
+/// The earlier checkpoints a job's evaluation adds, at most: Azure keeps
+/// the last three epochs' (one is the final model); Together saves
+/// `n_checkpoints` (default 1, the final model).
+fn extra_checkpoints(sweep: &Sweep, row: &PlanRow) -> u64 {
+    if !sweep.evaluation.checkpoints || row.origin == "checkpoint" {
+        return 0;
+    }
+    match sweep.provider {
+        ProviderKind::Azure => u64::from(row.n_epochs.unwrap_or(3).min(3)).saturating_sub(1),
+        ProviderKind::Together => row.config.get("n_checkpoints").map_or(1, |v| v.as_f64() as u64).saturating_sub(1),
+        _ => 0,
+    }
+}
+
+/// The deployments of an Azure sweep, or the dedicated endpoints of a
+/// Together sweep that makes them; `None` for other sweeps and Together's
+/// serverless inference.
+pub fn deployments(sweep: &Sweep, rows: &[PlanRow], later_runs: usize) -> Option<Deployments> {
+    let (kind, upper, minutes, rate, baseline, baseline_rate) = match (&sweep.azure, &sweep.together) {
+        (Some(a), _) => {
+            let baseline = u64::from(sweep.evaluation.baseline && a.baseline_deployment.is_none());
+            (
+                "deployment",
+                sweep.evaluation.checkpoints,
+                a.deployment_minutes,
+                a.deployment_usd_per_hour,
+                baseline,
+                Some(0.0),
+            )
+        }
+        (None, Some(t)) => match t.inference {
+            TogetherInference::Serverless => return None,
+            // The base model answers serverless by its name.
+            TogetherInference::Dedicated => (
+                "dedicated endpoint",
+                sweep.evaluation.checkpoints,
+                t.endpoint_minutes,
+                t.endpoint_usd_per_hour,
+                0,
+                None,
+            ),
+            TogetherInference::Auto => {
+                ("dedicated endpoint", true, t.endpoint_minutes, t.endpoint_usd_per_hour, 0, None)
+            }
+        },
+        _ => return None,
+    };
+    let count = |rows: &[&PlanRow], later: usize| -> (u64, u64) {
+        (rows.len() as u64 + later as u64, rows.iter().map(|r| extra_checkpoints(sweep, r)).sum())
+    };
+    let all: Vec<&PlanRow> = rows.iter().collect();
+    let pending: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train).collect();
+    let (runs, checkpoints) = count(&all, later_runs);
+    let (pending_runs, pending_checkpoints) = count(&pending, later_runs);
+    let baseline_cost =
+        if baseline == 0 { Some(0.0) } else { pricing::deployment_cost(baseline, minutes, baseline_rate) };
+    let cost = |models: u64| pricing::total([pricing::deployment_cost(models, minutes, rate), baseline_cost]);
+    Some(Deployments {
+        kind,
+        upper_bound: upper,
+        runs,
+        checkpoints,
+        baseline,
+        count: runs + checkpoints + baseline,
+        to_train_count: pending_runs + pending_checkpoints + baseline,
+        minutes_each: minutes,
+        usd_per_hour: rate,
+        baseline_usd_per_hour: sweep.azure.as_ref().map(|_| 0.0),
+        estimated_cost_usd: cost(runs + checkpoints),
+        to_train_estimated_cost_usd: cost(pending_runs + pending_checkpoints),
+        sku: sweep.azure.as_ref().map(|a| a.deployment_sku.clone()),
+        capacity: sweep.azure.as_ref().map(|a| a.deployment_capacity),
+        baseline_sku: sweep.azure.as_ref().filter(|a| a.baseline_deployment.is_none()).map(|a| a.baseline_sku.clone()),
+        baseline_deployment: sweep.azure.as_ref().and_then(|a| a.baseline_deployment.clone()),
+        inference: sweep.together.as_ref().map(|t| match t.inference {
+            TogetherInference::Auto => "auto",
+            TogetherInference::Serverless => "serverless",
+            TogetherInference::Dedicated => "dedicated",
+        }),
+        hardware: sweep.together.as_ref().map(|t| t.endpoint_hardware.clone()),
+    })
+}
+
+/// The `request_fields` of `plan --json`: each written hyperparameter and
+/// the field it becomes with each hosted provider (`null`: not taken).
+fn request_fields_json(sweep: &Sweep) -> serde_json::Value {
+    let fields: Vec<serde_json::Value> = sweep
+        .hyperparameters
+        .written()
+        .map(|name| {
+            let mut o = serde_json::Map::new();
+            o.insert("name".into(), name.into());
+            o.insert("field".into(), crate::space::request_field(sweep.provider, name).into());
+            for p in report::HOSTED {
+                o.insert(p.as_str().into(), crate::space::request_field(p, name).into());
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    fields.into()
+}
+
+/// Whether `plan` compares the request fields: a sweep on a hosted provider.
+fn hosted(provider: ProviderKind) -> bool {
+    report::HOSTED.contains(&provider)
 }
 
 /// Σ of `f` over the rows, `None` when any is unknown.
@@ -275,6 +418,8 @@ struct Totals {
     jobs: usize,
     /// What the same runs would train with a job each, from the base model.
     unshared_tokens: u64,
+    /// The deployments or dedicated endpoints the evaluations make (in the costs above).
+    deployments: Option<Deployments>,
 }
 
 /// Adds up the plan's tokens, costs, evaluation calls and jobs.
@@ -302,8 +447,18 @@ fn totals(loaded: &LoadedSweep, rows: &[PlanRow]) -> Totals {
     let total_tokens: u64 = rows.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
     let pending_tokens: u64 = pending.iter().map(|r| r.estimated_trained_tokens).sum::<u64>() + later_tokens;
     // The base model is evaluated once per sweep, as the baseline.
-    let total_cost = sum(&all, |r| r.estimated_cost_usd).zip(baseline_eval).zip(later_usd).map(|((a, b), c)| a + b + c);
-    let pending_cost = sum(&pending, |r| r.estimated_cost_usd).zip(later_usd).map(|(a, c)| a + c);
+    let deployments = deployments(&loaded.sweep, rows, later_runs);
+    let (deployed, pending_deployed) = match &deployments {
+        Some(d) => (d.estimated_cost_usd, d.to_train_estimated_cost_usd),
+        None => (Some(0.0), Some(0.0)),
+    };
+    let total_cost = sum(&all, |r| r.estimated_cost_usd)
+        .zip(baseline_eval)
+        .zip(later_usd)
+        .zip(deployed)
+        .map(|(((a, b), c), d)| a + b + c + d);
+    let pending_cost =
+        sum(&pending, |r| r.estimated_cost_usd).zip(later_usd).zip(pending_deployed).map(|((a, c), d)| a + c + d);
     let eval_calls = data.eval_examples * ((rows.len() + later_runs) as u64 + 1);
     // What the same runs would train with a job each, from the base model.
     let jobs = rows.iter().filter(|r| r.origin != "checkpoint").count() + later_runs;
@@ -328,6 +483,7 @@ fn totals(loaded: &LoadedSweep, rows: &[PlanRow]) -> Totals {
         eval_calls,
         jobs,
         unshared_tokens,
+        deployments,
     }
 }
 
@@ -342,7 +498,7 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
         "validation_examples": data.eval_examples,
         "billing_tokens_per_epoch": data.billing_tokens,
         "price_per_million": loaded.price,
-        "prices_as_of": if loaded.sweep.pricing.is_some() { "the sweep file's [pricing]" } else { PRICES_AS_OF },
+        "prices_as_of": pricing::source(loaded.sweep.provider, loaded.sweep.pricing.is_some()).filter(|_| loaded.price.is_some()),
         "estimated_trained_tokens": t.total_tokens,
         "estimated_cost_usd": t.total_cost,
         "estimated_baseline_eval_cost_usd": t.baseline_eval,
@@ -356,6 +512,10 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
         "runs": rows,
     });
     let mut out = out;
+    if let Some(map) = out.as_object_mut().filter(|_| hosted(loaded.sweep.provider)) {
+        map.insert("request_fields".into(), request_fields_json(&loaded.sweep));
+        map.insert("deployments".into(), serde_json::to_value(&t.deployments)?);
+    }
     if let (Some(c), Some(map)) = (&loaded.sweep.command, out.as_object_mut()) {
         map.insert("prices_as_of".into(), serde_json::Value::Null);
         map.insert("engine".into(), engine_json(&c.engine));
@@ -413,15 +573,97 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
             p.training,
             p.input,
             p.output,
-            if s.pricing.is_some() { "from the sweep file" } else { PRICES_AS_OF }
+            if s.pricing.is_some() {
+                "from the sweep file"
+            } else {
+                pricing::source(s.provider, false).unwrap_or(PRICES_AS_OF)
+            }
         ),
         None => outln!(
-            "no price is known for `{}`: add a [pricing] table to the sweep file to estimate the cost",
-            s.base_model
+            "no price is known for `{}`{}: add a [pricing] table to the sweep file to estimate the cost",
+            s.base_model,
+            match s.provider {
+                ProviderKind::Together => " (ftsweep commits no Together rates; see together.ai/pricing)",
+                _ => "",
+            }
         ),
     }?;
+    if hosted(s.provider) {
+        print_hosted(s, t.deployments.as_ref())?;
+    }
     if rows.iter().any(|r| r.epochs_estimated) {
         outln!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)")?;
+    }
+    Ok(())
+}
+
+/// What a hosted sweep's hyperparameters become in each provider's request,
+/// and how its models answer: Together's inference mode, Azure's deployments.
+fn print_hosted(s: &Sweep, deployments: Option<&Deployments>) -> Result<()> {
+    let names: Vec<&str> = s.hyperparameters.written().collect();
+    outln!("request fields (what each hyperparameter becomes; `-`: not taken, switching `provider` would refuse it):")?;
+    outln!("{}", report::request_fields_table(s.provider, &names))?;
+    if let Some(t) = &s.together {
+        outln!(
+            "{}",
+            match t.inference {
+                TogetherInference::Serverless => {
+                    "inference: serverless, each model by its output name (no dedicated endpoints)".to_string()
+                }
+                TogetherInference::Dedicated => format!(
+                    "inference: a dedicated endpoint ({}) per model, created before its evaluation and deleted after",
+                    t.endpoint_hardware
+                ),
+                TogetherInference::Auto => format!(
+                    "inference: auto, serverless by the output name, else a dedicated endpoint ({}) created for \
+                     the evaluation and deleted after",
+                    t.endpoint_hardware
+                ),
+            }
+        )?;
+    }
+    if let Some(a) = &s.azure {
+        outln!(
+            "inference: each model through a deployment (SKU {}, capacity {}) made for its evaluation and deleted \
+             after; the baseline {}",
+            a.deployment_sku,
+            a.deployment_capacity,
+            match &a.baseline_deployment {
+                Some(d) => format!("through the existing deployment `{d}` (never deleted)"),
+                None => format!("through a deployment of the base model (SKU {}, deleted after)", a.baseline_sku),
+            }
+        )?;
+    }
+    let Some(d) = deployments else { return Ok(()) };
+    let mut parts = vec![format!("{} runs", d.runs)];
+    if d.checkpoints > 0 {
+        parts.push(format!("{} checkpoints", d.checkpoints));
+    }
+    if d.baseline > 0 {
+        parts.push("the baseline".into());
+    }
+    let rate = match d.usd_per_hour {
+        Some(r) => format!("${r}/h"),
+        None => "an unknown hourly price".into(),
+    };
+    outln!(
+        "{}: {}{} {}s ({}) × {} min at {rate}{}: {}",
+        if d.kind == "deployment" { "deployments" } else { "dedicated endpoints" },
+        if d.upper_bound { "at most " } else { "" },
+        d.count,
+        d.kind,
+        parts.join(" + "),
+        d.minutes_each,
+        if d.baseline > 0 { " (the base model's deployment bills tokens only: no hosting fee)" } else { "" },
+        report::format_usd(d.estimated_cost_usd)
+    )?;
+    if d.usd_per_hour.is_none() {
+        let key = if d.kind == "deployment" {
+            "`deployment_usd_per_hour` under [azure] (the SKU's hosting fee)"
+        } else {
+            "`endpoint_usd_per_hour` under [together] (the hardware's rate on together.ai/pricing)"
+        };
+        outln!("the hourly price of a {} is unknown, so is the total: set {key}", d.kind)?;
     }
     Ok(())
 }
@@ -438,16 +680,17 @@ fn print_totals(rows: &[PlanRow], t: &Totals, priced: bool) -> Result<()> {
             100.0 * (1.0 - total_tokens as f64 / unshared_tokens.max(1) as f64)
         )?;
     }
+    let what = if t.deployments.is_some() { "training, evaluation and deployments" } else { "training and evaluation" };
     let cost = if !priced {
         String::new()
     } else if t.to_train < rows.len() {
         format!(
-            ", estimated {} for training and evaluation (the whole sweep: {})",
+            ", estimated {} for {what} (the whole sweep: {})",
             report::format_usd(t.pending_cost),
             report::format_usd(t.total_cost)
         )
     } else {
-        format!(", estimated {} for training and evaluation", report::format_usd(t.pending_cost))
+        format!(", estimated {} for {what}", report::format_usd(t.pending_cost))
     };
     outln!(
         "{} runs ({} to train): ~{} trained tokens{cost}",

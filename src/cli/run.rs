@@ -123,7 +123,7 @@ fn confirm_spend(args: &LaunchArgs, loaded: &sweepfile::LoadedSweep, rows: &[Pla
         Some(c) => c > threshold,
         // Unknown prices on a paid provider: ask, as for a large amount. A
         // trainer command runs on the user's own hardware: no USD to confirm.
-        None => loaded.sweep.provider == ProviderKind::OpenAi,
+        None => matches!(loaded.sweep.provider, ProviderKind::OpenAi | ProviderKind::Together | ProviderKind::Azure),
     };
     if !over || args.yes || pending.is_empty() {
         return Ok(());

@@ -105,7 +105,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     // sweep file refuses `[pricing]` and the USD limits for it).
     let price = match sweep.provider {
         ProviderKind::Command => None,
-        _ => sweep.pricing.or_else(|| pricing::lookup(&sweep.base_model)),
+        _ => sweep.pricing.or_else(|| pricing::committed(sweep.provider, &sweep.base_model)),
     };
     Ok(LoadedSweep {
         path: path.to_path_buf(),

@@ -90,24 +90,7 @@ impl Cx<'_> {
             ));
         };
         let endpoint = self.url(endpoint, "azure.endpoint", "https://myres.openai.azure.com")?;
-        let data_auth = match (&t.api_key_env, &t.entra_token_env) {
-            (Some(_), Some(e)) => {
-                return Err(self.at(
-                    e,
-                    "azure.entra_token_env",
-                    "`api_key_env` and `entra_token_env` are two ways to authenticate: give one".into(),
-                    "keep `api_key_env` for the resource's key (an `api-key` header), or `entra_token_env` for an \
-                     Entra token (a bearer token), not both",
-                ));
-            }
-            (Some(k), None) => {
-                AzureAuth::ApiKey { env: self.variable(k, "azure.api_key_env", "AZURE_OPENAI_API_KEY", "key")? }
-            }
-            (None, Some(e)) => {
-                AzureAuth::Entra { env: self.variable(e, "azure.entra_token_env", "AZURE_OPENAI_TOKEN", "token")? }
-            }
-            (None, None) => AzureAuth::ApiKey { env: "AZURE_OPENAI_API_KEY".into() },
-        };
+        let data_auth = self.azure_auth(t)?;
         let Some(subscription) = &t.subscription else {
             return Err(missing(
                 "subscription",
@@ -168,22 +151,7 @@ impl Cx<'_> {
             None => 50,
             Some(c) => self.int_in(c, "azure.deployment_capacity", (1.0, 10_000.0))? as u32,
         };
-        let deployment_usd_per_hour = match &t.deployment_usd_per_hour {
-            Some(v) => {
-                let x = *v.get_ref();
-                if !(x.is_finite() && x >= 0.0) {
-                    return Err(self.at(
-                        v,
-                        "azure.deployment_usd_per_hour",
-                        format!("{x} is not allowed"),
-                        "give the SKU's hosting fee in USD per hour, 0 or more, e.g. `deployment_usd_per_hour = 1.7`",
-                    ));
-                }
-                Some(x)
-            }
-            None if deployment_sku == DEVELOPER_TIER => Some(0.0),
-            None => None,
-        };
+        let deployment_usd_per_hour = self.deployment_usd_per_hour(t, &deployment_sku)?;
         let deployment_minutes = match &t.deployment_minutes {
             None => 20.0,
             Some(v) => self.positive(v, "azure.deployment_minutes", "deployment_minutes = 20")?,
@@ -208,6 +176,48 @@ impl Cx<'_> {
             baseline_deployment,
             baseline_sku,
         }))
+    }
+
+    /// `api_key_env` or `entra_token_env`, at most one (default: the key in `AZURE_OPENAI_API_KEY`).
+    fn azure_auth(&self, t: &RawAzure) -> Result<AzureAuth, SpecError> {
+        Ok(match (&t.api_key_env, &t.entra_token_env) {
+            (Some(_), Some(e)) => {
+                return Err(self.at(
+                    e,
+                    "azure.entra_token_env",
+                    "`api_key_env` and `entra_token_env` are two ways to authenticate: give one".into(),
+                    "keep `api_key_env` for the resource's key (an `api-key` header), or `entra_token_env` for an \
+                     Entra token (a bearer token), not both",
+                ));
+            }
+            (Some(k), None) => {
+                AzureAuth::ApiKey { env: self.variable(k, "azure.api_key_env", "AZURE_OPENAI_API_KEY", "key")? }
+            }
+            (None, Some(e)) => {
+                AzureAuth::Entra { env: self.variable(e, "azure.entra_token_env", "AZURE_OPENAI_TOKEN", "token")? }
+            }
+            (None, None) => AzureAuth::ApiKey { env: "AZURE_OPENAI_API_KEY".into() },
+        })
+    }
+
+    /// `deployment_usd_per_hour`: 0 or more; without it 0 for DeveloperTier, else unknown.
+    fn deployment_usd_per_hour(&self, t: &RawAzure, sku: &str) -> Result<Option<f64>, SpecError> {
+        Ok(match &t.deployment_usd_per_hour {
+            Some(v) => {
+                let x = *v.get_ref();
+                if !(x.is_finite() && x >= 0.0) {
+                    return Err(self.at(
+                        v,
+                        "azure.deployment_usd_per_hour",
+                        format!("{x} is not allowed"),
+                        "give the SKU's hosting fee in USD per hour, 0 or more, e.g. `deployment_usd_per_hour = 1.7`",
+                    ));
+                }
+                Some(x)
+            }
+            None if sku == DEVELOPER_TIER => Some(0.0),
+            None => None,
+        })
     }
 
     /// An https URL (or loopback http) with the trailing parts trimmed.

@@ -7,7 +7,8 @@
 //! Layout: [`raw`] mirrors the file for serde; [`parse`] validates it into
 //! the typed [`Sweep`] here, table by table (`validate` for the top-level
 //! keys, `[limits]` and `[pricing]`; `search`, `early_stopping`,
-//! `hyperparameters`, `evaluation`, `openai`, `command` with `[engine]`);
+//! `hyperparameters`, `evaluation`, `openai`, `together`, `azure`, `command`
+//! with `[engine]`);
 //! `error` builds the located errors, `locate` finds keys from `toml`'s
 //! spans; `net` checks base URLs, Ray addresses and header values.
 

@@ -84,6 +84,18 @@ impl Cx<'_> {
                  adapters",
             ));
         }
+        let checkpoints = raw.evaluation.as_ref().and_then(|e| e.checkpoints).unwrap_or(false);
+        if let (TogetherInference::Serverless, true, Some(i)) = (settings.inference, checkpoints, &table.inference) {
+            return Err(self.at(
+                i,
+                "together.inference",
+                "`[evaluation] checkpoints = true` evaluates each job's intermediate checkpoints, and a checkpoint \
+                 (`{job}:{step}`) answers only through a dedicated endpoint, never serverless"
+                    .into(),
+                "use `inference = \"auto\"` (serverless where it can, endpoints for the checkpoints), or remove \
+                 `checkpoints = true`",
+            ));
+        }
         self.no_lora_with_full(raw, Some(table), settings.training)?;
         if let Some(m) = &table.lora_trainable_modules {
             let modules = m.get_ref().trim();
@@ -264,6 +276,11 @@ pub(super) mod tests {
         let e = err(&full);
         assert_eq!((e.line, e.key.as_deref()), (Some(20), Some("together.inference")), "{e}");
         assert!(e.message.contains("dedicated endpoint"), "{e}");
+        let e = err(&together("[together]\ninference = \"serverless\"\n")
+            .replace("metric = \"exact_match\"", "metric = \"exact_match\"\ncheckpoints = true"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(20), Some("together.inference")), "{e}");
+        assert!(e.message.contains("checkpoint"), "{e}");
+        assert!(parse_str(&together("[together]\ninference = \"serverless\"\n")).is_ok());
         let e = err(&full.replace("inference = \"serverless\"", "lora_trainable_modules = \"all-linear\""));
         assert_eq!(e.key.as_deref(), Some("together.lora_trainable_modules"), "{e}");
         let e = err(&together("[openai]\n"));
