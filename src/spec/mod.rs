@@ -21,6 +21,7 @@ use crate::eval::graders::Weighted;
 pub use crate::run::ProviderKind;
 pub use crate::space::{Domain, Hyperparameters};
 
+mod azure;
 mod command;
 mod early_stopping;
 mod error;
@@ -31,8 +32,10 @@ mod net;
 mod openai;
 mod raw;
 mod search;
+mod together;
 mod validate;
 
+pub use azure::{BASELINE_SKU, DEPLOYMENT_SKUS, DEVELOPER_TIER, is_dated_snapshot};
 pub use command::{CONFIG, INIT_FROM, OUTPUT_ROOT, halving_needs_init_from, template_problem, template_uses};
 pub use error::{SpecError, key_error};
 pub use net::{check_base_url, check_ray_address, header_value_problem};
@@ -187,6 +190,14 @@ pub struct AzureSettings {
     /// `deployment_minutes`: the estimated minutes a deployment lives per
     /// model evaluated, for `plan` (default 20).
     pub deployment_minutes: f64,
+    /// `baseline_deployment`: an existing deployment of the base model,
+    /// which the baseline is evaluated through and which ftsweep never
+    /// deletes; `None`: the base model is deployed like the others (with
+    /// `baseline_sku`) and deleted after.
+    pub baseline_deployment: Option<String>,
+    /// `baseline_sku` (default `GlobalStandard`): the SKU of the base model's
+    /// deployment when ftsweep makes one.
+    pub baseline_sku: String,
 }
 
 /// How Azure's data plane is authenticated: the variable that holds the secret.
@@ -516,6 +527,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         },
     };
     cx.command_tables(&raw, provider)?;
+    cx.hosted_tables(&raw, provider)?;
     let base_model = cx.base_model(&raw.base_model, provider)?;
     let training_file = cx.data_path(&raw.training_file, "training_file")?;
     let validation_file = cx.data_path(&raw.validation_file, "validation_file")?;
@@ -564,6 +576,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
     if provider == ProviderKind::Command {
         cx.no_price(&raw)?;
     }
+    let together = cx.together(&raw, provider)?;
+    let azure = cx.azure(&raw, provider)?;
 
     Ok(Sweep {
         name,
@@ -582,8 +596,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         openai,
         pricing,
         command,
-        together: None,
-        azure: None,
+        together,
+        azure,
     })
 }
 
@@ -665,7 +679,7 @@ max_concurrent = 2
             .replace("strategy = \"grid\"", "strategy = \"random\"\nruns = 4")
             .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
         let openai = GOOD.replace("\"local\"\n", "\"openai\"\n")
-            + "[openai]\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"azure\"\napi_version = \"x\"\n[pricing]\ntraining_per_million = 1.0\ninput_per_million = 1.0\noutput_per_million = 1.0\n";
+            + "[openai]\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"bearer\"\n[pricing]\ntraining_per_million = 1.0\ninput_per_million = 1.0\noutput_per_million = 1.0\n";
         let halving = GOOD
             .replace(
                 "strategy = \"grid\"",
@@ -681,7 +695,16 @@ max_concurrent = 2
             command::tests::CMD
         );
         let local_command = format!("{}[engine]\ngpus = [0, 1]\n", command::tests::CMD);
-        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command];
+        let together = together::tests::together(
+            "[together]\nbase_url = \"http://127.0.0.1:1/v1\"\ntraining = \"lora\"\ninference = \"dedicated\"\n\
+             endpoint_usd_per_hour = 3.0\nlora_trainable_modules = \"all-linear\"\n",
+        );
+        let azure = azure::tests::azure(&format!(
+            "{}entra_token_env = \"T\"\ndeployment_sku = \"standard\"\ndeployment_capacity = 5\n\
+             baseline_deployment = \"base\"\n",
+            azure::tests::AZURE
+        ));
+        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command, together, azure];
         let junk = [
             "=",
             "[",

@@ -41,17 +41,29 @@ impl Cx<'_> {
         settings.project = self.header_value(raw.project.as_ref(), "openai.project")?;
         settings.auth = match raw.auth.as_ref().map(|a| *a.get_ref()) {
             None | Some(AuthKind::Bearer) => Auth::Bearer,
-            Some(AuthKind::Azure) => Auth::Azure {
-                api_version: raw.api_version.clone().ok_or_else(|| {
-                    self.at(
-                        o,
-                        "openai.api_version",
-                        "Azure authentication needs the API version".into(),
-                        "add e.g. `api_version = \"2025-04-01-preview\"` under [openai]",
-                    )
-                })?,
-            },
+            Some(AuthKind::Azure) => {
+                let auth = raw.auth.as_ref().map_or(0..0, Spanned::span);
+                return Err(self.error(
+                    &auth,
+                    "openai.auth",
+                    "`auth = \"azure\"` only changed the headers, and a model fine-tuned on Azure OpenAI answers \
+                     only once it is deployed, which this cannot do"
+                        .into(),
+                    "set `provider = \"azure\"` and move the settings to an [azure] table (`endpoint`, \
+                     `subscription`, `resource_group`, `account`): ftsweep then deploys each model for its \
+                     evaluation and deletes the deployment after; see README.md",
+                ));
+            }
         };
+        if let Some(v) = &raw.api_version {
+            return Err(self.at(
+                v,
+                "openai.api_version",
+                "`api_version` was a setting of `auth = \"azure\"`, which is gone".into(),
+                "remove it; for Azure OpenAI set `provider = \"azure\"` with an [azure] table (its v1 API needs \
+                 no version)",
+            ));
+        }
         Ok(settings)
     }
 
@@ -121,8 +133,21 @@ mod tests {
         let e = err(&format!("{openai}[openai]\nauth = \"basic\"\n"));
         assert_eq!((e.line, e.key.as_deref()), (Some(19), Some("openai.auth")), "{e}");
         assert_eq!(e.message, "unknown authentication `basic`");
-        assert_eq!(e.hint.as_deref(), Some("use `auth = \"bearer\"` (the default) or `auth = \"azure\"`"));
-        let s = parse_str(&format!("{openai}[openai]\nauth = \"azure\"\napi_version = \"v\"\n")).unwrap();
-        assert_eq!(s.openai.auth, Auth::Azure { api_version: "v".into() });
+        assert_eq!(e.hint.as_deref(), Some("use `auth = \"bearer\"` (the default)"));
+        let s = parse_str(&format!("{openai}[openai]\nauth = \"bearer\"\n")).unwrap();
+        assert_eq!(s.openai.auth, Auth::Bearer);
+    }
+
+    #[test]
+    fn azure_authentication_is_refused_with_a_hint_to_the_azure_provider() {
+        let openai = GOOD
+            .replace("provider = \"local\"", "provider = \"openai\"")
+            .replace("local/ngram", "gpt-4.1-mini-2025-04-14");
+        let e = err(&format!("{openai}[openai]\nauth = \"azure\"\napi_version = \"2025-04-01-preview\"\n"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(19), Some("openai.auth")), "{e}");
+        assert!(e.message.contains("deployed"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("`provider = \"azure\"`"), "{e}");
+        let e = err(&format!("{openai}[openai]\napi_version = \"2025-04-01-preview\"\n"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(19), Some("openai.api_version")), "{e}");
     }
 }

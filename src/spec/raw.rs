@@ -32,6 +32,8 @@ pub(super) struct RawSweep {
     pub pricing: Option<Spanned<RawPricing>>,
     pub command: Option<Spanned<RawCommand>>,
     pub engine: Option<Spanned<RawEngine>>,
+    pub together: Option<Spanned<RawTogether>>,
+    pub azure: Option<Spanned<RawAzure>>,
 }
 
 /// `provider`.
@@ -62,6 +64,23 @@ pub(super) enum AuthKind {
     Azure,
 }
 
+/// `[together] training`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Training {
+    Lora,
+    Full,
+}
+
+/// `[together] inference`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Inference {
+    Auto,
+    Serverless,
+    Dedicated,
+}
+
 /// `[engine] type`.
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -84,9 +103,12 @@ pub(super) struct Choice {
 pub(super) const CHOICES: &[Choice] = &[
     Choice { key: "provider", noun: "provider", names: &["local", "openai", "azure", "together", "command"] },
     Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
-    Choice { key: "openai.auth", noun: "authentication", names: &["bearer", "azure"] },
+    // `auth = "azure"` still parses, to be refused with its own hint (`provider = "azure"`).
+    Choice { key: "openai.auth", noun: "authentication", names: &["bearer"] },
     Choice { key: "early_stopping.metric", noun: "metric", names: &["valid_loss", "valid_accuracy"] },
     Choice { key: "engine.type", noun: "engine", names: &["local", "ray"] },
+    Choice { key: "together.training", noun: "training type", names: &["lora", "full"] },
+    Choice { key: "together.inference", noun: "inference mode", names: &["auto", "serverless", "dedicated"] },
 ];
 
 #[derive(Deserialize)]
@@ -97,7 +119,46 @@ pub(super) struct RawOpenAi {
     pub organization: Option<Spanned<String>>,
     pub project: Option<Spanned<String>>,
     pub auth: Option<Spanned<AuthKind>>,
-    pub api_version: Option<String>,
+    pub api_version: Option<Spanned<String>>,
+}
+
+/// `[together]` (`provider = "together"`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTogether {
+    pub base_url: Option<Spanned<String>>,
+    pub api_key_env: Option<Spanned<String>>,
+    pub training: Option<Spanned<Training>>,
+    pub lora_trainable_modules: Option<Spanned<String>>,
+    pub train_on_inputs: Option<Spanned<bool>>,
+    pub inference: Option<Spanned<Inference>>,
+    pub endpoint_hardware: Option<Spanned<String>>,
+    pub endpoint_usd_per_hour: Option<Spanned<f64>>,
+    pub endpoint_minutes: Option<Spanned<f64>>,
+}
+
+/// `[azure]` (`provider = "azure"`). The required keys are optional here so
+/// that their absence gets a message with an example, not serde's "missing
+/// field". The SKUs are matched case-insensitively ([`super::azure`]), so
+/// they are strings here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAzure {
+    pub endpoint: Option<Spanned<String>>,
+    pub api_key_env: Option<Spanned<String>>,
+    pub entra_token_env: Option<Spanned<String>>,
+    pub subscription: Option<Spanned<String>>,
+    pub resource_group: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+    pub arm_token_env: Option<Spanned<String>>,
+    pub management_url: Option<Spanned<String>>,
+    pub arm_api_version: Option<Spanned<String>>,
+    pub deployment_sku: Option<Spanned<String>>,
+    pub deployment_capacity: Option<Spanned<i64>>,
+    pub deployment_usd_per_hour: Option<Spanned<f64>>,
+    pub deployment_minutes: Option<Spanned<f64>>,
+    pub baseline_deployment: Option<Spanned<String>>,
+    pub baseline_sku: Option<Spanned<String>>,
 }
 
 /// `[command]` (`provider = "command"`). The two keys every command sweep
@@ -202,15 +263,24 @@ mod tests {
 
     #[test]
     fn the_choices_are_the_enums_names() {
-        let accepts: [fn(&str) -> bool; 5] =
-            [is::<Provider>, is::<Strategy>, is::<AuthKind>, is::<StopMetric>, is::<EngineType>];
+        let accepts: [fn(&str) -> bool; 7] = [
+            is::<Provider>,
+            is::<Strategy>,
+            is::<AuthKind>,
+            is::<StopMetric>,
+            is::<EngineType>,
+            is::<Training>,
+            is::<Inference>,
+        ];
         for (choice, accepts) in CHOICES.iter().zip(accepts) {
             for name in choice.names {
                 assert!(accepts(name), "{}: {name}", choice.key);
             }
             assert!(!accepts("nope"), "{}", choice.key);
         }
-        // Each enum has as many variants as its choice lists names.
-        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 3, 2, 2, 2]);
+        // Each enum has as many variants as its choice lists names, but `auth`, whose `azure` is
+        // refused with a hint of its own.
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 3, 1, 2, 2, 2, 3]);
+        assert!(is::<AuthKind>("azure"));
     }
 }

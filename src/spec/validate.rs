@@ -52,6 +52,16 @@ impl Cx<'_> {
                 &format!("use `base_model = \"{}\"`", crate::run::LOCAL_BASE_MODEL),
             ));
         }
+        if provider == ProviderKind::Azure && !super::azure::is_dated_snapshot(&base_model) {
+            return Err(self.at(
+                raw,
+                "base_model",
+                format!("`{base_model}` is not a dated model snapshot, which is what Azure OpenAI fine-tunes"),
+                "name the snapshot with its date, e.g. `base_model = \"gpt-4.1-mini-2025-04-14\"` (also \
+                 gpt-4.1-2025-04-14, gpt-4.1-nano-2025-04-14, gpt-4o-mini-2024-07-18; which ones a region offers \
+                 is in the portal)",
+            ));
+        }
         Ok(base_model)
     }
 
