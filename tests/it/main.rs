@@ -23,6 +23,7 @@ mod serve;
 mod space;
 mod sweep;
 mod tidy;
+mod together;
 mod tools;
 mod util;
 mod weights;
