@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             rpm: Some(rpm),
             example_delay: std::time::Duration::ZERO,
             max_loras: 8,
+            endpoint_delay: std::time::Duration::ZERO,
         };
         let state = ServeStore::open(&dir.path().join("serve.db")).expect("the serve database");
         let server = Server::bind("127.0.0.1", 0, state, settings).await.expect("binding the server");

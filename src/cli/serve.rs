@@ -52,6 +52,10 @@ pub struct Args {
     /// and /v1/endpoints). The URL printed is the one to give clients.
     #[arg(long, value_enum, default_value_t = Protocol::Openai)]
     pub protocol: Protocol,
+    /// With `--protocol together`: how long a dedicated endpoint takes to start (PENDING, then
+    /// STARTING for the second half, then STARTED).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub endpoint_delay_ms: u64,
 }
 
 /// Shows everything but the key.
@@ -67,6 +71,7 @@ impl fmt::Debug for Args {
             .field("example_delay_ms", &self.example_delay_ms)
             .field("max_loras", &self.max_loras)
             .field("protocol", &self.protocol)
+            .field("endpoint_delay_ms", &self.endpoint_delay_ms)
             .finish()
     }
 }
@@ -113,6 +118,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         rpm: args.rpm,
         example_delay: std::time::Duration::from_millis(args.example_delay_ms),
         max_loras: args.max_loras as usize,
+        endpoint_delay: std::time::Duration::from_millis(args.endpoint_delay_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {

@@ -80,7 +80,7 @@ fn check_purpose(purpose: &str) -> Result<(), ApiError> {
 /// An upload on its way to the store: at most a chunk is held in memory, and chunks are written
 /// by blocking threads. Dropped before `finish` (an error, a client gone, a deadline), it deletes
 /// the chunks it wrote; the server's next start deletes any it could not.
-struct PendingUpload {
+pub(super) struct PendingUpload {
     store: SharedServeStore,
     id: String,
     buffer: Vec<u8>,
@@ -93,9 +93,14 @@ struct PendingUpload {
 
 impl PendingUpload {
     fn new(app: &App) -> PendingUpload {
+        PendingUpload::with_id(app, new_id("file-"))
+    }
+
+    /// An upload that becomes the file `id` (Together announces the id before the bytes come).
+    pub(super) fn with_id(app: &App, id: String) -> PendingUpload {
         PendingUpload {
             store: app.store.clone(),
-            id: new_id("file-"),
+            id,
             buffer: Vec::with_capacity(CHUNK_BYTES),
             chunks: 0,
             bytes: 0,
@@ -104,7 +109,7 @@ impl PendingUpload {
         }
     }
 
-    async fn push(&mut self, mut data: &[u8]) -> Result<(), ApiError> {
+    pub(super) async fn push(&mut self, mut data: &[u8]) -> Result<(), ApiError> {
         self.bytes += data.len() as u64;
         while !data.is_empty() {
             let (now, rest) = data.split_at(data.len().min(CHUNK_BYTES - self.buffer.len()));
@@ -133,7 +138,7 @@ impl PendingUpload {
     }
 
     /// Writes the last chunk and records the file, in one short statement.
-    async fn finish(mut self, filename: &str, purpose: &str) -> Result<FileObject, ApiError> {
+    pub(super) async fn finish(mut self, filename: &str, purpose: &str) -> Result<FileObject, ApiError> {
         self.flush().await?;
         let object = FileObject { id: self.id.clone(), ..file_object(filename, purpose, self.bytes as usize) };
         self.store.lock().insert_file(&object, &[])?;

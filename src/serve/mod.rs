@@ -83,6 +83,8 @@ pub struct Settings {
     pub example_delay: Duration,
     /// How many LoRA adapters may be loaded at a time (`adapters`).
     pub max_loras: usize,
+    /// How long a Together dedicated endpoint takes to start (`--protocol together`).
+    pub endpoint_delay: Duration,
 }
 
 /// What the handlers share.
@@ -99,6 +101,8 @@ pub struct App {
     adapters: Mutex<adapters::Adapters>,
     /// The protocol it speaks.
     protocol: Protocol,
+    /// How long a Together dedicated endpoint takes to start.
+    endpoint_delay: Duration,
 }
 
 impl App {
@@ -153,6 +157,7 @@ impl Server {
             limiter: settings.rpm.map(guard::RateLimiter::new),
             adapters: Mutex::new(adapters::Adapters::new(settings.max_loras)),
             protocol: settings.protocol,
+            endpoint_delay: settings.endpoint_delay,
         };
         Ok(Server { listener, app: Arc::new(app) })
     }

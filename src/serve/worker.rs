@@ -19,6 +19,9 @@ use crate::store::StoreError;
 use crate::store::serve::ServeStore;
 use crate::wire::openai::{Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics};
 
+/// The event of a Together job's `uploading` stage.
+pub const UPLOADING_MESSAGE: &str = "Uploading output model";
+
 /// OpenAI's minimum number of training examples.
 const MIN_EXAMPLES: usize = 10;
 
@@ -274,6 +277,12 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
                 Ok(csv) => csv,
                 Err(e) => return fail(app, id, job_error("server_error", e.to_string(), None)).map(drop),
             };
+            // Together's jobs pass through `uploading` (the output model is stored) before they end.
+            if app.protocol == super::Protocol::Together
+                && !advance(app, id, "uploading", |_, _| Ok(vec![message_event("info", UPLOADING_MESSAGE)]))?
+            {
+                return Ok(());
+            }
             end(app, id, "succeeded", |store, job| {
                 let results = file_object("step_metrics.csv", RESULTS_PURPOSE, csv.len());
                 store.insert_file(&results, &csv)?;

@@ -10,12 +10,19 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[path = "serve_together.rs"]
+mod together;
+pub use together::TogetherUpload;
+
 use super::{Access, Doing, Result, SERVE_APPLICATION_ID, Schema, connect, now};
 use crate::wire::openai::{Checkpoint, FileObject, Job, JobEvent};
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("serve_migrations/0001_init.sql"), include_str!("serve_migrations/0002_file_chunks.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("serve_migrations/0001_init.sql"),
+    include_str!("serve_migrations/0002_file_chunks.sql"),
+    include_str!("serve_migrations/0003_together.sql"),
+];
 
 /// How many chunks one lock of the store deletes, so that deleting a big file never holds it long.
 const CHUNKS_PER_DELETE: usize = 8;

@@ -20,6 +20,7 @@ mod rayhead;
 mod search;
 mod security;
 mod serve;
+mod serve_together;
 mod space;
 mod sweep;
 mod tidy;
