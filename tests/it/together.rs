@@ -146,7 +146,7 @@ fn a_diverging_together_job_is_cancelled_at_the_server() {
     // Jobs that last, so that the metrics stream while they train.
     let server = together_server(&ws, &["--example-delay-ms", "2"]);
     let valid = small_validation(&ws, 30);
-    let hp = "n_epochs = [3]\nlearning_rate = [0.5]\nbatch_size = [64]";
+    let hp = "n_epochs = [3]\nlearning_rate = [0.01]\nbatch_size = [64]";
     ws.write(
         "s.toml",
         &together_sweep("es", &server.url, hp, &valid, "").replace("[together]", "[early_stopping]\n\n[together]"),

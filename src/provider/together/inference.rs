@@ -32,8 +32,6 @@ const DELETE_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Together stops an endpoint this many minutes without a request: a
 /// safety net should every delete fail.
 const INACTIVE_TIMEOUT_MINUTES: u32 = 30;
-/// Evaluation requests ask for the chosen token's log probability (Together's `logprobs` is a count).
-const LOGPROBS: u32 = 1;
 
 /// A model open for evaluation.
 #[derive(Debug)]
@@ -131,7 +129,9 @@ pub(super) async fn complete(
             .collect(),
         max_tokens: Some(p.max_tokens),
         temperature: Some(0.0),
-        logprobs: Some(LOGPROBS.into()),
+        // Left out: Together documents `logprobs` as a count, OpenAI's shape as a
+        // boolean; a reply's probability is read when the answer carries one.
+        logprobs: None,
     };
     let started = Instant::now();
     let mut wait = Duration::from_secs(2);

@@ -24,6 +24,7 @@ use super::openai::PollPolicy;
 use super::openai::client::{ApiError, Body, Client, ClientConfig, Kind, Retry, Secret};
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError, Scope};
 use crate::data::{ChatFile, Message};
+use crate::provider::local::KEPT_CHECKPOINTS;
 use crate::run::RunConfig;
 use crate::spec::{Sweep, TogetherSettings, TogetherTraining};
 use crate::store::SharedStore;
@@ -34,8 +35,11 @@ use crate::wire::together::{
 
 /// The longest a job's suffix may be (the SDKs' limit; TS allows 64).
 const MAX_SUFFIX: usize = 40;
-/// The most `n_checkpoints` and `n_evals` ftsweep asks for by default.
+/// The most `n_evals` ftsweep asks for by default.
 const MAX_DEFAULT_COUNT: i64 = 100;
+/// The most `n_checkpoints` ftsweep asks for by default: the sweep evaluates
+/// the last [`KEPT_CHECKPOINTS`] epochs' checkpoints at most.
+const MAX_DEFAULT_CHECKPOINTS: i64 = KEPT_CHECKPOINTS as i64;
 /// How long an uploaded file may stay in processing before the upload fails.
 const FILE_PROCESSING_WAIT: Duration = Duration::from_secs(600);
 
@@ -68,11 +72,12 @@ impl JobDefaults {
     }
 
     /// `n_checkpoints` of a job of `n_epochs`: the run's value; else, unless
-    /// the file wrote `"auto"`, one per epoch when the sweep needs them.
+    /// the file wrote `"auto"`, one per epoch when the sweep needs them (for
+    /// at most the last three epochs: a longer job's are spread by Together).
     fn n_checkpoints(&self, hp: &RunConfig) -> Option<i64> {
         hp.int("n_checkpoints").or_else(|| {
             let epochs = i64::from(hp.n_epochs?);
-            (self.checkpoint_every_epoch && !self.wrote("n_checkpoints")).then_some(epochs.min(MAX_DEFAULT_COUNT))
+            (self.checkpoint_every_epoch && !self.wrote("n_checkpoints")).then_some(epochs.min(MAX_DEFAULT_CHECKPOINTS))
         })
     }
 
