@@ -10,7 +10,7 @@ use super::run::read_api_key;
 use crate::provider::azure::AzureProvider;
 use crate::provider::openai::PollPolicy;
 use crate::provider::openai::client::Secret;
-use crate::provider::together::TogetherProvider;
+use crate::provider::together::{JobDefaults, TogetherProvider};
 use crate::spec::{AzureAuth, AzureSettings, Sweep, TogetherSettings, check_base_url};
 use crate::store::SharedStore;
 
@@ -46,11 +46,15 @@ pub fn together_settings(sweep: &Sweep) -> Result<TogetherSettings> {
     Ok(settings)
 }
 
-/// The Together provider of a sweep.
+/// The Together provider of a sweep: its jobs get the checkpoints and
+/// validations the sweep's evaluation and early stopping need, and its
+/// clean-up leaves the endpoints of a process still running alone.
 pub fn together_provider(sweep: &Sweep, store: SharedStore) -> Result<TogetherProvider> {
     let settings = together_settings(sweep)?;
     let key = required_key(&settings.api_key_env, "together", "api_key_env", "your Together API key")?;
-    Ok(TogetherProvider::new(&settings, key, store, PollPolicy::default())?)
+    Ok(TogetherProvider::new(&settings, key, store, PollPolicy::default())?
+        .with_defaults(JobDefaults::of(sweep))
+        .with_owner_check(crate::sweep::owner_alive))
 }
 
 /// What `run` checks before it asks or writes anything: the settings, the key and the client.

@@ -461,10 +461,10 @@ fn print_counts(
     let s = &cx.spec;
     // These lines are not worth stopping for: a failed write is remembered (exit code 1), and
     // the leaderboard is still printed.
-    if let Provider::OpenAi(p) = cx.provider.as_ref() {
-        let counts = p.client.counts.snapshot();
+    if let Some(client) = cx.provider.client() {
+        let counts = client.counts.snapshot();
         let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = errln!("requests to {}: total={} {}", p.client.base_url(), p.client.counts.total(), list.join(" "));
+        let _ = errln!("requests to {}: total={} {}", client.base_url(), client.counts.total(), list.join(" "));
     }
     let _ = errln!("evaluation: {}", cx.eval.counts.snapshot());
     let budget = store.lock().budget_state(record.id)?;

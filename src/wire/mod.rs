@@ -3,3 +3,4 @@
 //! the store keeps `serve`'s objects, so none of those imports another for them.
 
 pub mod openai;
+pub mod together;

@@ -27,6 +27,7 @@ mod serve_together;
 mod space;
 mod sweep;
 mod tidy;
+mod together;
 mod tools;
 mod util;
 mod weights;

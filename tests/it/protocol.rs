@@ -205,7 +205,8 @@ pub async fn start_proxy(upstream: String, faults: Faults) -> Proxy {
     let lost = Arc::new(AtomicU64::new(0));
     let (f, i, l, c) = (forwarded.clone(), injected.clone(), lost.clone(), creates.clone());
     let rng = Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(faults.seed)));
-    let http = reqwest::Client::new();
+    // A redirect is passed back as it came (Together's upload flow answers 302), never followed.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // The server's origin: its URL without the API's `/v1` (Azure's URL is the origin already).
     let origin = upstream.trim_end_matches('/').trim_end_matches("/v1").to_string();
     tokio::spawn(async move {

@@ -534,7 +534,7 @@ fn integral_steps(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 /// The epoch a step belongs to, when the job's epochs and steps are known.
-fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64>) -> u32 {
+pub(crate) fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64>) -> u32 {
     match (total_steps, n_epochs) {
         (Some(total), Some(n)) if total > 0 && n >= 1.0 => {
             let per_epoch = total as f64 / n;
