@@ -202,13 +202,21 @@ fn run_asks_before_spending_an_unknown_amount_on_together_and_azure() {
     let ws = Workspace::new();
     // Loopback ports nothing listens on: a run that went ahead would fail there, after writing.
     let together = together_sweep("[together]\nbase_url = \"http://127.0.0.1:9/v1\"\n");
-    let azure = azure_sweep(&AZURE.replace("https://myres.openai.azure.com/", "http://127.0.0.1:9"))
-        .replace("gpt-4.1-mini-2025-04-14", "o4-mini-2025-04-16");
+    let azure = AZURE.replace("https://myres.openai.azure.com/", "http://127.0.0.1:9")
+        + "arm_token_env = \"AZURE_ARM_TOKEN\"\n";
+    let azure = azure_sweep(&azure).replace("gpt-4.1-mini-2025-04-14", "o4-mini-2025-04-16");
     for (name, text, var) in [("tg.toml", together, "TOGETHER_API_KEY"), ("az.toml", azure, "AZURE_OPENAI_API_KEY")] {
         let file = ws.write(name, &text);
         let plan = ws.json(&["plan", file.to_str().unwrap(), "--json"]);
         assert_eq!(plan["estimated_cost_usd"], Value::Null, "{name}: the price is unknown");
-        let out = ws.cmd().args(["run", file.to_str().unwrap()]).env(var, "unused-key").output().unwrap();
+        // Azure's ARM token too (without it and without `az`, `run` stops before asking).
+        let out = ws
+            .cmd()
+            .args(["run", file.to_str().unwrap()])
+            .env(var, "unused-key")
+            .env("AZURE_ARM_TOKEN", "unused-token")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains("refusing to spend without confirmation") && err.contains("estimated ?"), "{name}: {err}");

@@ -39,6 +39,12 @@ metric = "exact_match"
 [limits]
 max_concurrent = 4
 
+# The test server's LoRA price (Together's own is not committed: a sweep without [pricing] asks first).
+[pricing]
+training_per_million = 0.48
+input_per_million = 0.2
+output_per_million = 0.2
+
 [together]
 base_url = "{url}"
 api_key_env = "FTSWEEP_TEST_KEY"
