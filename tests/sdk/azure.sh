@@ -2,41 +2,12 @@
 # The OpenAI Python SDK's Azure clients against `ftsweep serve --protocol azure`, from the repository
 # root: `bash tests/sdk/azure.sh`. Makes a venv with the `openai` that tests/sdk/run.sh pins (needs
 # PyPI; set FTSWEEP_SDK_VENV to reuse a venv), starts target/debug/ftsweep (built if missing) on a
-# free port with a temporary state file, runs tests/sdk/test_azure_sdk.py, and stops the server.
-# Exits non-zero if any step failed.
+# free port with a temporary state file, runs tests/sdk/test_azure_sdk.py, and stops the server
+# (tests/sdk/lib.sh). Exits non-zero if any step failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OPENAI_VERSION=$(sed -n 's/^OPENAI_VERSION=//p' tests/sdk/run.sh)
-tmp=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-venv="${FTSWEEP_SDK_VENV:-$tmp/venv}"
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
-
-bin="${CARGO_TARGET_DIR:-target}/debug/ftsweep"
-[ -x "$bin" ] || cargo build --quiet
-"$bin" serve --protocol azure --port 0 --key sdk-key-0c4f1e8b2a7d --state "$tmp/serve.db" \
-    --deployment-delay-ms 300 --file-delay-ms 200 >"$tmp/url" 2>"$tmp/serve.log" &
-server_pid=$!
-for _ in $(seq 200); do
-    [ -s "$tmp/url" ] && break
-    sleep 0.05
-done
-url=$(head -n 1 "$tmp/url")
-if [ -z "$url" ]; then
-    echo "the server did not start:" >&2
-    cat "$tmp/serve.log" >&2
-    exit 1
-fi
-
-FTSWEEP_URL="$url" FTSWEEP_KEY=sdk-key-0c4f1e8b2a7d "$venv/bin/python" tests/sdk/test_azure_sdk.py
+source tests/sdk/lib.sh
+sdk_check "openai==$OPENAI_VERSION" tests/sdk/test_azure_sdk.py \
+    --protocol azure --deployment-delay-ms 300 --file-delay-ms 200
