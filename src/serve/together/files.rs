@@ -175,13 +175,19 @@ pub async fn upload_unsupported() -> ApiError {
 /// `PUT /v1/uploads/{token}`: the upload's bytes, streamed into the store a chunk at a time; the
 /// file exists once all of them are stored. No credential: the token is the secret.
 pub async fn put(State(app): State<Arc<App>>, Path(token): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let upload = app.store.lock().together_upload_by_token(&token)?.ok_or_else(|| not_found("Upload", "URL"))?;
+    let mut body = body;
+    // A refusal reads the body first: answering while the client is still sending makes the
+    // server close the connection, and a client that pooled it fails its next request.
+    let Some(upload) = app.store.lock().together_upload_by_token(&token)? else {
+        drain(&mut body).await;
+        return Err(not_found("Upload", "URL"));
+    };
     if app.store.lock().file(&upload.file_id)?.is_some() {
+        drain(&mut body).await;
         let message = format!("The file {} was uploaded already", upload.file_id);
         return Err(ApiError::new(StatusCode::CONFLICT, super::INVALID, message));
     }
     let mut pending = PendingUpload::with_id(&app, upload.file_id.clone());
-    let mut body = body;
     let mut bytes = 0usize;
     while let Some(chunk) = next_data(&mut body).await {
         let chunk = chunk.map_err(|e| ApiError::invalid(format!("Could not read the upload: {e}"), None))?;
@@ -195,6 +201,17 @@ pub async fn put(State(app): State<Arc<App>>, Path(token): Path<String>, body: B
     let file = pending.finish(&upload.filename, &upload.purpose).await?;
     tracing::debug!("upload {} complete: {} bytes", file.id, file.bytes);
     Ok(StatusCode::OK.into_response())
+}
+
+/// Reads and drops a refused upload's body, up to the size limit (past it the connection may close).
+async fn drain(body: &mut Body) {
+    let mut bytes = 0usize;
+    while let Some(Ok(chunk)) = next_data(body).await {
+        bytes += chunk.len();
+        if bytes > MAX_UPLOAD_BYTES {
+            return;
+        }
+    }
 }
 
 /// The next data frame of a body (trailers are skipped), without a stream crate.
