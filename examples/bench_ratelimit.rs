@@ -85,11 +85,8 @@ fn main() -> ExitCode {
         let conversations = (0..requests)
             .map(|i| Conversation {
                 line: i + 1,
-                messages: vec![
-                    Message { role: "user".into(), content: format!("question {i}") },
-                    Message { role: "assistant".into(), content: "answer".into() },
-                ],
-                tool_tokens: 0,
+                messages: vec![Message::text("user", format!("question {i}")), Message::text("assistant", "answer")],
+                ..Conversation::default()
             })
             .collect();
         let data = ChatFile { path: "synthetic.jsonl".into(), sha256: "synthetic".into(), bytes: 0, conversations };

@@ -56,7 +56,7 @@ pub fn messages(judge: &JudgeSpec, prompt: &[Message], reference: &str, reply: &
             judge.rubric.trim_end()
         )
     };
-    vec![Message { role: "system".into(), content: system }, Message { role: "user".into(), content: user }]
+    vec![Message::text("system", system), Message::text("user", user)]
 }
 
 #[cfg(test)]
@@ -68,7 +68,7 @@ mod tests {
     }
 
     fn prompt() -> Vec<Message> {
-        vec![Message { role: "user".into(), content: "capital of France?".into() }]
+        vec![Message::text("user", "capital of France?")]
     }
 
     #[test]

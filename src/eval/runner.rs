@@ -367,7 +367,7 @@ mod tests {
     }
 
     fn data(n: usize) -> ChatFile {
-        let m = |role: &str, content: String| Message { role: role.into(), content };
+        let m = |role: &str, content: String| Message::text(role, content);
         ChatFile {
             path: "v.jsonl".into(),
             sha256: "v".into(),
@@ -376,7 +376,7 @@ mod tests {
                 .map(|i| Conversation {
                     line: i + 1,
                     messages: vec![m("user", format!("word{}", i % 7)), m("assistant", format!("WORD{}", i % 3))],
-                    tool_tokens: 0,
+                    ..Conversation::default()
                 })
                 .collect(),
         }

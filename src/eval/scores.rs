@@ -89,7 +89,7 @@ mod tests {
             example: 0,
             line: 1,
             conversation_sha256: String::new(),
-            prompt: vec![Message { role: "user".into(), content: "q".into() }],
+            prompt: vec![Message::text("user", "q")],
             reference: reference.into(),
             prediction: prediction.into(),
             probability: None,
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn hashes_separate_their_fields() {
-        let m = |c: &str| vec![Message { role: "user".into(), content: c.into() }];
+        let m = |c: &str| vec![Message::text("user", c)];
         assert_ne!(conversation_sha256(&m("ab")), conversation_sha256(&m("a b")));
         assert_ne!(input_sha256(&m("q"), "ab", "c"), input_sha256(&m("q"), "a", "bc"));
         assert_eq!(input_sha256(&m("q"), "a", "b"), input_sha256(&m("q"), "a", "b"));

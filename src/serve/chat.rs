@@ -51,8 +51,7 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
     if top > 0 && !logprobs {
         return Err(ApiError::invalid("'top_logprobs' needs 'logprobs' set to true.", Some("top_logprobs")));
     }
-    let messages: Vec<Message> =
-        request.messages.iter().map(|m| Message { role: m.role.clone(), content: m.text() }).collect();
+    let messages: Vec<Message> = request.messages.iter().map(|m| Message::text(&m.role, m.text())).collect();
 
     // The base model has learnt no replies; the others answer with their most probable reply.
     let adapter = app.adapters().get(&request.model).map(|a| a.model.clone());
@@ -88,7 +87,7 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
             }],
         }),
     });
-    let prompt_tokens = conversation_tokens(&Conversation { line: 0, messages, tool_tokens: 0 });
+    let prompt_tokens = conversation_tokens(&Conversation { messages, ..Conversation::default() });
     let completion_tokens = tiktoken_rs::o200k_base_singleton().encode_ordinary(&content).len() as u64;
     Ok(Json(ChatResponse {
         id: new_id("chatcmpl-"),

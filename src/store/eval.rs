@@ -108,10 +108,7 @@ fn messages_json(messages: &[Message]) -> String {
 fn parse_messages(text: &str) -> Vec<Message> {
     let v: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
     v.iter()
-        .map(|m| Message {
-            role: m["role"].as_str().unwrap_or_default().to_string(),
-            content: m["content"].as_str().unwrap_or_default().to_string(),
-        })
+        .map(|m| Message::text(m["role"].as_str().unwrap_or_default(), m["content"].as_str().unwrap_or_default()))
         .collect()
 }
 
@@ -462,7 +459,7 @@ mod tests {
             example: i,
             line: i + 1,
             conversation_sha256: format!("c{i}"),
-            prompt: vec![Message { role: "user".into(), content: format!("q{i}") }],
+            prompt: vec![Message::text("user", format!("q{i}"))],
             reference: "a".into(),
             prediction: prediction.into(),
             probability: Some(0.5),

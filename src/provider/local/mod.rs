@@ -578,11 +578,8 @@ mod tests {
         // The same replies on the validation examples as the exact model.
         let validation = p.file(&request(&p, BASE_MODEL, 1, "x").validation_file).unwrap();
         for e in validation.examples.iter() {
-            let messages: Vec<Message> = e
-                .context
-                .iter()
-                .map(|(role, content)| Message { role: role.clone(), content: content.clone() })
-                .collect();
+            let messages: Vec<Message> =
+                e.context.iter().map(|(role, content)| Message::text(role, content.clone())).collect();
             let (a, b) = (p.complete(&model, &messages).unwrap(), exact.complete(&exact_model, &messages).unwrap());
             // The reply's probability may move (a compact model keeps the replies, not them).
             assert_eq!(a.content, b.content);
