@@ -74,7 +74,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     }
     // A text grader on tool-call references is refused before any warning is printed.
     let validation = read(&sweep.validation_file)?;
-    crate::eval::config::check_references(&sweep.evaluation, &validation)?;
+    crate::eval::config::check_references(&sweep.evaluation.graders, &validation)?;
     for r in reports {
         for line in report::problem_lines(r) {
             errln!("{line}")?;

@@ -261,9 +261,8 @@ pub const TYPES: [&str; 12] = [
 /// Refuses a text grader (every built-in one but `tool_call`) on data whose references make tool
 /// calls: it would grade the calls' rendering as text, and a model's calls would score 0. The
 /// error names the grader, the file and the first such line.
-pub fn check_references(evaluation: &crate::spec::Evaluation, data: &ChatFile) -> Result<(), DataError> {
-    let Some(grader) = evaluation.graders.iter().find(|g| matches!(&g.kind, Kind::Pure(p) if graders::is_text(p)))
-    else {
+pub fn check_references(graders: &[NamedGrader], data: &ChatFile) -> Result<(), DataError> {
+    let Some(grader) = graders.iter().find(|g| matches!(&g.kind, Kind::Pure(p) if graders::is_text(p))) else {
         return Ok(());
     };
     let calling: Vec<usize> = (data.conversations.iter())
@@ -358,9 +357,8 @@ mod tests {
         let text = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#;
         let call = r#"{"messages":[{"role":"user","content":"up"},{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"take_off","arguments":"{}"}}]}]}"#;
         let data = read(&format!("{text}\n{call}\n{call}\n"));
-        let evaluation = |graders: &[&str]| crate::spec::Evaluation {
-            graders: graders.iter().map(|t| parse(&table(&format!("type = \"{t}\""))).unwrap()).collect(),
-            ..crate::spec::Evaluation::default()
+        let evaluation = |graders: &[&str]| -> Vec<NamedGrader> {
+            graders.iter().map(|t| parse(&table(&format!("type = \"{t}\""))).unwrap()).collect()
         };
         let e = check_references(&evaluation(&["tool_call", "bleu"]), &data).unwrap_err();
         assert_eq!(e.line, Some(2));
@@ -368,9 +366,8 @@ mod tests {
         assert!(e.message.contains("(2 of 3 references do)"), "{e}");
         assert!(e.hint.contains("type = \"tool_call\""), "{e}");
         // The default grader is exact match: refused too.
-        assert!(
-            check_references(&crate::spec::Evaluation::default(), &data).unwrap_err().message.contains("exact_match")
-        );
+        let default = crate::spec::Evaluation::default().graders;
+        assert!(check_references(&default, &data).unwrap_err().message.contains("exact_match"));
         assert!(check_references(&evaluation(&["tool_call"]), &data).is_ok());
         assert!(check_references(&evaluation(&["bleu"]), &read(text)).is_ok(), "text references");
     }

@@ -136,8 +136,52 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
 /// The tool settings of a request and its messages' calls, checked as OpenAI checks them: a 400
 /// naming the parameter at fault.
 fn check_tools(request: &ChatRequest) -> Result<(), ApiError> {
-    let bad = |message: String, param: &str| Err(ApiError::invalid(message, Some(param)));
-    let kind = |v: &Value| match v {
+    let mut names = Vec::new();
+    match &request.tools {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tools)) => {
+            for (i, tool) in tools.iter().enumerate() {
+                names.push(check_tool(i, tool)?);
+            }
+        }
+        Some(other) => return Err(wrong_type("tools", "an array", other)),
+    }
+    check_tool_choice(request.tool_choice.as_ref(), &names)?;
+    if request.parallel_tool_calls.is_some() && names.is_empty() {
+        return Err(invalid(
+            "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified."
+                .into(),
+            "parallel_tool_calls",
+        ));
+    }
+    for (i, m) in request.messages.iter().enumerate() {
+        if m.tool_calls.is_some() && m.role != "assistant" {
+            return Err(invalid(
+                format!(
+                    "Invalid parameter: 'tool_calls' is only allowed on messages with role 'assistant' (messages[{i}])."
+                ),
+                &format!("messages[{i}].tool_calls"),
+            ));
+        }
+        if m.role == "tool" && m.tool_call_id.is_none() {
+            return Err(invalid(
+                format!(
+                    "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id' (messages[{i}])."
+                ),
+                &format!("messages[{i}].tool_call_id"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(message: String, param: &str) -> ApiError {
+    ApiError::invalid(message, Some(param))
+}
+
+/// OpenAI's message for a value of the wrong JSON type.
+fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
+    let got = match got {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
@@ -145,150 +189,67 @@ fn check_tools(request: &ChatRequest) -> Result<(), ApiError> {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    let mut names = Vec::new();
-    match &request.tools {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(tools)) => {
-            for (i, tool) in tools.iter().enumerate() {
-                let at = |key: &str| format!("tools[{i}]{key}");
-                let Value::Object(tool) = tool else {
-                    return bad(
-                        format!("Invalid type for '{}': expected an object, but got {} instead.", at(""), kind(tool)),
-                        &at(""),
-                    );
-                };
-                match tool.get("type") {
-                    Some(Value::String(t)) if t == "function" => {}
-                    Some(Value::String(t)) => {
-                        return bad(format!("Invalid value: '{t}'. Supported values are: 'function'."), &at(".type"));
-                    }
-                    Some(other) => {
-                        return bad(
-                            format!(
-                                "Invalid type for '{}': expected a string, but got {} instead.",
-                                at(".type"),
-                                kind(other)
-                            ),
-                            &at(".type"),
-                        );
-                    }
-                    None => return bad(format!("Missing required parameter: '{}'.", at(".type")), &at(".type")),
-                }
-                let Some(Value::Object(function)) = tool.get("function") else {
-                    return bad(format!("Missing required parameter: '{}'.", at(".function")), &at(".function"));
-                };
-                let name = match function.get("name") {
-                    Some(Value::String(n)) => n,
-                    Some(other) => {
-                        return bad(
-                            format!(
-                                "Invalid type for '{}': expected a string, but got {} instead.",
-                                at(".function.name"),
-                                kind(other)
-                            ),
-                            &at(".function.name"),
-                        );
-                    }
-                    None => {
-                        return bad(
-                            format!("Missing required parameter: '{}'.", at(".function.name")),
-                            &at(".function.name"),
-                        );
-                    }
-                };
-                let well_formed = !name.is_empty()
-                    && name.len() <= 64
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !well_formed {
-                    return bad(
-                        format!(
-                            "Invalid '{}': string does not match pattern. Expected a string that matches the pattern \
-                             '^[a-zA-Z0-9_-]+$' of at most 64 characters.",
-                            at(".function.name")
-                        ),
-                        &at(".function.name"),
-                    );
-                }
-                if let Some(p) = function.get("parameters").filter(|p| !p.is_object()) {
-                    return bad(
-                        format!(
-                            "Invalid type for '{}': expected an object, but got {} instead.",
-                            at(".function.parameters"),
-                            kind(p)
-                        ),
-                        &at(".function.parameters"),
-                    );
-                }
-                names.push(name.as_str());
-            }
+    invalid(format!("Invalid type for '{param}': expected {expected}, but got {got} instead."), param)
+}
+
+fn missing(param: &str) -> ApiError {
+    invalid(format!("Missing required parameter: '{param}'."), param)
+}
+
+/// One entry of `tools`: `{type: "function", function: {name, parameters?}}`; returns its name.
+fn check_tool(i: usize, tool: &Value) -> Result<&str, ApiError> {
+    let at = |key: &str| format!("tools[{i}]{key}");
+    let Value::Object(tool) = tool else { return Err(wrong_type(&at(""), "an object", tool)) };
+    match tool.get("type") {
+        Some(Value::String(t)) if t == "function" => {}
+        Some(Value::String(t)) => {
+            return Err(invalid(format!("Invalid value: '{t}'. Supported values are: 'function'."), &at(".type")));
         }
-        Some(other) => {
-            return bad(
-                format!("Invalid type for 'tools': expected an array, but got {} instead.", kind(other)),
-                "tools",
-            );
-        }
+        Some(other) => return Err(wrong_type(&at(".type"), "a string", other)),
+        None => return Err(missing(&at(".type"))),
     }
-    match &request.tool_choice {
-        None | Some(Value::Null) => {}
-        Some(_) if names.is_empty() => {
-            return bad(
-                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.".into(),
-                "tool_choice",
-            );
-        }
-        Some(Value::String(c)) if ["none", "auto", "required"].contains(&c.as_str()) => {}
-        Some(Value::Object(c)) => {
-            let name = c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
-            match name {
-                Some(n) if names.contains(&n) => {}
-                Some(n) => {
-                    return bad(
-                        format!("Invalid value for 'tool_choice': no function named '{n}' was specified in 'tools'."),
-                        "tool_choice",
-                    );
-                }
-                None => {
-                    return bad("Missing required parameter: 'tool_choice.function.name'.".into(), "tool_choice");
-                }
-            }
-        }
-        Some(other) => {
-            return bad(
-                format!(
-                    "Invalid value for 'tool_choice': {other}. Supported values are: 'none', 'auto', 'required' and \
-                     {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}."
-                ),
-                "tool_choice",
-            );
-        }
+    let Some(Value::Object(function)) = tool.get("function") else { return Err(missing(&at(".function"))) };
+    let name = match function.get("name") {
+        Some(Value::String(n)) => n.as_str(),
+        Some(other) => return Err(wrong_type(&at(".function.name"), "a string", other)),
+        None => return Err(missing(&at(".function.name"))),
+    };
+    let well_formed =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !well_formed {
+        return Err(invalid(
+            format!(
+                "Invalid '{}': string does not match pattern. Expected a string that matches the pattern \
+                 '^[a-zA-Z0-9_-]+$' of at most 64 characters.",
+                at(".function.name")
+            ),
+            &at(".function.name"),
+        ));
     }
-    if request.parallel_tool_calls.is_some() && names.is_empty() {
-        return bad(
-            "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified."
-                .into(),
-            "parallel_tool_calls",
-        );
+    if let Some(p) = function.get("parameters").filter(|p| !p.is_object()) {
+        return Err(wrong_type(&at(".function.parameters"), "an object", p));
     }
-    for (i, m) in request.messages.iter().enumerate() {
-        if m.tool_calls.is_some() && m.role != "assistant" {
-            return bad(
-                format!(
-                    "Invalid parameter: 'tool_calls' is only allowed on messages with role 'assistant' (messages[{i}])."
-                ),
-                &format!("messages[{i}].tool_calls"),
-            );
-        }
-        if m.role == "tool" && m.tool_call_id.is_none() {
-            return bad(
-                format!(
-                    "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id' (messages[{i}])."
-                ),
-                &format!("messages[{i}].tool_call_id"),
-            );
-        }
+    Ok(name)
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{type: "function", function: {name}}` naming
+/// one of the tools; only with tools.
+fn check_tool_choice(choice: Option<&Value>, names: &[&str]) -> Result<(), ApiError> {
+    let refused = |why: String| Err(invalid(format!("Invalid value for 'tool_choice': {why}"), "tool_choice"));
+    match choice {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) if names.is_empty() => refused("'tool_choice' is only allowed when 'tools' are specified.".into()),
+        Some(Value::String(c)) if ["none", "auto", "required"].contains(&c.as_str()) => Ok(()),
+        Some(Value::Object(c)) => match c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+            Some(n) if names.contains(&n) => Ok(()),
+            Some(n) => refused(format!("no function named '{n}' was specified in 'tools'.")),
+            None => Err(missing("tool_choice.function.name")),
+        },
+        Some(other) => refused(format!(
+            "{other}. Supported values are: 'none', 'auto', 'required' and \
+             {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}."
+        )),
     }
-    Ok(())
 }
 
 /// A model as `/models` lists it: a LoRA adapter also names its directory (`root`) and the base

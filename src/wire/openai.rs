@@ -334,16 +334,6 @@ impl ChatMessage {
             tool_call_id: m.tool_call_id.clone(),
         }
     }
-
-    /// The message as data: its text, calls and the id it answers.
-    pub fn to_message(&self) -> crate::data::Message {
-        crate::data::Message {
-            role: self.role.clone(),
-            content: self.text(),
-            tool_calls: self.tool_calls.iter().flatten().map(crate::data::ToolCall::from).collect(),
-            tool_call_id: self.tool_call_id.clone(),
-        }
-    }
 }
 
 /// One tool call on the wire: `{id, type: "function", function: {name, arguments}}`, the
@@ -602,6 +592,54 @@ mod tests {
         let text = serde_json::to_string(&hp).unwrap();
         assert_eq!(text, r#"{"n_epochs":"auto","batch_size":8,"learning_rate_multiplier":0.5}"#);
         assert_eq!(serde_json::from_str::<Hyperparameters>(&text).unwrap(), hp);
+    }
+
+    #[test]
+    fn an_evaluation_request_carries_the_tools_and_the_calls_and_an_answer_gives_its_calls() {
+        use crate::data::{Message, Prompt, ToolCall as Call};
+        let call = Call { id: "call_1".into(), name: "land".into(), arguments: r#"{"where":"here"}"#.into() };
+        let prompt = Prompt {
+            messages: vec![
+                Message::text("user", "down"),
+                Message { role: "assistant".into(), tool_calls: vec![call], ..Message::default() },
+                Message { tool_call_id: Some("call_1".into()), ..Message::text("tool", "landed") },
+            ],
+            tools: Some(serde_json::json!([{"type": "function", "function": {"name": "land"}}])),
+            tool_choice: Some("auto".into()),
+            parallel_tool_calls: Some(false),
+        };
+        let decoding = crate::spec::Decoding { temperature: 0.5, max_tokens: 9, top_p: Some(0.9), seed: Some(3) };
+        let v = serde_json::to_value(ChatRequest::asking("m", &prompt, &decoding)).unwrap();
+        assert_eq!(v["tools"][0]["function"]["name"], "land");
+        assert_eq!((v["tool_choice"].as_str(), v["parallel_tool_calls"].as_bool()), (Some("auto"), Some(false)));
+        assert_eq!(
+            (v["temperature"].as_f64(), v["top_p"].as_f64(), v["seed"].as_i64()),
+            (Some(0.5), Some(0.9), Some(3))
+        );
+        assert!(v.get("max_tokens").is_none() && v.get("max_completion_tokens").is_none(), "the caller sets it");
+        let calls = &v["messages"][1];
+        assert!(calls["content"].is_null(), "{calls}");
+        assert_eq!(
+            calls["tool_calls"],
+            serde_json::json!([{"id": "call_1", "type": "function", "function": {"name": "land", "arguments": "{\"where\":\"here\"}"}}])
+        );
+        assert_eq!(v["messages"][2]["tool_call_id"], "call_1");
+        // Without tools, neither tool_choice nor parallel_tool_calls is sent (OpenAI refuses them alone).
+        let bare = Prompt { tools: None, ..prompt };
+        let v = serde_json::to_value(ChatRequest::asking("m", &bare, &decoding)).unwrap();
+        assert!(v.get("tools").is_none() && v.get("tool_choice").is_none() && v.get("parallel_tool_calls").is_none());
+
+        let answer: ResponseMessage = serde_json::from_str(
+            r#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_9","type":"function","function":{"name":"land","arguments":"{\"where\":\"pad\"}"}},{"type":"function","function":{"name":"go_home","arguments":{}}}]}"#,
+        )
+        .unwrap();
+        let reply = answer.reply();
+        assert_eq!(reply.content, "");
+        assert_eq!(
+            reply.display(),
+            r#"land({"where":"pad"}) go_home({})"#,
+            "an object for arguments is kept as its text"
+        );
     }
 
     #[test]
