@@ -61,6 +61,43 @@ impl Coverage {
     pub fn percent(&self) -> u64 {
         (self.covered as u64 * 100).checked_div(self.total as u64).unwrap_or(100)
     }
+
+    /// What `plan`, `run` and `resume` warn of when some validation reference is out of reach
+    /// (`None` when every one is covered): any uncovered reference is an example no run can get
+    /// exactly right, so the bound is stated whatever its size. When fewer than half are covered
+    /// the replies are free text rather than labels, and the warning says what can learn them.
+    pub fn warning(&self) -> Option<String> {
+        if !self.is_partial() {
+            return None;
+        }
+        let (covered, total, percent) = (self.covered, self.total, self.percent());
+        let advice = if covered * 2 < total {
+            ". Free-text replies need a hosted provider or your own trainer (provider = \"command\")".to_string()
+        } else {
+            format!(
+                "; the other {} validation reference(s) appear in no training example: add training examples that \
+                 give them, or expect those examples to be missed",
+                total - covered
+            )
+        };
+        Some(format!(
+            "the local provider picks among the {} replies seen in training; {covered} of {total} validation \
+             references ({percent} %) are among them, so at most {percent} % of its replies can be exactly right{advice}",
+            self.training_replies
+        ))
+    }
+
+    /// The leaderboard's note on a local sweep whose references are not all covered.
+    pub fn note(&self) -> Option<String> {
+        let (covered, total, percent, replies) = (self.covered, self.total, self.percent(), self.training_replies);
+        self.is_partial().then(|| {
+            format!(
+                "local provider: only {covered} of {total} validation references ({percent} %) are replies it can \
+                 give (it picks among the {replies} training replies): at most {percent} % of its replies can be \
+                 exactly right"
+            )
+        })
+    }
 }
 
 /// The coverage of `validation` by the replies of `training` (see [`Coverage`]).
@@ -119,5 +156,23 @@ mod tests {
         let c = Coverage { training_replies: 9, covered: 199, total: 200 };
         assert_eq!(c.percent(), 99, "rounded down");
         assert!(!coverage(&training, &validation[..1]).is_partial());
+        assert_eq!(coverage(&training, &validation[..1]).warning(), None);
+        let free = Coverage { training_replies: 60, covered: 0, total: 20 };
+        assert_eq!(
+            free.warning().unwrap(),
+            "the local provider picks among the 60 replies seen in training; 0 of 20 validation references (0 %) \
+             are among them, so at most 0 % of its replies can be exactly right. Free-text replies need a hosted \
+             provider or your own trainer (provider = \"command\")"
+        );
+        let labels = Coverage { training_replies: 21, covered: 59, total: 60 };
+        assert!(labels.warning().unwrap().contains("59 of 60 validation references (98 %)"));
+        assert_eq!(
+            free.note().unwrap(),
+            "local provider: only 0 of 20 validation references (0 %) are replies it can give (it picks among the \
+             60 training replies): at most 0 % of its replies can be exactly right"
+        );
+        assert!(
+            labels.warning().unwrap().contains("; the other 1 validation reference(s) appear in no training example")
+        );
     }
 }
