@@ -314,7 +314,8 @@ pub struct FileReport {
     pub over_limit: usize,
     /// Distinct last assistant replies (DPO: preferred outputs).
     pub distinct_replies: usize,
-    /// The longest reply, in characters.
+    /// The longest reply, in characters, its tool calls not counted: a call is one of a set of
+    /// functions whatever the length of its arguments, so calls can be class labels.
     pub longest_reply_chars: usize,
     /// Set when some reply is longer than `LABEL_MAX_CHARS` or there are more than
     /// `MAX_TRACKED_REPLIES` distinct replies: then the replies are not class labels.
@@ -540,6 +541,8 @@ struct Walk {
     has_user: bool,
     has_assistant: bool,
     last_reply: Option<String>,
+    /// The characters of `last_reply` that are tool calls.
+    last_reply_call_chars: usize,
     /// The first empty assistant reply, as "message 3" or "`preferred_output`".
     empty_reply: Option<String>,
 }
@@ -788,7 +791,9 @@ impl Checker<'_> {
                     if !calls && text.trim().is_empty() && walk.empty_reply.is_none() {
                         walk.empty_reply = Some(format!("message {k}"));
                     }
-                    walk.last_reply = Some(reply_text(&text, &call_list));
+                    let reply = reply_text(&text, &call_list);
+                    walk.last_reply_call_chars = reply.chars().count() - text.chars().count();
+                    walk.last_reply = Some(reply);
                 }
                 _ => {}
             }
@@ -952,7 +957,7 @@ impl Checker<'_> {
         if self.reply_hashes.insert(hasher.finish()) {
             r.distinct_replies += 1;
         }
-        let chars = reply.chars().count();
+        let chars = reply.chars().count() - walk.last_reply_call_chars;
         r.longest_reply_chars = r.longest_reply_chars.max(chars);
         r.replies_not_labels |= chars > LABEL_MAX_CHARS;
         let id = match self.reply_index.get(&reply) {
