@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ftsweep::data::{ChatFile, Conversation, Message};
+use ftsweep::data::{ChatFile, Conversation, Message, Prompt};
 use ftsweep::eval::Session;
 use ftsweep::eval::runner::{self, Answerer, Target};
 use ftsweep::provider::openai::client::{Client, ClientConfig, Secret};
@@ -25,7 +25,7 @@ use ftsweep::provider::openai::{OpenAiProvider, PollPolicy};
 use ftsweep::provider::{Completion, Provider, ProviderError};
 use ftsweep::run::EvalKind;
 use ftsweep::serve::{Server, Settings};
-use ftsweep::spec::{Auth, Evaluation};
+use ftsweep::spec::{Auth, Decoding, Evaluation};
 use ftsweep::store::serve::ServeStore;
 use ftsweep::store::{SharedStore, Store};
 
@@ -36,14 +36,14 @@ struct Timed {
 }
 
 impl Answerer for Timed {
-    async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        let answer = self.inner.complete(model, messages).await;
+    async fn complete(&self, model: &str, prompt: &Prompt, decoding: &Decoding) -> Result<Completion, ProviderError> {
+        let answer = self.inner.complete(model, prompt, decoding).await;
         self.answered.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
         answer
     }
 
-    fn decoding(&self) -> String {
-        Answerer::decoding(&self.inner)
+    fn decoding(&self, decoding: &Decoding) -> String {
+        Answerer::decoding(&self.inner, decoding)
     }
 }
 

@@ -9,20 +9,40 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::config::{CommandSpec, NamedGrader, hex};
-use crate::data::Message;
+use crate::data::{Reply, ToolCall};
+use crate::store::EvalExample;
 
-/// What the program reads on stdin, as one JSON object.
-pub fn input_json(prompt: &[Message], reference: &str, reply: &str, example: usize, line: usize) -> String {
-    let prompt: Vec<serde_json::Value> =
-        prompt.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
+/// What the program reads on stdin, as one JSON object: the reply and the reference as people
+/// read them (text, then each call as `name({arguments})`), their calls as
+/// `{name, arguments}` (the arguments parsed) in `reply_tool_calls` and `reference_tool_calls`,
+/// the prompt's messages, and where the example is.
+pub fn input_json(x: &EvalExample, reference: &Reply, reply: &Reply) -> String {
+    let prompt: Vec<serde_json::Value> = (x.prompt.iter())
+        .map(|m| {
+            let mut v = serde_json::json!({"role": m.role, "content": m.content});
+            if !m.tool_calls.is_empty() {
+                v["tool_calls"] = calls(&m.tool_calls);
+            }
+            if let Some(id) = &m.tool_call_id {
+                v["tool_call_id"] = id.clone().into();
+            }
+            v
+        })
+        .collect();
     serde_json::json!({
-        "reply": reply,
-        "reference": reference,
+        "reply": reply.display(),
+        "reference": reference.display(),
+        "reply_tool_calls": calls(&reply.tool_calls),
+        "reference_tool_calls": calls(&reference.tool_calls),
         "prompt": prompt,
-        "example": example,
-        "line": line,
+        "example": x.example,
+        "line": x.line,
     })
     .to_string()
+}
+
+fn calls(calls: &[ToolCall]) -> serde_json::Value {
+    (calls.iter()).map(|c| serde_json::json!({"name": c.name, "arguments": c.parsed_arguments()})).collect()
 }
 
 /// The program to start: a relative path with a `/` is taken from the
@@ -159,11 +179,20 @@ mod tests {
     #[test]
     fn the_program_reads_the_example_and_prints_a_score() {
         let dir = std::env::temp_dir();
-        let input = input_json(&[], "Paris", "Paris", 0, 1);
+        let x = EvalExample {
+            example: 0,
+            line: 1,
+            conversation_sha256: String::new(),
+            prompt: Vec::new(),
+            reference: "Paris".into(),
+            prediction: "Paris".into(),
+            probability: None,
+        };
+        let input = input_json(&x, &Reply::text("Paris"), &Reply::text("Paris"));
         // The program prints 10 when the reply is Paris, else 0.
         let script = r#"read x; case "$x" in *'"reply":"Paris"'*) echo 10;; *) echo 0;; esac"#;
         assert_eq!(run(&spec(&["sh", "-c", script], 5.0), &dir, &input).unwrap().0, 1.0);
-        let other = input_json(&[], "Paris", "Lyon", 0, 1);
+        let other = input_json(&x, &Reply::text("Paris"), &Reply::text("Lyon"));
         assert_eq!(run(&spec(&["sh", "-c", script], 5.0), &dir, &other).unwrap().0, 0.0);
     }
 

@@ -14,13 +14,13 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 use super::config::Kind;
-use super::scores::{self, GradeCache, Grades, conversation_sha256, input_sha256};
+use super::scores::{self, GradeCache, Grades, input_sha256, prompt_sha256};
 use super::{Counts, EvalError, Session, command, graders, judge};
 use crate::data::check::Encoding;
-use crate::data::{ChatFile, Message};
+use crate::data::{ChatFile, Message, Prompt, Reply};
 use crate::provider::{Completion, Provider, ProviderError};
 use crate::run::EvalKind;
-use crate::spec::Evaluation;
+use crate::spec::{Decoding, Evaluation};
 use crate::store::{CachedPrediction, EvalExample, EvaluationRecord, SharedStore, Store, StoreError};
 
 /// Replies cached in one transaction, at most.
@@ -31,14 +31,17 @@ const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who answers: the provider, or a stand-in in tests.
 pub trait Answerer: Send + Sync + 'static {
-    /// One chat completion.
+    /// One chat completion of a prompt (its messages and the line's tools) under the decoding
+    /// settings.
     fn complete(
         &self,
         model: &str,
-        messages: &[Message],
+        prompt: &Prompt,
+        decoding: &Decoding,
     ) -> impl Future<Output = Result<Completion, ProviderError>> + Send;
-    /// The decoding parameters the replies depend on: part of the cache key.
-    fn decoding(&self) -> String;
+    /// The decoding parameters the replies depend on, as the provider sends them: part of the
+    /// cache key.
+    fn decoding(&self, decoding: &Decoding) -> String;
     /// Makes `model` answerable before its completions are asked for (a
     /// command sweep's adapter is loaded at the inference server).
     fn open_model(&self, _model: &str) -> impl Future<Output = Result<(), ProviderError>> + Send {
@@ -54,22 +57,20 @@ impl Answerer for Provider {
     fn complete(
         &self,
         model: &str,
-        messages: &[Message],
+        prompt: &Prompt,
+        decoding: &Decoding,
     ) -> impl Future<Output = Result<Completion, ProviderError>> + Send {
-        Provider::complete(self, model, messages)
+        Provider::complete(self, model, prompt, decoding)
     }
 
-    fn decoding(&self) -> String {
+    fn decoding(&self, decoding: &Decoding) -> String {
         match self {
+            // The local model answers its top reply whatever the settings.
             Provider::Local(_) => "local top reply".into(),
-            Provider::OpenAi(p) => format!(
-                "openai {} temperature=0 max_completion_tokens={}",
-                p.client.base_url(),
-                p.max_completion_tokens
-            ),
-            Provider::Command(p) => p.decoding(),
-            Provider::Together(p) => p.decoding(),
-            Provider::Azure(p) => p.decoding(),
+            Provider::OpenAi(p) => p.decoding(decoding),
+            Provider::Command(p) => p.decoding(decoding),
+            Provider::Together(p) => p.decoding(decoding),
+            Provider::Azure(p) => p.decoding(decoding),
         }
     }
 
@@ -101,12 +102,31 @@ pub struct Outcome {
     pub grades: Grades,
 }
 
-/// Tokens of a prompt as the model reads it (3 per message, role, content).
-fn prompt_tokens(prompt: &[Message]) -> u64 {
-    3 + prompt
-        .iter()
-        .map(|m| 3 + (Encoding::O200kBase.count(&m.role) + Encoding::O200kBase.count(&m.content)) as u64)
-        .sum::<u64>()
+/// Tokens of a prompt as the model reads it (3 per message, role, content, the names and
+/// arguments of its calls; the line's tool definitions by the cookbook's rule).
+fn prompt_tokens(prompt: &Prompt) -> u64 {
+    let enc = Encoding::O200kBase;
+    let count = |s: &str| enc.count(s) as u64;
+    let calls = |m: &Message| m.tool_calls.iter().map(|c| count(&c.name) + count(&c.arguments)).sum::<u64>();
+    let messages = (prompt.messages.iter()).map(|m| 3 + count(&m.role) + count(&m.content) + calls(m)).sum::<u64>();
+    3 + messages + prompt.tools.as_ref().map_or(0, tools_tokens)
+}
+
+/// Tokens of a stored reply: its text, and its calls' names and arguments.
+fn reply_tokens(encoded: &str) -> u64 {
+    let reply = Reply::decode(encoded);
+    let count = |s: &str| Encoding::O200kBase.count(s) as u64;
+    count(&reply.content) + reply.tool_calls.iter().map(|c| count(&c.name) + count(&c.arguments)).sum::<u64>()
+}
+
+/// The tokens of a line's tool definitions, as `data check` counts them.
+fn tools_tokens(tools: &serde_json::Value) -> u64 {
+    let mut line = serde_json::Map::new();
+    line.insert("tools".into(), tools.clone());
+    let enc = Encoding::O200kBase;
+    crate::data::check::tools_definition_tokens(&crate::data::check::tool_functions(&line), enc, &mut |s: &str| {
+        enc.count(s) as u64
+    })
 }
 
 /// Evaluates `target.model` on every conversation of `target.data`: replies
@@ -119,9 +139,13 @@ pub async fn evaluate<A: Answerer>(
 ) -> Result<Outcome, EvalError> {
     let started = Instant::now();
     let model = target.model.to_string();
-    let decoding = answerer.decoding();
-    let prompts: Vec<(String, Vec<Message>)> =
-        target.data.conversations.iter().map(|c| (conversation_sha256(c.prompt()), c.prompt().to_vec())).collect();
+    let decoding = answerer.decoding(&session.evaluation.decoding);
+    let prompts: Vec<(String, Prompt)> = (target.data.conversations.iter())
+        .map(|c| {
+            let prompt = c.prompt_request();
+            (prompt_sha256(&prompt), prompt)
+        })
+        .collect();
     let mut known = store.lock().cached_predictions(&model, &decoding)?;
     let cached = prompts.iter().filter(|(sha, _)| known.contains_key(sha)).count() as u64;
     Counts::add(&session.counts.cached, cached);
@@ -144,13 +168,13 @@ pub async fn evaluate<A: Answerer>(
     for (i, (c, (sha, prompt))) in target.data.conversations.iter().zip(prompts).enumerate() {
         let p = known.get(&sha).cloned().unwrap_or(CachedPrediction { content: String::new(), probability: None });
         input_tokens += prompt_tokens(&prompt);
-        output_tokens += Encoding::O200kBase.count(&p.content) as u64;
+        output_tokens += reply_tokens(&p.content);
         examples.push(EvalExample {
             example: i,
             line: c.line,
             conversation_sha256: sha,
-            prompt,
-            reference: c.reference().unwrap_or_default().to_string(),
+            prompt: prompt.messages,
+            reference: c.reference().unwrap_or_default(),
             prediction: p.content,
             probability: p.probability,
         });
@@ -186,9 +210,10 @@ async fn ask<A: Answerer>(
     session: &Arc<Session>,
     model: &str,
     decoding: &str,
-    prompts: &[(String, Vec<Message>)],
+    prompts: &[(String, Prompt)],
     known: &mut HashMap<String, CachedPrediction>,
 ) -> Result<u64, EvalError> {
+    let settings = session.evaluation.decoding;
     let mut asked = HashSet::new();
     let mut tasks = JoinSet::new();
     for (sha, prompt) in prompts {
@@ -199,7 +224,7 @@ async fn ask<A: Answerer>(
             (answerer.clone(), session.permits.clone(), model.to_string(), sha.clone(), prompt.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
-            (sha, answerer.complete(&model, &prompt).await)
+            (sha, answerer.complete(&model, &prompt, &settings).await)
         });
     }
     let mut calls = 0u64;
@@ -212,7 +237,7 @@ async fn ask<A: Answerer>(
         Counts::add(&session.counts.completions, 1);
         let failure = match joined {
             Ok((sha, Ok(c))) => {
-                let p = CachedPrediction { content: c.content, probability: c.probability };
+                let p = CachedPrediction { content: c.reply().encode(), probability: c.probability };
                 known.insert(sha.clone(), p.clone());
                 pending.push((sha, p));
                 None
@@ -264,8 +289,10 @@ pub async fn grade<A: Answerer>(
                 let graded = match &kind {
                     Kind::Judge(j) => {
                         Counts::add(&session.counts.judge_calls, 1);
-                        let messages = judge::messages(j, &x.prompt, &x.reference, &x.prediction);
-                        match answerer.complete(&j.model, &messages).await {
+                        // A judge reads messages only, asked at the default decoding settings.
+                        let (reference, reply) = (shown(&x.reference), shown(&x.prediction));
+                        let messages = Prompt::messages(judge::messages(j, &x.prompt, &reference, &reply));
+                        match answerer.complete(&j.model, &messages, &Decoding::default()).await {
                             Ok(c) => Ok((graders::parse_judge_score(&c.content, (j.range[0], j.range[1])), c.content)),
                             Err(e) => Err(format!("the judge `{}` did not answer: {e}", j.model)),
                         }
@@ -273,7 +300,8 @@ pub async fn grade<A: Answerer>(
                     Kind::Command(c) => {
                         Counts::add(&session.counts.commands, 1);
                         let (c, dir) = (c.clone(), session.dir.clone());
-                        let input = command::input_json(&x.prompt, &x.reference, &x.prediction, x.example, x.line);
+                        let input =
+                            command::input_json(&x, &Reply::decode(&x.reference), &Reply::decode(&x.prediction));
                         tokio::task::spawn_blocking(move || command::run(&c, &dir, &input))
                             .await
                             .unwrap_or_else(|e| Err(format!("the command grader stopped: {e}")))
@@ -301,6 +329,11 @@ pub async fn grade<A: Answerer>(
     }
     let cache = grade_cache(&store.lock(), &session.evaluation, &session.dir)?;
     Ok(scores::grade(&session.evaluation, examples, &cache))
+}
+
+/// A stored reply as people (and judges) read it.
+fn shown(encoded: &str) -> String {
+    Reply::decode(encoded).display()
 }
 
 fn cache_key(kind: &Kind, g: &super::config::NamedGrader, dir: &Path) -> String {
@@ -342,9 +375,10 @@ mod tests {
         fn complete(
             &self,
             model: &str,
-            messages: &[Message],
+            prompt: &Prompt,
+            _: &Decoding,
         ) -> impl Future<Output = Result<Completion, ProviderError>> + Send {
-            let last = messages.last().map(|m| m.content.clone()).unwrap_or_default();
+            let last = prompt.messages.last().map(|m| m.content.clone()).unwrap_or_default();
             let model = model.to_string();
             let fail = self.fail_on.lock().unwrap().clone();
             async move {
@@ -357,11 +391,11 @@ mod tests {
                     return Err(ProviderError::ModelNotFound(model));
                 }
                 let content = if model == "judge" { "Score: 7".into() } else { last.to_uppercase() };
-                Ok(Completion { content, probability: None })
+                Ok(Completion { content, ..Completion::default() })
             }
         }
 
-        fn decoding(&self) -> String {
+        fn decoding(&self, _: &Decoding) -> String {
             "echo".into()
         }
     }

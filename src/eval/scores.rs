@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{COMBINED, Kind, hex};
 use super::graders;
-use crate::data::Message;
+use crate::data::{Message, Prompt};
 pub use crate::rank::Grades;
 use crate::spec::Evaluation;
 use crate::store::EvalExample;
@@ -17,17 +17,55 @@ use crate::store::EvalExample;
 /// grader name, then by [`input_sha256`].
 pub type GradeCache = HashMap<String, HashMap<String, f64>>;
 
-/// The key of a conversation's reply in the predictions cache: a hash of the
-/// prompt's roles and contents.
+/// A hash of messages: their roles and contents, and the tool calls and the call id of the
+/// messages that have them (so messages without them hash as before tool calls existed).
 pub fn conversation_sha256(prompt: &[Message]) -> String {
     let mut h = Sha256::new();
-    for m in prompt {
-        for part in [m.role.as_str(), m.content.as_str()] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
+    hash_messages(&mut h, prompt);
+    hex(&h.finalize())
+}
+
+/// The key of a prompt's reply in the predictions cache: its messages as
+/// [`conversation_sha256`] hashes them, then the line's `tools`, `tool_choice` and
+/// `parallel_tool_calls` when it has them: the same messages with other tools are another prompt.
+pub fn prompt_sha256(prompt: &Prompt) -> String {
+    let mut h = Sha256::new();
+    hash_messages(&mut h, &prompt.messages);
+    let settings = [
+        ("\u{1e}tools", prompt.tools.as_ref().map(|t| t.to_string())),
+        ("\u{1e}tool_choice", prompt.tool_choice.as_ref().map(|t| t.to_string())),
+        ("\u{1e}parallel_tool_calls", prompt.parallel_tool_calls.map(|p| p.to_string())),
+    ];
+    for (tag, value) in settings {
+        if let Some(value) = value {
+            part(&mut h, tag);
+            part(&mut h, &value);
         }
     }
     hex(&h.finalize())
+}
+
+fn part(h: &mut Sha256, text: &str) {
+    h.update((text.len() as u64).to_le_bytes());
+    h.update(text.as_bytes());
+}
+
+fn hash_messages(h: &mut Sha256, messages: &[Message]) {
+    for m in messages {
+        part(h, &m.role);
+        part(h, &m.content);
+        // A tag no role can be, so these parts cannot pass for another message.
+        if !m.tool_calls.is_empty() {
+            part(h, "\u{1e}tool_calls");
+            let calls: Vec<[&str; 3]> =
+                m.tool_calls.iter().map(|c| [c.id.as_str(), c.name.as_str(), c.arguments.as_str()]).collect();
+            part(h, &serde_json::to_string(&calls).unwrap_or_default());
+        }
+        if let Some(id) = &m.tool_call_id {
+            part(h, "\u{1e}tool_call_id");
+            part(h, id);
+        }
+    }
 }
 
 /// The key of a grade in the grade cache: a hash of the prompt, the
@@ -35,9 +73,8 @@ pub fn conversation_sha256(prompt: &[Message]) -> String {
 pub fn input_sha256(prompt: &[Message], reference: &str, reply: &str) -> String {
     let mut h = Sha256::new();
     h.update(conversation_sha256(prompt).as_bytes());
-    for part in [reference, reply] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+    for text in [reference, reply] {
+        part(&mut h, text);
     }
     hex(&h.finalize())
 }

@@ -9,8 +9,9 @@ pub mod local;
 pub mod openai;
 pub mod together;
 
-use crate::data::{ChatFile, Message};
+use crate::data::{ChatFile, Prompt};
 use crate::run::RunConfig;
+use crate::spec::Decoding;
 
 /// A provider error. The message never holds a credential.
 #[derive(Debug, thiserror::Error)]
@@ -109,12 +110,20 @@ pub enum JobOutcome {
     },
 }
 
-/// A chat completion.
-#[derive(Debug, Clone, PartialEq)]
+/// A chat completion: the reply's text and its tool calls.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Completion {
     pub content: String,
+    pub tool_calls: Vec<crate::data::ToolCall>,
     /// The model's probability of its reply, when it knows it.
     pub probability: Option<f64>,
+}
+
+impl Completion {
+    /// The reply, as the caches and the store keep it once encoded.
+    pub fn reply(&self) -> crate::data::Reply {
+        crate::data::Reply { content: self.content.clone(), tool_calls: self.tool_calls.clone() }
+    }
 }
 
 impl From<crate::wire::openai::Choice> for Completion {
@@ -126,7 +135,8 @@ impl From<crate::wire::openai::Choice> for Completion {
             .and_then(|l| l.content)
             .filter(|c| !c.is_empty())
             .map(|c| c.iter().map(|t| t.logprob).sum::<f64>().exp());
-        Completion { content: choice.message.content.unwrap_or_default(), probability }
+        let reply = choice.message.reply();
+        Completion { content: reply.content, tool_calls: reply.tool_calls, probability }
     }
 }
 
@@ -233,14 +243,20 @@ impl Provider {
         }
     }
 
-    /// Answers a conversation with a model.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+    /// Answers a prompt (its messages and the line's tools) with a model, under the decoding
+    /// settings (which the local provider has no use for: it answers its top reply).
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
         match self {
-            Provider::Local(p) => p.complete(model, messages),
-            Provider::OpenAi(p) => p.complete(model, messages).await,
-            Provider::Command(p) => p.complete(model, messages).await,
-            Provider::Together(p) => p.complete(model, messages).await,
-            Provider::Azure(p) => p.complete(model, messages).await,
+            Provider::Local(p) => p.complete(model, prompt),
+            Provider::OpenAi(p) => p.complete(model, prompt, decoding).await,
+            Provider::Command(p) => p.complete(model, prompt, decoding).await,
+            Provider::Together(p) => p.complete(model, prompt, decoding).await,
+            Provider::Azure(p) => p.complete(model, prompt, decoding).await,
         }
     }
 

@@ -96,7 +96,7 @@ pub async fn complete(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<C
         model: request.model,
         choices: vec![Choice {
             index: 0,
-            message: ResponseMessage { role: "assistant".into(), content: Some(content), refusal: None },
+            message: ResponseMessage { role: "assistant".into(), content: Some(content), ..ResponseMessage::default() },
             finish_reason: Some("stop".into()),
             logprobs,
         }],

@@ -10,7 +10,7 @@ use crate::eval::graders::Weighted;
 use super::error::{Cx, SpecError};
 use super::locate::Step;
 use super::raw::RawEvaluation;
-use super::{ALPHA, EVAL_CONCURRENCY, Evaluation, MARGIN, Metric};
+use super::{ALPHA, Decoding, EVAL_CONCURRENCY, Evaluation, MARGIN, Metric};
 
 impl Cx<'_> {
     pub(super) fn evaluation(&self, raw: &RawEvaluation) -> Result<Evaluation, SpecError> {
@@ -49,6 +49,7 @@ impl Cx<'_> {
             None => EVAL_CONCURRENCY,
             Some(c) => self.int_in(c, "evaluation.concurrency", (1.0, 256.0))? as u32,
         };
+        let decoding = self.decoding(raw)?;
         Ok(Evaluation {
             metric,
             graders,
@@ -58,7 +59,42 @@ impl Cx<'_> {
             checkpoints: raw.checkpoints.unwrap_or(false),
             baseline: raw.baseline.unwrap_or(true),
             concurrency,
+            decoding,
         })
+    }
+
+    /// `temperature`, `max_tokens`, `top_p` and `seed`.
+    fn decoding(&self, raw: &RawEvaluation) -> Result<Decoding, SpecError> {
+        let mut d = Decoding::default();
+        if let Some(t) = &raw.temperature {
+            let x = *t.get_ref();
+            if !(0.0..=2.0).contains(&x) {
+                return Err(self.at(
+                    t,
+                    "evaluation.temperature",
+                    format!("{x} is not allowed"),
+                    "give a temperature from 0 to 2, e.g. `temperature = 0` for the most probable reply",
+                ));
+            }
+            d.temperature = x;
+        }
+        if let Some(m) = &raw.max_tokens {
+            d.max_tokens = self.int_in(m, "evaluation.max_tokens", (1.0, 1_000_000.0))? as u32;
+        }
+        if let Some(p) = &raw.top_p {
+            let x = *p.get_ref();
+            if !(x > 0.0 && x <= 1.0) {
+                return Err(self.at(
+                    p,
+                    "evaluation.top_p",
+                    format!("{x} is not allowed"),
+                    "give a probability above 0 and at most 1, e.g. `top_p = 0.9`, or leave `top_p` out",
+                ));
+            }
+            d.top_p = Some(x);
+        }
+        d.seed = raw.seed.as_ref().map(|s| *s.get_ref());
+        Ok(d)
     }
 
     /// The `[[evaluation.graders]]` tables, in the order written.

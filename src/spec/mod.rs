@@ -412,6 +412,49 @@ pub struct Evaluation {
     pub baseline: bool,
     /// Completions in flight at a time, across the sweep.
     pub concurrency: u32,
+    /// How the evaluated models are asked for their replies.
+    pub decoding: Decoding,
+}
+
+/// The decoding settings of evaluation requests (`[evaluation] temperature`, `max_tokens`,
+/// `top_p`, `seed`): sent with every chat request and part of the predictions cache key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decoding {
+    /// 0 to 2; 0 asks for the most probable reply.
+    pub temperature: f64,
+    /// The reply's token limit (`max_completion_tokens` on OpenAI and Azure, `max_tokens` on
+    /// vLLM and Together).
+    pub max_tokens: u32,
+    /// Nucleus sampling, above 0 and at most 1; not sent when unset.
+    pub top_p: Option<f64>,
+    /// The sampling seed (best effort at the provider); not sent when unset.
+    pub seed: Option<i64>,
+}
+
+/// The default reply token limit.
+pub const MAX_TOKENS: u32 = 256;
+
+impl Default for Decoding {
+    /// Temperature 0 and 256 tokens, as every evaluation was asked before the settings existed.
+    fn default() -> Decoding {
+        Decoding { temperature: 0.0, max_tokens: MAX_TOKENS, top_p: None, seed: None }
+    }
+}
+
+impl Decoding {
+    /// The settings as a cache key's part, with the token limit under the name the provider's
+    /// server reads: `temperature=0 max_tokens=256`, then `top_p` and `seed` when set (so the
+    /// defaults give the key that evaluations had before the settings existed).
+    pub fn key(&self, max_tokens_name: &str) -> String {
+        let mut key = format!("temperature={} {max_tokens_name}={}", self.temperature, self.max_tokens);
+        if let Some(p) = self.top_p {
+            key.push_str(&format!(" top_p={p}"));
+        }
+        if let Some(s) = self.seed {
+            key.push_str(&format!(" seed={s}"));
+        }
+        key
+    }
 }
 
 /// The default significance level.
@@ -435,6 +478,7 @@ impl Default for Evaluation {
             checkpoints: false,
             baseline: true,
             concurrency: EVAL_CONCURRENCY,
+            decoding: Decoding::default(),
         }
     }
 }

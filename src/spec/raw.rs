@@ -233,6 +233,10 @@ pub(super) struct RawEvaluation {
     pub checkpoints: Option<bool>,
     pub baseline: Option<bool>,
     pub concurrency: Option<Spanned<i64>>,
+    pub temperature: Option<Spanned<f64>>,
+    pub max_tokens: Option<Spanned<i64>>,
+    pub top_p: Option<Spanned<f64>>,
+    pub seed: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

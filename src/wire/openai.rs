@@ -293,14 +293,21 @@ pub struct Checkpoint {
     pub metrics: Metrics,
 }
 
-/// A chat message on the wire; content is a string or a list of parts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A chat message on the wire; content is a string or a list of parts (or null on an
+/// assistant message that only calls tools).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant message's calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A `tool` message's answer to the call of this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -314,15 +321,92 @@ impl ChatMessage {
             _ => String::new(),
         }
     }
+
+    /// A message of a prompt as sent: an assistant message that only calls tools has `content:
+    /// null`, as OpenAI writes it.
+    pub fn from_message(m: &crate::data::Message) -> ChatMessage {
+        let calls_only = m.role == "assistant" && !m.tool_calls.is_empty() && m.content.is_empty();
+        ChatMessage {
+            role: m.role.clone(),
+            content: (!calls_only).then(|| Value::String(m.content.clone())),
+            name: None,
+            tool_calls: (!m.tool_calls.is_empty()).then(|| m.tool_calls.iter().map(ToolCall::from).collect()),
+            tool_call_id: m.tool_call_id.clone(),
+        }
+    }
+
+    /// The message as data: its text, calls and the id it answers.
+    pub fn to_message(&self) -> crate::data::Message {
+        crate::data::Message {
+            role: self.role.clone(),
+            content: self.text(),
+            tool_calls: self.tool_calls.iter().flatten().map(crate::data::ToolCall::from).collect(),
+            tool_call_id: self.tool_call_id.clone(),
+        }
+    }
+}
+
+/// One tool call on the wire: `{id, type: "function", function: {name, arguments}}`, the
+/// arguments a JSON text (an object sent instead is kept as its JSON text).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_word")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// The function a tool call calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    #[serde(default, deserialize_with = "json_text")]
+    pub arguments: String,
+}
+
+fn function_word() -> String {
+    "function".into()
+}
+
+/// A string as it is; other JSON (null: empty) as its text.
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+impl From<&crate::data::ToolCall> for ToolCall {
+    fn from(c: &crate::data::ToolCall) -> ToolCall {
+        ToolCall {
+            id: c.id.clone(),
+            kind: function_word(),
+            function: FunctionCall { name: c.name.clone(), arguments: c.arguments.clone() },
+        }
+    }
+}
+
+impl From<&ToolCall> for crate::data::ToolCall {
+    fn from(c: &ToolCall) -> crate::data::ToolCall {
+        crate::data::ToolCall {
+            id: c.id.clone(),
+            name: c.function.name.clone(),
+            arguments: c.function.arguments.clone(),
+        }
+    }
 }
 
 /// `POST /chat/completions`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,31 +419,32 @@ pub struct ChatRequest {
     pub seed: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
+    /// The functions the model may call, as the data wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl ChatRequest {
-    /// An evaluation's request: `messages` (their text) to `model` at
-    /// temperature 0 with log probabilities; the caller sets the token limit
-    /// its server reads (`max_completion_tokens` on OpenAI, `max_tokens` on
+    /// An evaluation's request: the prompt's messages (with their tool calls) and the line's
+    /// tools to `model`, under the decoding settings, with log probabilities; the caller sets
+    /// the token limit its server reads (`max_completion_tokens` on OpenAI, `max_tokens` on
     /// vLLM-like servers).
-    pub fn greedy(model: &str, messages: &[crate::data::Message]) -> ChatRequest {
+    pub fn asking(model: &str, prompt: &crate::data::Prompt, decoding: &crate::spec::Decoding) -> ChatRequest {
         ChatRequest {
             model: model.to_string(),
-            messages: messages
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: Some(serde_json::Value::String(m.content.clone())),
-                    name: None,
-                })
-                .collect(),
-            temperature: Some(0.0),
-            max_completion_tokens: None,
-            max_tokens: None,
+            messages: prompt.messages.iter().map(ChatMessage::from_message).collect(),
+            temperature: Some(decoding.temperature),
+            top_p: decoding.top_p,
             logprobs: Some(true),
-            top_logprobs: None,
-            seed: None,
-            n: None,
+            seed: decoding.seed,
+            tools: prompt.tools.clone(),
+            tool_choice: prompt.tool_choice.clone(),
+            parallel_tool_calls: prompt.parallel_tool_calls,
+            ..ChatRequest::default()
         }
     }
 }
@@ -392,7 +477,7 @@ pub struct ChoiceLogprobs {
 }
 
 /// The assistant message of a choice.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResponseMessage {
     #[serde(default)]
     pub role: String,
@@ -400,6 +485,18 @@ pub struct ResponseMessage {
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+impl ResponseMessage {
+    /// The reply: its text and its calls.
+    pub fn reply(&self) -> crate::data::Reply {
+        crate::data::Reply {
+            content: self.content.clone().unwrap_or_default(),
+            tool_calls: self.tool_calls.iter().flatten().map(crate::data::ToolCall::from).collect(),
+        }
+    }
 }
 
 /// One choice of a completion.

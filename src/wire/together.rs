@@ -410,8 +410,8 @@ impl EndpointState {
 }
 
 /// `POST /chat/completions` as Together documents it: `max_tokens`, and
-/// `logprobs` as the number of top log probabilities (1: the chosen token's).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `logprobs` as the number of top log probabilities (1: the chosen token's); tools as OpenAI's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<crate::wire::openai::ChatMessage>,
@@ -420,7 +420,17 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// The answer of `POST /chat/completions`.
@@ -451,6 +461,12 @@ impl ChatChoice {
     /// The reply's text.
     pub fn content(&self) -> String {
         self.message.as_ref().and_then(|m| m.content.clone()).or_else(|| self.text.clone()).unwrap_or_default()
+    }
+
+    /// The reply's tool calls.
+    pub fn tool_calls(&self) -> Vec<crate::data::ToolCall> {
+        let calls = self.message.as_ref().and_then(|m| m.tool_calls.as_ref());
+        calls.into_iter().flatten().map(crate::data::ToolCall::from).collect()
     }
 
     /// The probability of the whole reply, when its tokens' log probabilities came.

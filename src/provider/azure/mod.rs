@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use super::openai::client::{ApiError, Body, Client, ClientConfig, Kind, Retry, Secret};
 use super::openai::{OpenAiProvider, PollPolicy};
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError, Scope};
-use crate::data::{ChatFile, Message};
-use crate::spec::{Auth, AzureAuth, AzureSettings};
+use crate::data::{ChatFile, Prompt};
+use crate::spec::{Auth, AzureAuth, AzureSettings, Decoding};
 use crate::store::SharedStore;
 use crate::store::{DeploymentRow, NewDeployment};
 
@@ -184,9 +184,14 @@ impl AzureProvider {
     /// Asks `model` through its deployment (`model` on the wire is the
     /// deployment's name). A fresh deployment's 404 `DeploymentNotFound` is
     /// waited out for a few minutes by the data plane's client.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
         let name = self.existing_baseline(model).map_or_else(|| deployment_name(model), str::to_string);
-        self.data.complete(&name, messages).await
+        self.data.complete(&name, prompt, decoding).await
     }
 
     /// The deployment the sweep file names for the baseline, when `model` is the base model.
@@ -460,11 +465,8 @@ impl AzureProvider {
     }
 
     /// The decoding settings, for the prediction cache's key.
-    pub fn decoding(&self) -> String {
-        format!(
-            "azure {} temperature=0 max_completion_tokens={}",
-            self.settings.endpoint, self.data.max_completion_tokens
-        )
+    pub fn decoding(&self, decoding: &Decoding) -> String {
+        format!("azure {} {}", self.settings.endpoint, decoding.key("max_completion_tokens"))
     }
 }
 

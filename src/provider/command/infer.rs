@@ -12,8 +12,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::data::Message;
+use crate::data::Prompt;
 use crate::provider::{Completion, ProviderError};
+use crate::spec::Decoding;
 use crate::wire::openai::{ChatRequest, ChatResponse};
 
 /// The most of a server's error body an error quotes.
@@ -64,8 +65,6 @@ pub struct InferenceClient {
     http: reqwest::Client,
     base_url: String,
     key: Option<Key>,
-    /// `max_tokens` of evaluation requests.
-    pub max_tokens: u32,
 }
 
 fn error(message: String, retryable: bool) -> ProviderError {
@@ -87,7 +86,7 @@ impl InferenceClient {
             .user_agent(concat!("ftsweep/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| error(format!("cannot build the HTTP client: {e}"), false))?;
-        Ok(InferenceClient { http, base_url, key, max_tokens: 256 })
+        Ok(InferenceClient { http, base_url, key })
     }
 
     pub fn base_url(&self) -> &str {
@@ -165,9 +164,16 @@ impl InferenceClient {
         format!("{}/{path}", self.base_url)
     }
 
-    /// One chat completion of `model` (its served name), at temperature 0.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        let request = ChatRequest { max_tokens: Some(self.max_tokens), ..ChatRequest::greedy(model, messages) };
+    /// One chat completion of `model` (its served name) under the decoding settings, with the
+    /// line's tools.
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
+        let request =
+            ChatRequest { max_tokens: Some(decoding.max_tokens), ..ChatRequest::asking(model, prompt, decoding) };
         let body = serde_json::to_value(&request).unwrap_or_default();
         let (status, text) = self.post("chat/completions", &body).await?;
         let url = self.url("chat/completions");

@@ -22,8 +22,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
-use crate::data::{ChatFile, Message};
-use crate::spec::CommandSettings;
+use crate::data::{ChatFile, Prompt};
+use crate::spec::{CommandSettings, Decoding};
 use engine::{JobState, Submission};
 use infer::InferenceClient;
 use output::{ADAPTER_CONFIG, OutputReader};
@@ -371,13 +371,18 @@ impl CommandProvider {
     }
 
     /// One completion from the inference server.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        self.inference.complete(&infer::served_name(model, &self.base_model), messages).await
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
+        self.inference.complete(&infer::served_name(model, &self.base_model), prompt, decoding).await
     }
 
     /// The decoding parameters the replies depend on (part of the cache key).
-    pub fn decoding(&self) -> String {
-        format!("command {} temperature=0 max_tokens={}", self.inference.base_url(), self.inference.max_tokens)
+    pub fn decoding(&self, decoding: &Decoding) -> String {
+        format!("command {} {}", self.inference.base_url(), decoding.key("max_tokens"))
     }
 }
 

@@ -17,7 +17,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
-use crate::data::{ChatFile, Conversation, Message, file_tokens};
+use crate::data::{ChatFile, Conversation, Message, Prompt, Reply, file_tokens};
 use crate::run::RunConfig;
 use crate::store::SharedStore;
 use trainer::{Embedding, Example, ReplyModel, TrainConfig, TrainEvent};
@@ -266,16 +266,20 @@ impl LocalProvider {
         }
     }
 
-    /// The model's top reply and its probability.
-    pub fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+    /// The model's top reply and its probability. Its replies are the training references as
+    /// encoded ([`Reply::encode`]): the chosen one is decoded into its text and its tool calls.
+    /// The line's tools are not features: the model picks among the replies it learnt.
+    pub fn complete(&self, model: &str, prompt: &Prompt) -> Result<Completion, ProviderError> {
         // The base model has learnt no replies, as `ftsweep serve` answers for it.
         if model == BASE_MODEL {
-            return Ok(Completion { content: String::new(), probability: None });
+            return Ok(Completion::default());
         }
         let m = self.model(model)?;
-        let context: Vec<(String, String)> = messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
-        let (content, probability) = m.top(&context);
-        Ok(Completion { content, probability: Some(probability) })
+        let context: Vec<(String, String)> =
+            prompt.messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
+        let (label, probability) = m.top(&context);
+        let reply = Reply::decode(&label);
+        Ok(Completion { content: reply.content, tool_calls: reply.tool_calls, probability: Some(probability) })
     }
 
     /// The model's `k` most probable replies (at least one) with their probabilities, most
@@ -614,7 +618,8 @@ mod tests {
         for e in validation.examples.iter() {
             let messages: Vec<Message> =
                 e.context.iter().map(|(role, content)| Message::text(role, content.clone())).collect();
-            let (a, b) = (p.complete(&model, &messages).unwrap(), exact.complete(&exact_model, &messages).unwrap());
+            let prompt = Prompt::messages(messages);
+            let (a, b) = (p.complete(&model, &prompt).unwrap(), exact.complete(&exact_model, &prompt).unwrap());
             // The reply's probability may move (a compact model keeps the replies, not them).
             assert_eq!(a.content, b.content);
             assert!(a.probability.is_some_and(|p| p > 0.0 && p <= 1.0), "{a:?}");

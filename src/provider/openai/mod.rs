@@ -13,7 +13,8 @@ use std::time::Duration;
 use reqwest::Method;
 
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError};
-use crate::data::{ChatFile, Message};
+use crate::data::{ChatFile, Prompt};
+use crate::spec::Decoding;
 use crate::store::SharedStore;
 use crate::wire::openai::{
     ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job, JobStatus, List,
@@ -45,8 +46,6 @@ pub struct OpenAiProvider {
     pub client: Client,
     store: SharedStore,
     poll: PollPolicy,
-    /// `max_completion_tokens` of evaluation requests.
-    pub max_completion_tokens: u32,
     /// Whether an uploaded file is usable only once its `status` is
     /// `processed` (Azure OpenAI): then it is polled until it is.
     pub wait_until_processed: bool,
@@ -66,14 +65,7 @@ struct FileStatus {
 
 impl OpenAiProvider {
     pub fn new(client: Client, store: SharedStore, poll: PollPolicy) -> OpenAiProvider {
-        OpenAiProvider {
-            client,
-            store,
-            poll,
-            max_completion_tokens: 256,
-            wait_until_processed: false,
-            find_by_suffix: false,
-        }
+        OpenAiProvider { client, store, poll, wait_until_processed: false, find_by_suffix: false }
     }
 
     /// Waits until the file `id` is `processed` (when the provider needs it);
@@ -460,12 +452,22 @@ impl OpenAiProvider {
         }
     }
 
-    /// Asks a model for the reply to a conversation, at temperature 0. A
-    /// fresh model may answer 404 while it loads: that is retried for a while.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
+    /// The decoding settings, for the prediction cache's key.
+    pub fn decoding(&self, decoding: &Decoding) -> String {
+        format!("openai {} {}", self.client.base_url(), decoding.key("max_completion_tokens"))
+    }
+
+    /// Asks a model for the reply to a prompt (with the line's tools) under the decoding
+    /// settings. A fresh model may answer 404 while it loads: that is retried for a while.
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
         let request = ChatRequest {
-            max_completion_tokens: Some(self.max_completion_tokens),
-            ..ChatRequest::greedy(model, messages)
+            max_completion_tokens: Some(decoding.max_tokens),
+            ..ChatRequest::asking(model, prompt, decoding)
         };
         let started = std::time::Instant::now();
         let mut wait = Duration::from_secs(2);

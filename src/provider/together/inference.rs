@@ -15,10 +15,10 @@ use reqwest::Method;
 use sha2::{Digest, Sha256};
 
 use super::TogetherProvider;
-use crate::data::Message;
+use crate::data::Prompt;
 use crate::provider::openai::client::{ApiError, Body, Client, Kind, Retry};
 use crate::provider::{Completion, ProviderError};
-use crate::spec::TogetherInference;
+use crate::spec::{Decoding, TogetherInference};
 use crate::store::{DeploymentState, NewDeployment};
 use crate::wire::openai::ChatMessage;
 use crate::wire::together::{Autoscaling, ChatRequest, ChatResponse, CreateEndpoint, Endpoint, EndpointState, List};
@@ -106,12 +106,13 @@ pub(super) async fn close_model(p: &TogetherProvider, model: &str) -> Result<(),
     }
 }
 
-/// Asks for one reply at temperature 0. A fresh model (or endpoint) may
-/// answer 404 for a while: that is retried, as the OpenAI provider does.
+/// Asks for one reply under the decoding settings, with the line's tools. A fresh model (or
+/// endpoint) may answer 404 for a while: that is retried, as the OpenAI provider does.
 pub(super) async fn complete(
     p: &TogetherProvider,
     model: &str,
-    messages: &[Message],
+    prompt: &Prompt,
+    decoding: &Decoding,
 ) -> Result<Completion, ProviderError> {
     let target = match existing_slot(p, model) {
         Some(slot) => slot.lock().await.as_ref().map(|o| o.target.clone()),
@@ -119,19 +120,17 @@ pub(super) async fn complete(
     };
     let request = ChatRequest {
         model: target.unwrap_or_else(|| model.to_string()),
-        messages: messages
-            .iter()
-            .map(|m| ChatMessage {
-                role: m.role.clone(),
-                content: Some(serde_json::Value::String(m.content.clone())),
-                name: None,
-            })
-            .collect(),
-        max_tokens: Some(p.max_tokens),
-        temperature: Some(0.0),
+        messages: prompt.messages.iter().map(ChatMessage::from_message).collect(),
+        max_tokens: Some(decoding.max_tokens),
+        temperature: Some(decoding.temperature),
+        top_p: decoding.top_p,
+        seed: decoding.seed,
         // Left out: Together documents `logprobs` as a count, OpenAI's shape as a
         // boolean; a reply's probability is read when the answer carries one.
         logprobs: None,
+        tools: prompt.tools.clone(),
+        tool_choice: prompt.tool_choice.clone(),
+        parallel_tool_calls: prompt.parallel_tool_calls,
     };
     let started = Instant::now();
     let mut wait = Duration::from_secs(2);
@@ -142,7 +141,11 @@ pub(super) async fn complete(
                     r.choices.into_iter().next().ok_or_else(|| {
                         ProviderError::Api(ApiError::Decode("a chat completion without choices".into()))
                     })?;
-                return Ok(Completion { content: choice.content(), probability: choice.probability() });
+                return Ok(Completion {
+                    content: choice.content(),
+                    tool_calls: choice.tool_calls(),
+                    probability: choice.probability(),
+                });
             }
             Err(e) if e.status() == Some(404) && started.elapsed() + wait < p.poll.model_load_wait => {
                 tracing::info!(model, "the model is not available yet; waiting for it to load");
@@ -165,10 +168,10 @@ async fn chat(p: &TogetherProvider, request: &ChatRequest) -> Result<ChatRespons
 async fn probe(p: &TogetherProvider, model: &str) -> Result<bool, ProviderError> {
     let request = ChatRequest {
         model: model.to_string(),
-        messages: vec![ChatMessage { role: "user".into(), content: Some("Hi".into()), name: None }],
+        messages: vec![ChatMessage { role: "user".into(), content: Some("Hi".into()), ..ChatMessage::default() }],
         max_tokens: Some(1),
         temperature: Some(0.0),
-        logprobs: None,
+        ..ChatRequest::default()
     };
     let started = Instant::now();
     let mut wait = Duration::from_secs(2);

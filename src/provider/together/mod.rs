@@ -23,10 +23,10 @@ use reqwest::{Method, StatusCode};
 use super::openai::PollPolicy;
 use super::openai::client::{ApiError, Body, Client, ClientConfig, Kind, Retry, Secret};
 use super::{Completion, JobEvent, JobOutcome, JobRequest, ProviderError, Scope};
-use crate::data::{ChatFile, Message};
+use crate::data::{ChatFile, Prompt};
 use crate::provider::local::KEPT_CHECKPOINTS;
 use crate::run::RunConfig;
-use crate::spec::{Sweep, TogetherSettings, TogetherTraining};
+use crate::spec::{Decoding, Sweep, TogetherSettings, TogetherTraining};
 use crate::store::SharedStore;
 use crate::wire::together::{
     CreateFineTune, FILE_ID_HEADER, FileObject, FileState, FineTune, List, TrainingMethod, TrainingType,
@@ -105,8 +105,6 @@ pub struct TogetherProvider {
     poll: PollPolicy,
     /// The sweep and process its deployments are recorded under.
     pub scope: Scope,
-    /// `max_tokens` of evaluation requests.
-    pub max_tokens: u32,
     /// The models open for evaluation, and how each answers.
     open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<inference::Opened>>>>>,
     /// Whether the process behind a deployment's owner may still run (its
@@ -131,7 +129,6 @@ impl TogetherProvider {
             defaults: JobDefaults::default(),
             poll,
             scope: Scope::default(),
-            max_tokens: 256,
             open: Mutex::default(),
             owner_alive: |_| true,
         })
@@ -382,10 +379,15 @@ impl TogetherProvider {
         follow::follow(self, job_id, on_event).await
     }
 
-    /// Asks a model for the reply to a conversation, at temperature 0: by
-    /// its name serverless, or through the dedicated endpoint `open_model` made.
-    pub async fn complete(&self, model: &str, messages: &[Message]) -> Result<Completion, ProviderError> {
-        inference::complete(self, model, messages).await
+    /// Asks a model for the reply to a prompt under the decoding settings: by its name
+    /// serverless, or through the dedicated endpoint `open_model` made.
+    pub async fn complete(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        decoding: &Decoding,
+    ) -> Result<Completion, ProviderError> {
+        inference::complete(self, model, prompt, decoding).await
     }
 
     /// Makes `model` answerable: serverless, or on a dedicated endpoint
@@ -407,8 +409,8 @@ impl TogetherProvider {
     }
 
     /// The decoding settings, for the prediction cache's key.
-    pub fn decoding(&self) -> String {
-        format!("together {} temperature=0 max_tokens={}", self.client.base_url(), self.max_tokens)
+    pub fn decoding(&self, decoding: &Decoding) -> String {
+        format!("together {} {}", self.client.base_url(), decoding.key("max_tokens"))
     }
 }
 
