@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::leaderboard::{Board, sweep_for};
 use super::out::outln;
 use super::{Cli, ExitStatus, UsageError};
+use crate::data::Reply;
 use crate::eval::judge::render_prompt;
 use crate::report::LeaderboardRow;
 use crate::run::EvalKind;
@@ -108,9 +109,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
                     .rev()
                     .find(|m| m.role == "user")
                     .map_or_else(|| render_prompt(&xa.prompt), |m| m.content.clone()),
-                reference: xa.reference.clone(),
-                reply_a: xa.prediction.clone(),
-                reply_b: xb.prediction.clone(),
+                // Tool calls as `name({arguments})`, not their stored encoding.
+                reference: Reply::decode(&xa.reference).display(),
+                reply_a: Reply::decode(&xa.prediction).display(),
+                reply_b: Reply::decode(&xb.prediction).display(),
                 score_a: sa[i],
                 score_b: sb[i],
             }

@@ -62,6 +62,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         )?;
     }
     let evaluation = sweep.as_ref().map(|s| s.evaluation.clone()).unwrap_or_default();
+    crate::eval::config::check_references(&evaluation, &file)?;
     let provider = match sweep.as_ref() {
         None => Provider::Local(LocalProvider::new(Arc::new(store.clone()))),
         Some(s) => match s.provider {

@@ -82,6 +82,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     }
     let training = read(&sweep.training_file)?;
     let validation = read(&sweep.validation_file)?;
+    crate::eval::config::check_references(&sweep.evaluation, &validation)?;
     let identity = DataIdentity {
         training_sha256: training.sha256.clone(),
         validation_sha256: validation.sha256.clone(),

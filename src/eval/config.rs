@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::graders::{self, Grader, GraderSpec};
+use crate::data::{ChatFile, DataError};
 
 /// The name of the weighted combination of graders, when the sweep has one.
 pub const COMBINED: &str = "combined";
@@ -242,7 +243,7 @@ pub fn parse(table: &toml::Table) -> Result<NamedGrader, String> {
 }
 
 /// The grader types, as written in `type = "…"`.
-pub const TYPES: [&str; 11] = [
+pub const TYPES: [&str; 12] = [
     "exact_match",
     "not_equal",
     "contains",
@@ -252,9 +253,41 @@ pub const TYPES: [&str; 11] = [
     "fuzzy",
     "bleu",
     "rouge_l",
+    "tool_call",
     "judge",
     "command",
 ];
+
+/// Refuses a text grader (every built-in one but `tool_call`) on data whose references make tool
+/// calls: it would grade the calls' rendering as text, and a model's calls would score 0. The
+/// error names the grader, the file and the first such line.
+pub fn check_references(evaluation: &crate::spec::Evaluation, data: &ChatFile) -> Result<(), DataError> {
+    let Some(grader) = evaluation.graders.iter().find(|g| matches!(&g.kind, Kind::Pure(p) if graders::is_text(p)))
+    else {
+        return Ok(());
+    };
+    let calling: Vec<usize> = (data.conversations.iter())
+        .filter(|c| c.reference_reply().is_some_and(|r| r.has_tool_calls()))
+        .map(|c| c.line)
+        .collect();
+    let Some(&line) = calling.first() else { return Ok(()) };
+    Err(DataError {
+        path: data.path.clone(),
+        line: Some(line),
+        message: format!(
+            "the grader `{}` compares text, but the reference reply on this line makes tool calls ({} of {} \
+             references do)",
+            grader.name,
+            calling.len(),
+            data.conversations.len()
+        ),
+        hint: format!(
+            "grade tool calls with `[[evaluation.graders]]` `type = \"tool_call\"` (and `metric = \"tool_call\"`) in \
+             place of `{}`; `match = \"name\"` or `arguments = \"partial\"` give partial credit",
+            grader.name
+        ),
+    })
+}
 
 fn clean(e: &toml::de::Error) -> String {
     e.message().trim().to_string()
@@ -315,7 +348,36 @@ mod tests {
     }
 
     #[test]
+    fn a_text_grader_on_tool_call_references_is_refused_with_its_line() {
+        let read = |text: &str| ChatFile {
+            path: "v.jsonl".into(),
+            sha256: String::new(),
+            bytes: 0,
+            conversations: crate::data::parse_chat_jsonl(std::path::Path::new("v.jsonl"), text.as_bytes()).unwrap(),
+        };
+        let text = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#;
+        let call = r#"{"messages":[{"role":"user","content":"up"},{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"take_off","arguments":"{}"}}]}]}"#;
+        let data = read(&format!("{text}\n{call}\n{call}\n"));
+        let evaluation = |graders: &[&str]| crate::spec::Evaluation {
+            graders: graders.iter().map(|t| parse(&table(&format!("type = \"{t}\""))).unwrap()).collect(),
+            ..crate::spec::Evaluation::default()
+        };
+        let e = check_references(&evaluation(&["tool_call", "bleu"]), &data).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().starts_with("v.jsonl:2: the grader `bleu` compares text"), "{e}");
+        assert!(e.message.contains("(2 of 3 references do)"), "{e}");
+        assert!(e.hint.contains("type = \"tool_call\""), "{e}");
+        // The default grader is exact match: refused too.
+        assert!(
+            check_references(&crate::spec::Evaluation::default(), &data).unwrap_err().message.contains("exact_match")
+        );
+        assert!(check_references(&evaluation(&["tool_call"]), &data).is_ok());
+        assert!(check_references(&evaluation(&["bleu"]), &read(text)).is_ok(), "text references");
+    }
+
+    #[test]
     fn builtins_by_type_name() {
+        assert_eq!(NamedGrader::builtin("tool_call").unwrap().name, "tool_call");
         assert_eq!(NamedGrader::builtin("exact_match").unwrap().name, "exact_match");
         assert!(NamedGrader::builtin("bleu").is_some());
         assert!(NamedGrader::builtin("regex").is_none(), "a regex needs a pattern");

@@ -1,13 +1,19 @@
 //! Graders: pure functions that score a model's reply against the reference answer, each in [0, 1].
-//! They are local versions of OpenAI's `string_check`, `text_similarity` and JSON-field graders, plus the
-//! parsing and normalisation of an LLM judge's answer; none of them does I/O.
+//! They are local versions of OpenAI's `string_check`, `text_similarity` and JSON-field graders, a grader of
+//! tool calls, plus the parsing and normalisation of an LLM judge's answer; none of them does I/O.
+//!
+//! Replies and references come encoded ([`Reply::encode`]): the text graders read a reply as people do
+//! ([`Reply::display`], the text itself for a reply without calls); the tool-call grader decodes its calls.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::data::Reply;
 
 /// How strings are normalised before an exact comparison; the steps run in the order of the fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +81,19 @@ pub enum Grader {
     Bleu,
     /// ROUGE-L F1 over lowercased tokens. See [`rouge_l`].
     RougeL,
+    /// The reply's tool calls against the reference's. See [`tool_calls`].
+    ToolCall { matching: CallMatch },
+}
+
+/// How the `tool_call` grader compares a reply's calls with the reference's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMatch {
+    /// 1 when the two sets of calls are equal: names and parsed arguments ([`Reply::same_calls`]).
+    Exact,
+    /// 1 when the calls' names are equal as multisets (`match = "name"`).
+    Names,
+    /// Partial credit for the arguments (`arguments = "partial"`). See [`tool_calls`].
+    Partial,
 }
 
 /// Scores `reply` against `reference`; the result is always within [0, 1] and never NaN.
@@ -84,6 +103,11 @@ pub enum Grader {
 /// parse scores 0. A field counts as equal only when it is present in both; numbers compare by value (`1` equals
 /// `1.0`), and keys that contain a dot cannot be addressed.
 pub fn score(grader: &Grader, reply: &str, reference: &str) -> f64 {
+    if let Grader::ToolCall { matching } = grader {
+        return tool_calls(*matching, &Reply::decode(reply), &Reply::decode(reference)).clamp(0.0, 1.0);
+    }
+    let (reply, reference) = (shown(reply), shown(reference));
+    let (reply, reference) = (reply.as_ref(), reference.as_ref());
     let s = match grader {
         Grader::ExactMatch { normalize } => indicator(normalize.apply(reply) == normalize.apply(reference)),
         Grader::NotEqual { normalize } => indicator(normalize.apply(reply) != normalize.apply(reference)),
@@ -95,16 +119,96 @@ pub fn score(grader: &Grader, reply: &str, reference: &str) -> f64 {
         Grader::Fuzzy => fuzzy(reply, reference),
         Grader::Bleu => bleu(reply, reference),
         Grader::RougeL => rouge_l(reply, reference),
+        Grader::ToolCall { .. } => unreachable!("scored above"),
     };
     if s.is_nan() { 0.0 } else { s.clamp(0.0, 1.0) }
+}
+
+/// An encoded reply as people read it; a text reply is itself.
+fn shown(encoded: &str) -> Cow<'_, str> {
+    if encoded.starts_with('\u{1e}') { Cow::Owned(Reply::decode(encoded).display()) } else { Cow::Borrowed(encoded) }
+}
+
+/// Scores a reply's tool calls against the reference's; a reference without calls scores 1 exactly when
+/// the reply makes none either (its text is not compared).
+///
+/// - [`CallMatch::Exact`]: 1 when the sets of calls are equal (names, and arguments parsed as JSON with key
+///   order ignored; the calls in any order), else 0.
+/// - [`CallMatch::Names`]: 1 when the calls' names are equal as multisets, else 0.
+/// - [`CallMatch::Partial`]: the reference's calls are taken in order, each paired with the not yet paired
+///   reply call of the same name that matches the most of its argument fields (the first on a tie). A pair
+///   scores the share of the reference call's top-level argument fields whose values the reply's call has
+///   equal (numbers by value, `1` equals `1.0`; fields the reply adds are not counted); a reference call
+///   whose arguments are not an object with fields scores 1 when the arguments are equal, else 0; an
+///   unpaired call scores 0. The grade is the sum over pairs divided by the larger of the two numbers of
+///   calls, so a missing or an extra call costs as much as a wrong one.
+pub fn tool_calls(matching: CallMatch, reply: &Reply, reference: &Reply) -> f64 {
+    let (got, want) = (&reply.tool_calls, &reference.tool_calls);
+    match matching {
+        CallMatch::Exact => indicator(reply.same_calls(reference)),
+        CallMatch::Names => {
+            let (mut a, mut b): (Vec<&str>, Vec<&str>) =
+                (got.iter().map(|c| c.name.as_str()).collect(), want.iter().map(|c| c.name.as_str()).collect());
+            a.sort_unstable();
+            b.sort_unstable();
+            indicator(a == b)
+        }
+        CallMatch::Partial => {
+            if want.is_empty() || got.is_empty() {
+                return indicator(want.is_empty() && got.is_empty());
+            }
+            let parsed: Vec<Value> = got.iter().map(|c| c.parsed_arguments()).collect();
+            let mut paired = vec![false; got.len()];
+            let mut total = 0.0;
+            for w in want {
+                let arguments = w.parsed_arguments();
+                let mut best: Option<(usize, f64)> = None;
+                for (i, g) in got.iter().enumerate() {
+                    if paired[i] || g.name != w.name {
+                        continue;
+                    }
+                    let s = argument_share(&parsed[i], &arguments);
+                    if best.is_none_or(|(_, b)| s > b) {
+                        best = Some((i, s));
+                    }
+                }
+                if let Some((i, s)) = best {
+                    paired[i] = true;
+                    total += s;
+                }
+            }
+            total / want.len().max(got.len()) as f64
+        }
+    }
+}
+
+/// The share of the reference arguments' top-level fields that `got` has equal; arguments that are not
+/// an object with fields score whether they are equal.
+fn argument_share(got: &Value, want: &Value) -> f64 {
+    match want {
+        Value::Object(fields) if !fields.is_empty() => {
+            let same = fields.iter().filter(|(k, v)| got.get(k.as_str()).is_some_and(|g| json_eq(g, v))).count();
+            same as f64 / fields.len() as f64
+        }
+        _ => indicator(json_eq(got, want)),
+    }
 }
 
 /// Tells whether the grader only ever scores 0 or 1.
 pub fn is_pass_fail(grader: &Grader) -> bool {
     matches!(
         grader,
-        Grader::ExactMatch { .. } | Grader::NotEqual { .. } | Grader::Contains { .. } | Grader::Regex { .. }
+        Grader::ExactMatch { .. }
+            | Grader::NotEqual { .. }
+            | Grader::Contains { .. }
+            | Grader::Regex { .. }
+            | Grader::ToolCall { matching: CallMatch::Exact | CallMatch::Names }
     )
+}
+
+/// Whether the grader compares text, so that a reference with tool calls cannot be graded by it.
+pub fn is_text(grader: &Grader) -> bool {
+    !matches!(grader, Grader::ToolCall { .. })
 }
 
 fn indicator(b: bool) -> f64 {
@@ -368,6 +472,28 @@ pub enum GraderError {
     NoWeight,
     #[error("no score for the grader `{0}`")]
     MissingScore(String),
+    #[error(
+        "grader `{0}`: `arguments = \"partial\"` grades the arguments, but `match = \"name\"` compares the names only"
+    )]
+    ToolCallOptions(String),
+}
+
+/// `match` of a `tool_call` grader: `"call"` (name and arguments, the default) or `"name"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchWord {
+    #[default]
+    Call,
+    Name,
+}
+
+/// `arguments` of a `tool_call` grader: `"exact"` (the default) or `"partial"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgumentsWord {
+    #[default]
+    Exact,
+    Partial,
 }
 
 fn yes() -> bool {
@@ -433,6 +559,14 @@ pub enum GraderSpec {
         #[serde(default)]
         name: Option<String>,
     },
+    ToolCall {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(rename = "match", default)]
+        matching: MatchWord,
+        #[serde(default)]
+        arguments: ArgumentsWord,
+    },
 }
 
 impl GraderSpec {
@@ -449,6 +583,9 @@ impl GraderSpec {
             GraderSpec::Fuzzy { name } => (name, "fuzzy"),
             GraderSpec::Bleu { name } => (name, "bleu"),
             GraderSpec::RougeL { name } => (name, "rouge_l"),
+            GraderSpec::ToolCall { name, matching: MatchWord::Name, .. } => (name, "tool_call_name"),
+            GraderSpec::ToolCall { name, arguments: ArgumentsWord::Partial, .. } => (name, "tool_call_partial"),
+            GraderSpec::ToolCall { name, .. } => (name, "tool_call"),
         };
         name.clone().unwrap_or_else(|| default.to_string())
     }
@@ -485,6 +622,14 @@ impl GraderSpec {
             GraderSpec::Fuzzy { .. } => Grader::Fuzzy,
             GraderSpec::Bleu { .. } => Grader::Bleu,
             GraderSpec::RougeL { .. } => Grader::RougeL,
+            GraderSpec::ToolCall { matching, arguments, .. } => Grader::ToolCall {
+                matching: match (matching, arguments) {
+                    (MatchWord::Call, ArgumentsWord::Exact) => CallMatch::Exact,
+                    (MatchWord::Call, ArgumentsWord::Partial) => CallMatch::Partial,
+                    (MatchWord::Name, ArgumentsWord::Exact) => CallMatch::Names,
+                    (MatchWord::Name, ArgumentsWord::Partial) => return Err(GraderError::ToolCallOptions(name)),
+                },
+            },
         })
     }
 }
@@ -655,6 +800,83 @@ mod tests {
             }
         }
         assert!(!is_pass_fail(&Grader::Bleu) && is_pass_fail(&Grader::Contains { ignore_case: true }));
+    }
+
+    fn calls(content: &str, calls: &[(&str, &str)]) -> String {
+        let tool_calls = (calls.iter())
+            .map(|(name, arguments)| crate::data::ToolCall {
+                id: String::new(),
+                name: name.to_string(),
+                arguments: arguments.to_string(),
+            })
+            .collect();
+        Reply { content: content.into(), tool_calls }.encode()
+    }
+
+    fn tool(toml_text: &str) -> Grader {
+        spec(&format!("type = \"tool_call\"\n{toml_text}")).build().unwrap()
+    }
+
+    #[test]
+    fn tool_call_grades_calls_by_name_and_arguments_or_partly() {
+        let (exact, names, partial) = (tool(""), tool("match = \"name\""), tool("arguments = \"partial\""));
+        let reference =
+            calls("", &[("take_off", r#"{"altitude_m": 50, "speed": 5}"#), ("set_camera", r#"{"mode": "video"}"#)]);
+        // The same calls in another order, keys reordered, 50 written as 50: all three give 1.
+        let same = calls("", &[("set_camera", r#"{"mode":"video"}"#), ("take_off", r#"{"speed":5,"altitude_m":50}"#)]);
+        for g in [&exact, &names, &partial] {
+            close(score(g, &same, &reference), 1.0);
+        }
+        // One argument of two wrong in take_off: the names agree; partial credit is (1/2 + 1) / 2.
+        let slow =
+            calls("", &[("take_off", r#"{"altitude_m": 50.0, "speed": 3}"#), ("set_camera", r#"{"mode": "video"}"#)]);
+        close(score(&exact, &slow, &reference), 0.0);
+        close(score(&names, &slow, &reference), 1.0);
+        close(score(&partial, &slow, &reference), 0.75);
+        // An extra call: no name match, and partial divides by the three calls: (1/2 + 1) / 3.
+        let extra = calls(
+            "",
+            &[
+                ("take_off", r#"{"altitude_m": 50, "speed": 3}"#),
+                ("set_camera", r#"{"mode": "video"}"#),
+                ("land", "{}"),
+            ],
+        );
+        close(score(&names, &extra, &reference), 0.0);
+        close(score(&partial, &extra, &reference), 0.5);
+        // A missing call and a call of another name score 0 for their part; a reply without calls scores 0.
+        close(score(&partial, &calls("", &[("set_camera", r#"{"mode": "photo"}"#)]), &reference), 0.0);
+        close(score(&partial, &calls("", &[("land", "{}"), ("set_camera", r#"{"mode":"video"}"#)]), &reference), 0.5);
+        close(score(&partial, "Taking off now", &reference), 0.0);
+        // Arguments that are no object with fields count whole.
+        close(score(&partial, &calls("", &[("land", "")]), &calls("", &[("land", "{}")])), 1.0);
+        close(score(&partial, &calls("", &[("f", "[1]")]), &calls("", &[("f", "[2]")])), 0.0);
+        // A text reference: 1 when the reply makes no call either, whatever its text.
+        for g in [&exact, &names, &partial] {
+            close(score(g, "something else", "Hello"), 1.0);
+            close(score(g, &calls("Hello", &[("land", "{}")]), "Hello"), 0.0);
+        }
+        assert!(is_pass_fail(&exact) && is_pass_fail(&names) && !is_pass_fail(&partial));
+        assert!(!is_text(&exact) && is_text(&Grader::Bleu));
+    }
+
+    #[test]
+    fn text_graders_read_an_encoded_reply_as_people_do() {
+        let reply = calls("", &[("land", r#"{"now": true}"#)]);
+        assert_eq!(score(&Grader::Contains { ignore_case: false }, &reply, "land({\"now\":true})"), 1.0);
+        assert_eq!(score(&exact(true, false, false), &reply, "land"), 0.0);
+    }
+
+    #[test]
+    fn tool_call_specs_name_their_options_and_refuse_contradictions() {
+        assert_eq!(spec("type = \"tool_call\"").name(), "tool_call");
+        assert_eq!(spec("type = \"tool_call\"\nmatch = \"name\"").name(), "tool_call_name");
+        assert_eq!(spec("type = \"tool_call\"\narguments = \"partial\"").name(), "tool_call_partial");
+        assert_eq!(spec("type = \"tool_call\"\nmatch = \"call\"\narguments = \"exact\"").name(), "tool_call");
+        let both = spec("type = \"tool_call\"\nmatch = \"name\"\narguments = \"partial\"").build().unwrap_err();
+        assert!(matches!(both, GraderError::ToolCallOptions(_)), "{both}");
+        assert!(toml::from_str::<GraderSpec>("type = \"tool_call\"\nmatch = \"names\"").is_err());
+        assert!(toml::from_str::<GraderSpec>("type = \"tool_call\"\nargs = \"partial\"").is_err());
     }
 
     #[test]

@@ -3,16 +3,17 @@
 //! [`graders::parse_judge_score`](super::graders::parse_judge_score); pure.
 
 use super::config::JudgeSpec;
-use crate::data::Message;
+use crate::data::{Message, Reply};
 
 /// What the judge is told before the rubric, as OpenAI's `score_model` grader asks.
 pub const INSTRUCTIONS: &str = "You are a careful grader. Grade the reply by the rubric, comparing it with the \
      reference answer when one is given. Answer with JSON only, in the form \
      {\"result\": <number>, \"steps\": [{\"description\": \"...\", \"conclusion\": \"...\"}]}.";
 
-/// The prompt's messages as `role: content` lines.
+/// The prompt's messages as `role: content` lines (an assistant's calls as `name({arguments})`).
 pub fn render_prompt(prompt: &[Message]) -> String {
-    prompt.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
+    let shown = |m: &Message| Reply { content: m.content.clone(), tool_calls: m.tool_calls.clone() }.display();
+    prompt.iter().map(|m| format!("{}: {}", m.role, shown(m))).collect::<Vec<_>>().join("\n")
 }
 
 /// The messages sent to the judge model. Placeholders in the rubric are

@@ -160,6 +160,39 @@ mod tests {
     }
 
     #[test]
+    fn a_prompt_key_covers_its_tools_and_calls_and_a_text_prompt_keeps_its_key() {
+        use crate::data::ToolCall;
+        let messages = vec![Message::text("system", "s"), Message::text("user", "q")];
+        let plain = Prompt::messages(messages.clone());
+        assert_eq!(prompt_sha256(&plain), conversation_sha256(&messages));
+        // The key of a text prompt is the hash it had before tool calls: length-prefixed roles and contents.
+        let mut h = Sha256::new();
+        for text in ["system", "s", "user", "q"] {
+            h.update((text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+        assert_eq!(prompt_sha256(&plain), hex(&h.finalize()));
+        let tools = |name: &str| Some(serde_json::json!([{"type": "function", "function": {"name": name}}]));
+        let with = |p: Prompt| prompt_sha256(&p);
+        let a = with(Prompt { tools: tools("a"), ..plain.clone() });
+        assert_ne!(a, prompt_sha256(&plain));
+        assert_ne!(a, with(Prompt { tools: tools("b"), ..plain.clone() }));
+        assert_eq!(a, with(Prompt { tools: tools("a"), ..plain.clone() }));
+        assert_ne!(a, with(Prompt { tools: tools("a"), tool_choice: Some("required".into()), ..plain.clone() }));
+        assert_ne!(a, with(Prompt { tools: tools("a"), parallel_tool_calls: Some(false), ..plain.clone() }));
+        let call = |arguments: &str| Message {
+            role: "assistant".into(),
+            tool_calls: vec![ToolCall { id: "c".into(), name: "f".into(), arguments: arguments.into() }],
+            ..Message::default()
+        };
+        let calls = |arguments: &str| conversation_sha256(&[Message::text("user", "q"), call(arguments)]);
+        assert_ne!(calls("{}"), calls(r#"{"x":1}"#));
+        assert_ne!(calls("{}"), conversation_sha256(&[Message::text("user", "q"), Message::text("assistant", "")]));
+        let answer = |id: &str| Message { tool_call_id: Some(id.into()), ..Message::text("tool", "ok") };
+        assert_ne!(conversation_sha256(&[answer("a")]), conversation_sha256(&[answer("b")]));
+    }
+
+    #[test]
     fn hashes_separate_their_fields() {
         let m = |c: &str| vec![Message::text("user", c)];
         assert_ne!(conversation_sha256(&m("ab")), conversation_sha256(&m("a b")));

@@ -99,16 +99,34 @@ fn alias_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
     })
 }
 
+/// A prompt's messages as stored: `{role, content}`, with `tool_calls` (`[{id?, name,
+/// arguments}]`) and `tool_call_id` on the messages that have them, so a prompt without them is
+/// stored as before tool calls existed.
 fn messages_json(messages: &[Message]) -> String {
-    let v: Vec<serde_json::Value> =
-        messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
+    let v: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let mut v = serde_json::json!({"role": m.role, "content": m.content});
+            if !m.tool_calls.is_empty() {
+                v["tool_calls"] = serde_json::to_value(&m.tool_calls).unwrap_or_default();
+            }
+            if let Some(id) = &m.tool_call_id {
+                v["tool_call_id"] = serde_json::Value::String(id.clone());
+            }
+            v
+        })
+        .collect();
     serde_json::Value::Array(v).to_string()
 }
 
 fn parse_messages(text: &str) -> Vec<Message> {
     let v: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
     v.iter()
-        .map(|m| Message::text(m["role"].as_str().unwrap_or_default(), m["content"].as_str().unwrap_or_default()))
+        .map(|m| Message {
+            tool_calls: serde_json::from_value(m["tool_calls"].clone()).unwrap_or_default(),
+            tool_call_id: m["tool_call_id"].as_str().map(str::to_string),
+            ..Message::text(m["role"].as_str().unwrap_or_default(), m["content"].as_str().unwrap_or_default())
+        })
         .collect()
 }
 
@@ -522,6 +540,24 @@ mod tests {
         let count = |sql: &str| s.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(count("SELECT count(*) FROM eval_inputs"), 2, "one input per example, not per model");
         assert_eq!(count("SELECT count(prediction) FROM eval_examples"), 3, "only the replies not cached");
+    }
+
+    #[test]
+    fn a_prompt_keeps_its_tool_calls_and_a_text_prompt_is_stored_as_before() {
+        use crate::data::{Reply, ToolCall};
+        let call = ToolCall { id: "call_1".into(), name: "take_off".into(), arguments: r#"{"m":5}"#.into() };
+        let prompt = vec![
+            Message::text("user", "up"),
+            Message { role: "assistant".into(), tool_calls: vec![call.clone()], ..Message::default() },
+            Message { tool_call_id: Some("call_1".into()), ..Message::text("tool", "done") },
+        ];
+        assert_eq!(parse_messages(&messages_json(&prompt)), prompt);
+        assert_eq!(messages_json(&[Message::text("user", "q")]), r#"[{"content":"q","role":"user"}]"#);
+        let mut s = Store::open_in_memory().unwrap();
+        let reply = Reply { content: String::new(), tool_calls: vec![call] }.encode();
+        let x = EvalExample { prompt, prediction: reply.clone(), reference: reply, ..example(0, "") };
+        let id = s.record_evaluation(&record("m", EvalKind::Model), std::slice::from_ref(&x)).unwrap();
+        assert_eq!(s.evaluation_examples(id).unwrap(), [x]);
     }
 
     #[test]

@@ -52,7 +52,7 @@ learning_rate_multiplier = 1.0
 batch_size = 4
 
 [evaluation]
-metric = "exact_match"
+metric = "tool_call"
 "#,
             train.display(),
             valid.display()
