@@ -240,3 +240,36 @@ fn a_local_sweep_learns_the_cookbook_tool_calls() {
         assert!(tools.contains(&name) && reply.ends_with(')'), "{reply}");
     }
 }
+
+#[test]
+fn a_legacy_function_call_is_a_reply_as_data_check_counts_it() {
+    let ws = Workspace::new();
+    let line = |i: usize| {
+        let call = serde_json::json!({"name": "climb", "arguments": format!("{{\"meters\": {}}}", 10 * (i % 2 + 1))});
+        serde_json::json!({
+            "messages": [
+                {"role": "system", "content": "You fly a drone."},
+                {"role": "user", "content": format!("climb {} meters now ({i})", 10 * (i % 2 + 1))},
+                {"role": "assistant", "content": null, "function_call": call},
+            ],
+            "functions": [{"name": "climb", "parameters": {"type": "object", "properties": {"meters": {"type": "integer"}}}}],
+        })
+        .to_string()
+            + "\n"
+    };
+    let train = ws.write("train.jsonl", &(0..12).map(line).collect::<String>());
+    let valid = ws.write("valid.jsonl", &(12..16).map(line).collect::<String>());
+    let stats = ws.json(&["data", "stats", train.to_str().unwrap(), "--json"]);
+    assert_eq!(stats["distinct_replies"], 2, "{stats}");
+    let sweep = ws.write("s.toml", &local_sweep("legacy", train.to_str().unwrap(), valid.to_str().unwrap(), TOOL_CALL));
+    let s = sweep.to_str().unwrap();
+    let v = ws.json(&["plan", s, "--json"]);
+    assert_eq!(v["local_coverage"], serde_json::json!({"training_replies": 2, "covered": 4, "total": 4}));
+    let (code, out, err) = ws.run(&["run", s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let run = rows.as_array().unwrap().iter().find(|r| r["kind"] == "run").unwrap();
+    // The calls' tokens are trained tokens, as `data check` bills them.
+    assert_eq!(run["trained_tokens"], 3 * stats["billing_tokens"].as_u64().unwrap(), "{run}");
+    eprintln!("tool_call score on the legacy function_call lines: {}", run["score"]);
+}
