@@ -150,11 +150,46 @@ impl Board {
             local_note: self.local_note.as_deref(),
         };
         Ok(match format {
-            Format::Table => report::leaderboard_table(&rows, &view),
+            Format::Table => format!("{}\n{}", report::leaderboard_table(&rows, &view), self.decoding_note()),
             Format::Json => serde_json::to_string_pretty(&rows)?,
             Format::Csv => report::leaderboard_csv(&rows, &self.names).trim_end().to_string(),
-            Format::Markdown => report::leaderboard_markdown(&rows, &view).trim_end().to_string(),
+            Format::Markdown => {
+                format!("{}\n\n{}", report::leaderboard_markdown(&rows, &view).trim_end(), self.decoding_note())
+            }
         })
+    }
+
+    /// The footnote on how the replies were asked for: each distinct decoding of the rows'
+    /// evaluations (provider, server, temperature, token limit, `top_p` and `seed` when set),
+    /// with how many rows each when they differ.
+    pub fn decoding_note(&self) -> String {
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for d in self.loaded.iter().filter_map(|l| l.decoding.as_deref()) {
+            match seen.iter_mut().find(|(s, _)| *s == d) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((d, 1)),
+            }
+        }
+        let local = |d: &str| {
+            if d.starts_with("local ") {
+                format!(
+                    "{d} (the local provider answers its most probable reply; temperature, top_p and seed do not apply)"
+                )
+            } else {
+                d.to_string()
+            }
+        };
+        match seen.as_slice() {
+            [] => "decoding: no evaluation recorded".into(),
+            [(d, _)] => format!("decoding: {}", local(d)),
+            many => {
+                let parts: Vec<String> = many
+                    .iter()
+                    .map(|(d, n)| format!("{} ({n} row{})", local(d), if *n == 1 { "" } else { "s" }))
+                    .collect();
+                format!("decoding (the rows were asked under different settings): {}", parts.join("; "))
+            }
+        }
     }
 
     /// The standing of the row `text` names: a run id or a unique prefix of

@@ -72,6 +72,9 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
         ))
         .into());
     }
+    // A text grader on tool-call references is refused before any warning is printed.
+    let validation = read(&sweep.validation_file)?;
+    crate::eval::config::check_references(&sweep.evaluation, &validation)?;
     for r in reports {
         for line in report::problem_lines(r) {
             errln!("{line}")?;
@@ -81,8 +84,6 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
         errln!("{}", validation_report.describe(&p))?;
     }
     let training = read(&sweep.training_file)?;
-    let validation = read(&sweep.validation_file)?;
-    crate::eval::config::check_references(&sweep.evaluation, &validation)?;
     let identity = DataIdentity {
         training_sha256: training.sha256.clone(),
         validation_sha256: validation.sha256.clone(),

@@ -32,6 +32,8 @@ pub struct SweepSetup {
 pub struct Loaded {
     pub candidate: Candidate,
     pub examples: Vec<EvalExample>,
+    /// The decoding settings its replies were asked under (`None` before they were recorded).
+    pub decoding: Option<String>,
 }
 
 /// The evaluation settings of a recorded sweep, from the sweep file it was
@@ -174,7 +176,8 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
             n_examples: examples.len(),
             run: Some(run.clone()),
         };
-        out.push(Loaded { candidate, examples });
+        let decoding = evaluation.as_ref().map(|e| e.decoding.clone());
+        out.push(Loaded { candidate, examples, decoding });
         if !(setup.evaluation.checkpoints && run.state == RunState::Done) {
             continue;
         }
@@ -200,6 +203,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
                     run: Some(run.clone()),
                 },
                 examples,
+                decoding: Some(evaluation.decoding.clone()),
             });
         }
     }
@@ -221,6 +225,7 @@ pub fn board(store: &Store, setup: &SweepSetup) -> Result<Vec<Loaded>, StoreErro
                 n_examples: examples.len(),
             },
             examples,
+            decoding: Some(evaluation.decoding.clone()),
         }
     };
     if let Some((Some(e), examples)) = examples_of(store, setup, &setup.sweep.base_model, None)? {

@@ -442,8 +442,9 @@ impl ChatRequest {
             logprobs: Some(true),
             seed: decoding.seed,
             tools: prompt.tools.clone(),
-            tool_choice: prompt.tool_choice.clone(),
-            parallel_tool_calls: prompt.parallel_tool_calls,
+            // Only with tools: OpenAI refuses either without them.
+            tool_choice: prompt.tools.as_ref().and(prompt.tool_choice.clone()),
+            parallel_tool_calls: prompt.tools.as_ref().and(prompt.parallel_tool_calls),
             ..ChatRequest::default()
         }
     }

@@ -29,6 +29,7 @@ mod space;
 mod sweep;
 mod tidy;
 mod together;
+mod toolcalls;
 mod tools;
 mod util;
 mod weights;

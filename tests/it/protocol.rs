@@ -181,6 +181,8 @@ pub struct Faults {
     pub hold: Duration,
     /// Jobs of a first attempt that succeed are reported failed with this code.
     pub fail_first_attempts_with: Option<&'static str>,
+    /// Keeps the body of every chat completion request, in the order they came.
+    pub chat_bodies: Option<Arc<std::sync::Mutex<Vec<Value>>>>,
 }
 
 /// A raw HTTP/1.1 proxy in front of `upstream` that injects faults: 429
@@ -301,6 +303,9 @@ async fn handle(
 ) -> std::io::Result<()> {
     let rate = faults.rate;
     let (method, target, headers, body) = read_request(&mut socket).await?;
+    if let Some(kept) = faults.chat_bodies.as_ref().filter(|_| target.ends_with("/chat/completions")) {
+        kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    }
     let is_create = is_create(&method, &target);
     let create_index = if is_create { creates.fetch_add(1, Ordering::Relaxed) } else { u64::MAX };
     if create_index < faults.daily_cap_creates {

@@ -129,8 +129,9 @@ pub(super) async fn complete(
         // boolean; a reply's probability is read when the answer carries one.
         logprobs: None,
         tools: prompt.tools.clone(),
-        tool_choice: prompt.tool_choice.clone(),
-        parallel_tool_calls: prompt.parallel_tool_calls,
+        // Only with tools, as OpenAI's shape asks.
+        tool_choice: prompt.tools.as_ref().and(prompt.tool_choice.clone()),
+        parallel_tool_calls: prompt.tools.as_ref().and(prompt.parallel_tool_calls),
     };
     let started = Instant::now();
     let mut wait = Duration::from_secs(2);
