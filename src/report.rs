@@ -407,6 +407,8 @@ pub struct BoardView<'a> {
     pub alpha: f64,
     pub margin: f64,
     pub pass_fail: bool,
+    /// A local sweep's note on the validation references its classifier cannot give.
+    pub local_note: Option<&'a str>,
 }
 
 fn p_text(p: f64) -> String {
@@ -503,7 +505,7 @@ pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
     } else {
         ("percentile bootstrap, 2000 resamples", "paired bootstrap, 10000 resamples")
     };
-    format!(
+    let mut legend = format!(
         "{}: mean over {n} examples; 95% CI: {interval}. vs leader: {test} on the same examples; \
          `n.s.` = not significantly different at alpha = {alpha} (no correction for multiple comparisons), \
          which is no evidence that it is as good; `≤x below` = at most x below the leader ({confidence}% one-sided \
@@ -513,7 +515,9 @@ pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
         alpha = view.alpha,
         confidence = crate::stats::confidence_percent(view.alpha),
         margin = view.margin
-    )
+    );
+    legend.extend(view.local_note.map(|note| format!(" {note}.")));
+    legend
 }
 
 /// The ranked table, with its legend.
@@ -964,7 +968,14 @@ mod tests {
     }
 
     fn view(names: &[String]) -> BoardView<'_> {
-        BoardView { metric: "exact_match", others: &names[1..], alpha: 0.05, margin: 0.02, pass_fail: true }
+        BoardView {
+            metric: "exact_match",
+            others: &names[1..],
+            alpha: 0.05,
+            margin: 0.02,
+            pass_fail: true,
+            local_note: None,
+        }
     }
 
     #[test]

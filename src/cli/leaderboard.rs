@@ -11,6 +11,7 @@ use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_existing, open_sweep};
 use crate::eval::config::COMBINED;
 use crate::eval::load::{self, Loaded, SweepSetup};
+use crate::provider::local::labels;
 use crate::rank::{self, Candidate, Settings, Standing};
 use crate::report::{self, BoardView, LeaderboardRow};
 use crate::run::EvalKind;
@@ -74,6 +75,23 @@ pub struct Board {
     /// Every score, graders then `combined`.
     pub names: Vec<String>,
     pub pass_fail: bool,
+    /// A local sweep's note on the bound its coverage sets (see [`local_note`]).
+    pub local_note: Option<String>,
+}
+
+/// The note that a local sweep's scores are bounded by the validation references its classifier
+/// can give, when some are out of reach; read from the sweep's data files when they are still
+/// there unchanged, else `None`.
+fn local_note(sweep: &SweepRecord) -> Option<String> {
+    if sweep.provider != crate::spec::ProviderKind::Local.as_str() {
+        return None;
+    }
+    let read = |path: &str, sha256: &str| {
+        crate::data::read_chat_file(Path::new(path)).ok().filter(|file| file.sha256 == sha256)
+    };
+    let training = read(&sweep.training_file, &sweep.training_sha256)?;
+    let validation = read(&sweep.validation_file, &sweep.validation_sha256)?;
+    labels::coverage(&training.conversations, &validation.conversations).note()
 }
 
 impl Board {
@@ -105,7 +123,8 @@ impl Board {
         let settings =
             Settings { metric: &metric, pass_fail, alpha: setup.evaluation.alpha, margin: setup.evaluation.margin };
         let standings = rank::standings(&candidates, &settings);
-        Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail })
+        let local_note = local_note(sweep);
+        Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail, local_note })
     }
 
     pub fn rows(&self) -> Vec<LeaderboardRow> {
@@ -128,6 +147,7 @@ impl Board {
             alpha: self.setup.evaluation.alpha,
             margin: self.setup.evaluation.margin,
             pass_fail: self.pass_fail,
+            local_note: self.local_note.as_deref(),
         };
         Ok(match format {
             Format::Table => format!("{}\n{}", report::leaderboard_table(&rows, &view), self.decoding_note()),

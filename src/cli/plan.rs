@@ -10,6 +10,7 @@ use super::out::{errln, outln};
 use super::sweepfile::{self, LoadedSweep};
 use super::{Cli, ExitStatus};
 use crate::pricing::{self, DataFigures, PRICES_AS_OF};
+use crate::provider::local::labels::{self, Coverage};
 use crate::report::{self, PlanRow};
 use crate::run::{PlannedRun, RunRecord, SweepRole};
 use crate::spec::{CommandSettings, Engine, ProviderKind, Sweep, TogetherInference};
@@ -310,6 +311,7 @@ fn sum(rows: &[&PlanRow], f: impl Fn(&PlanRow) -> Option<f64>) -> Option<f64> {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let loaded = sweepfile::load(&args.sweep)?;
     note_missing_key(&loaded)?;
+    warn_local_coverage(&loaded)?;
     let rows = rows(cli, &loaded)?;
     let totals = totals(&loaded, &rows);
     if args.json {
@@ -318,6 +320,21 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     }
     print_table(&loaded, &rows, &totals)?;
     Ok(ExitStatus::Success)
+}
+
+/// How many validation references a local sweep's classifier can give (`None` for other providers).
+pub fn local_coverage(loaded: &LoadedSweep) -> Option<Coverage> {
+    (loaded.sweep.provider == ProviderKind::Local)
+        .then(|| labels::coverage(&loaded.training.conversations, &loaded.validation.conversations))
+}
+
+/// Warns on stderr when the local provider cannot give some validation references (`plan`, `run`
+/// and `resume`).
+pub fn warn_local_coverage(loaded: &LoadedSweep) -> Result<()> {
+    if let Some(warning) = local_coverage(loaded).and_then(|c| c.warning()) {
+        errln!("warning: {warning}")?;
+    }
+    Ok(())
 }
 
 /// Refuses a key that `run` would refuse, and notes its absence: no key yet is fine for a plan.
@@ -509,6 +526,7 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
         "jobs": t.jobs,
         "estimated_trained_tokens_with_a_job_per_run": t.unshared_tokens,
         "later_rungs": t.later,
+        "local_coverage": local_coverage(loaded),
         "runs": rows,
     });
     let mut out = out;

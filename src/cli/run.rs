@@ -153,6 +153,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
 pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> Result<ExitStatus> {
     // Everything is checked, then the user is asked, then the database is written.
     let started = Instant::now();
+    super::plan::warn_local_coverage(&loaded)?;
     let rows = super::plan::rows(cli, &loaded)?;
     let client = check_before_asking(&loaded)?;
     confirm_spend(args, &loaded, &rows)?;

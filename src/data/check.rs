@@ -314,7 +314,8 @@ pub struct FileReport {
     pub over_limit: usize,
     /// Distinct last assistant replies (DPO: preferred outputs).
     pub distinct_replies: usize,
-    /// The longest reply, in characters.
+    /// The longest reply, in characters, its tool calls not counted: a call is one of a set of
+    /// functions whatever the length of its arguments, so calls can be class labels.
     pub longest_reply_chars: usize,
     /// Set when some reply is longer than `LABEL_MAX_CHARS` or there are more than
     /// `MAX_TRACKED_REPLIES` distinct replies: then the replies are not class labels.
@@ -540,6 +541,8 @@ struct Walk {
     has_user: bool,
     has_assistant: bool,
     last_reply: Option<String>,
+    /// The characters of `last_reply` that are tool calls.
+    last_reply_call_chars: usize,
     /// The first empty assistant reply, as "message 3" or "`preferred_output`".
     empty_reply: Option<String>,
 }
@@ -788,7 +791,9 @@ impl Checker<'_> {
                     if !calls && text.trim().is_empty() && walk.empty_reply.is_none() {
                         walk.empty_reply = Some(format!("message {k}"));
                     }
-                    walk.last_reply = Some(reply_text(&text, &call_list));
+                    let reply = reply_text(&text, &call_list);
+                    walk.last_reply_call_chars = reply.chars().count() - text.chars().count();
+                    walk.last_reply = Some(reply);
                 }
                 _ => {}
             }
@@ -952,7 +957,7 @@ impl Checker<'_> {
         if self.reply_hashes.insert(hasher.finish()) {
             r.distinct_replies += 1;
         }
-        let chars = reply.chars().count();
+        let chars = reply.chars().count() - walk.last_reply_call_chars;
         r.longest_reply_chars = r.longest_reply_chars.max(chars);
         r.replies_not_labels |= chars > LABEL_MAX_CHARS;
         let id = match self.reply_index.get(&reply) {
@@ -1124,25 +1129,33 @@ pub fn tool_functions(obj: &Map<String, Value>) -> Vec<&Map<String, Value>> {
 }
 
 /// A reply as one comparable text: its content, then each tool call as `name(arguments)` with the
-/// arguments parsed as JSON and written with sorted keys, so that key order and spacing do not
-/// make two equal calls differ. Without calls it is the content unchanged.
+/// arguments parsed as JSON and written with sorted keys, the calls in sorted order, so that key
+/// order, spacing and the order of the calls do not make two equal replies differ (as
+/// `Reply::same_calls` compares them). Without calls it is the content unchanged.
 pub fn reply_text(content: &str, calls: &[(String, String)]) -> String {
+    let mut calls: Vec<String> = calls
+        .iter()
+        .map(|(name, arguments)| {
+            let arguments = match serde_json::from_str::<Value>(arguments) {
+                Ok(v) => canonical_json(&v),
+                Err(_) => arguments.clone(),
+            };
+            format!("{name}({arguments})")
+        })
+        .collect();
+    calls.sort();
     let mut out = content.to_owned();
-    for (name, arguments) in calls {
+    for call in calls {
         if !out.is_empty() {
             out.push(' ');
         }
-        let arguments = match serde_json::from_str::<Value>(arguments) {
-            Ok(v) => canonical_json(&v),
-            Err(_) => arguments.clone(),
-        };
-        out.push_str(&format!("{name}({arguments})"));
+        out.push_str(&call);
     }
     out
 }
 
 /// JSON text with every object's keys sorted, whatever serde_json's map order.
-fn canonical_json(v: &Value) -> String {
+pub fn canonical_json(v: &Value) -> String {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -1549,6 +1562,24 @@ mod tests {
         // Key order and spacing do not make two calls differ; name and values do.
         assert_eq!(report.distinct_replies, 3);
         assert_eq!(report.reply_labels[0].0, r#"move({"direction":"up","m":3})"#);
+        // Nor does the order of parallel calls, as `Reply::same_calls` has it.
+        let two = |first: (&str, &str), second: (&str, &str)| {
+            let call = |(name, args): (&str, &str)| {
+                format!(
+                    r#"{{"id":"c","type":"function","function":{{"name":"{name}","arguments":{}}}}}"#,
+                    Value::String(args.into())
+                )
+            };
+            format!(
+                r#"{{"messages":[{SU},{{"role":"assistant","content":null,"tool_calls":[{},{}]}}]}}"#,
+                call(first),
+                call(second)
+            )
+        };
+        let (a, b) = (("land", "{}"), ("move", r#"{"m": 3}"#));
+        let swapped = run([two(a, b), two(b, a)].join("\n").as_bytes(), &opts);
+        assert_eq!(swapped.distinct_replies, 1, "{:?}", swapped.reply_labels);
+        assert_eq!(swapped.reply_labels[0].0, r#"land({}) move({"m":3})"#);
         let n = |s: &str| Encoding::O200kBase.count(s) as u32;
         assert_eq!(report.assistant_tokens[3], n("land") + n("{}"));
         let plain = 3 + 3 * 3 + n("system") + n("s") + n("user") + n("u") + n("assistant");

@@ -424,8 +424,11 @@ fn parse_messages(messages: &[Value], what: &str, err: &LineError<'_>) -> Result
                 "use system, developer, user, assistant or tool",
             ));
         }
-        let tool_calls = match m.get("tool_calls") {
-            Some(Value::Array(calls)) if role == "assistant" => parse_tool_calls(calls, what, j + 1, err)?,
+        // The deprecated `function_call` is one call, as `data check` counts it.
+        let legacy = m.get("function_call").filter(|f| f.is_object()).map(|f| vec![serde_json::json!({"function": f})]);
+        let tool_calls = match (m.get("tool_calls"), &legacy) {
+            (Some(Value::Array(calls)), _) if role == "assistant" => parse_tool_calls(calls, what, j + 1, err)?,
+            (_, Some(calls)) if role == "assistant" => parse_tool_calls(calls, what, j + 1, err)?,
             _ => Vec::new(),
         };
         let content = match m.get("content") {
@@ -433,7 +436,9 @@ fn parse_messages(messages: &[Value], what: &str, err: &LineError<'_>) -> Result
             Some(Value::Array(parts)) => {
                 parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("")
             }
-            Some(Value::Null) | None if role == "assistant" && m.get("tool_calls").is_some() => String::new(),
+            Some(Value::Null) | None if role == "assistant" && (m.get("tool_calls").is_some() || legacy.is_some()) => {
+                String::new()
+            }
             _ => {
                 return Err(err(
                     format!("{what} {} (`{role}`) has no string `content`", j + 1),
@@ -481,8 +486,9 @@ fn tool_tokens(line: &serde_json::Map<String, Value>) -> u64 {
     let count = &mut |text: &str| enc.count(text) as u64;
     let mut n = check::tools_definition_tokens(&check::tool_functions(line), enc, count);
     let messages = line.get("messages").and_then(Value::as_array).into_iter().flatten();
-    let calls = messages.filter_map(|m| m.get("tool_calls")).filter_map(Value::as_array).flatten();
-    for function in calls.filter_map(|c| c.get("function")) {
+    let calls = messages.clone().filter_map(|m| m.get("tool_calls")).filter_map(Value::as_array).flatten();
+    let legacy = messages.filter_map(|m| m.get("function_call")).filter(|f| f.is_object());
+    for function in calls.filter_map(|c| c.get("function")).chain(legacy) {
         for key in ["name", "arguments"] {
             n += function.get(key).and_then(Value::as_str).map_or(0, &mut *count);
         }

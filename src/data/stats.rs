@@ -94,7 +94,8 @@ pub fn stats(report: &FileReport) -> DataStats {
 }
 
 /// The labels, most frequent first, if the last replies form a label set: at most 50 distinct
-/// replies, none longer than 40 characters, and at most one distinct reply per two examples.
+/// replies, none with a text longer than 40 characters (tool calls are not counted), and at most
+/// one distinct reply per two examples.
 pub fn label_set(report: &FileReport) -> Option<Vec<LabelShare>> {
     let distinct = report.reply_labels.len();
     let is_labels = !report.replies_not_labels

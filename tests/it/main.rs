@@ -11,6 +11,7 @@ mod durability;
 mod errors;
 mod eval;
 mod evalstore;
+mod honest;
 mod hosted_spec;
 mod ids;
 mod input;

@@ -5,6 +5,7 @@
 //! repo's fine-tuned models or checkpoints (`ft:local/ngram:…`).
 
 pub mod hf;
+pub mod labels;
 pub mod trainer;
 
 use std::collections::HashMap;
@@ -104,11 +105,12 @@ pub struct LocalProvider {
 }
 
 /// Turns a conversation into a training example: the messages before the
-/// last assistant turn, and that turn.
+/// last assistant turn, and that turn's label (its text, or its tool calls, in the
+/// canonical encoded form of [`labels::label`]).
 pub fn example(c: &Conversation) -> Example {
     Example {
         context: c.prompt().iter().map(|m| (m.role.clone(), m.content.clone())).collect(),
-        reply: c.reference().unwrap_or_default().trim().to_string(),
+        reply: labels::reference_label(c),
     }
 }
 
@@ -583,6 +585,38 @@ mod tests {
             let e = p.create_job(&request(&p, other, 1, "d")).unwrap_err();
             assert!(matches!(&e, ProviderError::BadModel { model, .. } if model == other), "{other}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn tool_call_replies_are_learnt_as_one_label_per_distinct_call() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/drone-tools.jsonl");
+        let file = crate::data::read_chat_file(&path).unwrap();
+        let p = LocalProvider::new(Arc::new(MemoryRepo::default()));
+        let id = p.upload(&file);
+        let request = JobRequest {
+            base_model: BASE_MODEL.into(),
+            training_file: id.clone(),
+            validation_file: id,
+            hyperparameters: RunConfig::supervised(Some(20), Some(4), Some(2.0), 1),
+            suffix: "t".into(),
+            metadata: Default::default(),
+        };
+        let (_, outcome) = run(&p, &request).await;
+        let JobOutcome::Succeeded { model, .. } = outcome else { panic!("{outcome:?}") };
+        // take_off({"altitude_m":50}) is written twice with other spacing: 11 replies of 12 lines,
+        // as `data stats` counts them.
+        let m = p.model(&model).unwrap();
+        assert_eq!(m.classes().len(), 11, "{:?}", m.classes());
+        let labelled = file.conversations.iter().map(labels::reference_label);
+        assert!(labelled.clone().all(|l| m.classes().contains(&l)));
+        // The model replies with calls it learnt (without their ids), mostly the right ones.
+        let replies = file.conversations.iter().map(|c| (crate::data::Reply::decode(&m.top(&example(c).context).0), c));
+        let mut right = 0;
+        for (got, c) in replies {
+            assert!(got.has_tool_calls() && got.tool_calls.iter().all(|t| t.id.is_empty()), "{got:?}");
+            right += usize::from(got.same_calls(&c.reference_reply().unwrap()));
+        }
+        assert!(right >= 10, "{right} of 12 training lines replied right");
     }
 
     #[tokio::test]
