@@ -20,7 +20,7 @@ use toml::de::DeTable;
 use crate::eval::config::{COMBINED, NamedGrader};
 use crate::eval::graders::Weighted;
 pub use crate::run::ProviderKind;
-pub use crate::space::{Domain, Hyperparameters};
+pub use crate::space::{Domain, Hyperparameters, Method};
 
 mod azure;
 mod command;
@@ -49,6 +49,9 @@ use raw::RawSweep;
 pub struct Sweep {
     pub name: String,
     pub provider: ProviderKind,
+    /// `method` (default SFT): what the jobs train, and so which lines the
+    /// training file holds (chat lines, or preference pairs for DPO).
+    pub method: Method,
     pub base_model: String,
     /// The training file, resolved against the sweep file's folder.
     pub training_file: PathBuf,
@@ -527,6 +530,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             raw::Provider::Azure => ProviderKind::Azure,
         },
     };
+    let method = cx.method(&raw, provider)?;
     cx.command_tables(&raw, provider)?;
     cx.hosted_tables(&raw, provider)?;
     let base_model = cx.base_model(&raw.base_model, provider)?;
@@ -551,7 +555,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         None => None,
         Some(e) => Some(cx.early_stopping(e)?),
     };
-    let hyperparameters = cx.hyperparameters(&raw.hyperparameters, provider, &search, seed)?;
+    let hyperparameters = cx.hyperparameters(&raw.hyperparameters, provider, method, &search, seed)?;
     let evaluation = match &raw.evaluation {
         None => Evaluation::default(),
         Some(e) => cx.evaluation(e)?,
@@ -583,6 +587,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
     Ok(Sweep {
         name,
         provider,
+        method,
         base_model,
         training_file,
         validation_file,
