@@ -538,6 +538,19 @@ mod tests {
         let e = err(&GOOD.replace("provider = \"local\"", "provider = \"local\"\nmethod = \"rlhf\""));
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("method")), "{e}");
         assert!(e.to_string().contains("sft") && e.to_string().contains("dpo"), "{e}");
+        // Together: `beta` is its `dpo_beta`; Together's own name is pointed at ours; `train_on_inputs` is SFT's.
+        let together = |hp: &str, table: &str| {
+            crate::spec::together::tests::together(table)
+                .replace("provider = \"together\"", "provider = \"together\"\nmethod = \"dpo\"")
+                .replace("lora_r = [8, 32]", &format!("lora_r = [8, 32]\n{hp}"))
+        };
+        let s = parse_str(&together("beta = [0.1, 0.5]", "")).unwrap();
+        assert_eq!(*s.hyperparameters.domain("beta"), Domain::Values(vec![Some(0.1), Some(0.5)]));
+        let e = err(&together("dpo_beta = [0.1]", ""));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.dpo_beta"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("write `beta` instead"), "{e}");
+        let e = err(&together("", "[together]\ntrain_on_inputs = true\n"));
+        assert_eq!(e.key.as_deref(), Some("together.train_on_inputs"), "{e}");
         // A trainer command is told no method.
         let e = err(&crate::spec::command::tests::CMD
             .replace("provider = \"command\"", "provider = \"command\"\nmethod = \"dpo\""));

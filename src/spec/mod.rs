@@ -710,7 +710,11 @@ max_concurrent = 2
              baseline_deployment = \"base\"\n",
             azure::tests::AZURE
         ));
-        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command, together, azure];
+        let dpo = GOOD
+            .replace("provider = \"local\"", "provider = \"local\"\nmethod = \"dpo\"")
+            .replace("batch_size = [4, 32]", "batch_size = [4, 32]\nbeta = [0.1, \"auto\", 2.0]");
+        let seeds =
+            [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command, together, azure, dpo];
         let junk = [
             "=",
             "[",
