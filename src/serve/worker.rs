@@ -262,19 +262,7 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         beta: None,
     };
     let started = advance(app, id, "running", |_, job| {
-        if dpo {
-            // `auto` resolves to 0.1 (Together's default); the local trainer has no preference
-            // objective and trains on the preferred outputs, so beta changes nothing here.
-            let beta = requested.float(BETA).unwrap_or(DEFAULT_BETA);
-            let resolved = Hyperparameters { beta: Some(HyperValue::Float(beta)), ..resolved };
-            // A job of OpenAI's protocol keeps its DPO hyperparameters in `method` only.
-            job.hyperparameters =
-                job.hyperparameters.is_some().then(|| Hyperparameters { beta: None, ..resolved.clone() });
-            job.method = Some(Method::dpo(resolved));
-        } else {
-            job.hyperparameters = Some(resolved.clone());
-            job.method = Some(Method::supervised(resolved));
-        }
+        record_resolved(job, resolved, requested.float(BETA));
         Ok(vec![message_event("info", "Fine-tuning job started")])
     })?;
     if !started {
@@ -377,6 +365,21 @@ fn requested_config(job: &Job) -> RunConfig {
     );
     config.set(BETA, number(hp.beta).map(Value::Float));
     config
+}
+
+/// Records the hyperparameters a job trains with in its `method` (and, but for a DPO job of
+/// OpenAI's protocol, its `hyperparameters`). A DPO job's `auto` beta resolves to 0.1 (Together's
+/// default); the local trainer has no preference objective and trains on the preferred outputs,
+/// so beta changes nothing in its training.
+fn record_resolved(job: &mut Job, resolved: Hyperparameters, beta: Option<f64>) {
+    if is_dpo(job) {
+        let resolved = Hyperparameters { beta: Some(HyperValue::Float(beta.unwrap_or(DEFAULT_BETA))), ..resolved };
+        job.hyperparameters = job.hyperparameters.is_some().then(|| Hyperparameters { beta: None, ..resolved.clone() });
+        job.method = Some(Method::dpo(resolved));
+    } else {
+        job.hyperparameters = Some(resolved.clone());
+        job.method = Some(Method::supervised(resolved));
+    }
 }
 
 /// Whether a job trains DPO (its `method` says so).
