@@ -279,30 +279,29 @@ fn line_kind(line: &[u8]) -> Option<Format> {
     }
 }
 
-/// The first line of `path` of each kind: (line number, kind), in the order they come.
+/// The first line of `path` of each kind: (line number, kind), in the order they come. Read as
+/// the line checks read (a line buffer of at most `MAX_LINE_BYTES`; a line too big to parse is
+/// theirs to report, not parsed here), stopping once both kinds are seen.
 fn first_lines(path: &Path) -> Result<Vec<(usize, Format)>> {
-    use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|e| UsageError {
         message: format!("cannot read `{}`: {e}", path.display()),
         hint: "check the path".into(),
     })?;
     let mut found: Vec<(usize, Format)> = Vec::new();
-    let mut reader = std::io::BufReader::new(file);
-    let mut line = Vec::new();
-    let mut number = 0;
-    while found.len() < 2 {
-        line.clear();
-        // An unreadable file is the line checks' to report.
-        if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        number += 1;
-        if let Some(kind) = line_kind(&line)
+    // An unreadable line is the line checks' to report; `Interrupted` only ends the scan early.
+    let _ = check::for_each_line(std::io::BufReader::with_capacity(1 << 16, file), |number, line| {
+        if let check::Line::Bytes(bytes) = line
+            && check::line_size_problem(bytes).is_none()
+            && let Some(kind) = line_kind(bytes)
             && !found.iter().any(|(_, k)| *k == kind)
         {
             found.push((number, kind));
         }
-    }
+        match found.len() {
+            2 => Err(std::io::ErrorKind::Interrupted.into()),
+            _ => Ok(()),
+        }
+    });
     Ok(found)
 }
 
