@@ -259,7 +259,8 @@ pub fn legacy_id(run_id: &str) -> Option<&str> {
 
 /// What a run id hashes. The text of ftsweep 0.1 (its four hyperparameters
 /// always, `auto` without a value), then each other hyperparameter with a
-/// value as `name=value`, by name: a run of OpenAI's names keeps its id.
+/// value as `name=value`, by name: a run of OpenAI's names keeps its id;
+/// then the server and, for DPO, `method=dpo`.
 fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin) -> String {
     let mut canonical = format!(
         "ftsweep-run-v1\nprovider={}\nbase_model={}\ntraining={}\nvalidation={}\nn_epochs={}\nbatch_size={}\nlearning_rate_multiplier={}\nseed={}\n",
@@ -277,6 +278,10 @@ fn canonical(sweep: &Sweep, data: &DataIdentity, c: &RunConfig, origin: &Origin)
     }
     if !data.server.is_empty() {
         canonical.push_str(&format!("server={}\n", data.server));
+    }
+    // SFT, the default, adds nothing: the ids of sweeps written before `method` are unchanged.
+    if sweep.method != crate::space::Method::Sft {
+        canonical.push_str(&format!("method={}\n", sweep.method.as_str()));
     }
     match origin {
         Origin::Job => {}
@@ -432,6 +437,25 @@ mod tests {
         );
         let renamed = Sweep { name: "other".into(), ..s.clone() };
         assert_eq!(run_id(&s, &data(), &c, &Origin::Job), run_id(&renamed, &data(), &c, &Origin::Job));
+    }
+
+    #[test]
+    fn a_dpo_sweep_has_its_own_ids_and_its_beta_is_an_axis() {
+        let sft = expand(&sweep("", HP), &data());
+        let dpo = expand(&sweep("method = \"dpo\"", HP), &data());
+        assert_eq!(sft.len(), dpo.len());
+        assert!(sft.iter().zip(&dpo).all(|(a, b)| a.config == b.config && a.run_id != b.run_id));
+        // An SFT sweep's ids do not change with `method = "sft"` written.
+        assert_eq!(sft, expand(&sweep("method = \"sft\"", HP), &data()));
+        let betas = expand(
+            &sweep(
+                "method = \"dpo\"",
+                "n_epochs = 1\nlearning_rate_multiplier = 1.0\nbatch_size = 4\nbeta = [0.1, 1.0]",
+            ),
+            &data(),
+        );
+        let values: Vec<_> = betas.iter().map(|r| r.config.float(crate::space::BETA)).collect();
+        assert_eq!(values, [Some(0.1), Some(1.0)]);
     }
 
     #[test]

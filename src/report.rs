@@ -794,14 +794,18 @@ pub const HOSTED: [crate::run::ProviderKind; 3] =
 /// What each hyperparameter `names` becomes in a create request: a row per
 /// name, a column for `provider` first, then the other hosted providers
 /// (`-`: that provider does not take the name).
-pub fn request_fields_table(provider: crate::run::ProviderKind, names: &[&str]) -> String {
+pub fn request_fields_table(
+    provider: crate::run::ProviderKind,
+    method: crate::space::Method,
+    names: &[&str],
+) -> String {
     let others: Vec<_> = HOSTED.into_iter().filter(|p| *p != provider).collect();
     let this = format!("{} (this sweep)", provider.as_str());
     let mut header: Vec<&str> = vec!["hyperparameter", &this];
     header.extend(others.iter().map(|p| p.as_str()));
     let mut t = new_table(&header);
     for name in names {
-        let field = |p| crate::space::request_field(p, name).unwrap_or_else(|| "-".into());
+        let field = |p| crate::space::request_field_for(p, method, name).unwrap_or_else(|| "-".into());
         let mut cells = vec![(*name).to_string(), field(provider)];
         cells.extend(others.iter().map(|p| field(*p)));
         t.add_row(cells);

@@ -32,6 +32,29 @@ impl ProviderKind {
     }
 }
 
+/// What a sweep's jobs train: `method` at the top of the sweep file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum Method {
+    /// Supervised fine-tuning on chat lines (the default).
+    #[default]
+    Sft,
+    /// Direct preference optimization on preference pairs (`input`,
+    /// `preferred_output`, `non_preferred_output`).
+    Dpo,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// DPO's `beta`: how far the model may move from the reference model.
+pub const BETA: &str = "beta";
+/// OpenAI's range of `beta`: (0, 2].
+pub const BETA_RANGE: (f64, f64) = (0.0, 2.0);
+
 /// The type of a hyperparameter's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -62,6 +85,15 @@ pub struct Param<'a> {
     pub short: &'a str,
     /// A value list to show in hints, e.g. `[1, 3, 8]`.
     pub example: &'static str,
+    /// The one method it belongs to (`beta`: DPO); `None`: every method.
+    pub method: Option<Method>,
+}
+
+impl Param<'_> {
+    /// Whether a sweep of `method` takes it.
+    pub fn applies_to(&self, method: Method) -> bool {
+        self.method.is_none_or(|m| m == method)
+    }
 }
 
 /// The name of the number of epochs, which every provider accepts and
@@ -78,14 +110,35 @@ const fn param(
     short: &'static str,
     example: &'static str,
 ) -> Param<'static> {
-    Param { name, kind, min: range.0, max: range.1, min_exclusive: false, auto: true, required: true, short, example }
+    Param {
+        name,
+        kind,
+        min: range.0,
+        max: range.1,
+        min_exclusive: false,
+        auto: true,
+        required: true,
+        short,
+        example,
+        method: None,
+    }
+}
+
+/// `beta` of DPO sweeps: `auto` or in (0, 2], never required.
+const fn beta(example: &'static str) -> Param<'static> {
+    Param {
+        min_exclusive: true,
+        required: false,
+        method: Some(Method::Dpo),
+        ..param(BETA, Kind::Float, BETA_RANGE, "beta", example)
+    }
 }
 
 pub const N_EPOCHS_RANGE: (f64, f64) = (1.0, 50.0);
 pub const BATCH_SIZE_RANGE: (f64, f64) = (1.0, 256.0);
 pub const SEED_RANGE: (f64, f64) = (0.0, 2_147_483_647.0);
 
-/// OpenAI's supervised hyperparameters, in the order a grid nests them
+/// OpenAI's hyperparameters (`beta` of DPO sweeps only), in the order a grid nests them
 /// (first outermost) and random search draws them: the order of ftsweep 0.1,
 /// on which run ids depend.
 const OPENAI: &[Param<'static>] = &[
@@ -95,6 +148,7 @@ const OPENAI: &[Param<'static>] = &[
         ..param("learning_rate_multiplier", Kind::Float, (0.0, f64::MAX), "lr_mult", "[0.5, 1.0, 2.0]")
     },
     param("batch_size", Kind::Int, BATCH_SIZE_RANGE, "batch", "[1, 3, 8]"),
+    beta("[0.1, 0.5, 1.0]"),
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
@@ -114,7 +168,9 @@ const COMMAND: &[Param<'static>] = &[
 /// Together AI's knobs, by the names of its create request where they are
 /// top-level and by their own where they sit in an object (`lora_*` go into
 /// `training_type`): see [`request_field`]. `auto` omits the field (the
-/// server's default; for `batch_size` that is `"max"`). The order is Together's
+/// server's default; for `batch_size` that is `"max"`). `beta` (DPO sweeps
+/// only) is named as OpenAI names it and goes into `training_method` as
+/// `dpo_beta`. The order is Together's
 /// own (run ids depend on it); only `n_epochs` must be written.
 const TOGETHER: &[Param<'static>] = &[
     Param { auto: false, ..param(N_EPOCHS, Kind::Int, N_EPOCHS_RANGE, "n_epochs", "[1, 3]") },
@@ -132,6 +188,8 @@ const TOGETHER: &[Param<'static>] = &[
     Param { required: false, ..param("weight_decay", Kind::Float, (0.0, 10.0), "weight_decay", "[0.0, 0.01]") },
     Param { required: false, ..param("n_checkpoints", Kind::Int, (1.0, 100.0), "n_checkpoints", "[1, 3]") },
     Param { required: false, ..param("n_evals", Kind::Int, (0.0, 100.0), "n_evals", "[0, 4]") },
+    // Sent as `training_method.dpo_beta` (Together's default 0.1; its guide suggests 0.05 to 0.9).
+    beta("[0.1, 0.5]"),
     Param { auto: false, required: false, ..param(SEED, Kind::Int, SEED_RANGE, "seed", "[1, 2, 3]") },
 ];
 
@@ -142,14 +200,28 @@ const AZURE: &[Param<'static>] = OPENAI;
 /// the README's table; `None` when `provider` does not take the name (a
 /// trainer command gets every name as a `{placeholder}` of its command).
 pub fn request_field(provider: ProviderKind, name: &str) -> Option<String> {
-    if !accepted(provider).iter().any(|p| p.name == name) && !takes_free_names(provider) {
+    let method = if name == BETA { Method::Dpo } else { Method::Sft };
+    request_field_for(provider, method, name)
+}
+
+/// [`request_field`] in a sweep of `method`: OpenAI's hyperparameters sit
+/// under `method.supervised` or `method.dpo`.
+pub fn request_field_for(provider: ProviderKind, method: Method, name: &str) -> Option<String> {
+    let declared = accepted(provider).iter().any(|p| p.name == name && p.applies_to(method));
+    if !declared && !takes_free_names(provider) {
         return None;
     }
+    let object = match method {
+        Method::Sft => "supervised",
+        Method::Dpo => "dpo",
+    };
     Some(match (provider, name) {
+        (ProviderKind::Local, BETA) => "trainer beta (no preference objective: ignored)".into(),
         (ProviderKind::Local, n) => format!("trainer {n}"),
         (ProviderKind::OpenAi | ProviderKind::Azure, SEED) => "seed".into(),
-        (ProviderKind::OpenAi | ProviderKind::Azure, n) => format!("method.supervised.hyperparameters.{n}"),
+        (ProviderKind::OpenAi | ProviderKind::Azure, n) => format!("method.{object}.hyperparameters.{n}"),
         (ProviderKind::Together, SEED) => "random_seed".into(),
+        (ProviderKind::Together, BETA) => "training_method.dpo_beta".into(),
         (ProviderKind::Together, n) if n.starts_with("lora_") => format!("training_type.{n}"),
         (ProviderKind::Together, n) => n.into(),
         (ProviderKind::Command, n) => format!("{{{n}}}"),
@@ -220,6 +292,7 @@ pub fn free(name: &str, kind: Kind) -> Param<'_> {
             Kind::Int => "[8, 16]",
             Kind::Float => "[0.0001, 0.0002]",
         },
+        method: None,
     }
 }
 
@@ -304,6 +377,13 @@ mod tests {
         }
         // The order of ftsweep 0.1, on which run ids depend.
         let openai: Vec<&str> = accepted(ProviderKind::OpenAi).iter().map(|p| p.name).collect();
-        assert_eq!(openai, ["n_epochs", "learning_rate_multiplier", "batch_size", "seed"]);
+        assert_eq!(openai, ["n_epochs", "learning_rate_multiplier", "batch_size", "beta", "seed"]);
+        assert_eq!(
+            request_field_for(ProviderKind::OpenAi, Method::Dpo, "n_epochs").unwrap(),
+            "method.dpo.hyperparameters.n_epochs"
+        );
+        assert_eq!(request_field(ProviderKind::Azure, BETA).unwrap(), "method.dpo.hyperparameters.beta");
+        assert_eq!(request_field_for(ProviderKind::OpenAi, Method::Sft, BETA), None);
+        assert_eq!(request_field(ProviderKind::Together, BETA).unwrap(), "training_method.dpo_beta");
     }
 }

@@ -288,9 +288,10 @@ fn request_fields_json(sweep: &Sweep) -> serde_json::Value {
         .map(|name| {
             let mut o = serde_json::Map::new();
             o.insert("name".into(), name.into());
-            o.insert("field".into(), crate::space::request_field(sweep.provider, name).into());
+            let field = |p| crate::space::request_field_for(p, sweep.method, name);
+            o.insert("field".into(), field(sweep.provider).into());
             for p in report::HOSTED {
-                o.insert(p.as_str().into(), crate::space::request_field(p, name).into());
+                o.insert(p.as_str().into(), field(p).into());
             }
             serde_json::Value::Object(o)
         })
@@ -511,6 +512,7 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
         "sweep": loaded.sweep.name,
         "provider": loaded.sweep.provider.as_str(),
         "base_model": loaded.sweep.base_model,
+        "method": loaded.sweep.method.as_str(),
         "training_examples": data.examples,
         "validation_examples": data.eval_examples,
         "billing_tokens_per_epoch": data.billing_tokens,
@@ -556,6 +558,12 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
 fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> {
     outln!("{}", report::plan_table(rows))?;
     let s = &loaded.sweep;
+    if s.method == crate::space::Method::Dpo {
+        outln!(
+            "method: dpo (preference pairs; the trained tokens count both outputs, and evaluation grades against the \
+             preferred output)"
+        )?;
+    }
     // A command sweep has no price: its amounts are not shown as unknown.
     let usd = |x: Option<f64>| match s.command {
         Some(_) => String::new(),
@@ -620,7 +628,7 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
 fn print_hosted(s: &Sweep, deployments: Option<&Deployments>) -> Result<()> {
     let names: Vec<&str> = s.hyperparameters.written().collect();
     outln!("request fields (what each hyperparameter becomes; `-`: not taken, switching `provider` would refuse it):")?;
-    outln!("{}", report::request_fields_table(s.provider, &names))?;
+    outln!("{}", report::request_fields_table(s.provider, s.method, &names))?;
     if let Some(t) = &s.together {
         outln!(
             "{}",

@@ -10,13 +10,13 @@ use anyhow::Result;
 use super::UsageError;
 use super::data::{DataCheckFailed, check_path};
 use super::out::errln;
-use crate::data::check::{self, CheckOptions, FileReport, Severity};
+use crate::data::check::{self, CheckOptions, FileReport, Format, Severity};
 use crate::data::{self, ChatFile};
 use crate::plan::{self, DataIdentity};
 use crate::pricing::{self, Price};
 use crate::report;
 use crate::run::PlannedRun;
-use crate::spec::{self, OpenAiSettings, ProviderKind, Sweep, check_base_url};
+use crate::spec::{self, Method, OpenAiSettings, ProviderKind, Sweep, check_base_url};
 
 /// A sweep file with its data checked and read and its runs expanded.
 pub struct LoadedSweep {
@@ -53,9 +53,11 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     data_file(path, &text, &sweep.validation_file, "validation_file", CHAT_FILE)?;
     let config_template = config_template(path, &text, &sweep)?;
     warn_unused(path, &text, &sweep, config_template.as_deref())?;
-    let opts = CheckOptions::for_model(&sweep.base_model);
+    let validation_format = method_lines(&sweep)?;
+    let opts = CheckOptions { format: training_format(sweep.method), ..CheckOptions::for_model(&sweep.base_model) };
     let training_report = check_path(&sweep.training_file, &opts)?;
-    let validation_report = check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, ..opts })?;
+    let validation_report =
+        check_path(&sweep.validation_file, &CheckOptions { min_examples: 0, format: validation_format, ..opts })?;
     let reports = [&training_report, &validation_report];
     if reports.iter().any(|r| r.has_errors()) {
         let n: usize = reports.iter().map(|r| r.total(Severity::Error)).sum();
@@ -82,6 +84,9 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSweep> {
     }
     if let Some(p) = check::overlap(&training_report, &validation_report) {
         errln!("{}", validation_report.describe(&p))?;
+    }
+    if (sweep.provider, sweep.method) == (ProviderKind::Local, Method::Dpo) {
+        errln!("note: {}", crate::provider::local::DPO_NOTE)?;
     }
     let training = read(&sweep.training_file)?;
     let identity = DataIdentity {
@@ -253,6 +258,115 @@ pub fn server_url(settings: &OpenAiSettings) -> Result<String> {
             Ok(url)
         }
         _ => Ok(settings.base_url.clone()),
+    }
+}
+
+/// The line format a training file of `method` is checked in.
+fn training_format(method: Method) -> Format {
+    match method {
+        Method::Sft => Format::Sft,
+        Method::Dpo => Format::Dpo,
+    }
+}
+
+/// What a data line is, by its keys: a preference pair (`input`, `preferred_output`,
+/// `non_preferred_output`) or a chat example (`messages`); `None` for a line that is neither (or
+/// not a JSON object), which the line checks report.
+fn line_kind(line: &[u8]) -> Option<Format> {
+    let serde_json::Value::Object(o) = serde_json::from_slice(line).ok()? else { return None };
+    if ["input", "preferred_output", "non_preferred_output"].iter().any(|k| o.contains_key(*k)) {
+        Some(Format::Dpo)
+    } else {
+        o.contains_key("messages").then_some(Format::Sft)
+    }
+}
+
+/// The first line of `path` of each kind: (line number, kind), in the order they come. Read as
+/// the line checks read (a line buffer of at most `MAX_LINE_BYTES`; a line too big to parse is
+/// theirs to report, not parsed here), stopping once both kinds are seen.
+fn first_lines(path: &Path) -> Result<Vec<(usize, Format)>> {
+    let file = std::fs::File::open(path).map_err(|e| UsageError {
+        message: format!("cannot read `{}`: {e}", path.display()),
+        hint: "check the path".into(),
+    })?;
+    let mut found: Vec<(usize, Format)> = Vec::new();
+    // An unreadable line is the line checks' to report; `Interrupted` only ends the scan early.
+    let _ = check::for_each_line(std::io::BufReader::with_capacity(1 << 16, file), |number, line| {
+        if let check::Line::Bytes(bytes) = line
+            && check::line_size_problem(bytes).is_none()
+            && let Some(kind) = line_kind(bytes)
+            && !found.iter().any(|(_, k)| *k == kind)
+        {
+            found.push((number, kind));
+        }
+        match found.len() {
+            2 => Err(std::io::ErrorKind::Interrupted.into()),
+            _ => Ok(()),
+        }
+    });
+    Ok(found)
+}
+
+/// Checks that the data's lines are of the sweep's method: every training line a preference pair
+/// for DPO, no preference pair anywhere for SFT; a DPO sweep's validation file holds chat examples
+/// or preference pairs (graded against the preferred output), one kind throughout. Returns the
+/// format the validation file is checked in.
+fn method_lines(sweep: &Sweep) -> Result<Format> {
+    const PAIR: &str = "{\"input\": {\"messages\": [...]}, \"preferred_output\": [{\"role\": \"assistant\", ...}], \
+                        \"non_preferred_output\": [{\"role\": \"assistant\", ...}]}";
+    let at = |path: &Path, line: usize| format!("{}:{line}", path.display());
+    let training = first_lines(&sweep.training_file)?;
+    let validation = first_lines(&sweep.validation_file)?;
+    match sweep.method {
+        Method::Dpo => {
+            if let Some((line, _)) = training.iter().find(|(_, k)| *k == Format::Sft) {
+                return Err(UsageError {
+                    message: format!(
+                        "{}: a chat example (`messages`) in the training file of a DPO sweep (`method = \"dpo\"`): \
+                         every line must be a preference pair",
+                        at(&sweep.training_file, *line)
+                    ),
+                    hint: format!(
+                        "write each line as {PAIR}, or remove `method = \"dpo\"` to fine-tune on chat examples"
+                    ),
+                }
+                .into());
+            }
+            if let [(a, ka), (b, _)] = validation.as_slice() {
+                let (pair, chat) = if *ka == Format::Dpo { (a, b) } else { (b, a) };
+                return Err(UsageError {
+                    message: format!(
+                        "{}: the validation file mixes preference pairs (line {pair}) and chat examples (line {chat})",
+                        at(&sweep.validation_file, *a.max(b))
+                    ),
+                    hint: "make every validation line one kind: chat examples, or preference pairs (graded against \
+                           the preferred output)"
+                        .into(),
+                }
+                .into());
+            }
+            Ok(validation.first().map_or(Format::Dpo, |(_, k)| *k))
+        }
+        Method::Sft => {
+            let files =
+                [(&sweep.training_file, &training, "training"), (&sweep.validation_file, &validation, "validation")];
+            for (path, lines, noun) in files {
+                if let Some((line, _)) = lines.iter().find(|(_, k)| *k == Format::Dpo) {
+                    return Err(UsageError {
+                        message: format!(
+                            "{}: a preference pair (`preferred_output`, `non_preferred_output`) in the {noun} file of \
+                             an SFT sweep",
+                            at(path, *line)
+                        ),
+                        hint: "set `method = \"dpo\"` at the top of the sweep file to train on preference pairs (its \
+                               training file all pairs), or give a chat file (`messages` lines)"
+                            .into(),
+                    }
+                    .into());
+                }
+            }
+            Ok(Format::Sft)
+        }
     }
 }
 

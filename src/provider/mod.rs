@@ -65,6 +65,8 @@ pub struct JobRequest {
     pub training_file: String,
     pub validation_file: String,
     pub hyperparameters: RunConfig,
+    /// What the job trains: SFT on chat lines, or DPO on preference pairs.
+    pub method: crate::space::Method,
     /// Goes into the model id (`ft:<base>:<org>:<suffix>:<id>`).
     pub suffix: String,
     /// Tags that identify the sweep, run and attempt at the provider, so a

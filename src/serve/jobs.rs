@@ -15,10 +15,10 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::errors::{ApiError, parse_body};
-use super::objects::{message_event, supervised};
+use super::objects::message_event;
 use super::{App, ORGANIZATION, Params, new_id, page, unix_now, worker};
 use crate::provider::local::BASE_MODEL;
-use crate::wire::openai::{Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List};
+use crate::wire::openai::{Checkpoint, CreateJob, HyperValue, Hyperparameters, Job, JobEvent, JobStatus, List, Method};
 
 /// `POST /fine_tuning/jobs`: checks the request, records the job as `validating_files` and hands
 /// it to a worker.
@@ -67,15 +67,7 @@ fn new_job(app: &App, request: CreateJob, raw: &Value) -> Result<Job, ApiError> 
     if let Some(metadata) = &request.metadata {
         check_metadata(metadata)?;
     }
-    let (hyperparameters, path) = match &request.method {
-        Some(m) if m.kind != "supervised" => {
-            let message = format!("Invalid 'method.type': '{}'. This server supports 'supervised' only.", m.kind);
-            return Err(ApiError::invalid(message, Some("method.type")));
-        }
-        Some(m) => (m.supervised.clone().unwrap_or_default().hyperparameters, "method.supervised.hyperparameters"),
-        None => (request.hyperparameters.clone().unwrap_or_default(), "hyperparameters"),
-    };
-    let hyperparameters = check_hyperparameters(&hyperparameters, raw, path)?;
+    let method = check_method(&request, raw)?;
     Ok(Job {
         id: new_id("ftjob-"),
         object: "fine_tuning.job".into(),
@@ -91,12 +83,77 @@ fn new_job(app: &App, request: CreateJob, raw: &Value) -> Result<Job, ApiError> 
         result_files: Vec::new(),
         trained_tokens: None,
         seed: Some(seed),
-        hyperparameters: Some(hyperparameters.clone()),
-        method: Some(supervised(hyperparameters)),
+        // As OpenAI's: a DPO job's hyperparameters are only in its `method`.
+        hyperparameters: (method.kind == "supervised").then(|| method.hyperparameters().cloned()).flatten(),
+        method: Some(method),
         metadata: request.metadata,
         error: None,
         user_provided_suffix: request.suffix.filter(|s| !s.is_empty()),
     })
+}
+
+/// The job's `method`, checked like OpenAI's: `type` is `supervised` or `dpo`, the
+/// hyperparameters sit under the object of that name (not the other's), `beta` only under `dpo`;
+/// without `method` the job is supervised, with the deprecated top-level `hyperparameters`.
+/// Returned with every hyperparameter present.
+fn check_method(request: &CreateJob, raw: &Value) -> Result<Method, ApiError> {
+    let Some(m) = &request.method else {
+        let hp = check_hyperparameters(&request.hyperparameters.clone().unwrap_or_default(), raw, "hyperparameters")?;
+        if hp.beta.is_some() {
+            return Err(only_dpo("hyperparameters.beta"));
+        }
+        return Ok(Method::supervised(hp));
+    };
+    let (dpo, other) = match m.kind.as_str() {
+        "supervised" => (false, "dpo"),
+        "dpo" => (true, "supervised"),
+        kind => {
+            let message = format!("Invalid 'method.type': '{kind}'. This server supports 'supervised' and 'dpo'.");
+            return Err(ApiError::invalid(message, Some("method.type")));
+        }
+    };
+    if raw.pointer(&format!("/method/{other}")).is_some_and(|v| !v.is_null()) {
+        let message = format!(
+            "Invalid 'method.{other}': a job of type '{}' takes its hyperparameters under 'method.{}'.",
+            m.kind, m.kind
+        );
+        return Err(ApiError::invalid(message, Some(&format!("method.{other}"))));
+    }
+    let path = format!("method.{}.hyperparameters", m.kind);
+    let hp = check_hyperparameters(&m.hyperparameters().cloned().unwrap_or_default(), raw, &path)?;
+    if dpo {
+        let beta = check_beta(hp.beta, raw, &path)?;
+        Ok(Method::dpo(Hyperparameters { beta: Some(beta), ..hp }))
+    } else if hp.beta.is_some() {
+        Err(only_dpo(&format!("{path}.beta")))
+    } else {
+        Ok(Method::supervised(hp))
+    }
+}
+
+/// `beta` outside a DPO method.
+fn only_dpo(param: &str) -> ApiError {
+    let message = format!("Invalid '{param}': 'beta' is a hyperparameter of 'dpo' jobs only.");
+    ApiError::invalid(message, Some(param))
+}
+
+/// DPO's `beta`: `"auto"` or a number in (0, 2].
+fn check_beta(beta: Option<HyperValue>, raw: &Value, path: &str) -> Result<HyperValue, ApiError> {
+    let written = raw.pointer(&format!("/{}/beta", path.replace('.', "/")));
+    let (lo, hi) = crate::space::BETA_RANGE;
+    match (beta, written) {
+        (None, _) | (_, None) => Ok(HyperValue::float(None)),
+        (Some(_), Some(v)) if v.is_null() || v.as_str() == Some("auto") => Ok(HyperValue::float(None)),
+        (Some(b), _) => match b.number() {
+            Some(x) if x.is_finite() && x > lo && x <= hi => Ok(HyperValue::Float(x)),
+            _ => {
+                let message = format!(
+                    "Invalid value for '{path}.beta': expected \"auto\" or a number greater than {lo} and at most {hi}."
+                );
+                Err(ApiError::invalid(message, Some(&format!("{path}.beta"))))
+            }
+        },
+    }
 }
 
 /// A job's file must exist and have been uploaded for fine-tuning.
@@ -162,6 +219,8 @@ fn check_hyperparameters(hp: &Hyperparameters, raw: &Value, path: &str) -> Resul
         n_epochs: Some(int("n_epochs", hp.n_epochs, 50)?),
         batch_size: Some(int("batch_size", hp.batch_size, 256)?),
         learning_rate_multiplier: Some(lr),
+        // Checked by the method (`check_method`): kept as written.
+        beta: hp.beta,
     })
 }
 
@@ -294,6 +353,41 @@ mod tests {
         assert_eq!(
             bad(r#"{"learning_rate_multiplier":0}"#).as_deref(),
             Some("hyperparameters.learning_rate_multiplier")
+        );
+    }
+
+    #[test]
+    fn a_dpo_method_is_checked_like_openais() {
+        let method = |m: &str| {
+            let raw: Value = serde_json::from_str(&format!(r#"{{{BASE},"method":{m}}}"#)).unwrap();
+            let request: CreateJob = serde_json::from_value(raw.clone()).unwrap();
+            check_method(&request, &raw).map_err(|e| e.param)
+        };
+        let ok = method(r#"{"type":"dpo","dpo":{"hyperparameters":{"beta":0.1,"n_epochs":2}}}"#).unwrap();
+        assert_eq!(ok.kind, "dpo");
+        assert_eq!(ok.hyperparameters().and_then(|h| h.beta), Some(HyperValue::Float(0.1)));
+        assert_eq!(ok.hyperparameters().and_then(|h| h.n_epochs), Some(HyperValue::Int(2)));
+        let auto = method(r#"{"type":"dpo","dpo":{"hyperparameters":{"beta":"auto"}}}"#).unwrap();
+        assert_eq!(auto.hyperparameters().and_then(|h| h.beta).and_then(HyperValue::number), None);
+        assert!(method(r#"{"type":"dpo"}"#).is_ok(), "every hyperparameter auto");
+        let bad = |m: &str| method(m).unwrap_err();
+        for beta in ["0", "2.5", "-1", "\"high\""] {
+            let m = format!(r#"{{"type":"dpo","dpo":{{"hyperparameters":{{"beta":{beta}}}}}}}"#);
+            assert_eq!(bad(&m).as_deref(), Some("method.dpo.hyperparameters.beta"), "{beta}");
+        }
+        assert!(method(r#"{"type":"dpo","dpo":{"hyperparameters":{"beta":2}}}"#).is_ok(), "2 is in (0, 2]");
+        assert_eq!(
+            bad(r#"{"type":"dpo","supervised":{"hyperparameters":{"n_epochs":2}}}"#).as_deref(),
+            Some("method.supervised")
+        );
+        assert_eq!(
+            bad(r#"{"type":"supervised","supervised":{"hyperparameters":{"beta":0.5}}}"#).as_deref(),
+            Some("method.supervised.hyperparameters.beta")
+        );
+        assert_eq!(bad(r#"{"type":"reinforcement"}"#).as_deref(), Some("method.type"));
+        assert_eq!(
+            bad(r#"{"type":"dpo","dpo":{"hyperparameters":{"n_epochs":0}}}"#).as_deref(),
+            Some("method.dpo.hyperparameters.n_epochs")
         );
     }
 

@@ -1,10 +1,10 @@
 //! The job objects that both the jobs endpoints and the worker build: events (a message, a
-//! step's metrics) and a supervised job's `method`.
+//! step's metrics); a job's `method` is `wire::openai::Method::supervised` or `::dpo`.
 
 use serde_json::{Map, Value};
 
 use super::{new_id, unix_now};
-use crate::wire::openai::{Hyperparameters, JobEvent, Method, MethodParams, Metrics};
+use crate::wire::openai::{JobEvent, Metrics};
 
 /// A message event.
 pub fn message_event(level: &str, message: impl Into<String>) -> JobEvent {
@@ -34,9 +34,4 @@ pub fn metrics_event(m: &Metrics) -> JobEvent {
         message.push_str(&format!(", full validation loss={v:.4}"));
     }
     JobEvent { kind: Some("metrics".into()), data: serde_json::to_value(m).ok(), ..message_event("info", message) }
-}
-
-/// The `method` object of a supervised job.
-pub fn supervised(hyperparameters: Hyperparameters) -> Method {
-    Method { kind: "supervised".into(), supervised: Some(MethodParams { hyperparameters }), dpo: None }
 }

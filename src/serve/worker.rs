@@ -9,18 +9,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::files::{RESULTS_PURPOSE, file_object};
-use super::objects::{message_event, metrics_event, supervised};
+use super::objects::{message_event, metrics_event};
 use super::{App, new_id, unix_now};
 use crate::data::{ChatFile, parse_chat_jsonl, sha256_hex};
 use crate::provider::local::{KEPT_CHECKPOINTS, resolve};
 use crate::provider::{JobEvent as TrainingEvent, JobOutcome, JobRequest, ProviderError};
 use crate::run::{BATCH_SIZE, LEARNING_RATE_MULTIPLIER, RunConfig, Value};
+use crate::space::BETA;
 use crate::store::StoreError;
 use crate::store::serve::ServeStore;
-use crate::wire::openai::{Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Metrics};
+use crate::wire::openai::{
+    Checkpoint, HyperValue, Hyperparameters, Job, JobError, JobEvent, JobStatus, Method, Metrics,
+};
 
 /// The event of a Together job's `uploading` stage.
 pub const UPLOADING_MESSAGE: &str = "Uploading output model";
+
+/// The beta a DPO job's `auto` resolves to (Together's default).
+const DEFAULT_BETA: f64 = 0.1;
 
 /// OpenAI's minimum number of training examples.
 const MIN_EXAMPLES: usize = 10;
@@ -152,8 +158,11 @@ struct Input {
     examples: usize,
 }
 
-/// Reads and parses one of the job's files; a bad file is the job's error.
-fn read_input(app: &App, file_id: &str, param: &str) -> Result<Result<Input, JobError>, StoreError> {
+/// Reads and parses one of the job's files; a bad file is the job's error, and so is a training
+/// file whose lines are not of the job's method (preference pairs for DPO, chat lines for SFT),
+/// as OpenAI's `invalid_training_file`. A DPO job's validation file may hold either kind: the
+/// preferred output is the reference.
+fn read_input(app: &App, file_id: &str, param: &str, dpo: bool) -> Result<Result<Input, JobError>, StoreError> {
     let code = format!("invalid_{param}");
     let file = app.store.lock().file(file_id)?;
     let content = app.store.read_content(file_id)?;
@@ -172,6 +181,25 @@ fn read_input(app: &App, file_id: &str, param: &str) -> Result<Result<Input, Job
             return Ok(Err(job_error(&code, message, Some(param))));
         }
     };
+    let wrong = conversations.iter().find(|c| c.is_preference() != dpo && (param == "training_file" || !dpo));
+    if let Some(c) = wrong {
+        let message = if dpo {
+            format!(
+                "{}:{}: a DPO job's training file must hold preference pairs (`input`, `preferred_output`, \
+                 `non_preferred_output`) on every line, and this line is a chat example (file {file_id})",
+                file.filename, c.line
+            )
+        } else {
+            format!(
+                "{}:{}: a preference pair (`input`, `preferred_output`, `non_preferred_output`) in the {} of a \
+                 supervised job; create the job with `method: {{type: \"dpo\"}}` for preference data (file {file_id})",
+                file.filename,
+                c.line,
+                param.replace('_', " ")
+            )
+        };
+        return Ok(Err(job_error(&code, message, Some(param))));
+    }
     if param == "training_file" && conversations.len() < MIN_EXAMPLES {
         let message = format!(
             "Training file {file_id} has {} example(s), but must have at least {MIN_EXAMPLES} examples.",
@@ -197,13 +225,14 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         checking.push_str(&format!(" and validation file: {v}"));
     }
     app.store.lock().insert_events(id, &[message_event("info", checking)])?;
-    let training = match read_input(app, &job.training_file, "training_file")? {
+    let dpo = is_dpo(&job);
+    let training = match read_input(app, &job.training_file, "training_file", dpo)? {
         Ok(input) => input,
         Err(error) => return fail(app, id, error).map(drop),
     };
     let mut events = Vec::new();
     let validation = match &job.validation_file {
-        Some(file_id) => match read_input(app, file_id, "validation_file")? {
+        Some(file_id) => match read_input(app, file_id, "validation_file", dpo)? {
             Ok(input) => input.provider_id,
             Err(error) => return fail(app, id, error).map(drop),
         },
@@ -230,10 +259,10 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         n_epochs: Some(HyperValue::Int(i64::from(config.n_epochs))),
         batch_size: Some(HyperValue::Int(i64::from(config.batch_size))),
         learning_rate_multiplier: Some(HyperValue::Float(multiplier)),
+        beta: None,
     };
     let started = advance(app, id, "running", |_, job| {
-        job.hyperparameters = Some(resolved.clone());
-        job.method = Some(supervised(resolved));
+        record_resolved(job, resolved, requested.float(BETA));
         Ok(vec![message_event("info", "Fine-tuning job started")])
     })?;
     if !started {
@@ -249,6 +278,7 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
             hp.set(LEARNING_RATE_MULTIPLIER, Some(Value::Float(multiplier)));
             hp
         },
+        method: if dpo { crate::space::Method::Dpo } else { crate::space::Method::Sft },
         suffix: job.user_provided_suffix.clone().unwrap_or_default(),
         metadata: job.metadata.clone().unwrap_or_default(),
     };
@@ -324,14 +354,37 @@ fn cancelled(app: &App, id: &str, trained_tokens: u64) -> Result<(), StoreError>
 
 /// The job's requested hyperparameters, `None` for auto.
 fn requested_config(job: &Job) -> RunConfig {
-    let hp = job.hyperparameters.clone().unwrap_or_default();
+    let from_method = job.method.as_ref().and_then(Method::hyperparameters).cloned();
+    let hp = from_method.or_else(|| job.hyperparameters.clone()).unwrap_or_default();
     let number = |v: Option<HyperValue>| v.and_then(HyperValue::number);
-    RunConfig::supervised(
+    let mut config = RunConfig::supervised(
         number(hp.n_epochs).map(|x| x as u32),
         number(hp.batch_size).map(|x| x as u32),
         number(hp.learning_rate_multiplier),
         job.seed.unwrap_or(0) as u64,
-    )
+    );
+    config.set(BETA, number(hp.beta).map(Value::Float));
+    config
+}
+
+/// Records the hyperparameters a job trains with in its `method` (and, but for a DPO job of
+/// OpenAI's protocol, its `hyperparameters`). A DPO job's `auto` beta resolves to 0.1 (Together's
+/// default); the local trainer has no preference objective and trains on the preferred outputs,
+/// so beta changes nothing in its training.
+fn record_resolved(job: &mut Job, resolved: Hyperparameters, beta: Option<f64>) {
+    if is_dpo(job) {
+        let resolved = Hyperparameters { beta: Some(HyperValue::Float(beta.unwrap_or(DEFAULT_BETA))), ..resolved };
+        job.hyperparameters = job.hyperparameters.is_some().then(|| Hyperparameters { beta: None, ..resolved.clone() });
+        job.method = Some(Method::dpo(resolved));
+    } else {
+        job.hyperparameters = Some(resolved.clone());
+        job.method = Some(Method::supervised(resolved));
+    }
+}
+
+/// Whether a job trains DPO (its `method` says so).
+pub fn is_dpo(job: &Job) -> bool {
+    job.method.as_ref().is_some_and(|m| m.kind == "dpo")
 }
 
 /// The result file: `step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy`, with

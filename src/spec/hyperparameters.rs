@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::space::{self, Axis, Domain, Hyperparameters, Kind, N_EPOCHS, Param, SEED};
+use crate::space::{self, Axis, Domain, Hyperparameters, Kind, Method, N_EPOCHS, Param, SEED};
 
 use super::error::{Cx, SpecError};
 use super::{MAX_GRID_RUNS, ProviderKind, Search};
@@ -44,11 +44,33 @@ impl Cx<'_> {
         &self,
         raw: &RawHyperparameters,
         provider: ProviderKind,
+        method: Method,
         search: &Search,
         seed: u64,
     ) -> Result<Hyperparameters, SpecError> {
         let table = raw.get_ref();
-        let declared = space::accepted(provider);
+        // A name of another method (`beta` in an SFT sweep) is no axis of this one.
+        let declared: Vec<Param<'static>> =
+            space::accepted(provider).iter().filter(|p| p.applies_to(method)).copied().collect();
+        if let Some((name, v, other)) = table.iter().find_map(|(name, v)| {
+            let p = space::accepted(provider).iter().find(|p| p.name == name.as_str())?;
+            p.method.filter(|m| *m != method).map(|m| (name, v, m))
+        }) {
+            return Err(self.at(
+                v,
+                &format!("hyperparameters.{name}"),
+                format!(
+                    "`{name}` is a hyperparameter of {} sweeps, and this sweep is {}",
+                    other.as_str(),
+                    method.as_str()
+                ),
+                &format!(
+                    "set `method = \"{}\"` at the top of the sweep file (its training file must hold preference \
+                     pairs), or remove `{name}`",
+                    other.as_str()
+                ),
+            ));
+        }
         let unknown = table.iter().filter(|(name, _)| !declared.iter().any(|p| p.name == name.as_str()));
         let mut unknown: Vec<(&String, &Spanned<toml::Value>)> = unknown.collect();
         unknown.sort_by_key(|(_, v)| v.span().start);
@@ -57,11 +79,17 @@ impl Cx<'_> {
             Some(_) if space::takes_free_names(provider) => self.free_names(&unknown)?,
             Some((name, v)) => {
                 let names: Vec<&str> = declared.iter().map(|p| p.name).collect();
+                let hint = match (provider, name.as_str()) {
+                    (ProviderKind::Together, "dpo_beta") => {
+                        format!("write `{}` instead: ftsweep sends it as `training_method.dpo_beta`", space::BETA)
+                    }
+                    _ => format!("remove `{name}`; the {} provider accepts {}", provider.as_str(), names.join(", ")),
+                };
                 return Err(self.at(
                     v,
                     &format!("hyperparameters.{name}"),
                     format!("the {} provider does not accept `{name}`", provider.as_str()),
-                    &format!("remove `{name}`; the {} provider accepts {}", provider.as_str(), names.join(", ")),
+                    &hint,
                 ));
             }
         };
@@ -471,15 +499,68 @@ mod tests {
         let e = err(&two);
         assert_eq!((e.line, e.key.as_deref()), (Some(11), Some("hyperparameters.zeta")), "{e}");
         // A table under [hyperparameters] is a name too.
-        let e = err(&format!("{}\n[hyperparameters.beta]\nuniform = [0, 1]\n", openai()));
-        assert_eq!(e.key.as_deref(), Some("hyperparameters.beta"), "{e}");
-        assert!(e.message.contains("does not accept `beta`"), "{e}");
+        let e = err(&format!("{}\n[hyperparameters.gamma]\nuniform = [0, 1]\n", openai()));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.gamma"), "{e}");
+        assert!(e.message.contains("does not accept `gamma`"), "{e}");
+    }
+
+    #[test]
+    fn beta_is_a_name_of_dpo_sweeps_only() {
+        let dpo = |provider: &str, hp: &str| {
+            GOOD.replace("provider = \"local\"", &format!("provider = \"{provider}\"\nmethod = \"dpo\""))
+                .replace("batch_size = [4, 32]", &format!("batch_size = [4, 32]\n{hp}"))
+        };
+        // The local provider takes it (and ignores it); OpenAI and Azure send it; it is an axis.
+        let s = parse_str(&dpo("local", "beta = [0.1, \"auto\", 2]")).unwrap();
+        assert_eq!(s.method, Method::Dpo);
+        assert_eq!(*s.hyperparameters.domain("beta"), Domain::Values(vec![Some(0.1), None, Some(2.0)]));
+        let s = parse_str(&dpo("openai", "beta = 0.5").replace("local/ngram", "gpt-4.1-mini-2025-04-14")).unwrap();
+        assert_eq!(*s.hyperparameters.domain("beta"), Domain::Values(vec![Some(0.5)]));
+        // Unwritten, it is auto; an SFT sweep has no such axis.
+        let s = parse_str(&dpo("local", "")).unwrap();
+        assert_eq!(s.hyperparameters.get("beta").map(|a| a.written), Some(false));
+        assert!(parse_str(GOOD).unwrap().hyperparameters.get("beta").is_none());
+        // Out of (0, 2].
+        for bad in ["0", "0.0", "2.5", "-1"] {
+            let e = err(&dpo("local", &format!("beta = [{bad}]")));
+            assert_eq!((e.line, e.key.as_deref()), (Some(15), Some("hyperparameters.beta")), "{e}");
+            assert!(e.message.contains("is not allowed"), "{bad}: {e}");
+        }
+        // In an SFT sweep: refused, with the way to a DPO sweep.
+        let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nbeta = [0.1]"));
+        assert_eq!(
+            e.to_string(),
+            "sweeps/x.toml:14: `hyperparameters.beta`: `beta` is a hyperparameter of dpo sweeps, and this sweep is \
+             sft\n  hint: set `method = \"dpo\"` at the top of the sweep file (its training file must hold \
+             preference pairs), or remove `beta`"
+        );
+        // An unknown method names the key and the choices.
+        let e = err(&GOOD.replace("provider = \"local\"", "provider = \"local\"\nmethod = \"rlhf\""));
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("method")), "{e}");
+        assert!(e.to_string().contains("sft") && e.to_string().contains("dpo"), "{e}");
+        // Together: `beta` is its `dpo_beta`; Together's own name is pointed at ours; `train_on_inputs` is SFT's.
+        let together = |hp: &str, table: &str| {
+            crate::spec::together::tests::together(table)
+                .replace("provider = \"together\"", "provider = \"together\"\nmethod = \"dpo\"")
+                .replace("lora_r = [8, 32]", &format!("lora_r = [8, 32]\n{hp}"))
+        };
+        let s = parse_str(&together("beta = [0.1, 0.5]", "")).unwrap();
+        assert_eq!(*s.hyperparameters.domain("beta"), Domain::Values(vec![Some(0.1), Some(0.5)]));
+        let e = err(&together("dpo_beta = [0.1]", ""));
+        assert_eq!(e.key.as_deref(), Some("hyperparameters.dpo_beta"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("write `beta` instead"), "{e}");
+        let e = err(&together("", "[together]\ntrain_on_inputs = true\n"));
+        assert_eq!(e.key.as_deref(), Some("together.train_on_inputs"), "{e}");
+        // A trainer command is told no method.
+        let e = err(&crate::spec::command::tests::CMD
+            .replace("provider = \"command\"", "provider = \"command\"\nmethod = \"dpo\""));
+        assert_eq!(e.key.as_deref(), Some("method"), "{e}");
     }
 
     #[test]
     fn the_local_provider_declares_its_names_the_same_way() {
         let names: Vec<&str> = space::accepted(ProviderKind::Local).iter().map(|p| p.name).collect();
-        assert_eq!(names, ["n_epochs", "learning_rate_multiplier", "batch_size", "seed"]);
+        assert_eq!(names, ["n_epochs", "learning_rate_multiplier", "batch_size", "beta", "seed"]);
         let e = err(&GOOD.replace("batch_size = [4, 32]", "batch_size = [4, 32]\nlora_r = [8]"));
         assert_eq!((e.line, e.key.as_deref()), (Some(14), Some("hyperparameters.lora_r")), "{e}");
         assert_eq!(e.message, "the local provider does not accept `lora_r`");

@@ -20,7 +20,7 @@ use toml::de::DeTable;
 use crate::eval::config::{COMBINED, NamedGrader};
 use crate::eval::graders::Weighted;
 pub use crate::run::ProviderKind;
-pub use crate::space::{Domain, Hyperparameters};
+pub use crate::space::{Domain, Hyperparameters, Method};
 
 mod azure;
 mod command;
@@ -49,6 +49,9 @@ use raw::RawSweep;
 pub struct Sweep {
     pub name: String,
     pub provider: ProviderKind,
+    /// `method` (default SFT): what the jobs train, and so which lines the
+    /// training file holds (chat lines, or preference pairs for DPO).
+    pub method: Method,
     pub base_model: String,
     /// The training file, resolved against the sweep file's folder.
     pub training_file: PathBuf,
@@ -571,6 +574,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
             raw::Provider::Azure => ProviderKind::Azure,
         },
     };
+    let method = cx.method(&raw, provider)?;
     cx.command_tables(&raw, provider)?;
     cx.hosted_tables(&raw, provider)?;
     let base_model = cx.base_model(&raw.base_model, provider)?;
@@ -595,7 +599,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
         None => None,
         Some(e) => Some(cx.early_stopping(e)?),
     };
-    let hyperparameters = cx.hyperparameters(&raw.hyperparameters, provider, &search, seed)?;
+    let hyperparameters = cx.hyperparameters(&raw.hyperparameters, provider, method, &search, seed)?;
     let evaluation = match &raw.evaluation {
         None => Evaluation::default(),
         Some(e) => cx.evaluation(e)?,
@@ -627,6 +631,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, SpecError> {
     Ok(Sweep {
         name,
         provider,
+        method,
         base_model,
         training_file,
         validation_file,
@@ -749,7 +754,11 @@ max_concurrent = 2
              baseline_deployment = \"base\"\n",
             azure::tests::AZURE
         ));
-        let seeds = [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command, together, azure];
+        let dpo = GOOD
+            .replace("provider = \"local\"", "provider = \"local\"\nmethod = \"dpo\"")
+            .replace("batch_size = [4, 32]", "batch_size = [4, 32]\nbeta = [0.1, \"auto\", 2.0]");
+        let seeds =
+            [GOOD.to_string(), random, openai, halving, checkpoints, command, local_command, together, azure, dpo];
         let junk = [
             "=",
             "[",

@@ -17,6 +17,7 @@ use super::StopMetric;
 pub(super) struct RawSweep {
     pub name: Spanned<String>,
     pub provider: Option<Spanned<Provider>>,
+    pub method: Option<Spanned<TrainingMethod>>,
     pub base_model: Spanned<String>,
     pub training_file: Spanned<String>,
     pub validation_file: Spanned<String>,
@@ -45,6 +46,14 @@ pub(super) enum Provider {
     Command,
     Together,
     Azure,
+}
+
+/// `method`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum TrainingMethod {
+    Sft,
+    Dpo,
 }
 
 /// `[search] strategy`.
@@ -102,6 +111,7 @@ pub(super) struct Choice {
 /// The closed sets of the file (a unit test checks them against the enums).
 pub(super) const CHOICES: &[Choice] = &[
     Choice { key: "provider", noun: "provider", names: &["local", "openai", "azure", "together", "command"] },
+    Choice { key: "method", noun: "training method", names: &["sft", "dpo"] },
     Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
     // `auth = "azure"` still parses, to be refused with its own hint (`provider = "azure"`).
     Choice { key: "openai.auth", noun: "authentication", names: &["bearer"] },
@@ -267,8 +277,9 @@ mod tests {
 
     #[test]
     fn the_choices_are_the_enums_names() {
-        let accepts: [fn(&str) -> bool; 7] = [
+        let accepts: [fn(&str) -> bool; 8] = [
             is::<Provider>,
+            is::<TrainingMethod>,
             is::<Strategy>,
             is::<AuthKind>,
             is::<StopMetric>,
@@ -284,7 +295,7 @@ mod tests {
         }
         // Each enum has as many variants as its choice lists names, but `auth`, whose `azure` is
         // refused with a hint of its own.
-        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 3, 1, 2, 2, 2, 3]);
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 2, 3, 1, 2, 2, 2, 3]);
         assert!(is::<AuthKind>("azure"));
     }
 }

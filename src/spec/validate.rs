@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::error::{Cx, SpecError};
 use super::raw::{RawLimits, RawPricing};
-use super::{CONFIRM_ABOVE_USD, Limits, ProviderKind};
+use super::{CONFIRM_ABOVE_USD, Limits, Method, ProviderKind};
 
 /// Whether `name` is an environment variable's name: letters, digits and
 /// `_`, not starting with a digit.
@@ -18,6 +18,38 @@ pub(super) fn is_variable_name(name: &str) -> bool {
 }
 
 impl Cx<'_> {
+    /// `method`: SFT unless written. A trainer command is not told a
+    /// method (its command trains what it trains), and Together's
+    /// `train_on_inputs` belongs to SFT.
+    pub(super) fn method(&self, raw: &super::raw::RawSweep, provider: ProviderKind) -> Result<Method, SpecError> {
+        let Some(m) = &raw.method else { return Ok(Method::Sft) };
+        let method = match m.get_ref() {
+            super::raw::TrainingMethod::Sft => Method::Sft,
+            super::raw::TrainingMethod::Dpo => Method::Dpo,
+        };
+        if method == Method::Dpo && provider == ProviderKind::Command {
+            return Err(self.at(
+                m,
+                "method",
+                "a trainer command is not told a method: `method = \"dpo\"` applies to the local, openai, azure \
+                 and together providers"
+                    .into(),
+                "remove `method`, and make the trainer command train DPO itself (a hyperparameter such as \
+                 `dpo_beta` becomes its `{dpo_beta}` placeholder)",
+            ));
+        }
+        let train_on_inputs = raw.together.as_ref().and_then(|t| t.get_ref().train_on_inputs.as_ref());
+        if let (Method::Dpo, Some(t)) = (method, train_on_inputs) {
+            return Err(self.at(
+                t,
+                "together.train_on_inputs",
+                "`train_on_inputs` is a setting of SFT jobs; a DPO job trains on the preferred outputs".into(),
+                "remove `train_on_inputs`, or set `method = \"sft\"`",
+            ));
+        }
+        Ok(method)
+    }
+
     pub(super) fn name(&self, raw: &Spanned<String>) -> Result<String, SpecError> {
         let name = raw.get_ref().trim().to_string();
         if name.is_empty()

@@ -40,6 +40,7 @@ pub(super) fn request(
         training_file: training_file.clone(),
         validation_file: validation_file.clone(),
         hyperparameters: RunConfig { n_epochs: job_epochs, ..run.config.clone() },
+        method: cx.spec.method,
         suffix: run.run_id.clone(),
         metadata: job_tags(&cx.sweep_name, &run.run_id, attempt),
     }))

@@ -105,6 +105,9 @@ pub struct Hyperparameters {
     pub batch_size: Option<HyperValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate_multiplier: Option<HyperValue>,
+    /// DPO only: `"auto"` or in (0, 2].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<HyperValue>,
 }
 
 /// The hyperparameters of one method.
@@ -123,6 +126,28 @@ pub struct Method {
     pub supervised: Option<MethodParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpo: Option<MethodParams>,
+}
+
+impl Method {
+    /// `{type: "supervised", supervised: {hyperparameters}}`.
+    pub fn supervised(hyperparameters: Hyperparameters) -> Method {
+        Method { kind: "supervised".into(), supervised: Some(MethodParams { hyperparameters }), dpo: None }
+    }
+
+    /// `{type: "dpo", dpo: {hyperparameters}}`.
+    pub fn dpo(hyperparameters: Hyperparameters) -> Method {
+        Method { kind: "dpo".into(), supervised: None, dpo: Some(MethodParams { hyperparameters }) }
+    }
+
+    /// The hyperparameters of the method `type` names, if it carries them.
+    pub fn hyperparameters(&self) -> Option<&Hyperparameters> {
+        match self.kind.as_str() {
+            "supervised" => self.supervised.as_ref(),
+            "dpo" => self.dpo.as_ref(),
+            _ => None,
+        }
+        .map(|p| &p.hyperparameters)
+    }
 }
 
 /// `POST /fine_tuning/jobs`.
@@ -588,10 +613,18 @@ mod tests {
             n_epochs: Some(HyperValue::int(None)),
             batch_size: Some(HyperValue::int(Some(8))),
             learning_rate_multiplier: Some(HyperValue::float(Some(0.5))),
+            beta: None,
         };
         let text = serde_json::to_string(&hp).unwrap();
         assert_eq!(text, r#"{"n_epochs":"auto","batch_size":8,"learning_rate_multiplier":0.5}"#);
         assert_eq!(serde_json::from_str::<Hyperparameters>(&text).unwrap(), hp);
+        let dpo = Method::dpo(Hyperparameters { beta: Some(HyperValue::float(Some(0.1))), ..hp });
+        assert_eq!(
+            serde_json::to_value(&dpo).unwrap(),
+            serde_json::json!({"type": "dpo", "dpo": {"hyperparameters":
+                {"n_epochs": "auto", "batch_size": 8, "learning_rate_multiplier": 0.5, "beta": 0.1}}})
+        );
+        assert_eq!(dpo.hyperparameters().and_then(|h| h.beta), Some(HyperValue::Float(0.1)));
     }
 
     #[test]

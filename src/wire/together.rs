@@ -120,12 +120,15 @@ pub struct TrainingType {
     pub lora_trainable_modules: Option<String>,
 }
 
-/// `training_method` of a create: `{method:"sft", train_on_inputs: bool|"auto"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `training_method` of a create: `{method:"sft", train_on_inputs: bool|"auto"}`
+/// or `{method:"dpo", dpo_beta?}` (left out: Together's default, 0.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainingMethod {
     pub method: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_on_inputs: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo_beta: Option<f64>,
 }
 
 /// `POST /fine-tunes`. A field left out takes the server's default.

@@ -7,6 +7,7 @@ mod azure;
 mod command;
 mod command_spec;
 mod data;
+mod dpo;
 mod durability;
 mod errors;
 mod eval;

@@ -420,6 +420,7 @@ mod tests {
             training_file: "/d/train.jsonl".into(),
             validation_file: "/d/valid.jsonl".into(),
             hyperparameters: hp,
+            method: crate::space::Method::Sft,
             suffix: "r1".into(),
             metadata: BTreeMap::new(),
         };

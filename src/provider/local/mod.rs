@@ -25,6 +25,12 @@ use trainer::{Embedding, Example, ReplyModel, TrainConfig, TrainEvent};
 /// The local provider's one model family.
 pub const BASE_MODEL: &str = crate::run::LOCAL_BASE_MODEL;
 
+/// What a DPO sweep on the local provider trains, said once on stderr: the trainer has no
+/// preference objective, so a preference pair's preferred output is its target (the reference of
+/// the conversation, [`example`]) and the non-preferred output and `beta` are not used.
+pub const DPO_NOTE: &str = "the local provider has no preference objective: a DPO sweep trains it on the preferred \
+                            outputs as its targets (the non-preferred outputs and `beta` are not used)";
+
 /// How many epoch checkpoints a job keeps, like OpenAI.
 pub const KEPT_CHECKPOINTS: u32 = 3;
 
@@ -497,6 +503,7 @@ mod tests {
 
     fn request(p: &LocalProvider, base_model: &str, n_epochs: u32, suffix: &str) -> JobRequest {
         JobRequest {
+            method: crate::space::Method::Sft,
             base_model: base_model.into(),
             training_file: p.upload(&example_file("topics-train.jsonl", 200)),
             validation_file: p.upload(&example_file("topics-valid.jsonl", 60)),

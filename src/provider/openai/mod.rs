@@ -18,7 +18,7 @@ use crate::spec::Decoding;
 use crate::store::SharedStore;
 use crate::wire::openai::{
     ChatRequest, ChatResponse, Checkpoint, CreateJob, FileObject, HyperValue, Hyperparameters, Job, JobStatus, List,
-    Method as WireMethod, MethodParams, Metrics,
+    Method as WireMethod, Metrics,
 };
 use client::{ApiError, Body, Client, Kind, Retry};
 
@@ -146,17 +146,7 @@ impl OpenAiProvider {
             suffix: Some(request.suffix.chars().take(64).collect()),
             seed: Some(hp.seed as i64),
             metadata: Some(request.metadata.clone()),
-            method: Some(WireMethod {
-                kind: "supervised".into(),
-                supervised: Some(MethodParams {
-                    hyperparameters: Hyperparameters {
-                        n_epochs: Some(HyperValue::int(hp.n_epochs)),
-                        batch_size: Some(HyperValue::int(hp.batch_size())),
-                        learning_rate_multiplier: Some(HyperValue::float(hp.learning_rate_multiplier())),
-                    },
-                }),
-                dpo: None,
-            }),
+            method: Some(method(request)),
             hyperparameters: None,
         };
         for _ in 0..3 {
@@ -506,9 +496,27 @@ impl OpenAiProvider {
 /// resolved as -1).
 fn job_epochs(job: &Job) -> Option<f64> {
     let resolved = |v: Option<HyperValue>| v.and_then(HyperValue::number).filter(|n| *n >= 1.0);
-    resolved(job.hyperparameters.as_ref().and_then(|h| h.n_epochs)).or_else(|| {
-        resolved(job.method.as_ref().and_then(|m| m.supervised.as_ref()).and_then(|s| s.hyperparameters.n_epochs))
-    })
+    resolved(job.hyperparameters.as_ref().and_then(|h| h.n_epochs))
+        .or_else(|| resolved(job.method.as_ref().and_then(WireMethod::hyperparameters).and_then(|h| h.n_epochs)))
+}
+
+/// The create's `method`: `supervised`, or `dpo` with `beta` (`"auto"`
+/// unless the run gives it), each with the run's three hyperparameters.
+fn method(request: &JobRequest) -> WireMethod {
+    let hp = &request.hyperparameters;
+    let mut hyperparameters = Hyperparameters {
+        n_epochs: Some(HyperValue::int(hp.n_epochs)),
+        batch_size: Some(HyperValue::int(hp.batch_size())),
+        learning_rate_multiplier: Some(HyperValue::float(hp.learning_rate_multiplier())),
+        beta: None,
+    };
+    match request.method {
+        crate::space::Method::Sft => WireMethod::supervised(hyperparameters),
+        crate::space::Method::Dpo => {
+            hyperparameters.beta = Some(HyperValue::float(hp.float(crate::space::BETA)));
+            WireMethod::dpo(hyperparameters)
+        }
+    }
 }
 
 /// `step`, `total_steps` and `step_number` written as whole floats (Azure's

@@ -298,9 +298,18 @@ impl TogetherProvider {
             max_grad_norm: hp.float("max_grad_norm"),
             weight_decay: hp.float("weight_decay"),
             training_type,
-            training_method: Some(TrainingMethod {
-                method: "sft".into(),
-                train_on_inputs: Some(self.settings.train_on_inputs.map_or("auto".into(), serde_json::Value::from)),
+            training_method: Some(match request.method {
+                crate::space::Method::Sft => TrainingMethod {
+                    method: "sft".into(),
+                    train_on_inputs: Some(self.settings.train_on_inputs.map_or("auto".into(), serde_json::Value::from)),
+                    dpo_beta: None,
+                },
+                // `auto` leaves `dpo_beta` out: Together's default.
+                crate::space::Method::Dpo => TrainingMethod {
+                    method: "dpo".into(),
+                    train_on_inputs: None,
+                    dpo_beta: hp.float(crate::space::BETA),
+                },
             }),
             suffix: Some(suffix(request)),
             random_seed: i64::try_from(hp.seed).ok(),
@@ -456,6 +465,7 @@ mod tests {
             training_file: "file-t".into(),
             validation_file: "file-v".into(),
             hyperparameters: config,
+            method: crate::space::Method::Sft,
             suffix: "r-0123456789abcdef".into(),
             metadata: BTreeMap::from([
                 ("ftsweep_sweep".to_string(), "s".to_string()),
@@ -520,6 +530,19 @@ mod tests {
         config.set("n_evals", Some(Value::Int(2)));
         let body = serde_json::to_value(p.create_body(&request(config.clone()))).unwrap();
         assert_eq!(body["n_evals"], 2);
+        // A DPO run: `training_method` carries its beta (auto: left out), not `train_on_inputs`.
+        let mut dpo = request(config.clone());
+        dpo.method = crate::space::Method::Dpo;
+        dpo.hyperparameters.set("beta", Some(Value::Float(0.5)));
+        let p = provider(
+            TogetherSettings::default(),
+            JobDefaults { base_model: dpo.base_model.clone(), ..JobDefaults::default() },
+        );
+        let body = serde_json::to_value(p.create_body(&dpo)).unwrap();
+        assert_eq!(body["training_method"], serde_json::json!({"method": "dpo", "dpo_beta": 0.5}));
+        dpo.hyperparameters.set("beta", None);
+        let body = serde_json::to_value(p.create_body(&dpo)).unwrap();
+        assert_eq!(body["training_method"], serde_json::json!({"method": "dpo"}));
         // A continuation trains from its parent's output.
         let mut r = request(config);
         r.base_model = "acct/parent-out".into();

@@ -28,13 +28,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::super::errors::ApiError;
-use super::super::objects::{message_event, supervised};
+use super::super::objects::message_event;
 use super::super::worker::UPLOADING_MESSAGE;
 use super::{BASE_MODELS, INVALID, USER, files, invalid, iso, new_uuid_id, not_found};
 use crate::data::{conversation_tokens, parse_chat_jsonl};
 use crate::provider::local::{BASE_MODEL, KEPT_CHECKPOINTS, VALIDATIONS_PER_EPOCH};
 use crate::serve::{App, ORGANIZATION, Params, random_hex, unix_now, worker};
-use crate::wire::openai::{HyperValue, Hyperparameters, Job, JobEvent, JobStatus, Metrics};
+use crate::wire::openai::{HyperValue, Hyperparameters, Job, JobEvent, JobStatus, Method, Metrics};
 
 /// This server's training price: $0.48 per million tokens for LoRA, $0.54 for Full (Together's
 /// 2025 list prices for models up to 16B; a stand-in, not a quote), in nanodollars per token.
@@ -333,8 +333,32 @@ fn check_training_method(v: Option<&Value>, top_level_inputs: Option<&Value>) ->
         Some(_) => return Err(invalid("Invalid value for 'training_method': expected an object", "training_method")),
     };
     let method = m.get("method").and_then(Value::as_str).unwrap_or("sft").to_ascii_lowercase();
+    if method == "dpo" {
+        if m.get("train_on_inputs").or(top_level_inputs).is_some_and(|v| !v.is_null()) {
+            return Err(invalid(
+                "Invalid value for 'training_method.train_on_inputs': a 'dpo' training method takes no \
+                 train_on_inputs",
+                "training_method.train_on_inputs",
+            ));
+        }
+        // Together's default beta; the local trainer, with no preference objective, ignores it.
+        let beta = match m.get("dpo_beta") {
+            None | Some(Value::Null) => 0.1,
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => x,
+                _ => {
+                    return Err(invalid(
+                        format!("Invalid value for 'training_method.dpo_beta': {v}. Expected a number above 0"),
+                        "training_method.dpo_beta",
+                    ));
+                }
+            },
+        };
+        return Ok(json!({"method": "dpo", "dpo_beta": beta}));
+    }
     if method != "sft" {
-        let message = format!("Invalid value for 'training_method.method': '{method}'. This server trains 'sft' only");
+        let message =
+            format!("Invalid value for 'training_method.method': '{method}'. This server trains 'sft' and 'dpo'");
         return Err(invalid(message, "training_method.method"));
     }
     let inputs = m.get("train_on_inputs").or(top_level_inputs).cloned().unwrap_or(json!("auto"));
@@ -362,6 +386,12 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Val
         n_epochs: Some(HyperValue::Int(i64::from(ft.n_epochs))),
         batch_size: Some(HyperValue::Int(i64::from(ft.batch_size))),
         learning_rate_multiplier: Some(HyperValue::Float(ft.learning_rate / DEFAULT_LEARNING_RATE)),
+        beta: None,
+    };
+    // The worker trains the job's `method`: DPO when the training method says so.
+    let method = match ft.training_method.get("dpo_beta").and_then(Value::as_f64) {
+        Some(beta) => Method::dpo(Hyperparameters { beta: Some(HyperValue::Float(beta)), ..hyperparameters.clone() }),
+        None => Method::supervised(hyperparameters.clone()),
     };
     let job = Job {
         id: new_uuid_id("ft-"),
@@ -379,8 +409,8 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Val
         result_files: Vec::new(),
         trained_tokens: None,
         seed: Some(ft.random_seed.unwrap_or(42)),
-        hyperparameters: Some(hyperparameters.clone()),
-        method: Some(supervised(hyperparameters)),
+        hyperparameters: Some(hyperparameters),
+        method: Some(method),
         metadata: None,
         error: None,
         user_provided_suffix: ft.suffix.clone(),
