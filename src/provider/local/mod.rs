@@ -550,6 +550,7 @@ mod tests {
             hyperparameters: RunConfig::supervised(Some(3), Some(4), Some(1.0), 3),
             suffix: "tools".into(),
             metadata: Default::default(),
+            method: crate::space::Method::Sft,
         };
         let (_, outcome) = run(&p, &request).await;
         let JobOutcome::Succeeded { model, .. } = outcome else { panic!("{outcome:?}") };
@@ -607,6 +608,7 @@ mod tests {
             hyperparameters: RunConfig::supervised(Some(20), Some(4), Some(2.0), 1),
             suffix: "t".into(),
             metadata: Default::default(),
+            method: crate::space::Method::Sft,
         };
         let (_, outcome) = run(&p, &request).await;
         let JobOutcome::Succeeded { model, .. } = outcome else { panic!("{outcome:?}") };
