@@ -6,10 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
-use crate::protocol::{KEY, Server, openai_sweep, read_request, run_sweep};
+use crate::protocol::{Faults, KEY, Server, openai_sweep, run_sweep, start_proxy};
 use crate::util::{Workspace, assert_refused, example_data, query, root, sweep_toml};
 
 const HP: &str = "n_epochs = [2]\nlearning_rate_multiplier = [1.0]\nbatch_size = [8]\nbeta = [0.1, 1.0]";
@@ -27,52 +25,12 @@ fn dpo(sweep: &str) -> String {
         .replace(&example_data("topics-valid.jsonl"), &data("topics-dpo-valid.jsonl"))
 }
 
-/// A proxy in front of `upstream` (an origin, `http://127.0.0.1:PORT`) that passes every request
-/// on and keeps the bodies of job creates (`POST …/fine_tuning/jobs`, `POST …/fine-tunes`).
-async fn capturing_proxy(upstream: String) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+/// The fault proxy (no faults) in front of `server`, keeping the bodies of job creates.
+async fn capturing_proxy(server: &Server) -> (String, Arc<Mutex<Vec<Value>>>) {
     let creates = Arc::new(Mutex::new(Vec::new()));
-    let kept = creates.clone();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else { break };
-            let (http, upstream, kept) = (http.clone(), upstream.clone(), kept.clone());
-            tokio::spawn(async move {
-                let Ok((method, target, headers, body)) = read_request(&mut socket).await else { return };
-                let path = target.split('?').next().unwrap_or_default();
-                if method == "POST" && (path.ends_with("/fine_tuning/jobs") || path.ends_with("/fine-tunes")) {
-                    kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                }
-                let mut request = http.request(method.parse().unwrap(), format!("{upstream}{target}")).body(body);
-                for (k, v) in
-                    headers.iter().filter(|(k, _)| !["host", "content-length", "connection"].contains(&k.as_str()))
-                {
-                    request = request.header(k, v);
-                }
-                let Ok(response) = request.send().await else { return };
-                let status = response.status().as_u16();
-                let out_headers: Vec<(String, String)> = response
-                    .headers()
-                    .iter()
-                    .filter(|(k, _)| !["content-length", "connection", "transfer-encoding"].contains(&k.as_str()))
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-                    .collect();
-                let bytes = response.bytes().await.unwrap_or_default();
-                let mut head =
-                    format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n", bytes.len());
-                for (k, v) in out_headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&bytes).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (format!("http://127.0.0.1:{port}/v1"), creates)
+    let proxy =
+        start_proxy(server.url.clone(), Faults { create_bodies: Some(creates.clone()), ..Faults::default() }).await;
+    (proxy.url, creates)
 }
 
 /// A GET at `url` with the key.
@@ -102,8 +60,7 @@ fn a_dpo_sweep_over_beta_against_serve_sends_the_method_object() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ws = Workspace::new();
     let server = Server::start(&ws, "serve.db", KEY);
-    let origin = server.url.trim_end_matches("/v1").to_string();
-    let (proxy, creates) = runtime.block_on(capturing_proxy(origin));
+    let (proxy, creates) = runtime.block_on(capturing_proxy(&server));
     ws.write("dpo.toml", &dpo(&openai_sweep("dpo-openai", &proxy, HP)));
 
     let (code, out, err) = crate::util::Workspace::run(&ws, &["plan", ws.path("dpo.toml").to_str().unwrap()]);
@@ -158,8 +115,7 @@ fn a_dpo_sweep_through_the_together_protocol_sends_dpo_beta() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ws = Workspace::new();
     let server = Server::start_args(&ws, "serve.db", KEY, &["--protocol", "together", "--max-running", "4"]);
-    let origin = server.url.trim_end_matches("/v1").to_string();
-    let (proxy, creates) = runtime.block_on(capturing_proxy(origin));
+    let (proxy, creates) = runtime.block_on(capturing_proxy(&server));
     let sweep = dpo(&sweep_toml("dpo-together", "n_epochs = [2]\nbeta = [0.1, 1.0]"))
         .replace("provider = \"local\"", "provider = \"together\"")
         .replace("local/ngram", "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference")

@@ -183,6 +183,8 @@ pub struct Faults {
     pub fail_first_attempts_with: Option<&'static str>,
     /// Keeps the body of every chat completion request, in the order they came.
     pub chat_bodies: Option<Arc<std::sync::Mutex<Vec<Value>>>>,
+    /// Keeps the body of every create that reaches the proxy ([`is_create`]), in the order they came.
+    pub create_bodies: Option<Arc<std::sync::Mutex<Vec<Value>>>>,
 }
 
 /// A raw HTTP/1.1 proxy in front of `upstream` that injects faults: 429
@@ -307,6 +309,9 @@ async fn handle(
         kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     }
     let is_create = is_create(&method, &target);
+    if let Some(kept) = faults.create_bodies.as_ref().filter(|_| is_create) {
+        kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    }
     let create_index = if is_create { creates.fetch_add(1, Ordering::Relaxed) } else { u64::MAX };
     if create_index < faults.daily_cap_creates {
         let body = r#"{"error":{"message":"This organization has reached its daily limit of fine-tuning jobs for this model.","type":"invalid_request_error","param":null,"code":"daily_rate_limit_exceeded"}}"#;
