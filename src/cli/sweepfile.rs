@@ -345,6 +345,23 @@ fn method_lines(sweep: &Sweep) -> Result<Format> {
                 }
                 .into());
             }
+            // A hosted DPO job is sent the validation file too, and the provider checks it in the
+            // training file's format (Azure's DPO guide: both files hold `input` and two outputs).
+            let hosted = matches!(sweep.provider, ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Together);
+            if let Some((line, Format::Sft)) = validation.first().filter(|_| hosted) {
+                return Err(UsageError {
+                    message: format!(
+                        "{}: a chat example (`messages`) in the validation file of a DPO sweep on `{}`: the provider \
+                         checks the validation file as preference pairs, like the training file",
+                        at(&sweep.validation_file, *line),
+                        sweep.provider.as_str()
+                    ),
+                    hint: format!(
+                        "write each validation line as {PAIR} (evaluation grades against the preferred output)"
+                    ),
+                }
+                .into());
+            }
             Ok(validation.first().map_or(Format::Dpo, |(_, k)| *k))
         }
         Method::Sft => {

@@ -200,6 +200,15 @@ fn data_of_the_other_method_is_refused_before_anything_is_written() {
         &path,
         &["both.jsonl:7: the validation file mixes preference pairs (line 1) and chat examples (line 7)"],
     );
+    // A hosted DPO sweep sends its validation file with the job: chat lines there are refused.
+    let hosted = dpo(&openai_sweep("dpo-hosted", "http://127.0.0.1:9/v1", HP))
+        .replace(&data("topics-dpo-valid.jsonl"), &example_data("topics-valid.jsonl"));
+    let path = ws.write("hosted.toml", &hosted);
+    assert_refused(
+        &ws,
+        &path,
+        &["topics-valid.jsonl:1: a chat example (`messages`) in the validation file of a DPO sweep on `openai`"],
+    );
     // beta on an SFT sweep, and a method that does not exist.
     let path = ws.write("beta.toml", &sweep_toml("sft-beta", HP));
     assert_refused(
