@@ -38,6 +38,11 @@ async fn get(url: &str) -> Value {
     reqwest::Client::new().get(url).bearer_auth(KEY).send().await.unwrap().json().await.unwrap()
 }
 
+/// A JSON POST at `url` with the key; the answer's body.
+async fn post(url: &str, body: &Value) -> Value {
+    reqwest::Client::new().post(url).bearer_auth(KEY).json(body).send().await.unwrap().json().await.unwrap()
+}
+
 /// The runs' (beta, status, score) on the sweep's leaderboard, by beta.
 fn leaderboard(ws: &Workspace, sweep: &str) -> Vec<(f64, String, f64)> {
     let rows = ws.json(&["leaderboard", sweep, "--json"]);
@@ -278,18 +283,10 @@ fn serve_refuses_dpo_requests_it_cannot_take_like_openai() {
 
         // A job whose training file is not of its method fails like OpenAI's invalid_training_file.
         let wait = |id: String| {
-            let (http, url) = (http.clone(), server.url.clone());
+            let url = server.url.clone();
             async move {
                 for _ in 0..2000 {
-                    let j: Value = http
-                        .get(format!("{url}/fine_tuning/jobs/{id}"))
-                        .bearer_auth(KEY)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let j = get(&format!("{url}/fine_tuning/jobs/{id}")).await;
                     if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or_default()) {
                         return j;
                     }
@@ -299,18 +296,9 @@ fn serve_refuses_dpo_requests_it_cannot_take_like_openai() {
             }
         };
         let create = |body: Value| {
-            let (http, url) = (http.clone(), server.url.clone());
+            let url = server.url.clone();
             async move {
-                let j: Value = http
-                    .post(format!("{url}/fine_tuning/jobs"))
-                    .bearer_auth(KEY)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let j = post(&format!("{url}/fine_tuning/jobs"), &body).await;
                 assert_eq!(j["status"], "validating_files", "{j}");
                 j["id"].as_str().unwrap().to_string()
             }
