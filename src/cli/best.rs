@@ -41,34 +41,49 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let name = args.sweep.as_deref().unwrap_or_default();
     let (store, sweep) = open_sweep(&cli.db, name)?;
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
-    let strategy = if args.strict { Strategy::Strict } else { Strategy::Cheapest };
-    let Some(pick) = rank::pick(&board.candidates, &board.standings, strategy) else {
+    let rows = board.rows();
+    let Some(choice) = choose(&board, &rows, args.strict) else {
         return Err(NoResult(format!("no run of sweep `{}` has finished yet", sweep.name)).into());
     };
-    let rows = board.rows();
-    // With seed replicates, the configuration with the best mean over its
-    // seeds wins, not a run that may owe its score to a lucky seed. The
-    // margin rule holds there as it stands: that configuration is the
-    // replicated leader, and a cheaper configuration is never picked in its
-    // place (so no failed test can trade its quality for cost).
-    let by_seeds = if args.strict { None } else { seed_pick(&rows) };
-    let chosen = &rows[by_seeds.unwrap_or(pick.chosen)];
+    let chosen = &rows[choice.index];
     if args.json {
         outln!("{}", serde_json::to_string_pretty(chosen)?)?;
     } else {
         outln!("{}", chosen.model.as_deref().unwrap_or_default())?;
     }
-    let why = match by_seeds {
-        Some(i) => seed_reason(&rows, i, &board.metric),
-        None => reason(&board, &rows, &pick, strategy),
-    };
-    errln!("best of `{}`: {why}", sweep.name)?;
-    if !args.strict
-        && let Some(note) = resolution_note(&board, &rows, &pick, by_seeds.is_none())
-    {
+    errln!("best of `{}`: {}", sweep.name, choice.reason)?;
+    if let Some(note) = &choice.note {
         errln!("note: {note}")?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// What `best` picks: the row (an index into `rows`, which are `board.rows()`), why in one
+/// sentence, and what the validation set can resolve when it limits the pick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub index: usize,
+    pub reason: String,
+    pub note: Option<String>,
+}
+
+/// `best`'s pick on `board` (`strict`: the top score alone); `None` while no run has finished.
+/// The leaderboard marks it and the report shows it with its reason.
+pub fn choose(board: &Board, rows: &[LeaderboardRow], strict: bool) -> Option<Choice> {
+    let strategy = if strict { Strategy::Strict } else { Strategy::Cheapest };
+    let pick = rank::pick(&board.candidates, &board.standings, strategy)?;
+    // With seed replicates, the configuration with the best mean over its
+    // seeds wins, not a run that may owe its score to a lucky seed. The
+    // margin rule holds there as it stands: that configuration is the
+    // replicated leader, and a cheaper configuration is never picked in its
+    // place (so no failed test can trade its quality for cost).
+    let by_seeds = if strict { None } else { seed_pick(rows) };
+    let reason = match by_seeds {
+        Some(i) => seed_reason(rows, i, &board.metric),
+        None => reason(board, rows, &pick, strategy),
+    };
+    let note = if strict { None } else { resolution_note(board, rows, &pick, by_seeds.is_none()) };
+    Some(Choice { index: by_seeds.unwrap_or(pick.chosen), reason, note })
 }
 
 /// The row to deploy when some configurations were trained with several
