@@ -70,6 +70,8 @@ pub struct LeaderboardRow {
     /// margin`: shown to be as good within the margin, the only rows `best`
     /// may pick instead of the leader.
     pub within_margin: bool,
+    /// The row `ftsweep best` picks (by its default rule, not `--strict`).
+    pub is_pick: bool,
     /// The paired test against the leader: `mcnemar_exact` or `paired_bootstrap`.
     pub test: Option<String>,
     pub p_value: Option<f64>,
@@ -189,6 +191,11 @@ pub fn mark_seed_groups(rows: &mut [LeaderboardRow]) {
 /// Successive halving's rungs: per rung, its epochs, runs, how many went on
 /// to the next rung, the tokens its jobs trained and its best score.
 pub fn rung_table(rows: &[LeaderboardRow], metric: &str) -> Option<String> {
+    rung_table_within(rows, metric, None)
+}
+
+/// [`rung_table`] within `width` columns.
+fn rung_table_within(rows: &[LeaderboardRow], metric: &str, width: Option<usize>) -> Option<String> {
     let runs: Vec<&LeaderboardRow> = rows.iter().filter(|r| r.kind == "run" && r.rung.is_some()).collect();
     let last = runs.iter().filter_map(|r| r.rung).max()?;
     let best_header = format!("best {metric}");
@@ -212,11 +219,17 @@ pub fn rung_table(rows: &[LeaderboardRow], metric: &str) -> Option<String> {
         ]);
     }
     right(&mut t, 0, 7);
-    Some(format!("successive halving, by rung (trained tokens: the rung's own jobs):\n{t}"))
+    let heading = wrap("successive halving, by rung (trained tokens: the rung's own jobs):", width);
+    Some(format!("{heading}\n{}", within(t, width)))
 }
 
 /// The seed groups, best mean first: one row per configuration.
 pub fn seed_group_table(rows: &[LeaderboardRow], metric: &str) -> Option<String> {
+    seed_group_table_within(rows, metric, None)
+}
+
+/// [`seed_group_table`] within `width` columns.
+fn seed_group_table_within(rows: &[LeaderboardRow], metric: &str, width: Option<usize>) -> Option<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut groups: Vec<(&LeaderboardRow, &SeedGroup)> = rows
         .iter()
@@ -241,7 +254,8 @@ pub fn seed_group_table(rows: &[LeaderboardRow], metric: &str) -> Option<String>
         ]);
     }
     right(&mut t, 3, 7);
-    Some(format!("seed replicates (a configuration over its seeds; `best` ranks these by mean):\n{t}"))
+    let heading = wrap("seed replicates (a configuration over its seeds; `best` ranks these by mean):", width);
+    Some(format!("{heading}\n{}", within(t, width)))
 }
 
 /// Builds the leaderboard rows, in the standings' order; `names` are the
@@ -309,6 +323,7 @@ pub fn leaderboard_rows(
                 tied_with_best: st.tied_with_best,
                 shortfall_upper: st.shortfall.map(|b| b.upper),
                 within_margin: st.within_margin,
+                is_pick: false,
                 test: st.comparison.map(|c| c.test.to_string()),
                 p_value: st.comparison.map(|c| c.p_value),
                 diff_from_leader: st.score.zip(leader_score).map(|(s, l)| s - l),
@@ -409,6 +424,10 @@ pub struct BoardView<'a> {
     pub pass_fail: bool,
     /// A local sweep's note on the validation references its classifier cannot give.
     pub local_note: Option<&'a str>,
+    /// The sweep's name, for the `--wide` hint.
+    pub sweep: &'a str,
+    /// `best`'s reason for the row it picks (the row marked `is_pick`).
+    pub pick: Option<&'a str>,
 }
 
 fn p_text(p: f64) -> String {
@@ -465,100 +484,467 @@ fn hyper_cell(r: &LeaderboardRow, name: &str) -> String {
     r.config.as_ref().map_or_else(|| "-".into(), |c| c.show(name))
 }
 
-/// The cells of a row, in [`board_header`]'s order; `hyper` are the
-/// hyperparameter columns between the epochs and the seed.
-fn board_cells(r: &LeaderboardRow, view: &BoardView<'_>, hyper: &[String]) -> Vec<String> {
-    let mut cells = vec![r.rank.map_or_else(|| "-".into(), |x| x.to_string()), row_label(r), hyper_text(r.n_epochs)];
-    cells.extend(hyper.iter().map(|n| hyper_cell(r, n)));
-    cells.extend([
-        r.seed.map_or_else(|| "-".into(), |s| s.to_string()),
-        if r.run_id.is_some() { r.status.clone() } else { "-".into() },
-        opt(r.score, 3),
-        ci(r),
-        vs_leader(r),
-    ]);
-    cells.extend(view.others.iter().map(|n| opt(r.scores.get(n).copied().flatten(), 3)));
-    cells.extend([
-        loss(r.valid_loss),
-        r.gap.map_or_else(|| "-".into(), |g| format!("{g:+.3}")),
-        r.trained_tokens.map_or_else(|| "-".into(), |x| x.to_string()),
-        usd(r.cost_usd).replace('?', "-"),
-        note(r),
-    ]);
-    cells
+/// What a leaderboard column shows, which decides when it gives way to a narrow terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnKind {
+    Rank,
+    Run,
+    Epochs,
+    Hyper,
+    Seed,
+    Status,
+    Metric,
+    Ci,
+    VsLeader,
+    Grader,
+    ValidLoss,
+    Gap,
+    Tokens,
+    Cost,
+    Note,
 }
 
-fn board_header(view: &BoardView<'_>, hyper: &[String]) -> Vec<String> {
-    let mut h: Vec<String> = vec!["rank".into(), "run".into(), "n_epochs".into()];
-    h.extend(hyper.iter().map(|n| crate::space::short(n).to_string()));
-    h.extend(["seed", "status", view.metric, "95% CI", "vs leader"].iter().map(|s| s.to_string()));
-    h.extend(view.others.iter().cloned());
-    h.extend(["valid_loss", "gap", "trained_tokens", "cost", "note"].iter().map(|s| s.to_string()));
-    h
+impl ColumnKind {
+    /// A column of a run's own (its configuration or state): the baseline's and evaluated
+    /// models' `-` there says nothing about the runs.
+    fn of_runs(self) -> bool {
+        matches!(self, ColumnKind::Epochs | ColumnKind::Hyper | ColumnKind::Seed | ColumnKind::Status)
+    }
+
+    /// Whether a column whose every cell is the same may be left out (saying its value).
+    fn may_be_constant(self) -> bool {
+        !matches!(self, ColumnKind::Rank | ColumnKind::Run | ColumnKind::Metric | ColumnKind::Ci | ColumnKind::VsLeader)
+    }
+}
+
+/// One column of the leaderboard table: its header, its cells (a row each) and alignment.
+#[derive(Debug, Clone)]
+struct Column {
+    kind: ColumnKind,
+    header: String,
+    cells: Vec<String>,
+    right: bool,
+}
+
+impl Column {
+    fn width(&self) -> usize {
+        self.cells.iter().chain([&self.header]).map(|c| console::measure_text_width(c)).max().unwrap_or(0)
+    }
+
+    /// The value every row has, when they all have the same (for a run's column: every run).
+    fn constant(&self, rows: &[LeaderboardRow]) -> Option<&str> {
+        let mut cells =
+            self.cells.iter().zip(rows).filter(|(_, r)| !self.kind.of_runs() || r.run_id.is_some()).map(|(c, _)| c);
+        let first = cells.next()?;
+        cells.all(|c| c == first).then_some(first.as_str())
+    }
+}
+
+/// How the cells are written: in full, or shorter for a narrow terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Style {
+    /// `tokens`, `epochs` for `trained_tokens`, `n_epochs`.
+    short_headers: bool,
+    /// Run ids cut to the shortest unique prefix (at least [`SHORT_ID`] characters).
+    short_ids: bool,
+    /// `vs leader` without the p-value: `n.s. ≤0.041`.
+    compact_vs: bool,
+}
+
+/// The fewest characters a shortened run id keeps (`r-` and six hex digits).
+const SHORT_ID: usize = 8;
+/// The fewest characters of a note worth showing; with less room the note is left out.
+const NOTE_MIN: usize = 12;
+
+/// The row's standing against the leader in short: the test's verdict and the bound.
+fn vs_leader_compact(r: &LeaderboardRow) -> String {
+    let test = match (r.is_leader, r.p_value) {
+        (true, _) => return "leader".into(),
+        (false, Some(_)) if r.tied_with_best => "n.s.",
+        (false, Some(_)) if r.diff_from_leader.is_some_and(|d| d > 0.0) => "above",
+        (false, Some(_)) => "below",
+        (false, None) => return "-".into(),
+    };
+    match r.shortfall_upper {
+        Some(_) if r.within_margin => format!("{test} within margin"),
+        Some(u) => format!("{test} ≤{u:.3}"),
+        None => test.into(),
+    }
+}
+
+/// Each run id's shortest prefix that no other run id of `rows` shares, of at least [`SHORT_ID`]
+/// characters: what `compare` and `promote` accept for the run.
+fn short_ids(rows: &[LeaderboardRow]) -> BTreeMap<String, String> {
+    let ids: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r.run_id.as_deref()).collect();
+    ids.iter()
+        .map(|id| {
+            let chars: Vec<char> = id.chars().collect();
+            let n = (SHORT_ID..chars.len())
+                .find(|&n| {
+                    let prefix: String = chars[..n].iter().collect();
+                    ids.iter().filter(|o| o.starts_with(&prefix)).count() == 1
+                })
+                .unwrap_or(chars.len());
+            (id.to_string(), chars[..n].iter().collect())
+        })
+        .collect()
+}
+
+/// The leaderboard's columns in full order: rank, run, the epochs and other hyperparameters,
+/// seed, status, the metric, its interval, the test against the leader, the other scores,
+/// validation loss, gap, trained tokens, cost and note. The rank of `best`'s pick reads `N best`.
+fn board_columns(rows: &[LeaderboardRow], view: &BoardView<'_>, style: Style) -> Vec<Column> {
+    let hyper = row_names(rows);
+    let ids = if style.short_ids { short_ids(rows) } else { BTreeMap::new() };
+    let column = |kind, header: &str, right, cell: &dyn Fn(&LeaderboardRow) -> String| Column {
+        kind,
+        header: header.to_string(),
+        cells: rows.iter().map(cell).collect(),
+        right,
+    };
+    let label = |r: &LeaderboardRow| {
+        let full = row_label(r);
+        match r.run_id.as_ref().and_then(|id| ids.get(id).map(|s| (id, s))) {
+            Some((id, short)) => full.replacen(id.as_str(), short, 1),
+            None => full,
+        }
+    };
+    let rank = |r: &LeaderboardRow| {
+        let rank = r.rank.map_or_else(|| "-".into(), |x| x.to_string());
+        if r.is_pick { format!("{rank} best") } else { rank }
+    };
+    let short = |full: &'static str, short: &'static str| if style.short_headers { short } else { full };
+    let mut cols = vec![
+        column(ColumnKind::Rank, "rank", false, &rank),
+        column(ColumnKind::Run, "run", false, &label),
+        column(ColumnKind::Epochs, short("n_epochs", "epochs"), true, &|r| hyper_text(r.n_epochs)),
+    ];
+    cols.extend(hyper.iter().map(|n| column(ColumnKind::Hyper, crate::space::short(n), true, &|r| hyper_cell(r, n))));
+    cols.extend([
+        column(ColumnKind::Seed, "seed", true, &|r| r.seed.map_or_else(|| "-".into(), |s| s.to_string())),
+        column(ColumnKind::Status, "status", false, &|r| {
+            if r.run_id.is_some() { r.status.clone() } else { "-".into() }
+        }),
+        column(ColumnKind::Metric, view.metric, true, &|r| opt(r.score, 3)),
+        column(ColumnKind::Ci, "95% CI", false, &ci),
+        column(ColumnKind::VsLeader, "vs leader", false, &|r| {
+            if style.compact_vs { vs_leader_compact(r) } else { vs_leader(r) }
+        }),
+    ]);
+    cols.extend(
+        view.others
+            .iter()
+            .map(|n| column(ColumnKind::Grader, n, true, &|r| opt(r.scores.get(n).copied().flatten(), 3))),
+    );
+    cols.extend([
+        column(ColumnKind::ValidLoss, "valid_loss", true, &|r| loss(r.valid_loss)),
+        column(ColumnKind::Gap, "gap", true, &|r| r.gap.map_or_else(|| "-".into(), |g| format!("{g:+.3}"))),
+        column(ColumnKind::Tokens, short("trained_tokens", "tokens"), true, &|r| {
+            r.trained_tokens.map_or_else(|| "-".into(), |x| x.to_string())
+        }),
+        column(ColumnKind::Cost, "cost", true, &|r| usd(r.cost_usd).replace('?', "-")),
+        column(ColumnKind::Note, "note", false, &note),
+    ]);
+    cols
+}
+
+/// The width of a table of columns this wide, as [`new_table`] draws it: a space either side of
+/// each cell and a border between and around them.
+fn drawn_width(widths: impl IntoIterator<Item = usize>) -> usize {
+    let (sum, n) = widths.into_iter().fold((0, 0), |(s, n), w| (s + w + 2, n + 1));
+    sum + n + 1
+}
+
+/// One way of giving way to a narrow terminal, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Leave out the columns with one value in every row, and shorten two headers.
+    Constants,
+    /// Leave out every column of this kind, the last first, one at a time.
+    Drop(ColumnKind),
+    ShortIds,
+    CompactVs,
+}
+
+/// The steps, in order; rank, run and the metric are always shown. At each, the note takes
+/// the room the other columns leave (see [`Layout::fits`]).
+const STEPS: [Step; 14] = [
+    Step::Constants,
+    Step::Drop(ColumnKind::Gap),
+    Step::Drop(ColumnKind::ValidLoss),
+    Step::ShortIds,
+    Step::Drop(ColumnKind::Grader),
+    Step::CompactVs,
+    Step::Drop(ColumnKind::Seed),
+    Step::Drop(ColumnKind::Status),
+    Step::Drop(ColumnKind::Cost),
+    Step::Drop(ColumnKind::Ci),
+    Step::Drop(ColumnKind::Tokens),
+    Step::Drop(ColumnKind::Hyper),
+    Step::Drop(ColumnKind::Epochs),
+    Step::Drop(ColumnKind::VsLeader),
+];
+
+/// The table as it will be drawn: which columns (indices into [`board_columns`]'s), the style
+/// of the cells, the note's width when cut short, and what was left out and why.
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    style: Style,
+    hidden: Vec<usize>,
+    /// Columns left out because every row has the same value: (header, value, of runs only).
+    constants: Vec<(String, String, bool)>,
+    /// Other columns left out, by header, in the order they went.
+    dropped: Vec<String>,
+    /// The width the notes are cut to.
+    note_width: Option<usize>,
+    /// The note is left out: too little room is left for it.
+    note_out: bool,
+}
+
+impl Layout {
+    /// Whether the columns shown fit `limit`; the note takes the room the others leave, cut
+    /// short to it, or is left out when that is less than [`NOTE_MIN`].
+    fn fits(&mut self, cols: &[Column], limit: usize) -> bool {
+        let shown = |i: &usize| !self.hidden.contains(i);
+        let note = cols.iter().position(|c| c.kind == ColumnKind::Note).filter(shown);
+        let rest = drawn_width((0..cols.len()).filter(shown).filter(|i| Some(*i) != note).map(|i| cols[i].width()));
+        (self.note_width, self.note_out) = (None, false);
+        let Some(note) = note else { return rest <= limit };
+        let room = limit.saturating_sub(rest + 3);
+        if cols[note].width() <= room {
+            return true;
+        }
+        if room >= NOTE_MIN {
+            self.note_width = Some(room);
+        } else {
+            self.note_out = true;
+        }
+        rest <= limit
+    }
+
+    fn shows(&self, cols: &[Column], i: usize) -> bool {
+        let note_out = self.note_out && cols[i].kind == ColumnKind::Note;
+        !self.hidden.contains(&i) && !note_out
+    }
+}
+
+/// How the table fits `limit` columns: each [`Step`] in turn until it does (see [`STEPS`]);
+/// with the steps all taken it shows rank, run and the metric, however narrow the limit.
+fn fit(rows: &[LeaderboardRow], view: &BoardView<'_>, limit: usize) -> Layout {
+    let mut layout = Layout::default();
+    let mut cols = board_columns(rows, view, layout.style);
+    if layout.fits(&cols, limit) {
+        return layout;
+    }
+    for step in STEPS {
+        match step {
+            Step::Constants => {
+                for (i, c) in cols.iter().enumerate().filter(|(_, c)| c.kind.may_be_constant()) {
+                    if let Some(v) = c.constant(rows) {
+                        layout.hidden.push(i);
+                        layout.constants.push((c.header.clone(), v.to_string(), c.kind.of_runs()));
+                    }
+                }
+                layout.style.short_headers = true;
+            }
+            Step::ShortIds => layout.style.short_ids = true,
+            Step::CompactVs => layout.style.compact_vs = true,
+            Step::Drop(kind) => {
+                let mut of_kind: Vec<usize> =
+                    (0..cols.len()).filter(|i| cols[*i].kind == kind && !layout.hidden.contains(i)).collect();
+                while let Some(i) = of_kind.pop() {
+                    layout.hidden.push(i);
+                    layout.dropped.push(cols[i].header.clone());
+                    if !of_kind.is_empty() && layout.fits(&cols, limit) {
+                        return layout;
+                    }
+                }
+            }
+        }
+        cols = board_columns(rows, view, layout.style);
+        if layout.fits(&cols, limit) {
+            return layout;
+        }
+    }
+    layout
+}
+
+/// What the table left out to fit, for the line under it.
+fn left_out_line(layout: &Layout, view: &BoardView<'_>, limit: usize) -> Option<String> {
+    let mut parts: Vec<String> = layout
+        .constants
+        .iter()
+        .map(|(h, v, runs)| match (v.as_str(), runs) {
+            ("", _) => format!("{h} (empty)"),
+            (v, true) => format!("{h} ({v} in every run)"),
+            (v, false) => format!("{h} ({v} in every row)"),
+        })
+        .collect();
+    parts.extend(layout.dropped.iter().cloned());
+    if layout.note_out {
+        parts.push("note".into());
+    }
+    let mut also = Vec::new();
+    if layout.note_width.is_some() {
+        also.push("notes cut short (…)".to_string());
+    }
+    if layout.style.short_ids {
+        also.push("run ids cut to unique prefixes".to_string());
+    }
+    if layout.style.compact_vs {
+        also.push("vs leader without p-values".to_string());
+    }
+    if parts.is_empty() && also.is_empty() {
+        return None;
+    }
+    let mut line = format!("to fit {limit} columns");
+    if !parts.is_empty() {
+        line.push_str(&format!(", left out: {}", parts.join(", ")));
+    }
+    if !also.is_empty() {
+        line.push_str(&format!("; {}", also.join("; ")));
+    }
+    Some(format!("{line}. `ftsweep leaderboard {} --wide` shows every column.", view.sweep))
+}
+
+/// The line on `best`'s pick: its rank and row, its model, and `best`'s reason without the
+/// row's figures it starts with (the table shows them); `short`: the reason's first clause.
+fn pick_line(rows: &[LeaderboardRow], view: &BoardView<'_>, short: bool) -> Option<String> {
+    let r = rows.iter().find(|r| r.is_pick)?;
+    let mut line = format!(
+        "best: rank {} ({}), model {}",
+        r.rank.map_or_else(|| "-".into(), |x| x.to_string()),
+        row_label(r),
+        r.model.as_deref().unwrap_or("-")
+    );
+    if let Some(reason) = view.pick {
+        let reason = match reason.split_once("): ") {
+            Some((head, rest)) if head.starts_with(r.run_id.as_deref().unwrap_or(&r.kind)) => rest,
+            _ => reason,
+        };
+        let first = [reason.find("; "), reason.find(": ")].into_iter().flatten().min();
+        match first.filter(|_| short) {
+            Some(end) => {
+                line.push_str(&format!(": {} (`ftsweep best {}` says why in full)", &reason[..end], view.sweep))
+            }
+            None => line.push_str(&format!(": {reason}")),
+        }
+    }
+    Some(line)
+}
+
+/// `text` with each line broken at spaces to at most `width` columns (a word longer than that
+/// keeps its own line); unchanged without a width.
+pub fn wrap(text: &str, width: Option<usize>) -> String {
+    let Some(width) = width else { return text.to_string() };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut current = String::new();
+        for word in line.split(' ') {
+            let candidate = if current.is_empty() { word.to_string() } else { format!("{current} {word}") };
+            if console::measure_text_width(&candidate) <= width || current.is_empty() {
+                current = candidate;
+            } else {
+                out.push(std::mem::replace(&mut current, word.to_string()));
+            }
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
+/// A secondary table (rungs, seed groups) kept within `width`: its cells wrapped when it would
+/// be wider.
+fn within(mut t: Table, width: Option<usize>) -> Table {
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic).set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    }
+    t
 }
 
 /// What the interval and the marks against the leader mean, under the table.
 pub fn board_legend(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
+    legend(rows, view, Style::default(), true)
+}
+
+fn legend(rows: &[LeaderboardRow], view: &BoardView<'_>, style: Style, gap: bool) -> String {
     let n = rows.iter().find(|r| r.is_leader).and_then(|r| r.n_eval).unwrap_or(0);
     let (interval, test) = if view.pass_fail {
         ("Wilson", "exact McNemar test")
     } else {
         ("percentile bootstrap, 2000 resamples", "paired bootstrap, 10000 resamples")
     };
+    let below = if style.compact_vs { "≤x" } else { "≤x below" };
     let mut legend = format!(
         "{}: mean over {n} examples; 95% CI: {interval}. vs leader: {test} on the same examples; \
          `n.s.` = not significantly different at alpha = {alpha} (no correction for multiple comparisons), \
-         which is no evidence that it is as good; `≤x below` = at most x below the leader ({confidence}% one-sided \
+         which is no evidence that it is as good; `{below}` = at most x below the leader ({confidence}% one-sided \
          bound); `within margin` = that bound is below the margin {margin}, the only runs `best` may pick \
-         instead of the leader. gap = valid_loss - train_loss.",
+         instead of the leader.",
         view.metric,
         alpha = view.alpha,
         confidence = crate::stats::confidence_percent(view.alpha),
         margin = view.margin
     );
+    if gap {
+        legend.push_str(" gap = valid_loss - train_loss.");
+    }
     legend.extend(view.local_note.map(|note| format!(" {note}.")));
     legend
 }
 
-/// The ranked table, with its legend.
-pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
-    let hyper = row_names(rows);
-    let header = board_header(view, &hyper);
-    let mut t = new_table(&header.iter().map(String::as_str).collect::<Vec<_>>());
-    for r in rows {
-        t.add_row(board_cells(r, view, &hyper));
+/// The ranked table, with its legend, the line on `best`'s pick, and the tables of rungs and
+/// seed groups when there are some; within `width` columns when given (see [`fit`]; the prose is
+/// wrapped to it), else every column in full.
+pub fn leaderboard_table(rows: &[LeaderboardRow], view: &BoardView<'_>, width: Option<usize>) -> String {
+    let layout = width.map(|w| fit(rows, view, w)).unwrap_or_default();
+    let cols = board_columns(rows, view, layout.style);
+    let shown: Vec<&Column> = (0..cols.len()).filter(|&i| layout.shows(&cols, i)).map(|i| &cols[i]).collect();
+    let mut t = new_table(&shown.iter().map(|c| c.header.as_str()).collect::<Vec<_>>());
+    for i in 0..rows.len() {
+        t.add_row(shown.iter().map(|c| match (c.kind, layout.note_width) {
+            (ColumnKind::Note, Some(w)) => console::truncate_str(&c.cells[i], w, "…").into_owned(),
+            _ => c.cells[i].clone(),
+        }));
     }
-    let (n, k) = (header.len(), hyper.len());
-    right(&mut t, 2, 4 + k);
-    right(&mut t, 5 + k, 6 + k);
-    right(&mut t, 8 + k, n - 1);
-    let mut out = format!("{t}\n{}", board_legend(rows, view));
-    for extra in [rung_table(rows, view.metric), seed_group_table(rows, view.metric)].into_iter().flatten() {
+    for (i, c) in shown.iter().enumerate() {
+        if c.right {
+            right(&mut t, i, i + 1);
+        }
+    }
+    let gap = shown.iter().any(|c| c.kind == ColumnKind::Gap);
+    let mut prose = vec![legend(rows, view, layout.style, gap)];
+    prose.extend(pick_line(rows, view, width.is_some()));
+    prose.extend(width.and_then(|w| left_out_line(&layout, view, w)));
+    let mut out = t.to_string();
+    for p in prose {
+        out.push('\n');
+        out.push_str(&wrap(&p, width));
+    }
+    let extras = [rung_table_within(rows, view.metric, width), seed_group_table_within(rows, view.metric, width)];
+    for extra in extras.into_iter().flatten() {
         out.push('\n');
         out.push_str(&extra);
     }
     out
 }
 
-/// The ranked table in GitHub Markdown, for pull requests.
+/// The ranked table in GitHub Markdown, for pull requests: every column.
 pub fn leaderboard_markdown(rows: &[LeaderboardRow], view: &BoardView<'_>) -> String {
     let escape = |s: &str| s.replace('|', "\\|");
-    let hyper = row_names(rows);
-    let header = board_header(view, &hyper);
-    let mut out = format!("| {} |\n", header.join(" | "));
-    let k = hyper.len();
-    let align: Vec<&str> = (0..header.len())
-        .map(|i| {
-            let right = (2..4 + k).contains(&i) || i == 5 + k || (8 + k..header.len() - 1).contains(&i);
-            if right { "---:" } else { "---" }
-        })
-        .collect();
+    let cols = board_columns(rows, view, Style::default());
+    let headers: Vec<&str> = cols.iter().map(|c| c.header.as_str()).collect();
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    let align: Vec<&str> = cols.iter().map(|c| if c.right { "---:" } else { "---" }).collect();
     out.push_str(&format!("| {} |\n", align.join(" | ")));
-    for r in rows {
-        let cells: Vec<String> = board_cells(r, view, &hyper).iter().map(|c| escape(c)).collect();
+    for i in 0..rows.len() {
+        let cells: Vec<String> = cols.iter().map(|c| escape(&c.cells[i])).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out.push_str(&format!("\n{}\n", board_legend(rows, view)));
+    if let Some(line) = pick_line(rows, view, false) {
+        out.push_str(&format!("\n{}\n", escape(&line)));
+    }
     out
 }
 
@@ -979,13 +1365,15 @@ mod tests {
             margin: 0.02,
             pass_fail: true,
             local_note: None,
+            sweep: "s",
+            pick: None,
         }
     }
 
     #[test]
     fn the_leaderboard_table_shows_the_hyperparameters_the_runs_use() {
         let (rows, names) = board();
-        insta::assert_snapshot!(leaderboard_table(&rows, &view(&names)));
+        insta::assert_snapshot!(leaderboard_table(&rows, &view(&names), None));
     }
 
     #[test]

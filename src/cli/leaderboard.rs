@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::best::{self, Choice};
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_existing, open_sweep};
 use crate::eval::config::COMBINED;
@@ -33,6 +34,9 @@ pub struct Args {
     /// Rank by this grader (or `combined`) instead of the sweep's metric.
     #[arg(long)]
     pub metric: Option<String>,
+    /// Show every column of the table in full, however wide the terminal (a pipe always gets them).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// How the leaderboard is printed.
@@ -53,15 +57,30 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         _ => Format::Table,
     };
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
-    outln!("{}", board.render(format)?)?;
+    let width = if args.wide || format != Format::Table { None } else { table_width()? };
+    outln!("{}", board.render(format, width)?)?;
     Ok(ExitStatus::Success)
 }
 
-/// Prints the sweep's leaderboard on stdout: a table, or JSON.
+/// Prints the sweep's leaderboard on stdout: a table that fits the terminal, or JSON.
 pub fn print(store: &SharedStore, sweep: &SweepRecord, json: bool) -> Result<()> {
     let board = Board::load(store, sweep, None)?;
-    outln!("{}", board.render(if json { Format::Json } else { Format::Table })?)?;
+    let (format, width) = if json { (Format::Json, None) } else { (Format::Table, table_width()?) };
+    outln!("{}", board.render(format, width)?)?;
     Ok(())
+}
+
+/// The width the table must fit: `COLUMNS` when it is set to a positive integer (another value
+/// is ignored with a warning, as GNU `ls` does; an empty one is unset), else the terminal's when
+/// stdout is one, else none (a pipe or file gets every column).
+fn table_width() -> Result<Option<usize>> {
+    if let Some(text) = std::env::var_os("COLUMNS").filter(|v| !v.is_empty()) {
+        match text.to_str().and_then(|t| t.parse::<usize>().ok()).filter(|&n| n > 0) {
+            Some(n) => return Ok(Some(n)),
+            None => errln!("warning: ignoring COLUMNS={}: not a positive integer", text.to_string_lossy())?,
+        }
+    }
+    Ok(console::Term::stdout().size_checked().map(|(_, columns)| usize::from(columns)))
 }
 
 /// A sweep's ranked rows, loaded and graded.
@@ -127,10 +146,20 @@ impl Board {
         Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail, local_note })
     }
 
+    /// The rows, `best`'s pick marked (`is_pick`).
     pub fn rows(&self) -> Vec<LeaderboardRow> {
+        self.rows_and_pick().0
+    }
+
+    /// The rows with `best`'s pick marked, and the pick.
+    pub fn rows_and_pick(&self) -> (Vec<LeaderboardRow>, Option<Choice>) {
         let mut rows = report::leaderboard_rows(&self.candidates, &self.standings, &self.metric, &self.names);
         report::mark_seed_groups(&mut rows);
-        rows
+        let pick = best::choose(self, &rows, false);
+        if let Some(p) = &pick {
+            rows[p.index].is_pick = true;
+        }
+        (rows, pick)
     }
 
     /// The other scores than the one ranked by.
@@ -138,8 +167,9 @@ impl Board {
         self.names.iter().filter(|n| **n != self.metric).cloned().collect()
     }
 
-    pub fn render(&self, format: Format) -> Result<String> {
-        let rows = self.rows();
+    /// The leaderboard in `format`; a table within `width` columns when given.
+    pub fn render(&self, format: Format, width: Option<usize>) -> Result<String> {
+        let (rows, pick) = self.rows_and_pick();
         let others = self.others();
         let view = BoardView {
             metric: &self.metric,
@@ -148,9 +178,15 @@ impl Board {
             margin: self.setup.evaluation.margin,
             pass_fail: self.pass_fail,
             local_note: self.local_note.as_deref(),
+            sweep: &self.setup.sweep.name,
+            pick: pick.as_ref().map(|p| p.reason.as_str()),
         };
         Ok(match format {
-            Format::Table => format!("{}\n{}", report::leaderboard_table(&rows, &view), self.decoding_note()),
+            Format::Table => format!(
+                "{}\n{}",
+                report::leaderboard_table(&rows, &view, width),
+                report::wrap(&self.decoding_note(), width)
+            ),
             Format::Json => serde_json::to_string_pretty(&rows)?,
             Format::Csv => report::leaderboard_csv(&rows, &self.names).trim_end().to_string(),
             Format::Markdown => {

@@ -55,7 +55,7 @@ impl Workspace {
     /// The binary, run in the workspace with a clean environment.
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("ftsweep").expect("the ftsweep binary");
-        c.current_dir(self.dir.path()).env_remove("FTSWEEP_DB").env_remove("RUST_LOG");
+        c.current_dir(self.dir.path()).env_remove("FTSWEEP_DB").env_remove("RUST_LOG").env_remove("COLUMNS");
         c
     }
 
