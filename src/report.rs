@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width, presets};
 use serde::Serialize;
 
 use crate::rank::{Candidate, Standing};
@@ -856,9 +856,22 @@ pub fn wrap(text: &str, width: Option<usize>) -> String {
 /// A secondary table (rungs, seed groups) kept within `width`: its cells wrapped when it would
 /// be wider.
 fn within(mut t: Table, width: Option<usize>) -> Table {
-    if let Some(w) = width {
-        t.set_content_arrangement(ContentArrangement::Dynamic).set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    let Some(w) = width else { return t };
+    // No header word is broken when the longest of each column fit the width side by side
+    // (the bound counts the padding).
+    let words: Vec<usize> = t.header().map_or_else(Vec::new, |h| {
+        h.cell_iter()
+            .map(|c| c.content().split_whitespace().map(console::measure_text_width).max().unwrap_or(0) + 2)
+            .collect()
+    });
+    if words.iter().map(|n| n + 1).sum::<usize>() < w {
+        for (i, n) in words.into_iter().enumerate() {
+            if let Some(c) = t.column_mut(i) {
+                c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(u16::try_from(n).unwrap_or(u16::MAX))));
+            }
+        }
     }
+    t.set_content_arrangement(ContentArrangement::Dynamic).set_width(u16::try_from(w).unwrap_or(u16::MAX));
     t
 }
 
@@ -1405,5 +1418,139 @@ mod tests {
         assert_eq!(by_id("r-c")["warmup_ratio"], 0.1);
         let baseline = json.as_array().unwrap().iter().find(|r| r["is_baseline"] == true).unwrap();
         assert!(baseline.get("batch_size").is_none() && baseline["n_epochs"].is_null(), "{baseline}");
+    }
+
+    /// The header of a drawn table: the cells of its second line.
+    fn header_of(table: &str) -> Vec<String> {
+        let line = table.lines().nth(1).unwrap();
+        line.trim_matches('│').split('┆').map(|c| c.trim().to_string()).collect()
+    }
+
+    /// The board with two more graders, each rank's run id long and `r-a` picked by `best`.
+    fn wide_board() -> (Vec<LeaderboardRow>, Vec<String>) {
+        let (mut rows, _) = board();
+        let names: Vec<String> = ["exact_match", "contains", "json_valid"].iter().map(|s| s.to_string()).collect();
+        for (i, r) in rows.iter_mut().enumerate() {
+            if let Some(id) = &mut r.run_id {
+                *id = format!("{id}-{i}c0ffee{i}0123456");
+            }
+            r.scores.insert("contains".into(), Some(0.5 + 0.1 * i as f64));
+            r.scores.insert("json_valid".into(), Some(0.25 * i as f64));
+        }
+        rows[0].is_pick = true;
+        (rows, names)
+    }
+
+    const REASON: &str = "r-a-0c0ffee00123456 (exact_match 0.800; n_epochs=3): the leader; no cheaper run is shown \
+                          to be within the margin";
+
+    #[test]
+    fn the_table_leaves_out_columns_in_order_until_it_fits_and_says_what_it_left_out() {
+        let (rows, names) = wide_board();
+        let view = BoardView { pick: Some(REASON), ..view(&names) };
+        let full = leaderboard_table(&rows, &view, None);
+        let full_width = full.lines().next().unwrap().chars().count();
+        assert_eq!(header_of(&full).len(), 18, "every column without a width:\n{full}");
+        assert!(!full.contains("--wide"), "nothing is left out, so no hint:\n{full}");
+        // The order: the columns with one value in every row (seed, cost), then gap, valid_loss,
+        // the other graders (the last first), ...
+        let expected: [&[&str]; 5] = [
+            &["seed", "cost"],
+            &["seed", "cost", "gap"],
+            &["seed", "cost", "gap", "valid_loss"],
+            &["seed", "cost", "gap", "valid_loss", "json_valid"],
+            &["seed", "cost", "gap", "valid_loss", "json_valid", "contains"],
+        ];
+        let mut seen = Vec::new();
+        for width in (30..full_width).rev() {
+            let table = leaderboard_table(&rows, &view, Some(width));
+            let header = header_of(&table);
+            for must in ["rank", "run", "exact_match"] {
+                assert!(header.iter().any(|h| h == must), "`{must}` is always shown at {width}:\n{table}");
+            }
+            let gone: Vec<&str> = ["seed", "cost", "gap", "valid_loss", "json_valid", "contains"]
+                .into_iter()
+                .filter(|h| !header.iter().any(|x| x == h))
+                .collect();
+            if !seen.contains(&gone) {
+                seen.push(gone.clone());
+            }
+            let prose = table.replace('\n', " ");
+            assert!(prose.contains(&format!("to fit {width} columns")), "{table}");
+            assert!(prose.contains("`ftsweep leaderboard s --wide` shows every column"), "{table}");
+            if width >= 60 {
+                for line in table.lines() {
+                    assert!(line.chars().count() <= width, "{width}: a line of {}:\n{table}", line.chars().count());
+                }
+            }
+        }
+        for (i, want) in expected.iter().enumerate() {
+            assert!(seen.iter().any(|g| g == want), "step {i}: {want:?} is a stage on the way; seen {seen:?}");
+        }
+        let order: Vec<usize> = expected.iter().map(|want| seen.iter().position(|g| g == want).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "in this order: {seen:?}");
+        let narrow = leaderboard_table(&rows, &view, Some(80)).replace('\n', " ");
+        assert!(narrow.contains("seed (7 in every run)") && narrow.contains("cost ($0.25 in every row)"), "{narrow}");
+    }
+
+    #[test]
+    fn the_note_takes_the_room_left_cut_short_with_an_ellipsis() {
+        let (rows, names) = wide_board();
+        let view = view(&names);
+        let full = leaderboard_table(&rows, &view, None);
+        let full_width = full.lines().next().unwrap().chars().count();
+        // Ten columns fewer than it needs: the note (the widest cell is the baseline's) is cut.
+        let table = leaderboard_table(&rows, &view, Some(full_width - 10));
+        assert!(header_of(&table).contains(&"note".to_string()), "{table}");
+        assert!(table.contains("baseline: `gpt-base`, unt…") || table.contains('…'), "{table}");
+        assert!(table.replace('\n', " ").contains("notes cut short"), "{table}");
+    }
+
+    #[test]
+    fn narrow_tables_cut_run_ids_to_unique_prefixes_and_drop_the_p_values() {
+        let (rows, names) = wide_board();
+        let view = view(&names);
+        let table = leaderboard_table(&rows, &view, Some(72));
+        // r-a-0c0ffee00123456 and r-b-2c0ffee2… share no 8-character prefix.
+        let grid: String = table.lines().take_while(|l| !l.starts_with('└')).collect();
+        assert!(grid.contains("r-a-0c0f ") && !grid.contains("r-a-0c0ffee0"), "{table}");
+        assert!(table.replace('\n', " ").contains("run ids cut to unique prefixes"), "{table}");
+        assert!(table.contains("n.s. ≤0.196") && !table.contains("p=1.000"), "{table}");
+        let ids = short_ids(&[
+            LeaderboardRow { run_id: Some("r-0123456789a".into()), ..rows[0].clone() },
+            LeaderboardRow { run_id: Some("r-0123456789b".into()), ..rows[0].clone() },
+            LeaderboardRow { run_id: Some("r-fedcba9876".into()), ..rows[0].clone() },
+        ]);
+        assert_eq!(ids["r-0123456789a"], "r-0123456789a", "no shorter prefix is unique");
+        assert_eq!(ids["r-fedcba9876"], "r-fedcba");
+    }
+
+    #[test]
+    fn the_pick_is_marked_in_its_rank_and_in_a_line_under_the_table() {
+        let (rows, names) = wide_board();
+        let view = BoardView { pick: Some(REASON), ..view(&names) };
+        let wide = leaderboard_table(&rows, &view, None);
+        assert!(wide.contains("│ 1 best ┆ r-a-0c0ffee00123456 ┆"), "{wide}");
+        assert_eq!(wide.matches(" best ┆").count(), 1, "{wide}");
+        let line = "best: rank 1 (r-a-0c0ffee00123456), model ft:m:r-a: the leader; no cheaper run is shown to be \
+                    within the margin";
+        assert!(wide.contains(line), "the reason without the row's figures:\n{wide}");
+        let narrow = leaderboard_table(&rows, &view, Some(200));
+        assert!(narrow.contains("model ft:m:r-a: the leader (`ftsweep best s` says why in full)"), "{narrow}");
+        let markdown = leaderboard_markdown(&rows, &view);
+        assert!(markdown.contains("| 1 best | r-a-0c0ffee00123456 |") && markdown.contains(line), "{markdown}");
+        let json = serde_json::to_value(&rows).unwrap();
+        let picks: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["is_pick"] == true).collect();
+        assert_eq!(picks.len(), 1);
+        assert_eq!(picks[0]["run_id"], "r-a-0c0ffee00123456");
+    }
+
+    #[test]
+    fn prose_is_wrapped_at_spaces_to_the_width() {
+        assert_eq!(wrap("aa bb cc dd", Some(5)), "aa bb\ncc dd");
+        assert_eq!(wrap("≤x below the leader", Some(8)), "≤x below\nthe\nleader");
+        assert_eq!(wrap("averyverylongword b", Some(5)), "averyverylongword\nb", "a long word keeps its line");
+        assert_eq!(wrap("one\ntwo three", Some(3)), "one\ntwo\nthree");
+        assert_eq!(wrap("untouched without a width", None), "untouched without a width");
     }
 }
