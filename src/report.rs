@@ -742,7 +742,7 @@ fn fit(rows: &[LeaderboardRow], view: &BoardView<'_>, limit: usize) -> Layout {
                 for (i, c) in cols.iter().enumerate().filter(|(_, c)| c.kind.may_be_constant()) {
                     if let Some(v) = c.constant(rows) {
                         layout.hidden.push(i);
-                        layout.constants.push((c.header.clone(), v.to_string(), c.kind.of_runs()));
+                        layout.constants.push((full_header(c), v.to_string(), c.kind.of_runs()));
                     }
                 }
                 layout.style.short_headers = true;
@@ -754,7 +754,7 @@ fn fit(rows: &[LeaderboardRow], view: &BoardView<'_>, limit: usize) -> Layout {
                     (0..cols.len()).filter(|i| cols[*i].kind == kind && !layout.hidden.contains(i)).collect();
                 while let Some(i) = of_kind.pop() {
                     layout.hidden.push(i);
-                    layout.dropped.push(cols[i].header.clone());
+                    layout.dropped.push(full_header(&cols[i]));
                     if !of_kind.is_empty() && layout.fits(&cols, limit) {
                         return layout;
                     }
@@ -767,6 +767,15 @@ fn fit(rows: &[LeaderboardRow], view: &BoardView<'_>, limit: usize) -> Layout {
         }
     }
     layout
+}
+
+/// A column's header as `--wide` prints it.
+fn full_header(c: &Column) -> String {
+    match c.kind {
+        ColumnKind::Epochs => "n_epochs".into(),
+        ColumnKind::Tokens => "trained_tokens".into(),
+        _ => c.header.clone(),
+    }
 }
 
 /// What the table left out to fit, for the line under it.
