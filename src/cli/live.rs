@@ -81,7 +81,7 @@ impl Live {
         let term = LiveTerm::stderr();
         let failed = term.failed.clone();
         let display = MultiProgress::with_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(term), 10));
-        let counts = line_bar(&display, "{spinner} {elapsed:>4} [{bar:24}] {msg}");
+        let counts = line_bar(&display, "{spinner} {elapsed:>4} [{bar:20}] {wide_msg}");
         counts.set_length(runs.len() as u64);
         let budget = line_bar(&display, "  {wide_msg}");
         let eta = line_bar(&display, "  {wide_msg}");
@@ -270,11 +270,11 @@ impl Live {
         let (queued, failed, out) = (count(Phase::Queued), count(Phase::Failed), count(Phase::Out));
         self.counts.set_length(state.runs.len() as u64);
         self.counts.set_position(done as u64);
-        let mut msg = format!(
-            "{done}/{} runs done · {} running ({training} training, {evaluating} evaluating) · {queued} queued · {failed} failed",
-            state.runs.len(),
-            training + evaluating
-        );
+        let mut msg = format!("{done}/{} runs done · {} running", state.runs.len(), training + evaluating);
+        if evaluating > 0 {
+            msg.push_str(&format!(" ({evaluating} evaluating)"));
+        }
+        msg.push_str(&format!(" · {queued} queued · {failed} failed"));
         if out > 0 {
             msg.push_str(&format!(" · {out} skipped or stopped"));
         }

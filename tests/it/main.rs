@@ -18,6 +18,7 @@ mod ids;
 mod input;
 mod owner;
 mod pick;
+mod progress;
 mod protocol;
 mod ray;
 mod rayhead;
