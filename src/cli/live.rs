@@ -165,7 +165,7 @@ impl Live {
             Progress::Training { run_id, .. } => {
                 self.set_phase(&mut state, run_id, Phase::Training, Some(0.0));
                 let bar = self.job_bar(&mut state, run_id, label);
-                bar.set_message("launched");
+                bar.set_message("launched; waiting for its first step");
             }
             Progress::Step { run_id, step, total_steps, epoch, n_epochs, train_loss } => {
                 let fraction = match total_steps {
@@ -285,7 +285,7 @@ impl Live {
         self.counts.tick();
         let limits = &self.cx.spec.limits;
         self.budget.set_message(match state.budget {
-            Some(b) => super::run::budget_line(&b, limits.budget_usd, limits.max_trained_tokens),
+            Some(b) => budget_short(&b, limits.budget_usd, limits.max_trained_tokens),
             None => "budget: reading…".to_string(),
         });
         self.eta.set_message(eta_line(state));
@@ -332,6 +332,23 @@ fn eta_line(state: &State) -> String {
         si(done),
         super::status::format_age(elapsed)
     )
+}
+
+/// The store's budget state as `run::budget_line` gives it, in a line that fits 100 columns.
+fn budget_short(b: &BudgetState, usd: Option<f64>, tokens: Option<u64>) -> String {
+    let mut line = format!("budget: ${:.2} spent + ${:.2} committed", b.spent_usd, b.running_usd);
+    if let Some(u) = usd {
+        line.push_str(&format!(" of ${u:.2} (${:.2} left)", (u - b.spent_usd - b.running_usd).max(0.0)));
+    }
+    line.push_str(&format!(
+        "; {} trained tokens (+{} running)",
+        si(b.spent_tokens as f64),
+        si(b.running_tokens as f64)
+    ));
+    if let Some(t) = tokens {
+        line.push_str(&format!("; max_trained_tokens {}", si(t as f64)));
+    }
+    line
 }
 
 /// A count in k or M.

@@ -45,11 +45,14 @@ impl LiveTerm {
         LiveTerm { term: console::Term::buffered_stderr(), failed: Arc::new(AtomicBool::new(false)) }
     }
 
+    /// Remembers a failed write and reports success: indicatif unwraps some of its draws (a
+    /// panic), and the sweep is stopped through `failed` instead.
     fn check(&self, r: io::Result<()>) -> io::Result<()> {
-        r.inspect_err(|_| {
+        if r.is_err() {
             FAILED.store(true, Ordering::Relaxed);
             self.failed.store(true, Ordering::Relaxed);
-        })
+        }
+        Ok(())
     }
 }
 

@@ -160,7 +160,7 @@ fn run_on_a_terminal_draws_the_live_display_and_status_watch_redraws() {
 
     let screen = read(&ws, "run.screen");
     for needle in
-        ["runs done", " running · ", "queued", "0 failed", "budget: $", "budget $5.00", "ETA", "epoch 1/2", "step "]
+        ["runs done", " running · ", "queued", "0 failed", "budget: $", " of $5.00 ($", "ETA", "epoch 1/2", "step "]
     {
         assert!(screen.contains(needle), "the display shows `{needle}`:\n{screen}");
     }
