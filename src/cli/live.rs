@@ -340,11 +340,7 @@ fn budget_short(b: &BudgetState, usd: Option<f64>, tokens: Option<u64>) -> Strin
     if let Some(u) = usd {
         line.push_str(&format!(" of ${u:.2} (${:.2} left)", (u - b.spent_usd - b.running_usd).max(0.0)));
     }
-    line.push_str(&format!(
-        "; {} trained tokens (+{} running)",
-        si(b.spent_tokens as f64),
-        si(b.running_tokens as f64)
-    ));
+    line.push_str(&format!("; tokens {} (+{} running)", si(b.spent_tokens as f64), si(b.running_tokens as f64)));
     if let Some(t) = tokens {
         line.push_str(&format!("; max_trained_tokens {}", si(t as f64)));
     }
