@@ -13,6 +13,7 @@ mod eval;
 mod hosted;
 mod job;
 mod leaderboard;
+mod live;
 pub mod out;
 mod plan;
 mod promote;

@@ -9,9 +9,94 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Whether a write to stdout or stderr has failed in this process.
 static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The live progress display on stderr, while `run` or `resume` draws it: every write to stderr
+/// goes above it (the display is cleared, the text written, the display drawn again).
+static LIVE: Mutex<Option<indicatif::MultiProgress>> = Mutex::new(None);
+
+/// Sets (or, with `None`, takes away) the live display that writes to stderr go above.
+pub fn set_live(display: Option<indicatif::MultiProgress>) {
+    *LIVE.lock().unwrap_or_else(|p| p.into_inner()) = display;
+}
+
+/// Runs `f`, which writes to stderr, with the live display (if any) out of its way.
+fn above_live<R>(f: impl FnOnce() -> R) -> R {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match live {
+        Some(display) => display.suspend(f),
+        None => f(),
+    }
+}
+
+/// The terminal the live display draws on: stderr, where a failed write is remembered (exit
+/// code 1) and sets `failed`, so that the sweep stops as when a progress line cannot be written.
+#[derive(Debug)]
+pub struct LiveTerm {
+    term: console::Term,
+    pub failed: Arc<AtomicBool>,
+}
+
+impl LiveTerm {
+    pub fn stderr() -> LiveTerm {
+        LiveTerm { term: console::Term::buffered_stderr(), failed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Remembers a failed write and reports success: indicatif unwraps some of its draws (a
+    /// panic), and the sweep is stopped through `failed` instead.
+    fn check(&self, r: io::Result<()>) -> io::Result<()> {
+        if r.is_err() {
+            FAILED.store(true, Ordering::Relaxed);
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl indicatif::TermLike for LiveTerm {
+    fn width(&self) -> u16 {
+        self.term.size().1
+    }
+
+    fn height(&self) -> u16 {
+        self.term.size().0
+    }
+
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.check(self.term.move_cursor_up(n))
+    }
+
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.check(self.term.move_cursor_down(n))
+    }
+
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.check(self.term.move_cursor_right(n))
+    }
+
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.check(self.term.move_cursor_left(n))
+    }
+
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        self.check(self.term.write_line(s))
+    }
+
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        self.check(self.term.write_str(s))
+    }
+
+    fn clear_line(&self) -> io::Result<()> {
+        self.check(self.term.clear_line())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.check(self.term.flush())
+    }
+}
 
 /// A write to stdout or stderr failed: exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +132,7 @@ pub fn stdout(args: fmt::Arguments<'_>) -> Result<(), WriteFailed> {
 
 /// Writes to stderr; `errln!` and `err!` call it.
 pub fn stderr(args: fmt::Arguments<'_>) -> Result<(), WriteFailed> {
-    write("stderr", &mut io::stderr().lock(), args)
+    above_live(|| write("stderr", &mut io::stderr().lock(), args))
 }
 
 /// `println!` that returns `Result<(), WriteFailed>` instead of panicking.
@@ -83,7 +168,7 @@ pub struct TracingStderr;
 
 impl Write for TracingStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io::stderr().write(buf).inspect_err(|_| FAILED.store(true, Ordering::Relaxed))
+        above_live(|| io::stderr().write(buf)).inspect_err(|_| FAILED.store(true, Ordering::Relaxed))
     }
 
     fn flush(&mut self) -> io::Result<()> {

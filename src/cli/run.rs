@@ -187,8 +187,13 @@ pub fn execute(cli: &Cli, args: &LaunchArgs, loaded: sweepfile::LoadedSweep) -> 
     cx.provider.bind_sweep(record.id, &owner);
     // A progress line that cannot be written stops the sweep as Ctrl-C does: nothing new is
     // launched, the runs in flight are recorded, and the exit code is 1.
-    let progress = progress_printer(&runs, cli.verbose, loaded.sweep.evaluation.metric.as_str(), shutdown_tx.clone());
+    // On a terminal, the live display too: the lines print above it.
+    let live = super::live::wanted().then(|| super::live::Live::start(cx.clone(), &runs, shutdown_tx.clone()));
+    let _cleared = Cleared(live.clone());
+    let metric = loaded.sweep.evaluation.metric.as_str();
+    let progress = progress_printer(&runs, cli.verbose, metric, shutdown_tx.clone(), live.clone());
     let (summary, signalled) = sweep_until_done(cx.clone(), progress, shutdown_tx)?;
+    drop(_cleared);
     print_counts(cli, &cx, &store, &record, &summary, started)?;
     leaderboard::print(&store, &record, args.json)?;
     Ok(if signalled == Some(Signal::Terminate) {
@@ -330,13 +335,26 @@ fn context(
     }))
 }
 
+/// Clears the live display when the sweep ends, also on an error.
+struct Cleared(Option<Arc<super::live::Live>>);
+
+impl Drop for Cleared {
+    fn drop(&mut self) {
+        if let Some(live) = self.0.take() {
+            live.finish();
+        }
+    }
+}
+
 /// Prints each progress event as a line on stderr, numbered by the run's place in `runs` (runs
-/// planned as the sweep goes after these); a line that cannot be written sends `stop`.
+/// planned as the sweep goes after these), and gives it to the live display if there is one; a
+/// line that cannot be written sends `stop`.
 fn progress_printer(
     runs: &[RunRecord],
     verbose: bool,
     metric: &'static str,
     stop: tokio::sync::watch::Sender<bool>,
+    live: Option<Arc<super::live::Live>>,
 ) -> Arc<dyn Fn(Progress) + Send + Sync> {
     // Runs planned as the sweep goes (rungs, replicates) are numbered after these.
     let positions: Mutex<HashMap<String, usize>> =
@@ -360,6 +378,11 @@ fn progress_printer(
                 width = total.to_string().len()
             )
         };
+        if let (Some(live), Some(id)) = (&live, run_of(&p)) {
+            live.event(&p, &at(id));
+        } else if let Some(live) = &live {
+            live.event(&p, "");
+        }
         if let Some(line) = progress_line(p, at, verbose, metric)
             && errln!("{line}").is_err()
         {
@@ -385,7 +408,7 @@ fn progress_line(p: Progress, at: impl Fn(&str) -> String, verbose: bool, metric
             show(n_epochs),
             valid_loss.map_or("-".into(), |l| format!("{l:.4}"))
         )),
-        Progress::Epoch { .. } => None,
+        Progress::Epoch { .. } | Progress::Step { .. } => None,
         Progress::Evaluating { run_id, model } if verbose => Some(format!("{} evaluating {model}", at(&run_id))),
         Progress::Evaluating { .. } => None,
         Progress::Done { run_id, score, valid_loss, seconds } => Some(format!(
@@ -408,6 +431,23 @@ fn progress_line(p: Progress, at: impl Fn(&str) -> String, verbose: bool, metric
             model.map_or("no checkpoint to evaluate".to_string(), |m| format!("its best checkpoint {m} is the model"))
         )),
         Progress::Planned { note, .. } => Some(format!("sweep: {note}")),
+    }
+}
+
+/// The run an event is about, if one.
+fn run_of(p: &Progress) -> Option<&str> {
+    match p {
+        Progress::Training { run_id, .. }
+        | Progress::Epoch { run_id, .. }
+        | Progress::Step { run_id, .. }
+        | Progress::Evaluating { run_id, .. }
+        | Progress::Done { run_id, .. }
+        | Progress::Failed { run_id, .. }
+        | Progress::Skipped { run_id, .. }
+        | Progress::Queued { run_id, .. }
+        | Progress::Interrupted { run_id, .. }
+        | Progress::Stopped { run_id, .. } => Some(run_id),
+        Progress::Started { .. } | Progress::Waiting { .. } | Progress::Planned { .. } => None,
     }
 }
 

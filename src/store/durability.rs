@@ -248,20 +248,37 @@ impl Store {
         budget_state(&self.conn, sweep_id)
     }
 
-    /// A run's latest progress in its current attempt: (last step, last
-    /// epoch reported).
-    pub fn run_progress(&self, run_id: &str) -> Result<Option<(i64, i64)>> {
-        let row: (Option<i64>, Option<i64>) = self
+    /// A run's latest progress in its current attempt: its last step and epoch reported, and
+    /// the training loss of its last step that has one; `None` before its first metric row.
+    pub fn run_progress(&self, run_id: &str) -> Result<Option<RunProgress>> {
+        let row: (Option<i64>, Option<i64>, Option<f64>) = self
             .conn
             .query_row(
-                "SELECT max(m.step), max(m.epoch) FROM metrics m
-                 JOIN runs r ON r.run_id = m.run_id AND r.attempt = m.attempt WHERE m.run_id = ?1",
+                "SELECT max(m.step), max(m.epoch),
+                        (SELECT l.train_loss FROM metrics l
+                         WHERE l.run_id = r.run_id AND l.attempt = r.attempt AND l.train_loss IS NOT NULL
+                         ORDER BY l.step DESC, l.kind DESC, l.seq DESC LIMIT 1)
+                 FROM runs r JOIN metrics m ON m.run_id = r.run_id AND m.attempt = r.attempt
+                 WHERE r.run_id = ?1",
                 [run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .doing("reading a run's progress")?;
-        Ok(row.0.zip(row.1))
+        Ok(row.0.zip(row.1).map(|(step, epoch)| RunProgress {
+            step: step.max(0) as u64,
+            epoch: epoch.max(0) as u32,
+            train_loss: row.2.filter(|l| l.is_finite()),
+        }))
     }
+}
+
+/// How far a run's job has come, from its metric rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunProgress {
+    pub step: u64,
+    /// 0 when the provider could not tell the epoch.
+    pub epoch: u32,
+    pub train_loss: Option<f64>,
 }
 
 fn budget_state(conn: &rusqlite::Connection, sweep_id: i64) -> Result<BudgetState> {

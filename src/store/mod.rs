@@ -9,7 +9,7 @@ mod types;
 mod weights;
 
 pub use deployments::{DeploymentRow, DeploymentState, NewDeployment};
-pub use durability::{Budget, BudgetState, Claim, RunControl};
+pub use durability::{Budget, BudgetState, Claim, RunControl, RunProgress};
 pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvaluationRecord};
 pub use weights::{CHECKPOINT_NOT_KEPT, WeightsRow};
 

@@ -1,6 +1,7 @@
 //! Following one run's job: a [`Follower`] takes the provider's events one
 //! method each (steps, validations, checkpoints), batches their metric rows
-//! into the store per epoch, feeds the validations to early stopping (whose
+//! into the store per epoch (and every few seconds within one, for `status`),
+//! reports the steps (throttled), feeds the validations to early stopping (whose
 //! verdict cancels the job), and records how the job ended: succeeded,
 //! stopped early, failed, cancelled, or left as it was on an interrupt.
 
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 
 use super::decide::retryable_code;
 use super::task::Trained;
-use super::{Progress, SweepContext};
+use super::{METRICS_EVERY, Progress, STEP_EVERY, SweepContext};
 use crate::provider::{JobEvent, JobOutcome, ProviderError};
 use crate::run::{Origin, RunRecord};
 use crate::spec::StopMetric;
@@ -40,6 +41,9 @@ pub(super) struct Follower<'a> {
     /// The last step reported, of how many: a cancelled job whose provider
     /// does not say what it trained is charged that share of its estimate.
     progress_steps: (u64, u64),
+    /// When the last [`Progress::Step`] was reported, and the metric rows last written.
+    step_reported: Option<Instant>,
+    metrics_written: Instant,
 }
 
 impl<'a> Follower<'a> {
@@ -72,6 +76,8 @@ impl<'a> Follower<'a> {
             verdict: watch::channel(None).0,
             steps_per_epoch: None,
             progress_steps: (0, 0),
+            step_reported: None,
+            metrics_written: Instant::now(),
         }
     }
 
@@ -140,6 +146,7 @@ impl<'a> Follower<'a> {
             valid_loss: Some(valid_loss),
             valid_accuracy,
         });
+        self.write_due();
     }
 
     fn step(&mut self, step: u64, total_steps: u64, epoch: u32, train_loss: f64, train_accuracy: f64) {
@@ -159,7 +166,41 @@ impl<'a> Follower<'a> {
             train_accuracy: Some(train_accuracy),
             valid_loss: None,
             valid_accuracy: None,
-        })
+        });
+        self.report_step(step, total_steps, epoch, train_loss);
+        self.write_due();
+    }
+
+    /// Reports a step, at most every [`STEP_EVERY`] (and the job's last step), so that a fast
+    /// local job does not flood the display.
+    fn report_step(&mut self, step: u64, total_steps: u64, epoch: u32, train_loss: f64) {
+        let last = total_steps > 0 && step >= total_steps;
+        if !last && self.step_reported.is_some_and(|t| t.elapsed() < STEP_EVERY) {
+            return;
+        }
+        self.step_reported = Some(Instant::now());
+        (self.progress)(Progress::Step {
+            run_id: self.run.run_id.clone(),
+            step,
+            total_steps: (total_steps > 0).then_some(total_steps),
+            epoch,
+            n_epochs: self.run.config.n_epochs,
+            train_loss: train_loss.is_finite().then_some(train_loss),
+        });
+    }
+
+    /// Writes the rows not yet written when the last write is [`METRICS_EVERY`] old: a hosted
+    /// job's checkpoints come only at its end, and `status` reads a job's progress from them.
+    fn write_due(&mut self) {
+        if self.pending.is_empty() || self.metrics_written.elapsed() < METRICS_EVERY {
+            return;
+        }
+        let written = self.cx.store.lock().record_progress(&self.run.run_id, self.attempt, &self.pending, None);
+        if let Err(e) = written {
+            self.store_error.get_or_insert(e);
+        }
+        self.pending.clear();
+        self.metrics_written = Instant::now();
     }
 
     /// An epoch's end: its rows and checkpoint are written together.
@@ -181,6 +222,7 @@ impl<'a> Follower<'a> {
             self.store_error.get_or_insert(e);
         }
         self.pending.clear();
+        self.metrics_written = Instant::now();
         self.last_train_accuracy = Some(train_accuracy);
         self.last_checkpoint = Some(checkpoint);
         let run = self.run;

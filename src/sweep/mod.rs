@@ -118,6 +118,11 @@ fn pid_exists(_pid: u32) -> bool {
     true
 }
 
+/// How often a run's job reports a [`Progress::Step`] at most, and how often its step metrics
+/// are written to the store between epochs (so that `status` sees a job within an epoch).
+pub const STEP_EVERY: Duration = Duration::from_millis(250);
+pub const METRICS_EVERY: Duration = Duration::from_secs(2);
+
 /// What the scheduler reports as it goes; the CLI renders it on stderr.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -138,6 +143,16 @@ pub enum Progress {
         epoch: u32,
         n_epochs: Option<u32>,
         valid_loss: Option<f64>,
+    },
+    /// A training step of a run's job, at most every [`STEP_EVERY`] per run (and its last):
+    /// `total_steps` when the provider says it, `epoch` 0 when it cannot tell.
+    Step {
+        run_id: String,
+        step: u64,
+        total_steps: Option<u64>,
+        epoch: u32,
+        n_epochs: Option<u32>,
+        train_loss: Option<f64>,
     },
     Evaluating {
         run_id: String,
@@ -235,7 +250,7 @@ impl Summary {
 impl RunOptions {
     /// A run's estimated training (tokens, USD): from the plan, or, for a run
     /// planned during the sweep, from the epochs its own job trains.
-    fn estimate(&self, run: &RunRecord) -> (u64, f64) {
+    pub fn estimate(&self, run: &RunRecord) -> (u64, f64) {
         if let Some(e) = self.estimates.get(&run.run_id) {
             return *e;
         }

@@ -19,6 +19,7 @@ mod ids;
 mod input;
 mod owner;
 mod pick;
+mod progress;
 mod protocol;
 mod ray;
 mod rayhead;
