@@ -1,3 +1,5 @@
+//! The page's unit tests: escaping, the Pareto front, thinning, no external reference, each plot drawn.
+
 use std::collections::BTreeMap;
 
 use super::plots::{pareto_front, thin};

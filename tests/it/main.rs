@@ -21,6 +21,7 @@ mod pick;
 mod protocol;
 mod ray;
 mod rayhead;
+mod report;
 mod search;
 mod security;
 mod serve;
