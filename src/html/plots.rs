@@ -147,7 +147,8 @@ pub fn loss_layers(runs: &[&Curve], stopped: &[bool], which: Loss) -> Result<Opt
         let mut c = curve_chart(root, plot, xmax, (ylo, yhi))?;
         c.configure_mesh()
             .x_desc("step")
-            .y_desc(format!("{plot} (log)"))
+            .y_desc(format!("{plot} (log axis)"))
+            .y_label_formatter(&|v| short_number(*v))
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .map_err(fail(plot))?;
@@ -363,6 +364,8 @@ pub fn tradeoff(
         c.configure_mesh()
             .x_desc(xdesc)
             .y_desc(metric)
+            .x_label_formatter(&|v| short_number(*v))
+            .x_labels(6)
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .map_err(fail(plot))?;
