@@ -130,6 +130,7 @@ tr.pick td{background:#e6f6e6;font-weight:600}tr.tied td{background:#fffbe6}tr.b
 .badge{display:inline-block;border-radius:3px;padding:0 4px;margin-right:3px;font-size:11px;color:#fff}
 .b-pick{background:#2a8a2a}.b-tied{background:#b08000}.b-leader{background:#3060c0}.b-base{background:#888}.b-stop{background:#c04040}
 .plot{display:inline-block;vertical-align:top;margin:4px 8px 4px 0}.plot svg{display:block}
+.plot>.small{width:0;min-width:100%}
 .stack{position:relative}.stack svg{position:absolute;left:0;top:0}
 .layer{display:none}.pickrun{position:absolute;opacity:0;width:1px;height:1px}
 .picks label{opacity:.5;cursor:pointer}
