@@ -97,27 +97,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .into());
     }
     let test = paired_test(sa, sb, board.setup.evaluation.alpha);
-    let disagreements: Vec<Disagreement> = (0..sa.len())
-        .filter(|&i| sa[i] != sb[i])
-        .map(|i| {
-            let (xa, xb) = (&la.examples[i], &lb.examples[i]);
-            Disagreement {
-                line: xa.line,
-                prompt: xa
-                    .prompt
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == "user")
-                    .map_or_else(|| render_prompt(&xa.prompt), |m| m.content.clone()),
-                // Tool calls as `name({arguments})`, not their stored encoding.
-                reference: Reply::decode(&xa.reference).display(),
-                reply_a: Reply::decode(&xa.prediction).display(),
-                reply_b: Reply::decode(&xb.prediction).display(),
-                score_a: sa[i],
-                score_b: sb[i],
-            }
-        })
-        .collect();
+    let disagreements = disagreements(&board, ia, ib, sa, sb);
     if args.json {
         let c = Comparison {
             sweep: &sweep.name,
@@ -168,6 +148,33 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         )?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The examples where rows `ia` and `ib` of `board` (indexes into `board.rows()`) score
+/// differently, `sa` and `sb` being their grades by the board's metric on the same examples.
+pub fn disagreements(board: &Board, ia: usize, ib: usize, sa: &[f64], sb: &[f64]) -> Vec<Disagreement> {
+    let (la, lb) = (&board.loaded[board.standings[ia].index], &board.loaded[board.standings[ib].index]);
+    (0..sa.len().min(sb.len()))
+        .filter(|&i| sa[i] != sb[i])
+        .map(|i| {
+            let (xa, xb) = (&la.examples[i], &lb.examples[i]);
+            Disagreement {
+                line: xa.line,
+                prompt: xa
+                    .prompt
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map_or_else(|| render_prompt(&xa.prompt), |m| m.content.clone()),
+                // Tool calls as `name({arguments})`, not their stored encoding.
+                reference: Reply::decode(&xa.reference).display(),
+                reply_a: Reply::decode(&xa.prediction).display(),
+                reply_b: Reply::decode(&xb.prediction).display(),
+                score_a: sa[i],
+                score_b: sb[i],
+            }
+        })
+        .collect()
 }
 
 /// The row `text` names (see `Board::find`). `RUN@EPOCH` at the run's last epoch is the run

@@ -18,6 +18,7 @@ pub mod out;
 mod plan;
 mod promote;
 mod prune;
+mod report;
 mod resume;
 mod run;
 mod serve;
@@ -78,6 +79,8 @@ pub enum Command {
     Aliases(aliases::Args),
     /// Drop the weights of a sweep's runs no longer needed (keeps scores), and shrink the database.
     Prune(prune::Args),
+    /// Write the sweep as one self-contained HTML page with plots (read offline; see README).
+    Report(report::Args),
     /// Train the local model into a directory by Hugging Face Trainer conventions (a sweep's trainer command).
     Train(train::Args),
     /// The local engine's wrapper of a trainer command (internal).
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Promote(ref a) => promote::run(&cli, a),
         Command::Aliases(ref a) => aliases::run(&cli, a),
         Command::Prune(ref a) => prune::run(&cli, a),
+        Command::Report(ref a) => report::run(&cli, a),
         Command::Train(ref a) => train::run(&cli, a),
         Command::CommandJob(ref a) => job::run(&cli, a),
     };

@@ -23,6 +23,7 @@ mod progress;
 mod protocol;
 mod ray;
 mod rayhead;
+mod report;
 mod search;
 mod security;
 mod serve;

@@ -21,7 +21,8 @@ use syn::visit::{self, Visit};
 const FN_LIMIT: usize = 120;
 
 /// Modules that do no I/O: a file `src/NAME.rs` or any file under `src/NAME/`.
-const PURE: &[&str] = &["spec", "plan", "pricing", "stats", "rank", "report", "stopping", "run", "space", "template"];
+const PURE: &[&str] =
+    &["spec", "plan", "pricing", "stats", "rank", "report", "stopping", "run", "space", "template", "html"];
 
 /// Paths that do file, network, process or database I/O, or are an async runtime.
 const IO_PATHS: &[&str] = &[

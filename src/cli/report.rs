@@ -1,0 +1,132 @@
+//! `ftsweep report NAME [-o FILE]`: the sweep as one self-contained HTML page (see
+//! [`crate::html`]), read from the database alone. It writes the file atomically (a
+//! temporary file beside it, then a rename) and prints its path on stdout.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::best::choose;
+use super::compare::disagreements;
+use super::leaderboard::Board;
+use super::out::{errln, outln};
+use super::{Cli, ExitStatus, open_sweep};
+use crate::html::{self, Curve, DataFile, Disagreements, Example, Page, Pick};
+use crate::report::{BoardView, LeaderboardRow};
+use crate::store::SharedStore;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The sweep's name (the `name` in its file).
+    pub sweep: String,
+    /// Where to write the page (default: NAME-report.html in the current directory).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Rank by this grader (or `combined`) instead of the sweep's metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
+    let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
+    let board = Board::load(&store, &sweep, args.metric.as_deref())?;
+    let rows = board.rows();
+    let pick = choose(&board, &rows, false).map(|c| Pick { index: c.index, reason: c.reason, note: c.note });
+    let curves = curves(&store, &rows)?;
+    let others = board.others();
+    let view = BoardView {
+        metric: &board.metric,
+        others: &others,
+        alpha: board.setup.evaluation.alpha,
+        margin: board.setup.evaluation.margin,
+        pass_fail: board.pass_fail,
+        local_note: board.local_note.as_deref(),
+    };
+    let legend = crate::report::board_legend(&rows, &view);
+    let disagreements = pick.as_ref().and_then(|p| runner_up(&board, &rows, p.index));
+    let sweep_file = store.lock().sweep_text(sweep.id)?;
+    let page = Page {
+        sweep: sweep.name.clone(),
+        metric: board.metric.clone(),
+        pick,
+        legend,
+        decoding: board.decoding_note(),
+        curves,
+        disagreements,
+        sweep_path: sweep.spec_path.clone(),
+        sweep_file,
+        files: vec![
+            DataFile {
+                role: "training file".into(),
+                path: sweep.training_file.clone(),
+                sha256: sweep.training_sha256.clone(),
+            },
+            DataFile {
+                role: "validation file".into(),
+                path: sweep.validation_file.clone(),
+                sha256: sweep.validation_sha256.clone(),
+            },
+        ],
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generated: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+        rows,
+    };
+    let text = html::render(&page)?;
+    let path = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-report.html", sweep.name)));
+    write_atomically(&path, text.as_bytes()).with_context(|| format!("writing the report to `{}`", path.display()))?;
+    errln!("report of `{}`: {} rows, {} bytes", sweep.name, page.rows.len(), text.len())?;
+    outln!("{}", path.display())?;
+    Ok(ExitStatus::Success)
+}
+
+/// Each run's losses and checkpoints, by run id.
+fn curves(store: &SharedStore, rows: &[LeaderboardRow]) -> Result<std::collections::BTreeMap<String, Curve>> {
+    let s = store.lock();
+    let mut out = std::collections::BTreeMap::new();
+    for id in rows.iter().filter(|r| r.kind == "run").filter_map(|r| r.run_id.as_deref()) {
+        let metrics = s.run_metrics(id)?;
+        let checkpoints = s.run_checkpoints(id)?;
+        let curve = Curve {
+            train: metrics.iter().filter(|m| !m.epoch_end).filter_map(|m| Some((m.step, m.train_loss?))).collect(),
+            valid: metrics.iter().filter_map(|m| Some((m.step, m.valid_loss?))).collect(),
+            checkpoints: checkpoints.iter().map(|c| (c.step, c.epoch, c.train_loss, c.valid_loss)).collect(),
+        };
+        out.insert(id.to_string(), curve);
+    }
+    Ok(out)
+}
+
+/// The examples where the pick and the runner-up (the best-ranked other scored row) disagree.
+fn runner_up(board: &Board, rows: &[LeaderboardRow], pick: usize) -> Option<Disagreements> {
+    let other = (0..rows.len()).find(|&i| i != pick && rows[i].score.is_some() && !rows[i].is_baseline)?;
+    let grades = |i: usize| board.loaded[board.standings[i].index].candidate.grades.get(&board.metric);
+    let (sa, sb) = (grades(pick)?, grades(other)?);
+    if sa.len() != sb.len() {
+        return None;
+    }
+    let examples = disagreements(board, pick, other, sa, sb)
+        .into_iter()
+        .map(|d| Example {
+            line: d.line,
+            prompt: d.prompt,
+            reference: d.reference,
+            reply_pick: d.reply_a,
+            reply_other: d.reply_b,
+            score_pick: d.score_a,
+            score_other: d.score_b,
+        })
+        .collect();
+    Some(Disagreements { other, n_examples: sa.len(), examples })
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it: a reader never sees half a page.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
