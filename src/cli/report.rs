@@ -41,6 +41,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         margin: board.setup.evaluation.margin,
         pass_fail: board.pass_fail,
         local_note: board.local_note.as_deref(),
+        sweep: &sweep.name,
+        pick: None,
     };
     let legend = crate::report::board_legend(&rows, &view);
     let disagreements = pick.as_ref().and_then(|p| runner_up(&board, &rows, p.index));

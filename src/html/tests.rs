@@ -28,6 +28,7 @@ fn blank() -> LeaderboardRow {
         ci_high: None,
         is_leader: false,
         tied_with_best: false,
+        is_pick: false,
         shortfall_upper: None,
         within_margin: false,
         test: None,
