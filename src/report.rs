@@ -437,7 +437,7 @@ fn p_text(p: f64) -> String {
 /// The row's standing against the leader: `leader`, or the paired test
 /// (`n.s. p=…` for not significantly different, `below p=…`, `above p=…`)
 /// and the bound on its shortfall (`within margin`, or `≤0.097 below`).
-fn vs_leader(r: &LeaderboardRow) -> String {
+pub fn vs_leader(r: &LeaderboardRow) -> String {
     let test = match (r.is_leader, r.p_value) {
         (true, _) => return "leader".into(),
         (false, Some(p)) if r.tied_with_best => format!("n.s. {}", p_text(p)),
@@ -452,7 +452,8 @@ fn vs_leader(r: &LeaderboardRow) -> String {
     }
 }
 
-fn ci(r: &LeaderboardRow) -> String {
+/// The row's 95 % interval, `[lo, hi]`, or `-`.
+pub fn ci(r: &LeaderboardRow) -> String {
     match (r.ci_low, r.ci_high) {
         (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
         _ => "-".into(),

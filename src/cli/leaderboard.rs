@@ -167,20 +167,25 @@ impl Board {
         self.names.iter().filter(|n| **n != self.metric).cloned().collect()
     }
 
-    /// The leaderboard in `format`; a table within `width` columns when given.
-    pub fn render(&self, format: Format, width: Option<usize>) -> Result<String> {
-        let (rows, pick) = self.rows_and_pick();
-        let others = self.others();
-        let view = BoardView {
+    /// How its table is shown: `others` from [`Board::others`], `pick` the reason of `best`'s pick.
+    pub fn view<'a>(&'a self, others: &'a [String], pick: Option<&'a str>) -> BoardView<'a> {
+        BoardView {
             metric: &self.metric,
-            others: &others,
+            others,
             alpha: self.setup.evaluation.alpha,
             margin: self.setup.evaluation.margin,
             pass_fail: self.pass_fail,
             local_note: self.local_note.as_deref(),
             sweep: &self.setup.sweep.name,
-            pick: pick.as_ref().map(|p| p.reason.as_str()),
-        };
+            pick,
+        }
+    }
+
+    /// The leaderboard in `format`; a table within `width` columns when given.
+    pub fn render(&self, format: Format, width: Option<usize>) -> Result<String> {
+        let (rows, pick) = self.rows_and_pick();
+        let others = self.others();
+        let view = self.view(&others, pick.as_ref().map(|p| p.reason.as_str()));
         Ok(match format {
             Format::Table => format!(
                 "{}\n{}",

@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::best::choose;
 use super::compare::disagreements;
 use super::leaderboard::Board;
 use super::out::{errln, outln};
 use super::{Cli, ExitStatus, open_sweep};
 use crate::html::{self, Curve, DataFile, Disagreements, Example, Page, Pick};
-use crate::report::{BoardView, LeaderboardRow};
+use crate::report::LeaderboardRow;
 use crate::store::SharedStore;
 
 #[derive(Debug, clap::Args)]
@@ -30,20 +29,11 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
-    let rows = board.rows();
-    let pick = choose(&board, &rows, false).map(|c| Pick { index: c.index, reason: c.reason, note: c.note });
+    let (rows, pick) = board.rows_and_pick();
+    let pick = pick.map(|c| Pick { index: c.index, reason: c.reason, note: c.note });
     let curves = curves(&store, &rows)?;
     let others = board.others();
-    let view = BoardView {
-        metric: &board.metric,
-        others: &others,
-        alpha: board.setup.evaluation.alpha,
-        margin: board.setup.evaluation.margin,
-        pass_fail: board.pass_fail,
-        local_note: board.local_note.as_deref(),
-        sweep: &sweep.name,
-        pick: None,
-    };
+    let view = board.view(&others, None);
     let legend = crate::report::board_legend(&rows, &view);
     let disagreements = pick.as_ref().and_then(|p| runner_up(&board, &rows, p.index));
     let sweep_file = store.lock().sweep_text(sweep.id)?;

@@ -11,7 +11,7 @@ pub mod plots;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::report::LeaderboardRow;
+use crate::report::{self, LeaderboardRow};
 
 /// A run's training history: its job's losses by step, its checkpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -218,23 +218,6 @@ fn header(out: &mut String, page: &Page) {
     out.push_str("</div>\n");
 }
 
-/// The standing against the leader, as the leaderboard says it.
-fn vs_leader(r: &LeaderboardRow) -> String {
-    let p = |p: f64| if p < 0.001 { "p<0.001".to_string() } else { format!("p={p:.3}") };
-    let test = match (r.is_leader, r.p_value) {
-        (true, _) => return "leader".into(),
-        (false, Some(x)) if r.tied_with_best => format!("n.s. {}", p(x)),
-        (false, Some(x)) if r.diff_from_leader.is_some_and(|d| d > 0.0) => format!("above {}", p(x)),
-        (false, Some(x)) => format!("below {}", p(x)),
-        (false, None) => return "-".into(),
-    };
-    match r.shortfall_upper {
-        Some(_) if r.within_margin => format!("{test}; within margin"),
-        Some(u) => format!("{test}; ≤{u:.3} below"),
-        None => test,
-    }
-}
-
 /// A numeric cell: shown text, sort value.
 fn num(v: Option<f64>, digits: usize) -> String {
     match v {
@@ -316,17 +299,12 @@ fn row(out: &mut String, page: &Page, i: usize, r: &LeaderboardRow, hyper: &[Str
     out.push_str(&num(r.seed.map(|s| s as f64), 0));
     let _ = write!(out, "<td>{}</td>", escape(if r.run_id.is_some() { &r.status } else { "-" }));
     out.push_str(&num(r.score, 3));
-    let ci = match (r.ci_low, r.ci_high) {
-        (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
-        _ => "-".into(),
-    };
-    let _ = write!(out, "<td>{}</td><td>{}</td>", escape(&ci), escape(&vs_leader(r)));
+    let _ = write!(out, "<td>{}</td><td>{}</td>", escape(&report::ci(r)), escape(&report::vs_leader(r)));
     out.push_str(&num(r.valid_loss, 3));
     out.push_str(&num(r.gap, 3));
     out.push_str(&num(r.trained_tokens.map(|t| t as f64), 0));
     out.push_str(&num(r.cost_usd, 2));
     let mut note: Vec<String> = r.note.iter().cloned().collect();
-    note.extend(r.stopped_early.iter().map(|s| format!("stopped early: {s}")));
     note.extend(r.error.iter().cloned());
     let _ = writeln!(out, "<td class=\"wrap\">{}</td></tr>", escape(&note.join("; ")));
 }
