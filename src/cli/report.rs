@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::compare::disagreements;
 use super::leaderboard::Board;
 use super::out::{errln, outln};
-use super::{Cli, ExitStatus, open_sweep};
+use super::{Cli, ExitStatus, UsageError, open_sweep};
 use crate::html::{self, Curve, DataFile, Disagreements, Example, Page, Pick};
 use crate::report::LeaderboardRow;
 use crate::store::SharedStore;
@@ -26,8 +26,35 @@ pub struct Args {
     pub metric: Option<String>,
 }
 
+/// Refuses an output path that cannot be written as a file before anything is read: a
+/// folder, or a file in a folder that does not exist.
+fn check_output(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(UsageError {
+            message: format!("`{}` is a folder, not a file to write the report to", path.display()),
+            hint: format!("give a file name: -o {}", path.join("report.html").display()),
+        }
+        .into());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = parent.filter(|p| !p.is_dir()) {
+        return Err(UsageError {
+            message: format!(
+                "cannot write the report to `{}`: there is no folder `{}`",
+                path.display(),
+                folder.display()
+            ),
+            hint: format!("create it first (mkdir -p {}) or give another -o", folder.display()),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let (store, sweep) = open_sweep(&cli.db, &args.sweep)?;
+    let path = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-report.html", sweep.name)));
+    check_output(&path)?;
     let board = Board::load(&store, &sweep, args.metric.as_deref())?;
     let (rows, pick) = board.rows_and_pick();
     let pick = pick.map(|c| Pick { index: c.index, reason: c.reason, note: c.note });
@@ -66,7 +93,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         rows,
     };
     let text = html::render(&page)?;
-    let path = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-report.html", sweep.name)));
     write_atomically(&path, text.as_bytes()).with_context(|| format!("writing the report to `{}`", path.display()))?;
     errln!("report of `{}`: {} rows, {} bytes", sweep.name, page.rows.len(), text.len())?;
     outln!("{}", path.display())?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::util::{Workspace, root};
+use crate::util::{Workspace, root, sweep_toml};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
@@ -396,4 +396,25 @@ async fn the_report_loads_offline_in_chromium_with_every_plot_drawn() {
     drop(driver);
     let left = group_members(group);
     assert!(left.is_empty(), "chromedriver's processes outlived it: {left:?}");
+}
+
+#[test]
+fn an_output_path_that_cannot_be_a_file_is_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    let spec =
+        ws.write("one.toml", &sweep_toml("one", "n_epochs = [1]\nlearning_rate_multiplier = [1.0]\nbatch_size = [32]"));
+    let (code, _, err) = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(code, 0, "run:\n{err}");
+    let missing = ws.path("no/such/folder/r.html");
+    let (code, stdout, err) = ws.run(&["report", "one", "-o", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "a missing folder:\n{err}");
+    assert!(err.contains("there is no folder") && err.contains("no/such/folder") && err.contains("hint: "), "{err}");
+    assert!(stdout.is_empty() && !ws.path("no").exists(), "nothing written");
+    let folder = ws.path("");
+    let (code, _, err) = ws.run(&["report", "one", "-o", folder.to_str().unwrap()]);
+    assert_eq!(code, 2, "a folder:\n{err}");
+    assert!(err.contains("is a folder") && err.contains("report.html"), "{err}");
+    let (code, stdout, err) = ws.run(&["report", "one", "-o", ws.path("r.html").to_str().unwrap()]);
+    assert_eq!(code, 0, "a file:\n{err}");
+    assert!(std::fs::read_to_string(stdout.trim()).unwrap().contains("<svg"), "the page has its plots");
 }
