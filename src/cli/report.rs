@@ -67,6 +67,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let page = Page {
         sweep: sweep.name.clone(),
         metric: board.metric.clone(),
+        others: others.clone(),
         pick,
         legend,
         decoding: board.decoding_note(),

@@ -66,6 +66,8 @@ pub struct DataFile {
 pub struct Page {
     pub sweep: String,
     pub metric: String,
+    /// The other scores (graders, `combined`), a column each after the vs-leader column.
+    pub others: Vec<String>,
     pub rows: Vec<LeaderboardRow>,
     pub pick: Option<Pick>,
     /// What the interval and the marks mean (the leaderboard's legend).
@@ -235,10 +237,9 @@ fn table(out: &mut String, page: &Page) {
     out.push_str("<h2>Ranked runs</h2><div class=\"tablewrap\"><table class=\"sortable\" id=\"ranked\"><thead><tr>");
     let mut head: Vec<String> = vec!["rank".into(), "run".into(), "marks".into(), "n_epochs".into()];
     head.extend(hyper.iter().map(|n| crate::space::short(n).to_string()));
-    head.extend(
-        ["seed", "status", &page.metric, "95% CI", "vs leader", "valid_loss", "gap", "trained_tokens", "cost", "note"]
-            .map(String::from),
-    );
+    head.extend(["seed", "status", &page.metric, "95% CI", "vs leader"].map(String::from));
+    head.extend(page.others.iter().cloned());
+    head.extend(["valid_loss", "gap", "trained_tokens", "cost", "note"].map(String::from));
     for h in &head {
         let _ = write!(out, "<th class=\"sortable\">{}</th>", escape(h));
     }
@@ -300,6 +301,9 @@ fn row(out: &mut String, page: &Page, i: usize, r: &LeaderboardRow, hyper: &[Str
     let _ = write!(out, "<td>{}</td>", escape(if r.run_id.is_some() { &r.status } else { "-" }));
     out.push_str(&num(r.score, 3));
     let _ = write!(out, "<td>{}</td><td>{}</td>", escape(&report::ci(r)), escape(&report::vs_leader(r)));
+    for n in &page.others {
+        out.push_str(&num(r.scores.get(n).copied().flatten(), 3));
+    }
     out.push_str(&num(r.valid_loss, 3));
     out.push_str(&num(r.gap, 3));
     out.push_str(&num(r.trained_tokens.map(|t| t as f64), 0));

@@ -92,6 +92,7 @@ fn page(rows: Vec<LeaderboardRow>) -> Page {
     Page {
         sweep: "s".into(),
         metric: "exact_match".into(),
+        others: vec!["contains".into()],
         pick: Some(Pick { index: 0, reason: "the leader".into(), note: None }),
         legend: "legend".into(),
         decoding: "decoding: local".into(),
@@ -209,4 +210,14 @@ fn a_page_without_scores_still_renders() {
     p.curves.clear();
     let html = render(&p).unwrap();
     assert!(html.contains("no run has finished yet"));
+}
+
+#[test]
+fn the_table_has_a_column_for_each_other_score() {
+    let mut rows = three();
+    rows[0].scores.insert("contains".into(), Some(0.625));
+    let html = render(&page(rows)).unwrap();
+    let head = &html[html.find("id=\"ranked\"").unwrap()..html.find("</thead>").unwrap()];
+    assert!(head.contains(">contains</th>"), "a column for the other grader: {head}");
+    assert!(html.contains("data-v=\"0.625\">0.625</td>"), "the row's score under it");
 }
