@@ -15,12 +15,14 @@
 //! - [`stats`]: intervals and paired tests; pure.
 //! - [`rank`] and [`report`]: ordering, ties, the best pick, rendering; pure.
 //! - [`html`]: the sweep report as one self-contained HTML page with SVG plots; pure.
+//! - [`files`]: files written whole or not at all.
 //! - [`serve`]: the OpenAI protocol served over the local provider.
 //! - [`cli`]: the command line; the only module that prints.
 
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod files;
 pub mod html;
 pub mod plan;
 pub mod pricing;

@@ -94,7 +94,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         rows,
     };
     let text = html::render(&page)?;
-    write_atomically(&path, text.as_bytes()).with_context(|| format!("writing the report to `{}`", path.display()))?;
+    crate::files::write_atomically(&path, text.as_bytes())
+        .with_context(|| format!("writing the report to `{}`", path.display()))?;
     errln!("report of `{}`: {} rows, {} bytes", sweep.name, page.rows.len(), text.len())?;
     outln!("{}", path.display())?;
     Ok(ExitStatus::Success)
@@ -138,14 +139,4 @@ fn runner_up(board: &Board, rows: &[LeaderboardRow], pick: usize) -> Option<Disa
         })
         .collect();
     Some(Disagreements { other, n_examples: sa.len(), examples })
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it: a reader never sees half a page.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

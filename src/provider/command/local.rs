@@ -388,9 +388,7 @@ fn read_pid(dir: &Path) -> Option<u32> {
 
 /// Writes a file whole or not at all (a temporary file, then a rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::files::write_atomically(path, bytes)
         .map_err(|e| engine_error(format!("cannot write {}: {e}", path.display())))
 }
 

@@ -253,9 +253,7 @@ impl CommandProvider {
                 .map_err(|e| engine_error(format!("cannot read the config template {}: {e}", template.display())))?;
             let rendered = crate::template::render(&text, &values)
                 .map_err(|e| engine_error(format!("the config template {}: {e}", template.display())))?;
-            let tmp = config_path.with_extension("yml.tmp");
-            std::fs::write(&tmp, rendered)
-                .and_then(|()| std::fs::rename(&tmp, &config_path))
+            crate::files::write_atomically(&config_path, rendered.as_bytes())
                 .map_err(|e| engine_error(format!("cannot write {}: {e}", config_path.display())))?;
         }
         let argv = self

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::trainer::{self, Embedding, ReplyModel, TrainError, TrainEvent};
 use super::{BASE_MODEL, VALIDATIONS_PER_EPOCH, example, resolve};
 use crate::data::{DataError, read_chat_file};
+use crate::files::write_atomically;
 use crate::run::RunConfig;
 
 /// The `peft_type` of this family's adapters.
@@ -439,14 +440,6 @@ fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("the state serialises");
     bytes.push(b'\n');
     bytes
-}
-
-/// Writes `path` through a temporary file in the same directory, renamed into place.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 impl fmt::Display for Progress<'_> {
