@@ -19,6 +19,7 @@
 //! - [`serve`]: the OpenAI protocol served over the local provider.
 //! - [`cli`]: the command line; the only module that prints.
 
+pub mod bayes;
 pub mod cli;
 pub mod data;
 pub mod eval;

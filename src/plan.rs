@@ -362,9 +362,9 @@ fn values(d: &Domain) -> &[Option<f64>] {
     }
 }
 
-/// Draws one value; floats are rounded to 3 significant digits so that ids
-/// and tables stay readable.
-fn draw(rng: &mut ChaCha8Rng, d: &Domain, integer: bool) -> Option<f64> {
+/// A seeded draw from a domain: log-uniform for `LogUniform`, integers for
+/// integer axes, floats rounded to 3 significant digits (short run ids).
+pub fn draw(rng: &mut ChaCha8Rng, d: &Domain, integer: bool) -> Option<f64> {
     let x = match d {
         Domain::Values(v) => return v[rng.random_range(0..v.len())],
         Domain::Uniform(lo, hi) if integer => rng.random_range(*lo as i64..=*hi as i64) as f64,

@@ -22,7 +22,7 @@ const FN_LIMIT: usize = 120;
 
 /// Modules that do no I/O: a file `src/NAME.rs` or any file under `src/NAME/`.
 const PURE: &[&str] =
-    &["spec", "plan", "pricing", "stats", "rank", "report", "stopping", "run", "space", "template", "html"];
+    &["spec", "plan", "pricing", "stats", "rank", "report", "stopping", "run", "space", "template", "html", "bayes"];
 
 /// Paths that do file, network, process or database I/O, or are an async runtime.
 const IO_PATHS: &[&str] = &[
