@@ -1,3 +1,6 @@
+//! The model's tests: determinism, domains, the lie, no repeats, and that it learns
+//! (against random search on synthetic objectives over spaces like a sweep's).
+
 use super::*;
 use crate::space::Domain;
 
