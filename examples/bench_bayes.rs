@@ -1,11 +1,14 @@
 //! Benchmark of Bayesian search's model (`ftsweep::bayes`): for synthetic
 //! objectives over spaces like a sweep's and 10 seeds, the best score found
-//! after 10, 20 and 30 trials by random search and by the model (10 random
+//! after 10, 20, 30 and 40 trials by random search and by the model (10 random
 //! trials first), trials one at a time; then the same with 4 slots (each
 //! proposal made while 3 others are pending); then the time per proposal with
 //! 10, 50 and 200 trials in the history.
 //!
-//! `cargo run --example bench_bayes` (debug) or `cargo run --release --example bench_bayes`
+//! `cargo run --example bench_bayes` (debug), or optimised without building the dependencies
+//! again: `cargo run --example bench_bayes --config 'profile.dev.package.ftsweep.opt-level=3'
+//! --config 'profile.dev.package.ftsweep.debug-assertions=false'` (the dependencies stay at the dev
+//! profile's opt-level 2).
 
 use std::time::Instant;
 
@@ -14,7 +17,7 @@ use ftsweep::space::{Axis, Domain, Kind};
 
 const SEEDS: u64 = 10;
 const STARTUP: usize = 10;
-const CHECKPOINTS: [usize; 3] = [10, 20, 30];
+const CHECKPOINTS: [usize; 4] = [10, 20, 30, 40];
 
 fn axis(name: &str, kind: Kind, domain: Domain) -> Axis {
     Axis { name: name.into(), kind, domain, written: true }
@@ -106,21 +109,22 @@ fn search(space: &[Axis], f: Objective, startup: usize, seed: u64, slots: usize)
 }
 
 fn compare(name: &str, space: &[Axis], f: Objective, slots: usize) {
-    let (mut random, mut model) = (vec![0.0; 3], vec![0.0; 3]);
-    let (mut wins, mut ties) = (0, 0);
+    let (mut random, mut model) = (vec![0.0; CHECKPOINTS.len()], vec![0.0; CHECKPOINTS.len()]);
+    let (mut wins, mut ties, mut wins40) = (0, 0, 0);
     for seed in 0..SEEDS {
         let r = search(space, f, usize::MAX, seed, slots);
         let m = search(space, f, STARTUP, seed, slots);
-        for i in 0..3 {
+        for i in 0..CHECKPOINTS.len() {
             random[i] += r[i] / SEEDS as f64;
             model[i] += m[i] / SEEDS as f64;
         }
         wins += usize::from(m[2] > r[2]);
         ties += usize::from(m[2] == r[2]);
+        wins40 += usize::from(m[3] > r[3]);
     }
     let show = |v: &[f64]| v.iter().map(|x| format!("{x:>8.3}")).collect::<String>();
     println!(
-        "{name:<10} {slots:>5} | random {} | model {} | model better {wins}/10, tied {ties}",
+        "{name:<10} {slots:>5} | random {} | model {} | better at 30: {wins}/10 (tied {ties}), at 40: {wins40}/10",
         show(&random),
         show(&model)
     );
@@ -143,14 +147,10 @@ fn time_per_proposal(space: &[Axis], f: Objective, n: usize) -> f64 {
 }
 
 fn main() {
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!(
-        "mean best score over {SEEDS} seeds after 10 / 20 / 30 trials ({STARTUP} random before the model); {profile}"
-    );
-    println!(
-        "{:<10} {:>5} | random {:>8}{:>8}{:>8} | model {:>8}{:>8}{:>8} |",
-        "objective", "slots", 10, 20, 30, 10, 20, 30
-    );
+    let profile = if cfg!(debug_assertions) { "debug" } else { "optimised" };
+    println!("mean best score over {SEEDS} seeds after 10 / 20 / 30 / 40 trials ({STARTUP} random first); {profile}");
+    let head: String = CHECKPOINTS.iter().map(|k| format!("{k:>8}")).collect();
+    println!("{:<10} {:>5} | random {head} | model {head} |", "objective", "slots");
     let objectives: [(&str, Vec<Axis>, Objective, &str); 3] = [
         ("peak", peak_space(), peak, "best 0"),
         ("choice", choice_space(), choice, "best 2"),
