@@ -31,6 +31,8 @@ pub(super) async fn run(
     let mut summary = Summary::default();
     let limits = Limits { max_concurrent: cx.max_concurrent, jobs_outlive_process: cx.provider.jobs_outlive_process() };
     state.begin_pass();
+    // Early stopping reads a running job's validations as they come.
+    cx.provider.set_live_events(cx.spec.early_stopping.is_some());
     let survey = decide::survey(&runs, state, limits.jobs_outlive_process);
     summary.reused = survey.reused.len();
     state.reused(survey.reused.iter().cloned());
