@@ -176,6 +176,14 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// `--example-delay-ms`: milliseconds from 0 to 60000, a fraction allowed.
+fn delay_ms(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && (0.0..=60_000.0).contains(&ms) => Ok(ms),
+        _ => Err(format!("`{text}` is not a number of milliseconds from 0 to 60000 (such as 4 or 5.5)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,12 +211,13 @@ mod tests {
         let text = clear_text_warning("0.0.0.0:8089".parse().unwrap()).unwrap();
         assert!(text.contains("in clear") && text.contains("--host 127.0.0.1"), "{text}");
     }
-}
 
-/// `--example-delay-ms`: milliseconds from 0 to 60000, a fraction allowed.
-fn delay_ms(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(ms) if ms.is_finite() && (0.0..=60_000.0).contains(&ms) => Ok(ms),
-        _ => Err(format!("`{text}` is not a number of milliseconds from 0 to 60000 (such as 4 or 5.5)")),
+    #[test]
+    fn the_example_delay_takes_whole_or_fractional_milliseconds_in_range() {
+        assert_eq!(super::delay_ms("4"), Ok(4.0));
+        assert_eq!(super::delay_ms("5.5"), Ok(5.5));
+        for bad in ["-1", "nan", "inf", "60001", "fast"] {
+            assert!(super::delay_ms(bad).unwrap_err().contains("milliseconds from 0 to 60000"), "{bad}");
+        }
     }
 }

@@ -258,7 +258,7 @@ pub(super) enum Then {
 /// first and the short ones fill the gaps at the end (the LPT rule). A run
 /// that trains nothing (a checkpoint, an evaluation) comes last; ties keep
 /// plan order, so the order is the same on every scan and after a restart.
-pub(super) fn launch_order<T>(runs: &[T], tokens: impl Fn(&T) -> Option<u64>) -> Vec<usize> {
+pub fn launch_order<T>(runs: &[T], tokens: impl Fn(&T) -> Option<u64>) -> Vec<usize> {
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tokens(&runs[i]).unwrap_or(0)));
     order
