@@ -71,9 +71,30 @@ struct Row {
     validation: f64,
 }
 
+/// A log line without its ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The seconds since midnight of a log line's RFC 3339 timestamp.
 fn clock(line: &str) -> Option<f64> {
-    let t = line.split_whitespace().next()?.split('T').nth(1)?.trim_end_matches('Z');
+    // The stamp comes first, perhaps wrapped in ANSI colour codes.
+    let start = line.find(|c: char| c.is_ascii_digit())?;
+    let stamp: String = line[start..].chars().take_while(|c| c.is_ascii_digit() || "-:.T".contains(*c)).collect();
+    let t = stamp.split('T').nth(1)?;
     let mut parts = t.split(':');
     let (h, m, s): (f64, f64, f64) =
         (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
@@ -84,8 +105,13 @@ fn clock(line: &str) -> Option<f64> {
 fn durations(log: &str) -> Vec<f64> {
     let mut started = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for line in log.lines() {
-        let Some(job) = line.split("job=").nth(1).and_then(|r| r.split_whitespace().next()) else { continue };
+    for line in log.lines().map(plain) {
+        let line = line.as_str();
+        let Some(job) =
+            line.split("job=").nth(1).and_then(|r| r.split(|c: char| c.is_whitespace() || c == '\x1b').next())
+        else {
+            continue;
+        };
         let Some(at) = clock(line) else { continue };
         if line.contains("job running") {
             started.insert(job.to_string(), at);

@@ -53,6 +53,8 @@ const EARLY: f64 = 0.97;
 /// ... then, past it, every this share of it (at least [`TIGHT_MIN`] s), growing by half each time.
 const TIGHT: f64 = 0.03;
 const TIGHT_MIN: f64 = 0.02;
+/// A job that had ended when first read makes the next expectations this much shorter.
+const SHRINK: f64 = 0.95;
 
 /// The provider.
 pub struct OpenAiProvider {
@@ -340,11 +342,11 @@ impl OpenAiProvider {
                 {
                     // The job ended between the last two reads: the middle,
                     // when they were close; else (an upper bound) the last.
-                    let end = match last_poll {
-                        Some(before) if polled - before <= 0.1 * polled => (polled + before) / 2.0,
-                        _ => polled,
+                    let (end, exact) = match last_poll {
+                        Some(before) if polled - before <= 0.1 * polled => ((polled + before) / 2.0, true),
+                        _ => (polled, false),
                     };
-                    lock(&self.pace).record(&job.training_file, epochs, end);
+                    lock(&self.pace).record(&job.training_file, epochs, end, exact);
                 }
                 return self.finish(&job, status, events.steps, n_epochs, on_event).await;
             }
@@ -666,16 +668,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// wait that is the same for every job (validation, a hosted queue).
 #[derive(Default)]
 struct Pace {
-    jobs: HashMap<String, Vec<(f64, f64)>>,
+    jobs: HashMap<String, Lengths>,
+}
+
+/// The lengths seen on one training file.
+struct Lengths {
+    /// Known closely: the job was seen running shortly before it was seen ended.
+    exact: Vec<(f64, f64)>,
+    /// Upper bounds: it had ended when it was first read near its expected end.
+    upper: Vec<(f64, f64)>,
+    /// What the expectation is scaled by: less after each job that had
+    /// ended when first read (it was shorter than expected), back to 1 on an exact length.
+    shrink: f64,
 }
 
 impl Pace {
-    fn record(&mut self, training_file: &str, epochs: f64, seconds: f64) {
-        self.jobs.entry(training_file.to_string()).or_default().push((epochs, seconds));
+    fn record(&mut self, training_file: &str, epochs: f64, seconds: f64, exact: bool) {
+        let l = self.jobs.entry(training_file.to_string()).or_insert(Lengths {
+            exact: Vec::new(),
+            upper: Vec::new(),
+            shrink: 1.0,
+        });
+        if exact {
+            l.exact.push((epochs, seconds));
+            l.shrink = 1.0;
+        } else {
+            l.upper.push((epochs, seconds));
+            l.shrink = (l.shrink * SHRINK).max(0.5);
+        }
     }
 
     fn predict(&self, training_file: &str, epochs: f64) -> Option<f64> {
-        expected_length(self.jobs.get(training_file)?, epochs)
+        let l = self.jobs.get(training_file)?;
+        let seen = if l.exact.is_empty() { &l.upper } else { &l.exact };
+        expected_length(seen, epochs).map(|t| t * l.shrink)
     }
 }
 
@@ -764,6 +790,17 @@ pub(crate) fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pace_prefers_close_lengths_and_shrinks_after_jobs_that_ended_sooner() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.predict("f", 3.0), None);
+        pace.record("f", 6.0, 2.0, false);
+        assert_eq!(pace.predict("f", 3.0), Some(1.0 * SHRINK), "an upper bound, shrunk");
+        pace.record("f", 6.0, 2.4, true);
+        assert_eq!(pace.predict("f", 3.0), Some(1.2), "the close length alone, unshrunk");
+        assert_eq!(pace.predict("other", 3.0), None, "by training file");
+    }
 
     #[test]
     fn a_jobs_length_is_expected_from_the_finished_ones() {
