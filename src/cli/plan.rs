@@ -630,23 +630,29 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
 /// first (by its estimated trained tokens; ties in plan order), each with its
 /// share of the tokens; `None` when at most one job trains or all fit at once.
 fn launch_order_line(rows: &[PlanRow], max_concurrent: u32) -> Option<String> {
-    let jobs: Vec<&PlanRow> = rows.iter().filter(|r| r.to_train && r.origin != "checkpoint").collect();
+    // Each by its number in the table.
+    let jobs: Vec<(usize, &PlanRow)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.to_train && r.origin != "checkpoint")
+        .map(|(i, r)| (i + 1, r))
+        .collect();
     if jobs.len() <= (max_concurrent.max(1) as usize) {
         return None;
     }
-    let total: u64 = jobs.iter().map(|r| r.estimated_trained_tokens).sum::<u64>().max(1);
-    let order = crate::sweep::launch_order(&jobs, |r| Some(r.estimated_trained_tokens));
-    const SHOWN: usize = 8;
+    let total: u64 = jobs.iter().map(|(_, r)| r.estimated_trained_tokens).sum::<u64>().max(1);
+    let order = crate::sweep::launch_order(&jobs, |(_, r)| Some(r.estimated_trained_tokens));
+    const SHOWN: usize = 12;
     let mut names: Vec<String> = order
         .iter()
         .take(SHOWN)
-        .map(|&i| format!("{} {:.0}%", jobs[i].run_id, 100.0 * jobs[i].estimated_trained_tokens as f64 / total as f64))
+        .map(|&i| format!("#{} {:.0}%", jobs[i].0, 100.0 * jobs[i].1.estimated_trained_tokens as f64 / total as f64))
         .collect();
     if order.len() > SHOWN {
         names.push(format!("… {} more", order.len() - SHOWN));
     }
     Some(format!(
-        "launch order ({} at a time, longest job first; share of the trained tokens): {}",
+        "launch order ({} at a time, longest job first; run # and share of the trained tokens): {}",
         max_concurrent.max(1),
         names.join(", ")
     ))

@@ -50,7 +50,7 @@ pub const QUIET_EVENTS: Duration = Duration::from_secs(3);
 
 /// A job is first read at this share of its expected length ...
 const EARLY: f64 = 0.97;
-/// ... then, past it, every this share of it (at least [`TIGHT_MIN`] s), growing by half each time.
+/// ... then, past it, after this share of it (at least [`TIGHT_MIN`] s), twice as long each time.
 const TIGHT: f64 = 0.03;
 const TIGHT_MIN: f64 = 0.02;
 /// A job that had ended when first read makes the next expectations this much shorter.
@@ -316,7 +316,8 @@ impl OpenAiProvider {
         let mut last: Option<serde_json::Value> = None;
         let mut last_poll: Option<f64> = None;
         let mut overdue = 0i32;
-        let (mut events_every, mut events_at) = (QUIET_EVENTS, QUIET_EVENTS.as_secs_f64());
+        let quiet = quiet_events();
+        let (mut events_every, mut events_at) = (quiet, quiet.as_secs_f64());
         let mut peeked = false;
         // A job created here is first read when it may have ended (or after
         // `min`); one adopted from an earlier process, at once.
@@ -379,7 +380,7 @@ impl OpenAiProvider {
                     Some(total) => {
                         // Past the expected end: tighter reads, growing slowly.
                         overdue += 1;
-                        (TIGHT * total).max(TIGHT_MIN) * 1.5f64.powi(overdue - 1)
+                        (TIGHT * total).max(TIGHT_MIN) * 2f64.powi(overdue - 1)
                     }
                     None => {
                         let wait = interval.as_secs_f64();
@@ -632,6 +633,16 @@ impl OpenAiProvider {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// [`QUIET_EVENTS`]; debug builds only: `FTSWEEP_TEST_QUIET_EVENTS_SECS`
+/// sets it, so that tests can tell the reads at a job's changes from the ones by the clock.
+fn quiet_events() -> Duration {
+    let set = std::env::var("FTSWEEP_TEST_QUIET_EVENTS_SECS").ok().and_then(|v| v.parse::<f64>().ok());
+    match set {
+        Some(s) if cfg!(debug_assertions) && s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        _ => QUIET_EVENTS,
     }
 }
 
