@@ -15,7 +15,10 @@ import sys
 import threading
 import time
 
-import httpx
+try:
+    import httpx
+except ImportError:  # newer openai releases ship it as httpx2
+    import httpx2 as httpx
 import optuna
 from openai import OpenAI
 
