@@ -558,6 +558,9 @@ fn print_json(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> 
 fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()> {
     outln!("{}", report::plan_table(rows))?;
     let s = &loaded.sweep;
+    if let Some(line) = launch_order_line(rows, s.limits.max_concurrent) {
+        outln!("{line}")?;
+    }
     if s.method == crate::space::Method::Dpo {
         outln!(
             "method: dpo (preference pairs; the trained tokens count both outputs, and evaluation grades against the \
@@ -621,6 +624,38 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
         outln!("~ marks \"auto\" epochs, estimated with OpenAI's cookbook heuristic (not an API contract)")?;
     }
     Ok(())
+}
+
+/// The order the runs to train start in when slots are scarce: longest job
+/// first (by its estimated trained tokens; ties in plan order), each with its
+/// share of the tokens; `None` when at most one job trains or all fit at once.
+fn launch_order_line(rows: &[PlanRow], max_concurrent: u32) -> Option<String> {
+    // Each by its number in the table.
+    let jobs: Vec<(usize, &PlanRow)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.to_train && r.origin != "checkpoint")
+        .map(|(i, r)| (i + 1, r))
+        .collect();
+    if jobs.len() <= (max_concurrent.max(1) as usize) {
+        return None;
+    }
+    let total: u64 = jobs.iter().map(|(_, r)| r.estimated_trained_tokens).sum::<u64>().max(1);
+    let order = crate::sweep::launch_order(&jobs, |(_, r)| Some(r.estimated_trained_tokens));
+    const SHOWN: usize = 12;
+    let mut names: Vec<String> = order
+        .iter()
+        .take(SHOWN)
+        .map(|&i| format!("#{} {:.0}%", jobs[i].0, 100.0 * jobs[i].1.estimated_trained_tokens as f64 / total as f64))
+        .collect();
+    if order.len() > SHOWN {
+        names.push(format!("… {} more", order.len() - SHOWN));
+    }
+    Some(format!(
+        "launch order ({} at a time, longest job first; run # and share of the trained tokens): {}",
+        max_concurrent.max(1),
+        names.join(", ")
+    ))
 }
 
 /// What a hosted sweep's hyperparameters become in each provider's request,

@@ -39,9 +39,9 @@ pub struct Args {
     pub rpm: Option<u32>,
     /// Pause this many milliseconds per trained example (a step of batch b pauses b times this), so
     /// that jobs last in proportion to what they train and stream their metrics events like hosted
-    /// ones: for trying early stopping and crash recovery.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub example_delay_ms: u64,
+    /// ones: for trying early stopping and crash recovery. A fraction is allowed (`5.5`).
+    #[arg(long, default_value_t = 0.0, value_parser = delay_ms)]
+    pub example_delay_ms: f64,
     /// How many LoRA adapters (`POST /v1/load_lora_adapter`) may be loaded at a time. Loading one
     /// more is refused with a 400 (vLLM with `--max-loras` swaps adapters instead): a client that
     /// never unloads is caught.
@@ -126,7 +126,7 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
         key,
         max_running: args.max_running as usize,
         rpm: args.rpm,
-        example_delay: std::time::Duration::from_millis(args.example_delay_ms),
+        example_delay: std::time::Duration::from_secs_f64(args.example_delay_ms / 1000.0),
         max_loras: args.max_loras as usize,
         endpoint_delay: std::time::Duration::from_millis(args.endpoint_delay_ms),
         deployment_delay: std::time::Duration::from_millis(args.deployment_delay_ms),
@@ -176,6 +176,14 @@ pub fn run(_cli: &Cli, args: &Args) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// `--example-delay-ms`: milliseconds from 0 to 60000, a fraction allowed.
+fn delay_ms(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && (0.0..=60_000.0).contains(&ms) => Ok(ms),
+        _ => Err(format!("`{text}` is not a number of milliseconds from 0 to 60000 (such as 4 or 5.5)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +210,14 @@ mod tests {
         }
         let text = clear_text_warning("0.0.0.0:8089".parse().unwrap()).unwrap();
         assert!(text.contains("in clear") && text.contains("--host 127.0.0.1"), "{text}");
+    }
+
+    #[test]
+    fn the_example_delay_takes_whole_or_fractional_milliseconds_in_range() {
+        assert_eq!(super::delay_ms("4"), Ok(4.0));
+        assert_eq!(super::delay_ms("5.5"), Ok(5.5));
+        for bad in ["-1", "nan", "inf", "60001", "fast"] {
+            assert!(super::delay_ms(bad).unwrap_err().contains("milliseconds from 0 to 60000"), "{bad}");
+        }
     }
 }

@@ -210,6 +210,17 @@ impl Provider {
         }
     }
 
+    /// Whether a running job's events are needed as they come (early
+    /// stopping): the OpenAI protocol (and Azure's) then reads them at every
+    /// poll, else only when the job changed, at its end and at a slow cadence.
+    pub fn set_live_events(&self, live: bool) {
+        match self {
+            Provider::OpenAi(p) => p.set_live_events(live),
+            Provider::Azure(p) => p.data.set_live_events(live),
+            _ => {}
+        }
+    }
+
     /// Cancels a job.
     pub async fn cancel_job(&self, job_id: &str) -> Result<(), ProviderError> {
         match self {

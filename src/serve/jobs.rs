@@ -282,6 +282,7 @@ pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resu
         }
         job.status = "cancelled".into();
         job.finished_at = Some(unix_now());
+        job.estimated_finish = None;
         store.update_job(&job)?;
         store.insert_events(&id, &[message_event("info", "Fine-tuning job cancelled")])?;
         job

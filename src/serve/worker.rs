@@ -129,8 +129,10 @@ fn end(
     status: &str,
     change: impl FnOnce(&mut ServeStore, &mut Job) -> Result<Vec<JobEvent>, StoreError>,
 ) -> Result<bool, StoreError> {
+    tracing::info!(job = id, status, "job ended");
     advance(app, id, status, |store, job| {
         job.finished_at = Some(unix_now());
+        job.estimated_finish = None;
         change(store, job)
     })
 }
@@ -261,13 +263,21 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         learning_rate_multiplier: Some(HyperValue::Float(multiplier)),
         beta: None,
     };
+    // When the job is expected to end, as OpenAI's `estimated_finish` (unix seconds, while it
+    // runs): the delay model, each step pausing per example of its batch.
+    let steps = (training.examples as u64).div_ceil(u64::from(config.batch_size.max(1))) * u64::from(config.n_epochs);
+    let length = app.provider.example_delay().as_secs_f64() * (steps * u64::from(config.batch_size)) as f64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let estimated_finish = (now + length).ceil() as i64;
     let started = advance(app, id, "running", |_, job| {
         record_resolved(job, resolved, requested.float(BETA));
+        job.estimated_finish = Some(estimated_finish);
         Ok(vec![message_event("info", "Fine-tuning job started")])
     })?;
     if !started {
         return Ok(());
     }
+    tracing::info!(job = id, "job running");
     let request = JobRequest {
         base_model: job.model.clone(),
         training_file: training.provider_id,
@@ -346,6 +356,7 @@ fn cancelled(app: &App, id: &str, trained_tokens: u64) -> Result<(), StoreError>
         _ => {
             job.status = "cancelled".into();
             job.finished_at = Some(unix_now());
+            job.estimated_finish = None;
         }
     }
     job.trained_tokens = Some(trained_tokens);

@@ -136,6 +136,10 @@ pub(super) struct State {
     handled: HashSet<String>,
     /// The runs whose task is running: a dependent waits for them.
     in_flight: HashSet<String>,
+    /// The runs whose task is training (a job of theirs runs or is being
+    /// created): only these hold a `max_concurrent` slot. A run being
+    /// evaluated holds none (evaluations are bounded by their own session).
+    training: HashSet<String>,
     /// In this scan: the owners of runs another live process holds.
     taken: Vec<String>,
     /// In this scan: a run was dealt with, so its dependents may go ahead.
@@ -160,11 +164,20 @@ impl State {
         self.handled.extend(run_ids.into_iter().map(str::to_string));
     }
 
-    /// The claim was granted and the run's task started.
-    pub(super) fn claimed(&mut self, run_id: &str) {
+    /// The claim was granted and the run's task started, doing `work`.
+    pub(super) fn claimed(&mut self, run_id: &str, work: Work) {
         self.handled.insert(run_id.to_string());
         self.in_flight.insert(run_id.to_string());
+        if work.trains() {
+            self.training.insert(run_id.to_string());
+        }
         self.progressed = true;
+    }
+
+    /// The run's task is done training (its job ended; it evaluates now):
+    /// its slot is free for another job.
+    pub(super) fn training_ended(&mut self, run_id: &str) {
+        self.training.remove(run_id);
     }
 
     /// Another live process owns the run.
@@ -185,6 +198,7 @@ impl State {
     /// The run's task ended (or panicked).
     pub(super) fn task_ended(&mut self, run_id: &str) {
         self.in_flight.remove(run_id);
+        self.training.remove(run_id);
     }
 
     /// The wait for another process was reported.
@@ -237,35 +251,62 @@ pub(super) enum Then {
     EndPass,
 }
 
-/// One look at the recorded runs, in plan order: each call to [`Scan::next`]
-/// goes on from the run after the last one acted on, as the state changes;
-/// [`Scan::then`] says what follows.
+/// The order a scan looks at the runs in: longest first. A run's job lasts
+/// in proportion to the tokens it trains (`tokens`: the epochs its own job
+/// trains times the tokens of an epoch; a hosted provider's queue adds the
+/// same wait to every job), so when slots are scarce the longest jobs start
+/// first and the short ones fill the gaps at the end (the LPT rule). A run
+/// that trains nothing (a checkpoint, an evaluation) comes last; ties keep
+/// plan order, so the order is the same on every scan and after a restart.
+pub fn launch_order<T>(runs: &[T], tokens: impl Fn(&T) -> Option<u64>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tokens(&runs[i]).unwrap_or(0)));
+    order
+}
+
+/// The tokens a recorded run's job would train, by `tokens` (the sweep's
+/// estimate); `None` when its work trains nothing.
+fn trained_tokens(run: &RunRecord, tokens: &dyn Fn(&RunRecord) -> u64) -> Option<u64> {
+    Work::of(run, true).trains().then(|| tokens(run))
+}
+
+/// One look at the recorded runs, longest job first ([`launch_order`]):
+/// each call to [`Scan::next`] goes on from the run after the last one acted
+/// on, as the state changes; [`Scan::then`] says what follows.
 pub(super) struct Scan<'a> {
     runs: &'a [RunRecord],
     by_id: HashMap<&'a str, &'a RunRecord>,
+    order: Vec<usize>,
     next: usize,
     stopping: bool,
 }
 
 impl<'a> Scan<'a> {
-    /// `stopping`: the sweep was interrupted, nothing more starts.
-    pub(super) fn new(runs: &'a [RunRecord], state: &mut State, stopping: bool) -> Scan<'a> {
+    /// `stopping`: the sweep was interrupted, nothing more starts. `tokens`:
+    /// a run's estimated trained tokens, for the launch order.
+    pub(super) fn new(
+        runs: &'a [RunRecord],
+        state: &mut State,
+        stopping: bool,
+        tokens: &dyn Fn(&RunRecord) -> u64,
+    ) -> Scan<'a> {
         state.taken.clear();
         state.progressed = false;
         let by_id = runs.iter().map(|r| (r.run_id.as_str(), r)).collect();
-        Scan { runs, by_id, next: if stopping { runs.len() } else { 0 }, stopping }
+        let order = launch_order(runs, |r| trained_tokens(r, tokens));
+        Scan { runs, by_id, order, next: if stopping { runs.len() } else { 0 }, stopping }
     }
 
-    /// The next run to act on; `None` once the scan is through (or every slot is taken).
+    /// The next run to act on; `None` once the scan is through. A run whose
+    /// work trains waits while every slot has a job training.
     pub(super) fn next(&mut self, state: &State, limits: &Limits) -> Option<Action<'a>> {
-        while let Some(run) = self.runs.get(self.next) {
-            if state.in_flight.len() >= limits.max_concurrent.max(1) as usize {
-                self.next = self.runs.len();
-                break;
-            }
+        while let Some(run) = self.order.get(self.next).map(|&i| &self.runs[i]) {
             self.next += 1;
             let work = Work::of(run, limits.jobs_outlive_process);
             if work == Work::Nothing || state.handled.contains(&run.run_id) {
+                continue;
+            }
+            if work.trains() && state.training.len() >= limits.max_concurrent.max(1) as usize {
                 continue;
             }
             if let Some(source) = run.origin.source() {
@@ -426,6 +467,16 @@ mod tests {
         record(id, RunState::Planned, Origin::Continue { parent: parent.into(), parent_epochs: 1 })
     }
 
+    /// A run's estimated tokens in the cases: 100 an epoch its own job trains.
+    fn epoch_tokens(run: &RunRecord) -> u64 {
+        100 * u64::from(crate::run::job_epochs(&run.origin, run.config.n_epochs).unwrap_or(0))
+    }
+
+    fn epochs(mut r: RunRecord, n: u32) -> RunRecord {
+        r.config.n_epochs = Some(n);
+        r
+    }
+
     fn failed(mut r: RunRecord, why: &str) -> RunRecord {
         r.error = Some(why.into());
         r
@@ -465,9 +516,9 @@ mod tests {
     };
 
     /// Answers a claim as the store would in the case.
-    fn answer(case: &Case, run_id: &str, state: &mut State) {
+    fn answer(case: &Case, run_id: &str, work: Work, state: &mut State) {
         match case.answers.iter().find(|(id, _)| *id == run_id).map(|(_, a)| *a) {
-            None => state.claimed(run_id),
+            None => state.claimed(run_id, work),
             Some(Answer::Taken) => state.taken("host:7:00ff".into()),
             Some(Answer::OverBudget) => state.over_budget(run_id),
         }
@@ -480,17 +531,17 @@ mod tests {
         state.begin_pass();
         state.give_up(case.handled.iter().copied());
         for id in case.in_flight {
-            state.claimed(id);
+            state.claimed(id, Work::TrainAndEvaluate);
         }
         let limits = Limits { max_concurrent: case.max_concurrent, jobs_outlive_process: case.durable };
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let mut scan = Scan::new(&case.runs, &mut state, case.stopping);
+            let mut scan = Scan::new(&case.runs, &mut state, case.stopping, &epoch_tokens);
             while let Some(action) = scan.next(&state, &limits) {
                 match action {
                     Action::Claim { run, work } => {
                         seen.push(format!("claim {} {work:?}", run.run_id));
-                        answer(case, &run.run_id, &mut state);
+                        answer(case, &run.run_id, work, &mut state);
                     }
                     Action::Fail { run, reason } => {
                         seen.push(format!("fail {}: {reason}", run.run_id));
@@ -565,6 +616,68 @@ mod tests {
         for case in &cases {
             assert_eq!(play(case), case.expect, "{}", case.name);
         }
+    }
+
+    /// Longest first, and a slot is held by a training job only.
+    #[test]
+    fn the_longest_jobs_launch_first_and_an_evaluation_holds_no_slot() {
+        use RunState::*;
+        let cases = [
+            Case {
+                name: "the longest job first; ties in plan order; a checkpoint run (trains nothing) last",
+                runs: vec![
+                    epochs(job("a", Planned), 1),
+                    epochs(job("b", Planned), 6),
+                    epochs(job("c", Planned), 3),
+                    epochs(job("d", Planned), 6),
+                    epochs(job("e", Done), 9),
+                ],
+                max_concurrent: 3,
+                expect: &[
+                    "claim b TrainAndEvaluate",
+                    "claim d TrainAndEvaluate",
+                    "claim c TrainAndEvaluate",
+                    "await a task",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "a halving continuation counts only the epochs its own job trains",
+                runs: vec![epochs(continuing("x", "p"), 4), epochs(job("p", Done), 1), epochs(job("y", Planned), 2)],
+                max_concurrent: 1,
+                expect: &["claim x TrainAndEvaluate", "await a task"],
+                ..CASE
+            },
+            Case {
+                name: "every slot trains: an evaluation still starts, a launch waits",
+                runs: vec![job("a", Training), job("b", Trained), job("c", Planned)],
+                handled: &["a"],
+                in_flight: &["a"],
+                max_concurrent: 1,
+                expect: &["claim b Evaluate", "await a task"],
+                ..CASE
+            },
+        ];
+        for case in &cases {
+            assert_eq!(play(case), case.expect, "{}", case.name);
+        }
+        // A run evaluating after its job ended frees its slot for the next launch.
+        let runs = vec![job("a", Planned), job("b", Planned)];
+        let limits = Limits { max_concurrent: 1, jobs_outlive_process: true };
+        let mut state = State::default();
+        let mut scan = Scan::new(&runs, &mut state, false, &epoch_tokens);
+        let Some(Action::Claim { run, work }) = scan.next(&state, &limits) else { panic!("a claims") };
+        state.claimed(&run.run_id, work);
+        assert_eq!(scan.next(&state, &limits), None, "b waits for the slot");
+        state.training_ended("a");
+        let mut scan = Scan::new(&runs, &mut state, false, &epoch_tokens);
+        assert!(matches!(scan.next(&state, &limits), Some(Action::Claim { run, .. }) if run.run_id == "b"));
+    }
+
+    #[test]
+    fn the_launch_order_is_longest_first_with_ties_in_plan_order() {
+        let tokens = [Some(10), None, Some(60), Some(30), Some(60), Some(0)];
+        assert_eq!(launch_order(&tokens, |t| *t), [2, 4, 3, 0, 1, 5]);
     }
 
     /// Checkpoint and continuation runs against the state of their source.
@@ -699,7 +812,7 @@ mod tests {
         for pass in 0..2 {
             state.begin_pass();
             for _ in 0..2 {
-                let mut scan = Scan::new(&runs, &mut state, false);
+                let mut scan = Scan::new(&runs, &mut state, false, &epoch_tokens);
                 while let Some(action) = scan.next(&state, &limits) {
                     assert!(matches!(action, Action::Claim { .. }));
                     state.taken("other".into());

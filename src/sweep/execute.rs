@@ -31,6 +31,8 @@ pub(super) async fn run(
     let mut summary = Summary::default();
     let limits = Limits { max_concurrent: cx.max_concurrent, jobs_outlive_process: cx.provider.jobs_outlive_process() };
     state.begin_pass();
+    // Early stopping reads a running job's validations as they come.
+    cx.provider.set_live_events(cx.spec.early_stopping.is_some());
     let survey = decide::survey(&runs, state, limits.jobs_outlive_process);
     summary.reused = survey.reused.len();
     state.reused(survey.reused.iter().cloned());
@@ -49,7 +51,18 @@ pub(super) async fn run(
         let trains = runs.iter().zip(&survey.work).filter(|(_, w)| w.trains());
         state.give_up(trains.map(|(r, _)| r.run_id.as_str()));
     }
-    let mut pass = Pass { cx, files, progress, limits, summary, tasks: JoinSet::new(), task_runs: HashMap::new() };
+    let (trained_tx, trained) = tokio::sync::mpsc::unbounded_channel();
+    let mut pass = Pass {
+        cx,
+        files,
+        progress,
+        limits,
+        summary,
+        tasks: JoinSet::new(),
+        task_runs: HashMap::new(),
+        trained_tx,
+        trained,
+    };
     let result = pass.drive(state).await;
     heartbeat.abort();
     result?;
@@ -105,6 +118,10 @@ struct Pass {
     tasks: JoinSet<(String, RunEnd)>,
     /// Each task's run, to record the run failed if its task panics.
     task_runs: HashMap<tokio::task::Id, String>,
+    /// A task says here that its run is done training (it evaluates now):
+    /// its slot is free for the next launch.
+    trained_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    trained: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Pass {
@@ -113,7 +130,8 @@ impl Pass {
         loop {
             let stopping = *self.cx.options.shutdown.borrow();
             let current = self.cx.store.lock().sweep_runs(self.cx.options.sweep_id)?;
-            let mut scan = Scan::new(&current, state, stopping);
+            let tokens = |r: &RunRecord| self.cx.options.estimate(r).0;
+            let mut scan = Scan::new(&current, state, stopping, &tokens);
             while let Some(action) = scan.next(state, &self.limits) {
                 match action {
                     Action::Claim { run, work } => self.claim(run, work, state)?,
@@ -166,16 +184,19 @@ impl Pass {
                 (self.progress)(Progress::Skipped { run_id: run.run_id.clone(), reason });
             }
             Claim::Claimed { attempt } => {
-                state.claimed(&run.run_id);
+                state.claimed(&run.run_id, work);
                 let mut run = run.clone();
                 if let Some(a) = attempt {
                     run.attempt = a;
                 }
                 let (cx, files, progress) = (cx.clone(), self.files.clone(), self.progress.clone());
                 let run_id = run.run_id.clone();
+                let trained = self.trained_tx.clone();
                 let task = self.tasks.spawn(async move {
                     injected_panic(&run.run_id);
-                    let end = task::run_one(&cx, &run, work, files.as_deref(), progress.as_ref()).await;
+                    let id = run.run_id.clone();
+                    let trained = move || drop(trained.send(id));
+                    let end = task::run_one(&cx, &run, work, files.as_deref(), progress.as_ref(), trained).await;
                     let _ = cx.store.lock().release(&run.run_id, &cx.options.owner);
                     (run.run_id.clone(), end.unwrap_or(RunEnd::Failed))
                 });
@@ -188,7 +209,15 @@ impl Pass {
     /// Waits for a run's task to end, or a moment (the others are re-checked
     /// now and then), and counts how it ended.
     async fn await_task(&mut self, state: &mut State) -> Result<(), StoreError> {
-        let Ok(Some(joined)) = tokio::time::timeout(RESCAN, self.tasks.join_next()).await else {
+        let joined = tokio::select! {
+            joined = tokio::time::timeout(RESCAN, self.tasks.join_next()) => joined,
+            Some(run_id) = self.trained.recv() => {
+                // A job ended: its run evaluates, and the next job can start.
+                state.training_ended(&run_id);
+                return Ok(());
+            }
+        };
+        let Ok(Some(joined)) = joined else {
             return Ok(());
         };
         let task = match &joined {

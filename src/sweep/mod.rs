@@ -24,6 +24,7 @@ mod follow;
 mod launch;
 mod search;
 mod task;
+pub use decide::launch_order;
 pub use search::adopt_stored;
 
 use crate::data::ChatFile;

@@ -41,13 +41,16 @@ pub(super) enum Trained {
 }
 
 /// Claimed work on one run: train (with retries by policy) if needed, then
-/// evaluate. Store failures are errors; everything else is a `RunEnd`.
+/// evaluate; `trained` is called once the run has its model, before its
+/// evaluation (its slot is free then). Store failures are errors;
+/// everything else is a `RunEnd`.
 pub(super) async fn run_one(
     cx: &SweepContext,
     run: &RunRecord,
     work: Work,
     files: Option<&(String, String)>,
     progress: &(dyn Fn(Progress) + Send + Sync),
+    trained: impl FnOnce(),
 ) -> Result<RunEnd, StoreError> {
     let (model, stopped) = match (work, &run.model, files) {
         (Work::Evaluate, Some(model), _) => (model.clone(), false),
@@ -61,6 +64,7 @@ pub(super) async fn run_one(
             Err(end) => return Ok(end),
         },
     };
+    trained();
     evaluate(cx, run, work, &model, stopped, progress).await
 }
 

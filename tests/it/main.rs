@@ -36,4 +36,5 @@ mod together;
 mod toolcalls;
 mod tools;
 mod util;
+mod wall;
 mod weights;

@@ -170,6 +170,11 @@ impl LocalProvider {
         LocalProvider { example_delay: delay, ..self }
     }
 
+    /// The pause per example of a step's batch (see [`with_example_delay`](Self::with_example_delay)).
+    pub fn example_delay(&self) -> std::time::Duration {
+        self.example_delay
+    }
+
     /// Makes jobs also run a full validation pass `n` times per epoch (0: at epoch ends only; see
     /// `TrainConfig::validations_per_epoch`), each reported as a `JobEvent::Validation`.
     /// Validation changes nothing that is trained.

@@ -7,8 +7,10 @@
 pub mod client;
 pub mod results;
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
@@ -41,11 +43,30 @@ impl Default for PollPolicy {
     }
 }
 
+/// How long a running job's events go unread at first when nothing needs
+/// them as they come (then twice as long after each read): `status` shows
+/// a hosted job's step from them.
+pub const QUIET_EVENTS: Duration = Duration::from_secs(3);
+
+/// A job is first read at this share of its expected length ...
+const EARLY: f64 = 0.97;
+/// ... then, past it, after this share of it (at least [`TIGHT_MIN`] s), twice as long each time.
+const TIGHT: f64 = 0.03;
+const TIGHT_MIN: f64 = 0.02;
+/// A job that had ended when first read makes the next expectations this much shorter.
+const SHRINK: f64 = 0.95;
+
 /// The provider.
 pub struct OpenAiProvider {
     pub client: Client,
     store: SharedStore,
     poll: PollPolicy,
+    /// See [`OpenAiProvider::set_live_events`].
+    live_events: AtomicBool,
+    /// The lengths of the jobs this provider saw succeed, to expect the next ones'.
+    pace: Mutex<Pace>,
+    /// The jobs this provider created: their training file and epochs.
+    created: Mutex<HashMap<String, (String, f64)>>,
     /// Whether an uploaded file is usable only once its `status` is
     /// `processed` (Azure OpenAI): then it is polled until it is.
     pub wait_until_processed: bool,
@@ -65,7 +86,16 @@ struct FileStatus {
 
 impl OpenAiProvider {
     pub fn new(client: Client, store: SharedStore, poll: PollPolicy) -> OpenAiProvider {
-        OpenAiProvider { client, store, poll, wait_until_processed: false, find_by_suffix: false }
+        OpenAiProvider {
+            client,
+            store,
+            poll,
+            live_events: AtomicBool::new(false),
+            pace: Mutex::new(Pace::default()),
+            created: Mutex::new(HashMap::new()),
+            wait_until_processed: false,
+            find_by_suffix: false,
+        }
     }
 
     /// Waits until the file `id` is `processed` (when the provider needs it);
@@ -149,6 +179,11 @@ impl OpenAiProvider {
             method: Some(method(request)),
             hyperparameters: None,
         };
+        let remember = |id: &str| {
+            if let Some(epochs) = hp.n_epochs {
+                lock(&self.created).insert(id.to_string(), (request.training_file.clone(), f64::from(epochs)));
+            }
+        };
         for _ in 0..3 {
             let sent = self
                 .client
@@ -162,11 +197,15 @@ impl OpenAiProvider {
                 )
                 .await;
             match sent {
-                Ok(job) => return Ok(job.id),
+                Ok(job) => {
+                    remember(&job.id);
+                    return Ok(job.id);
+                }
                 Err(e) if e.may_have_taken_effect() => {
                     tracing::warn!(error = %e, "a job create's answer was lost: looking for the job by its metadata");
                     let suffix = self.find_by_suffix.then_some(body.suffix.as_deref()).flatten();
                     if let Some(job) = self.find_job_by(&request.metadata, suffix).await? {
+                        remember(&job.id);
                         return Ok(job.id);
                     }
                 }
@@ -248,35 +287,134 @@ impl OpenAiProvider {
         Ok(())
     }
 
-    /// Polls a job to its end, reporting its metrics events and, when it
-    /// succeeds, its checkpoints.
+    /// Whether a running job's events are needed as they come (early
+    /// stopping reads its validations): then they are read at every poll.
+    pub fn set_live_events(&self, live: bool) {
+        self.live_events.store(live, Ordering::Relaxed);
+    }
+
+    /// Follows a job to its end, reporting its metrics events and, when it
+    /// succeeds, its checkpoints (read once).
+    ///
+    /// Quietly: the job is read when it is expected to have ended (from the
+    /// pace of this provider's finished jobs on the same training file, else
+    /// from the job's progress, else its `estimated_finish`), a little early
+    /// and then at tightening intervals; with no expectation, at intervals
+    /// growing from `min` to `max`. Its events are read when the job changed
+    /// since the last read, at its end, and else every [`QUIET_EVENTS`],
+    /// doubling (for `status`); with [`set_live_events`](Self::set_live_events),
+    /// at every poll, the poll interval reset to `min` whenever something new came.
     pub async fn follow_job(
         &self,
         job_id: &str,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<JobOutcome, ProviderError> {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut steps_seen = 0usize;
+        let started = Instant::now();
+        let live = self.live_events.load(Ordering::Relaxed);
+        let mut events = EventsSeen::default();
         let mut interval = self.poll.min;
-        let mut last_status = String::new();
+        let mut last: Option<serde_json::Value> = None;
+        let mut last_poll: Option<f64> = None;
+        let mut overdue = 0i32;
+        let quiet = quiet_events();
+        let (mut events_every, mut events_at) = (quiet, quiet.as_secs_f64());
+        let mut peeked = false;
+        // A job created here is first read when it may have ended (or after
+        // `min`); one adopted from an earlier process, at once.
+        let created = lock(&self.created).get(job_id).cloned();
+        if let Some((file, epochs)) = created {
+            let first = lock(&self.pace).predict(&file, epochs).map_or(self.poll.min.as_secs_f64(), |t| EARLY * t);
+            tokio::time::sleep(Duration::from_secs_f64(first.min(self.poll.max.as_secs_f64()))).await;
+        }
         loop {
             let path = ["fine_tuning", "jobs", job_id];
-            let job: Job = self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
+            let raw: serde_json::Value =
+                self.client.json(Method::GET, &path, &[], Body::None, Kind::Poll, Retry::Always).await?;
+            let polled = started.elapsed().as_secs_f64();
+            let job: Job =
+                serde_json::from_value(raw.clone()).map_err(|e| ApiError::Decode(format!("{e} in job `{job_id}`")))?;
             let n_epochs = job_epochs(&job);
-            let new_events = self.drain_events(job_id, &mut seen, n_epochs, on_event).await?;
-            steps_seen += new_events;
             let status = JobStatus::parse(&job.status);
+            let changed = last.as_ref().is_some_and(|l| *l != raw);
             if status.is_terminal() {
-                return self.finish(&job, status, steps_seen, n_epochs, on_event).await;
+                self.drain_events(job_id, &mut events, started, n_epochs, on_event).await?;
+                if status == JobStatus::Succeeded
+                    && let Some(epochs) = n_epochs
+                {
+                    // The job ended between the last two reads: the middle,
+                    // when they were close; else (an upper bound) the last.
+                    let (end, exact) = match last_poll {
+                        Some(before) if polled - before <= 0.1 * polled => ((polled + before) / 2.0, true),
+                        _ => (polled, false),
+                    };
+                    lock(&self.pace).record(&job.training_file, epochs, end, exact);
+                }
+                return self.finish(&job, status, events.steps, n_epochs, on_event).await;
             }
-            interval = if job.status != last_status || new_events > 0 {
-                self.poll.min
+            let mut fresh = 0;
+            if live || changed || polled >= events_at {
+                fresh = self.drain_events(job_id, &mut events, started, n_epochs, on_event).await?;
+                if polled >= events_at {
+                    events_every *= 2;
+                    events_at = polled + events_every.as_secs_f64();
+                }
+            }
+            let running = status == JobStatus::Running;
+            let pace = n_epochs.and_then(|e| lock(&self.pace).predict(&job.training_file, e));
+            if running && pace.is_none() && events.progress.is_none() && !peeked && !live {
+                // Nothing tells how long the job lasts yet: its newest step does.
+                peeked = true;
+                events.progress = self.peek_progress(job_id, started).await?;
+            }
+            let expected = pace
+                .or_else(|| events.progress.map(|(step, total, at)| at * total as f64 / step as f64))
+                .or_else(|| estimated_end(&job, polled))
+                .filter(|_| matches!(status, JobStatus::Running | JobStatus::Queued | JobStatus::ValidatingFiles));
+            let now = started.elapsed().as_secs_f64();
+            let wait = if live {
+                interval = if changed || fresh > 0 { self.poll.min } else { interval.mul_f64(1.5).min(self.poll.max) };
+                interval.as_secs_f64()
             } else {
-                (interval.mul_f64(1.5)).min(self.poll.max)
+                match expected {
+                    Some(total) if now < EARLY * total => EARLY * total - now,
+                    Some(total) => {
+                        // Past the expected end: tighter reads, growing slowly.
+                        overdue += 1;
+                        (TIGHT * total).max(TIGHT_MIN) * 2f64.powi(overdue - 1)
+                    }
+                    None => {
+                        let wait = interval.as_secs_f64();
+                        interval = interval.mul_f64(1.5).min(self.poll.max);
+                        wait
+                    }
+                }
             };
-            last_status = job.status.clone();
-            tokio::time::sleep(interval).await;
+            last = Some(raw);
+            last_poll = Some(polled);
+            let mut wait = wait.clamp(TIGHT_MIN, self.poll.max.as_secs_f64());
+            // The events fall due before the next read of the job: read them alone then.
+            while !live && now + wait > events_at {
+                let until = (events_at - started.elapsed().as_secs_f64()).max(0.0);
+                tokio::time::sleep(Duration::from_secs_f64(until)).await;
+                self.drain_events(job_id, &mut events, started, n_epochs, on_event).await?;
+                let at = started.elapsed().as_secs_f64();
+                events_every *= 2;
+                events_at = at + events_every.as_secs_f64();
+                wait = (now + wait - at).max(0.0);
+            }
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
         }
+    }
+
+    /// The newest step of a running job (and when it was seen, in seconds
+    /// since `started`), from its newest events; they are read again in full later.
+    async fn peek_progress(&self, job_id: &str, started: Instant) -> Result<Option<(u64, u64, f64)>, ProviderError> {
+        let path = ["fine_tuning", "jobs", job_id, "events"];
+        let q = [("limit".to_string(), "10".to_string())];
+        let page: List<crate::wire::openai::JobEvent> =
+            self.client.json(Method::GET, &path, &q, Body::None, Kind::Events, Retry::Always).await?;
+        let at = started.elapsed().as_secs_f64();
+        Ok(page.data.iter().find_map(|e| step_of(e).map(|(s, t)| (s, t, at))))
     }
 
     async fn finish(
@@ -346,12 +484,15 @@ impl OpenAiProvider {
         }
     }
 
-    /// Reads the events not seen yet (newest first on the wire) and reports
-    /// the metrics ones oldest first; returns how many steps were reported.
+    /// Reads the events not seen yet (newest first on the wire: the pages
+    /// from the newest down to the first one seen, with `after` for the next
+    /// page) and reports the metrics ones oldest first; returns how many
+    /// steps were reported.
     async fn drain_events(
         &self,
         job_id: &str,
-        seen: &mut HashSet<String>,
+        seen: &mut EventsSeen,
+        started: Instant,
         n_epochs: Option<f64>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<usize, ProviderError> {
@@ -367,7 +508,7 @@ impl OpenAiProvider {
                 self.client.json(Method::GET, &path, &q, Body::None, Kind::Events, Retry::Always).await?;
             let mut reached_seen = false;
             for e in &page.data {
-                if seen.contains(&e.id) {
+                if seen.ids.contains(&e.id) {
                     reached_seen = true;
                     break;
                 }
@@ -378,9 +519,12 @@ impl OpenAiProvider {
                 _ => break,
             }
         }
+        if let Some((step, total)) = fresh.iter().find_map(step_of) {
+            seen.progress = Some((step, total, started.elapsed().as_secs_f64()));
+        }
         let mut steps = 0;
         for e in fresh.iter().rev() {
-            seen.insert(e.id.clone());
+            seen.ids.insert(e.id.clone());
             if e.kind.as_deref() != Some("metrics") {
                 continue;
             }
@@ -408,6 +552,7 @@ impl OpenAiProvider {
                 });
             }
         }
+        seen.steps += steps;
         Ok(steps)
     }
 
@@ -491,6 +636,105 @@ impl OpenAiProvider {
     }
 }
 
+/// [`QUIET_EVENTS`]; debug builds only: `FTSWEEP_TEST_QUIET_EVENTS_SECS`
+/// sets it, so that tests can tell the reads at a job's changes from the ones by the clock.
+fn quiet_events() -> Duration {
+    let set = std::env::var("FTSWEEP_TEST_QUIET_EVENTS_SECS").ok().and_then(|v| v.parse::<f64>().ok());
+    match set {
+        Some(s) if cfg!(debug_assertions) && s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        _ => QUIET_EVENTS,
+    }
+}
+
+/// A job's events read so far: their ids, the steps reported, and the
+/// newest step (of how many, seen when, in seconds since following began).
+#[derive(Default)]
+struct EventsSeen {
+    ids: HashSet<String>,
+    steps: usize,
+    progress: Option<(u64, u64, f64)>,
+}
+
+/// The step and total steps of a metrics event.
+fn step_of(e: &crate::wire::openai::JobEvent) -> Option<(u64, u64)> {
+    let m = serde_json::from_value::<Metrics>(integral_steps(e.data.clone()?)).ok()?;
+    Some((m.step?, m.total_steps?)).filter(|(s, t)| *s > 0 && *t > 0)
+}
+
+/// When the server expects the job to end, in seconds since following
+/// began (`polled` is now, in those seconds), from its `estimated_finish`.
+fn estimated_end(job: &Job, polled: f64) -> Option<f64> {
+    let at = job.estimated_finish? as f64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(polled + (at - now).max(0.0))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lengths of succeeded jobs, by training file: (epochs, seconds from
+/// following the job to its end). A job's length is about proportional to
+/// the tokens it trains (its epochs times the tokens of the file), plus a
+/// wait that is the same for every job (validation, a hosted queue).
+#[derive(Default)]
+struct Pace {
+    jobs: HashMap<String, Lengths>,
+}
+
+/// The lengths seen on one training file.
+struct Lengths {
+    /// Known closely: the job was seen running shortly before it was seen ended.
+    exact: Vec<(f64, f64)>,
+    /// Upper bounds: it had ended when it was first read near its expected end.
+    upper: Vec<(f64, f64)>,
+    /// What the expectation is scaled by: less after each job that had
+    /// ended when first read (it was shorter than expected), back to 1 on an exact length.
+    shrink: f64,
+}
+
+impl Pace {
+    fn record(&mut self, training_file: &str, epochs: f64, seconds: f64, exact: bool) {
+        let l = self.jobs.entry(training_file.to_string()).or_insert(Lengths {
+            exact: Vec::new(),
+            upper: Vec::new(),
+            shrink: 1.0,
+        });
+        if exact {
+            l.exact.push((epochs, seconds));
+            l.shrink = 1.0;
+        } else {
+            l.upper.push((epochs, seconds));
+            l.shrink = (l.shrink * SHRINK).max(0.5);
+        }
+    }
+
+    fn predict(&self, training_file: &str, epochs: f64) -> Option<f64> {
+        let l = self.jobs.get(training_file)?;
+        let seen = if l.exact.is_empty() { &l.upper } else { &l.exact };
+        expected_length(seen, epochs).map(|t| t * l.shrink)
+    }
+}
+
+/// A job's expected length from the (epochs, seconds) of finished ones: the
+/// least-squares line when they trained two or more different epochs and its
+/// slope is positive, else in proportion to the epochs.
+fn expected_length(jobs: &[(f64, f64)], epochs: f64) -> Option<f64> {
+    if jobs.is_empty() || epochs <= 0.0 {
+        return None;
+    }
+    let n = jobs.len() as f64;
+    let (mx, my) = (jobs.iter().map(|j| j.0).sum::<f64>() / n, jobs.iter().map(|j| j.1).sum::<f64>() / n);
+    let sxx: f64 = jobs.iter().map(|j| (j.0 - mx).powi(2)).sum();
+    let sxy: f64 = jobs.iter().map(|j| (j.0 - mx) * (j.1 - my)).sum();
+    if sxx > 0.0 && sxy > 0.0 {
+        let slope = sxy / sxx;
+        let intercept = (my - slope * mx).max(0.0);
+        return Some(intercept + slope * epochs);
+    }
+    Some(my / mx * epochs)
+}
+
 /// The job's epochs, once resolved: the top-level hyperparameters' or the
 /// method's, whichever is a positive number (Azure reports an `auto` not yet
 /// resolved as -1).
@@ -557,6 +801,26 @@ pub(crate) fn epoch_of(step: u64, total_steps: Option<u64>, n_epochs: Option<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pace_prefers_close_lengths_and_shrinks_after_jobs_that_ended_sooner() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.predict("f", 3.0), None);
+        pace.record("f", 6.0, 2.0, false);
+        assert_eq!(pace.predict("f", 3.0), Some(1.0 * SHRINK), "an upper bound, shrunk");
+        pace.record("f", 6.0, 2.4, true);
+        assert_eq!(pace.predict("f", 3.0), Some(1.2), "the close length alone, unshrunk");
+        assert_eq!(pace.predict("other", 3.0), None, "by training file");
+    }
+
+    #[test]
+    fn a_jobs_length_is_expected_from_the_finished_ones() {
+        assert_eq!(expected_length(&[], 3.0), None);
+        assert_eq!(expected_length(&[(6.0, 2.0)], 3.0), Some(1.0), "in proportion to the epochs");
+        let line = expected_length(&[(6.0, 2.5), (3.0, 1.5), (1.0, 0.833_333_333_333_333_4)], 2.0).unwrap();
+        assert!((line - 1.166_666).abs() < 1e-3, "a fixed wait plus a pace: {line}");
+        assert_eq!(expected_length(&[(3.0, 1.0), (3.0, 2.0)], 6.0), Some(3.0), "one epoch count: the mean pace");
+    }
 
     #[test]
     fn epochs_are_derived_from_steps() {
