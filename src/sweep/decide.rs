@@ -310,6 +310,9 @@ pub(super) enum Stage {
     Unfinished,
     /// The next rung of successive halving: `next`, the best of `rung`'s `members` runs.
     Rung { rung: u32, members: usize, next: Vec<PlannedRun> },
+    /// Runs a Bayesian or asynchronous-halving search decides as slots free:
+    /// `next`, committed before any is launched.
+    Proposed { next: Vec<PlannedRun> },
     /// The leaders' replicates with `seeds`: a chain (root job first) per leader and seed.
     Replicates { leaders: usize, seeds: Vec<u64>, chains: Vec<Vec<PlannedRun>> },
     /// The search is over.
@@ -326,6 +329,10 @@ fn score(r: &RunRecord) -> Option<f64> {
 
 /// The next stage, from the recorded scores: the same after a restart.
 pub(super) fn next_stage(runs: &[RunRecord], spec: &Sweep, identity: &DataIdentity) -> Stage {
+    let next = proposals(runs, spec, identity);
+    if !next.is_empty() {
+        return Stage::Proposed { next };
+    }
     let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == SweepRole::Search).collect();
     if !search.iter().all(|r| run_ended(r)) {
         return Stage::Unfinished;
@@ -353,6 +360,74 @@ pub(super) fn next_stage(runs: &[RunRecord], spec: &Sweep, identity: &DataIdenti
         })
         .collect();
     Stage::Replicates { leaders: leaders.len(), seeds: replicates.seeds.clone(), chains }
+}
+
+/// What became of a search run that has ended, for the Bayesian model.
+fn outcome(r: &RunRecord) -> Option<crate::bayes::Outcome> {
+    use crate::bayes::Outcome;
+    run_ended(r).then(|| score(r).filter(|s| s.is_finite()).map_or(Outcome::Failed, Outcome::Score))
+}
+
+/// The runs a Bayesian or asynchronous-halving search adds now, as many as
+/// there are free slots: `max_concurrent` less the search runs that have
+/// not ended (running, or planned and not launched yet). Empty for the
+/// other strategies, whose runs are planned up front or rung by rung.
+pub(super) fn proposals(runs: &[RunRecord], spec: &Sweep, identity: &DataIdentity) -> Vec<PlannedRun> {
+    let c = spec.limits.max_concurrent.max(1) as usize;
+    let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == SweepRole::Search).collect();
+    let slots = c.saturating_sub(search.iter().filter(|r| !run_ended(r)).count());
+    if slots == 0 {
+        return Vec::new();
+    }
+    let axes: Vec<&crate::space::Axis> = spec.hyperparameters.iter().collect();
+    let tried = |rs: &[&&RunRecord]| -> Vec<plan::Tried> {
+        rs.iter().map(|r| (plan::point(&axes, &r.config), outcome(r))).collect()
+    };
+    match &spec.search {
+        Search::Bayes { runs, startup } => {
+            let all: Vec<&&RunRecord> = search.iter().collect();
+            plan::bayes_proposals(spec, identity, &tried(&all), Some(c), *runs, *startup, slots, None)
+        }
+        Search::Asha { halving, bayes_startup } => {
+            let mut members: Vec<(PlannedRun, Option<f64>, Option<f64>, bool)> =
+                search.iter().map(|r| (r.planned(), score(r), r.valid_loss, run_ended(r))).collect();
+            let configurations = plan::asha_configurations(spec, identity);
+            let mut next = Vec::new();
+            while next.len() < slots {
+                let new = match plan::asha_promotion(spec, identity, halving, &members) {
+                    Some(promoted) => Some(promoted),
+                    None => match (&configurations, bayes_startup) {
+                        (Some(all), _) => {
+                            all.iter().find(|c| !members.iter().any(|(m, ..)| m.run_id == c.run_id)).cloned()
+                        }
+                        (None, Some(startup)) => {
+                            // BOHB-style: the model sees every first-rung configuration so far.
+                            let first: Vec<plan::Tried> = members
+                                .iter()
+                                .filter(|(m, ..)| m.rung == Some(0))
+                                .map(|(m, score, _, ended)| {
+                                    let o = ended.then(|| {
+                                        score
+                                            .filter(|s| s.is_finite())
+                                            .map_or(crate::bayes::Outcome::Failed, crate::bayes::Outcome::Score)
+                                    });
+                                    (plan::point(&axes, &m.config), o)
+                                })
+                                .collect();
+                            let runs = halving.draws.unwrap_or(1);
+                            plan::bayes_proposals(spec, identity, &first, None, runs, *startup, 1, Some(0)).pop()
+                        }
+                        (None, None) => None,
+                    },
+                };
+                let Some(run) = new else { break };
+                members.push((run.clone(), None, None, false));
+                next.push(run);
+            }
+            next
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// A run and the runs its model comes from, root job first.

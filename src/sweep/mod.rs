@@ -24,7 +24,7 @@ mod follow;
 mod launch;
 mod search;
 mod task;
-pub use search::adopt_stored;
+pub use search::{adopt_stored, with_decided};
 
 use crate::data::ChatFile;
 use crate::pricing::Price;
