@@ -555,7 +555,8 @@ pub fn draw(rng: &mut ChaCha8Rng, d: &Domain, integer: bool) -> Option<f64> {
     Some(if integer { x.round() } else { round_significant(x, 3) })
 }
 
-fn round_significant(x: f64, digits: usize) -> f64 {
+/// `x` to `digits` significant digits (drawn and proposed floats, so run ids stay short).
+pub fn round_significant(x: f64, digits: usize) -> f64 {
     // Scientific notation with `digits - 1` decimals rounds to `digits`
     // significant digits; parsing it back gives the nearest f64, which prints
     // as the short decimal.
