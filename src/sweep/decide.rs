@@ -929,4 +929,82 @@ mod tests {
             runs.iter().cloned().chain(new.iter().map(|p| recorded(p, RunState::Planned, None))).collect();
         assert!(new_replicates(chains, &with_them).is_empty());
     }
+
+    /// Records `planned` with each state and score, in order.
+    fn with_states(planned: &[PlannedRun], states: &[Recorded]) -> Vec<RunRecord> {
+        planned.iter().zip(states).map(|(p, (state, score))| recorded(p, *state, *score)).collect()
+    }
+
+    const ASHA: &str =
+        "[search]\nstrategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n[limits]\nmax_concurrent = 2\n";
+
+    #[test]
+    fn asha_promotes_a_run_in_its_rungs_top_third_so_far_else_starts_a_new_configuration() {
+        use RunState::*;
+        let spec = sweep(ASHA, LRS);
+        let all = plan::asha_configurations(&spec, &data()).unwrap();
+        assert_eq!(all.len(), 6);
+        // Up front: as many first-rung configurations as there are slots.
+        let first = plan::expand(&spec, &data());
+        assert_eq!(first, all[..2]);
+        let runs = with_states(&first, &[(Training, None), (Planned, None)]);
+        assert_eq!(proposals(&runs, &spec, &data()), [], "no slot is free");
+        // One result: 1/3 of one is none; a slot is free: a new configuration.
+        let runs = with_states(&first, &[(Done, Some(0.5)), (Training, None)]);
+        assert_eq!(proposals(&runs, &spec, &data()), [all[2].clone()]);
+        // Three results, two free slots: the best continues at once, then a new configuration.
+        let runs = with_states(&all[..3], &[(Done, Some(0.5)), (Done, Some(0.9)), (Done, Some(0.7))]);
+        let next = proposals(&runs, &spec, &data());
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert_eq!(next[0].rung, Some(1));
+        assert_eq!(next[0].config.n_epochs, Some(3));
+        assert_eq!(next[0].origin, Origin::Continue { parent: all[1].run_id.clone(), parent_epochs: 1 });
+        assert_eq!(next[1], all[3]);
+        // Once promoted, the same run is not promoted again: the next free slot starts a new configuration.
+        let mut runs = runs;
+        runs.push(recorded(&next[0], Done, Some(0.95)));
+        runs.push(recorded(&next[1], Training, None));
+        assert_eq!(proposals(&runs, &spec, &data()), [all[4].clone()]);
+        // The rung before the last: nothing above rung 1 (3 epochs is the last).
+        assert_eq!(plan::rung_epochs(spec.search.halving().unwrap()), [1, 3]);
+    }
+
+    const BAYES: &str = "[search]\nstrategy = \"bayes\"\nruns = 6\nstartup = 2\n[limits]\nmax_concurrent = 2\n";
+    const SPACE: &str = "learning_rate_multiplier = { log_uniform = [0.05, 20] }\nbatch_size = [4, 16, 64]";
+
+    #[test]
+    fn a_bayesian_proposal_sees_the_results_of_the_runs_max_concurrent_before_it_whatever_the_order_they_end_in() {
+        use RunState::*;
+        let spec = sweep(BAYES, SPACE);
+        let first = plan::expand(&spec, &data());
+        assert_eq!(first.len(), 2, "the proposals that need no result: one per slot");
+        // Proposal 2 sees no outcome (0..2-2): the same whichever of runs 0 and 1 ended.
+        let a = proposals(&with_states(&first, &[(Done, Some(0.5)), (Training, None)]), &spec, &data());
+        let b = proposals(&with_states(&first, &[(Training, None), (Done, Some(0.9))]), &spec, &data());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a, b);
+        let three: Vec<PlannedRun> = first.iter().chain(&a).cloned().collect();
+        // Proposal 3 sees run 0's outcome and runs 1 and 2 as pending, ended or not.
+        let c =
+            proposals(&with_states(&three, &[(Done, Some(0.5)), (Done, Some(0.9)), (Training, None)]), &spec, &data());
+        let d =
+            proposals(&with_states(&three, &[(Done, Some(0.5)), (Done, Some(0.2)), (Done, Some(0.1))]), &spec, &data());
+        assert_eq!(c.len(), 1);
+        assert_eq!(d.len(), 2, "two free slots: proposals 3 and 4");
+        assert_eq!(c[0], d[0]);
+        // Until run 0 has ended, proposal 3 waits, even with a free slot.
+        let e =
+            proposals(&with_states(&three, &[(Training, None), (Done, Some(0.9)), (Done, Some(0.7))]), &spec, &data());
+        assert_eq!(e, []);
+        // A failed run is an outcome: the proposal goes ahead.
+        let f = proposals(&with_states(&three, &[(Failed, None), (Done, Some(0.9)), (Training, None)]), &spec, &data());
+        assert_eq!(f.len(), 1);
+        // Never more than `runs`.
+        let mut six = three.clone();
+        six.extend(d);
+        six.push(proposals(&with_states(&six, &[(Done, Some(0.5)); 5]), &spec, &data()).remove(0));
+        assert_eq!(six.len(), 6);
+        assert_eq!(proposals(&with_states(&six, &[(Done, Some(0.5)); 6]), &spec, &data()), []);
+        assert_eq!(next_stage(&with_states(&six, &[(Done, Some(0.5)); 6]), &spec, &data()), Stage::Over);
+    }
 }
