@@ -117,6 +117,42 @@ fn run(bin: &Path, dir: &Path, name: &str, text: &str) -> (Vec<Value>, u64) {
     (runs, tokens)
 }
 
+/// Whether each validation example's reply of `model` (its latest evaluation) is its reference.
+fn passes(dir: &Path, model: &str) -> Vec<bool> {
+    let conn = rusqlite::Connection::open(dir.join("bench.db")).expect("the database");
+    let id: i64 = conn
+        .query_row("SELECT MAX(id) FROM evaluations WHERE model = ?1", [model], |r| r.get(0))
+        .expect("the model's evaluation");
+    let mut stmt = conn
+        .prepare(
+            "SELECT i.reference, COALESCE(x.prediction, p.content) FROM evaluations e
+             JOIN eval_examples x ON x.evaluation_id = e.id JOIN eval_inputs i ON i.id = x.input
+             LEFT JOIN repliers r ON r.model = e.model AND r.decoding = e.decoding
+             LEFT JOIN predictions p ON p.replier = r.id AND p.conversation = i.conversation
+             WHERE e.id = ?1 ORDER BY x.example",
+        )
+        .expect("a query");
+    stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+        .expect("the examples")
+        .map(|r| r.map(|(reference, reply)| reply.is_some_and(|x| x.trim() == reference.trim())).unwrap_or(false))
+        .collect()
+}
+
+/// The two-sided exact McNemar p-value of `b` and `c` discordant pairs.
+fn mcnemar_exact(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    let mut pmf = 0.5f64.powi(n as i32);
+    let mut tail = 0.0;
+    for i in 0..=b.min(c) {
+        tail += pmf;
+        pmf *= (n - i) as f64 / (i + 1) as f64;
+    }
+    (2.0 * tail).min(1.0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seeds: u64 = args
@@ -142,6 +178,11 @@ fn main() {
             .collect();
         let leader = naive.iter().find(|r| r["is_leader"] == true).expect("the grid's leader");
         let leader_id = leader["run_id"].as_str().unwrap_or("").to_string();
+        let leader_model = leader["model"].as_str().unwrap_or("").to_string();
+        let mine = passes(dir, &leader_model);
+        let mean = mine.iter().filter(|p| **p).count() as f64 / mine.len().max(1) as f64;
+        let board = leader["score"].as_f64().unwrap_or(f64::NAN);
+        assert!((mean - board).abs() < 1e-9, "exact match from the database {mean} is the leaderboard's {board}");
         eprintln!(
             "{}: naive grid of {} runs, {naive_tokens} tokens, leader {leader_id} ({:.3}), {} in its tied group, {:.0} s",
             space.name,
@@ -175,10 +216,15 @@ fn main() {
                 let ok = if naive.iter().any(|r| r["run_id"] == id.as_str()) {
                     tied.contains(&id)
                 } else {
-                    let (_, cmp, _) = ftsweep(&bin, dir, &["compare", &id, &leader_id, "--json"]);
-                    let cmp: Value = serde_json::from_str(&cmp).expect("the comparison");
-                    let test = &cmp["paired_test"];
-                    test["significant"] != true || test["mean_diff"].as_f64().unwrap_or(-1.0) > 0.0
+                    // The leaderboard's paired test (exact McNemar, alpha 0.05) of the pick's
+                    // model against the grid's leader, on the same validation examples.
+                    let (a, b) = (passes(dir, pick["model"].as_str().unwrap_or("")), passes(dir, &leader_model));
+                    let (only_a, only_b) = a.iter().zip(&b).fold((0, 0), |(x, y), (p, q)| match (p, q) {
+                        (true, false) => (x + 1, y),
+                        (false, true) => (x, y + 1),
+                        _ => (x, y),
+                    });
+                    only_a >= only_b || mcnemar_exact(only_a, only_b) >= 0.05
                 };
                 inside += usize::from(ok);
                 eprintln!(
