@@ -58,7 +58,7 @@ fn spaces() -> Vec<Space> {
                     GRID_NO_EPOCHS,
                 ),
                 ("ASHA", "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3", GRID_NO_EPOCHS),
-                ("Bayesian", "strategy = \"bayes\"\nruns = 5\nstartup = 3", GRID),
+                ("Bayesian", "strategy = \"bayes\"\nruns = 6\nstartup = 3", GRID),
                 (
                     "Bayesian + ASHA",
                     "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\nruns = 6\nsampler = \"bayes\"\nstartup = 3",
@@ -75,11 +75,11 @@ fn spaces() -> Vec<Space> {
                     "strategy = \"successive_halving\"\neta = 3\nmin_epochs = 1\nmax_epochs = 8\nruns = 27",
                     CONT_NO_EPOCHS,
                 ),
-                ("ASHA", "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 8\nruns = 27", CONT_NO_EPOCHS),
+                ("ASHA", "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 8\nruns = 24", CONT_NO_EPOCHS),
                 ("Bayesian", "strategy = \"bayes\"\nruns = 12\nstartup = 5", CONT),
                 (
                     "Bayesian + ASHA",
-                    "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 8\nruns = 27\nsampler = \"bayes\"\nstartup = 9",
+                    "strategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 8\nruns = 24\nsampler = \"bayes\"\nstartup = 8",
                     CONT_NO_EPOCHS,
                 ),
             ],

@@ -23,20 +23,16 @@ fn planned(ws: &Workspace) -> Vec<String> {
 fn bayesian_keys_are_refused_with_the_key_line_and_fix() {
     let ws = Workspace::new();
     let p = ws.write("s.toml", &bayes_toml("b", ""));
-    assert_refused(
-        &ws,
-        &p,
-        &["s.toml", "line 9", "search.runs", "Bayesian search needs the number of runs", "runs = 8"],
-    );
+    assert_refused(&ws, &p, &["s.toml:9", "search.runs", "Bayesian search needs the number of runs", "runs = 8"]);
     let p = ws.write("s.toml", &bayes_toml("b", "runs = 4\nstartup = 6"));
-    assert_refused(&ws, &p, &["s.toml", "line 11", "search.startup", "(6) is more than `runs` (4)", "at most 4"]);
+    assert_refused(&ws, &p, &["s.toml:11", "search.startup", "(6) is more than `runs` (4)", "at most 4"]);
     let p = ws.write("s.toml", &bayes_toml("b", "runs = 1001"));
-    assert_refused(&ws, &p, &["line 10", "search.runs", "out of range"]);
+    assert_refused(&ws, &p, &["s.toml:10", "search.runs", "out of range"]);
     let p = ws.write(
         "s.toml",
         &sweep_toml("g", "n_epochs = [1]").replace("strategy = \"grid\"", "strategy = \"grid\"\nstartup = 2"),
     );
-    assert_refused(&ws, &p, &["line 10", "search.startup", "only applies to Bayesian search"]);
+    assert_refused(&ws, &p, &["s.toml:10", "search.startup", "only applies to Bayesian search"]);
 }
 
 #[test]
