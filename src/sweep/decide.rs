@@ -970,7 +970,8 @@ mod tests {
     }
 
     const BAYES: &str = "[search]\nstrategy = \"bayes\"\nruns = 6\nstartup = 2\n[limits]\nmax_concurrent = 2\n";
-    const SPACE: &str = "learning_rate_multiplier = { log_uniform = [0.05, 20] }\nbatch_size = [4, 16, 64]";
+    const SPACE: &str =
+        "n_epochs = [1, 2]\nlearning_rate_multiplier = { log_uniform = [0.05, 20] }\nbatch_size = [4, 16, 64]";
 
     #[test]
     fn a_bayesian_proposal_sees_the_results_of_the_runs_max_concurrent_before_it_whatever_the_order_they_end_in() {
