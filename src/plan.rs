@@ -31,21 +31,22 @@ pub const CHECKPOINT_WINDOW: u32 = 3;
 /// here; [`promote`] plans the next ones from the scores.
 pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
     let axes: Vec<&Axis> = sweep.hyperparameters.iter().collect();
+    let c = sweep.limits.max_concurrent.max(1) as usize;
     let (configs, rung): (Vec<RunConfig>, Option<u32>) = match &sweep.search {
         Search::Grid => (grid(sweep, &axes, None), None),
-        Search::SuccessiveHalving(h) => (grid(sweep, &axes, Some(h.min_epochs)), Some(0)),
-        Search::Random { runs } => {
-            let mut rng = ChaCha8Rng::seed_from_u64(sweep.seed);
-            let configs = (0..*runs)
-                .map(|_| {
-                    let mut config = base_config(sweep);
-                    for axis in &axes {
-                        set(&mut config, axis, draw(&mut rng, &axis.domain, axis.kind == Kind::Int), sweep.seed);
-                    }
-                    config
-                })
-                .collect();
-            (configs, None)
+        Search::SuccessiveHalving(h) => (first_rung(sweep, &axes, h), Some(0)),
+        Search::Random { runs } => (draws(sweep, &axes, *runs), None),
+        // The proposals that need no result yet: as many as there are slots.
+        Search::Bayes { runs, startup } => {
+            let first = bayes_proposals(sweep, data, &[], Some(c), *runs, *startup, c, None);
+            return first;
+        }
+        Search::Asha { halving: h, bayes_startup: Some(startup) } => {
+            let runs = h.draws.unwrap_or(1);
+            return bayes_proposals(sweep, data, &[], None, runs, *startup, c, Some(0));
+        }
+        Search::Asha { halving: h, bayes_startup: None } => {
+            (first_rung(sweep, &axes, h).into_iter().take(c).collect(), Some(0))
         }
     };
     let mut seen = BTreeSet::new();
@@ -57,6 +58,198 @@ pub fn expand(sweep: &Sweep, data: &DataIdentity) -> Vec<PlannedRun> {
         })
         .collect();
     if sweep.epochs_from_checkpoints { share_checkpoints(sweep, data, runs) } else { runs }
+}
+
+/// The configurations of successive halving's first rung (synchronous or
+/// asynchronous): the grid at `min_epochs`, or `runs` seeded draws.
+fn first_rung(sweep: &Sweep, axes: &[&Axis], h: &Halving) -> Vec<RunConfig> {
+    match h.draws {
+        // The parser fixed `n_epochs` to `min_epochs`: the draws take it.
+        Some(runs) => draws(sweep, axes, runs),
+        None => grid(sweep, axes, Some(h.min_epochs)),
+    }
+}
+
+/// Every configuration asynchronous successive halving may start at its
+/// first rung (the grid or the draws), in order; `None` with the Bayesian
+/// sampler, whose configurations are proposed from the results.
+pub fn asha_configurations(sweep: &Sweep, data: &DataIdentity) -> Option<Vec<PlannedRun>> {
+    let Search::Asha { halving: h, bayes_startup: None } = &sweep.search else { return None };
+    let axes: Vec<&Axis> = sweep.hyperparameters.iter().collect();
+    let mut seen = BTreeSet::new();
+    let runs = first_rung(sweep, &axes, h).into_iter().filter_map(|config| {
+        let run_id = run_id(sweep, data, &config, &Origin::Job);
+        seen.insert(run_id.clone()).then_some(PlannedRun { run_id, config, origin: Origin::Job, rung: Some(0) })
+    });
+    Some(runs.collect())
+}
+
+/// `runs` seeded draws from the axes, in order.
+fn draws(sweep: &Sweep, axes: &[&Axis], runs: u32) -> Vec<RunConfig> {
+    let mut rng = ChaCha8Rng::seed_from_u64(sweep.seed);
+    (0..runs)
+        .map(|_| {
+            let mut config = base_config(sweep);
+            for axis in axes {
+                set(&mut config, axis, draw(&mut rng, &axis.domain, axis.kind == Kind::Int), sweep.seed);
+            }
+            config
+        })
+        .collect()
+}
+
+/// A configuration's value on each axis of `axes` (`None`: auto), as the
+/// Bayesian model sees it.
+pub fn point(axes: &[&Axis], c: &RunConfig) -> Vec<Option<f64>> {
+    axes.iter()
+        .map(|axis| match axis.name.as_str() {
+            N_EPOCHS => c.n_epochs.map(f64::from),
+            SEED => Some(c.seed as f64),
+            name => c.get(name).map(|v| match v {
+                Value::Int(i) => i as f64,
+                Value::Float(x) => x,
+            }),
+        })
+        .collect()
+}
+
+/// The configuration of a proposed point: integers rounded, floats of a
+/// range to 3 significant digits (as random search's draws), each value
+/// kept inside its axis's domain.
+fn config_of(sweep: &Sweep, axes: &[&Axis], point: &[Option<f64>]) -> RunConfig {
+    let mut config = base_config(sweep);
+    for (axis, x) in axes.iter().zip(point) {
+        let x = x.map(|x| {
+            let x = match axis.domain {
+                Domain::Uniform(lo, hi) | Domain::LogUniform(lo, hi) => x.clamp(lo, hi),
+                Domain::Values(_) => x,
+            };
+            if axis.kind == Kind::Int { x.round() } else { round_significant(x, 3) }
+        });
+        set(&mut config, axis, x, sweep.seed);
+    }
+    config
+}
+
+/// A configuration tried by a Bayesian search, in the order proposed:
+/// its point and, once its run has ended, what became of it.
+pub type Tried = (Vec<Option<f64>>, Option<crate::bayes::Outcome>);
+
+/// How many other indices a proposal tries when the model proposes a
+/// configuration already tried; after that the space is taken as exhausted.
+const PROPOSAL_ATTEMPTS: u64 = 16;
+
+/// The next proposals of a Bayesian search (at most `slots`, up to `runs`
+/// in all), after the configurations `tried` so far, each a run of `rung`.
+///
+/// The basis of proposal `i` with `lag = Some(c)`: the outcomes of trials
+/// `0..i-c`, every one of which must have ended (else no proposal is made
+/// now), and trials `i-c..i` as pending whatever their state. It is then the
+/// same whatever order the runs end in, so a sweep proposes the same points
+/// with `c` runs at a time on every run and after a restart. With `lag =
+/// None` (BOHB-style ASHA, which depends on the order anyway), every ended
+/// trial's outcome, the others pending. A proposal that would repeat a
+/// configuration tried is made again with another index, a few times, and
+/// then the search ends (the space is exhausted).
+#[allow(clippy::too_many_arguments)]
+pub fn bayes_proposals(
+    sweep: &Sweep,
+    data: &DataIdentity,
+    tried: &[Tried],
+    lag: Option<usize>,
+    runs: u32,
+    startup: u32,
+    slots: usize,
+    rung: Option<u32>,
+) -> Vec<PlannedRun> {
+    let axes: Vec<&Axis> = sweep.hyperparameters.iter().collect();
+    let mut tried = tried.to_vec();
+    let mut out = Vec::new();
+    while out.len() < slots && tried.len() < runs as usize {
+        let i = tried.len();
+        let known = lag.map_or(i, |c| i.saturating_sub(c));
+        if lag.is_some() && tried[..known].iter().any(|t| t.1.is_none()) {
+            break;
+        }
+        let history: Vec<crate::bayes::Trial> = tried
+            .iter()
+            .enumerate()
+            .map(|(j, (point, outcome))| crate::bayes::Trial {
+                point: point.clone(),
+                outcome: match outcome {
+                    Some(o) if j < known => *o,
+                    _ => crate::bayes::Outcome::Pending,
+                },
+            })
+            .collect();
+        let fresh = (0..PROPOSAL_ATTEMPTS).find_map(|k| {
+            let index = i as u64 + k * 1_000_000;
+            let proposed = crate::bayes::propose(&axes, &history, startup as usize, sweep.seed, index);
+            let config = config_of(sweep, &axes, &proposed);
+            let p = point(&axes, &config);
+            (!tried.iter().any(|t| t.0 == p)).then_some((config, p))
+        });
+        let Some((config, p)) = fresh else { break };
+        let run_id = run_id(sweep, data, &config, &Origin::Job);
+        out.push(PlannedRun { run_id, config, origin: Origin::Job, rung });
+        tried.push((p, None));
+    }
+    out
+}
+
+/// Asynchronous successive halving's next promotion, if any (Li et al.
+/// 2018): from the top rung down, the best configuration of rung k that is
+/// in the top floor(n/eta) of the n runs of rung k that have ended (by
+/// score, ties by the lower validation loss, then the run id; a run without
+/// a score ranks last) and has not continued yet, continues from its own
+/// model to the next rung's epochs. `members`: every run of the search so
+/// far, with its score, validation loss, and whether it has ended.
+pub fn asha_promotion(
+    sweep: &Sweep,
+    data: &DataIdentity,
+    h: &Halving,
+    members: &[(PlannedRun, Option<f64>, Option<f64>, bool)],
+) -> Option<PlannedRun> {
+    let epochs = rung_epochs(h);
+    let continued: BTreeSet<&str> = members.iter().filter_map(|(r, ..)| r.origin.source()).collect();
+    for k in (0..epochs.len().saturating_sub(1)).rev() {
+        let ended: Vec<(PlannedRun, Option<f64>, Option<f64>)> = members
+            .iter()
+            .filter(|(r, _, _, ended)| *ended && r.rung == Some(k as u32))
+            .map(|(r, score, loss, _)| (r.clone(), *score, *loss))
+            .collect();
+        let keep = ended.len() / h.eta.max(2) as usize;
+        if keep == 0 {
+            continue;
+        }
+        let ranked = rank(&ended);
+        if let Some((parent, ..)) = ranked.into_iter().take(keep).find(|(r, ..)| !continued.contains(r.run_id.as_str()))
+        {
+            return Some(continuation(sweep, data, parent, epochs[k], epochs[k + 1], k as u32 + 1));
+        }
+    }
+    None
+}
+
+/// Results by score (best first; ties by the lower validation loss, then the
+/// run id), without the runs that have no finite score.
+fn rank(results: &[(PlannedRun, Option<f64>, Option<f64>)]) -> Vec<&(PlannedRun, Option<f64>, Option<f64>)> {
+    let mut ranked: Vec<&(PlannedRun, Option<f64>, Option<f64>)> =
+        results.iter().filter(|(_, score, _)| score.is_some_and(f64::is_finite)).collect();
+    ranked.sort_by(|a, b| {
+        let loss = |x: &Option<f64>| x.filter(|l| l.is_finite()).unwrap_or(f64::INFINITY);
+        (b.1.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.1.unwrap_or(f64::NEG_INFINITY)))
+            .then(loss(&a.2).total_cmp(&loss(&b.2)))
+            .then(a.0.run_id.cmp(&b.0.run_id))
+    });
+    ranked
+}
+
+/// `parent` continued from its own model (`from` epochs) to `to` epochs, at `rung`.
+fn continuation(sweep: &Sweep, data: &DataIdentity, parent: &PlannedRun, from: u32, to: u32, rung: u32) -> PlannedRun {
+    let config = RunConfig { n_epochs: Some(to), ..parent.config.clone() };
+    let origin = Origin::Continue { parent: parent.run_id.clone(), parent_epochs: from };
+    PlannedRun { run_id: run_id(sweep, data, &config, &origin), config, origin, rung: Some(rung) }
 }
 
 /// A configuration before any hyperparameter is set: epochs `auto`, the
@@ -183,22 +376,10 @@ pub fn promote(
         return Vec::new();
     };
     let keep = results.len().div_ceil(h.eta.max(2) as usize).max(1);
-    let mut ranked: Vec<&(PlannedRun, Option<f64>, Option<f64>)> =
-        results.iter().filter(|(_, score, _)| score.is_some_and(f64::is_finite)).collect();
-    ranked.sort_by(|a, b| {
-        let loss = |x: &Option<f64>| x.filter(|l| l.is_finite()).unwrap_or(f64::INFINITY);
-        (b.1.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.1.unwrap_or(f64::NEG_INFINITY)))
-            .then(loss(&a.2).total_cmp(&loss(&b.2)))
-            .then(a.0.run_id.cmp(&b.0.run_id))
-    });
-    ranked
+    rank(results)
         .into_iter()
         .take(keep)
-        .map(|(parent, _, _)| {
-            let config = RunConfig { n_epochs: Some(to), ..parent.config.clone() };
-            let origin = Origin::Continue { parent: parent.run_id.clone(), parent_epochs: from };
-            PlannedRun { run_id: run_id(sweep, data, &config, &origin), config, origin, rung: Some(rung + 1) }
-        })
+        .map(|(parent, _, _)| continuation(sweep, data, parent, from, to, rung + 1))
         .collect()
 }
 
@@ -357,7 +538,7 @@ pub fn adopt_stored<E>(
 fn values(d: &Domain) -> &[Option<f64>] {
     match d {
         Domain::Values(v) => v,
-        // The parser only allows distributions with random search.
+        // The parser only allows distributions where the space is drawn from.
         Domain::Uniform(..) | Domain::LogUniform(..) => &[],
     }
 }
@@ -515,17 +696,17 @@ mod tests {
 
     #[test]
     fn halving_rungs_multiply_epochs_and_divide_configurations() {
-        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3, draws: None };
         assert_eq!(rung_epochs(&h), vec![1, 3]);
         assert_eq!(rung_sizes(&h, 9), vec![9, 3]);
-        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 5 };
+        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 5, draws: None };
         assert_eq!(rung_epochs(&h), vec![1, 2, 4, 5]);
         assert_eq!(rung_sizes(&h, 9), vec![9, 5, 3, 2]);
     }
 
     #[test]
     fn promotion_keeps_the_best_third_and_continues_their_models() {
-        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3, draws: None };
         let hp = "n_epochs = [1]\nlearning_rate_multiplier = [0.1, 1.0, 10.0]\nbatch_size = [4, 16, 64]";
         let mut s = sweep("", hp);
         s.search = Search::SuccessiveHalving(h);
@@ -556,7 +737,7 @@ mod tests {
 
     #[test]
     fn replicates_rebuild_the_chain_with_another_seed() {
-        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3 };
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 3, draws: None };
         let mut s = sweep("", "n_epochs = [1]\nlearning_rate_multiplier = [1.0]\nbatch_size = [4]");
         s.search = Search::SuccessiveHalving(h);
         let root = expand(&s, &data()).remove(0);
@@ -660,7 +841,7 @@ mod tests {
         assert_eq!(fresh, planned);
 
         // A continuation of an old run hashes the old id: its 40-bit id is its prefix.
-        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 2 };
+        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 2, draws: None };
         let parent =
             PlannedRun { run_id: "r-8bc21d377c".into(), config: config(1, 0.1, 4), origin: Origin::Job, rung: Some(0) };
         let next = promote(&s, &fixture_data(), &h, 0, &[(parent, Some(0.5), None)]);

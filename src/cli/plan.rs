@@ -102,11 +102,18 @@ pub struct LaterRung {
     pub configurations: usize,
     pub estimated_trained_tokens: u64,
     pub estimated_training_cost_usd: Option<f64>,
+    /// Decided as results land (Bayesian search, asynchronous halving): at
+    /// most `configurations`, each at most `epochs` (an upper bound).
+    pub proposed: bool,
 }
 
 /// The rungs successive halving adds after the first (none for other
-/// searches) that `rows` (from [`rows`]) do not hold yet.
+/// searches) that `rows` (from [`rows`]) do not hold yet; for Bayesian search
+/// and asynchronous halving, the runs they decide as results land, at most.
 pub fn later_rungs(loaded: &LoadedSweep, rows: &[PlanRow]) -> Vec<LaterRung> {
+    if let Some(later) = proposed_later(loaded, rows) {
+        return later;
+    }
     let crate::spec::Search::SuccessiveHalving(h) = &loaded.sweep.search else { return Vec::new() };
     let epochs = crate::plan::rung_epochs(h);
     let sizes = crate::plan::rung_sizes(h, loaded.runs.len());
@@ -121,10 +128,64 @@ pub fn later_rungs(loaded: &LoadedSweep, rows: &[PlanRow]) -> Vec<LaterRung> {
                 configurations: sizes[i],
                 estimated_trained_tokens: one.trained_tokens * sizes[i] as u64,
                 estimated_training_cost_usd: one.training_usd.map(|u| u * sizes[i] as f64),
+                proposed: false,
             }
         })
         .filter(|later| !rows.iter().any(|r| r.rung == Some(later.rung)))
         .collect()
+}
+
+/// What a Bayesian or asynchronous-halving search adds beyond `rows`, at
+/// most: Bayesian search, `runs` less the rows, each of the space's most
+/// epochs; ASHA, the first rung's configurations not planned yet, and each
+/// later rung at most ceil(1/eta) of the one before (the rule promotes
+/// floor(n/eta)), each training its rung's added epochs. `None` for the
+/// other strategies.
+fn proposed_later(loaded: &LoadedSweep, rows: &[PlanRow]) -> Option<Vec<LaterRung>> {
+    let data = figures(loaded);
+    let later = |rung: u32, epochs: Option<u32>, added: Option<u32>, n: usize| {
+        let one = pricing::estimate(added, &data, loaded.price);
+        LaterRung {
+            rung,
+            epochs: epochs.unwrap_or(one.epochs),
+            configurations: n,
+            estimated_trained_tokens: one.trained_tokens * n as u64,
+            estimated_training_cost_usd: one.training_usd.map(|u| u * n as f64),
+            proposed: true,
+        }
+    };
+    match &loaded.sweep.search {
+        crate::spec::Search::Bayes { runs, .. } => {
+            let n = (*runs as usize).saturating_sub(rows.iter().filter(|r| r.rung.is_none()).count());
+            // The most epochs a proposal may train: `auto` is the cookbook's estimate.
+            let axis = loaded.sweep.hyperparameters.iter().find(|a| a.name == crate::space::N_EPOCHS);
+            let most = |x: Option<f64>| pricing::estimate(x.map(|x| x as u32), &data, loaded.price).epochs;
+            let epochs = match axis.map(|a| &a.domain) {
+                Some(crate::space::Domain::Values(v)) => v.iter().map(|&x| most(x)).max(),
+                Some(crate::space::Domain::Uniform(_, hi) | crate::space::Domain::LogUniform(_, hi)) => {
+                    Some(*hi as u32)
+                }
+                None => None,
+            };
+            Some(if n == 0 { Vec::new() } else { vec![later(0, epochs, epochs, n)] })
+        }
+        crate::spec::Search::Asha { halving: h, .. } => {
+            let configurations = crate::plan::asha_configurations(&loaded.sweep, &loaded.identity);
+            let total = configurations.map_or(h.draws.unwrap_or(1) as usize, |c| c.len());
+            let epochs = crate::plan::rung_epochs(h);
+            let sizes = crate::plan::rung_sizes(h, total);
+            let out = (0..epochs.len())
+                .map(|i| {
+                    let planned = rows.iter().filter(|r| r.rung == Some(i as u32)).count();
+                    let added = epochs[i] - if i == 0 { 0 } else { epochs[i - 1] };
+                    later(i as u32, Some(epochs[i]), Some(added), sizes[i].saturating_sub(planned))
+                })
+                .filter(|l| l.configurations > 0)
+                .collect();
+            Some(out)
+        }
+        _ => None,
+    }
 }
 
 /// The seed replicates planned after the search, at most: (runs, trained
@@ -572,7 +633,40 @@ fn print_table(loaded: &LoadedSweep, rows: &[PlanRow], t: &Totals) -> Result<()>
         Some(_) => String::new(),
         None => format!(", {}", report::format_usd(x)),
     };
-    for r in &t.later {
+    match &s.search {
+        crate::spec::Search::Bayes { runs, startup } => {
+            let n = t.later.first().map_or(0, |l| l.configurations);
+            outln!(
+                "bayes: {} of {runs} runs planned now (the first {startup} are drawn at random, then the model proposes); \
+                 {n} more proposed as results land, proposal i seeing the results of runs 0..i-{}",
+                runs.saturating_sub(n as u32),
+                s.limits.max_concurrent
+            )?;
+        }
+        crate::spec::Search::Asha { halving: h, .. } => outln!(
+            "asha: asynchronous successive halving (eta {}): whenever a slot is free, a configuration in the top 1/{} \
+             of its rung's results so far continues; otherwise a new configuration starts at {} epoch(s)",
+            h.eta,
+            h.eta,
+            h.min_epochs
+        )?,
+        _ => {}
+    }
+    for r in t.later.iter().filter(|r| r.proposed) {
+        outln!(
+            "{}: at most {} more configurations, each at most {} epochs (~{} trained tokens at most{})",
+            if matches!(s.search, crate::spec::Search::Bayes { .. }) {
+                "proposed as results land".to_string()
+            } else {
+                format!("rung {}", r.rung)
+            },
+            r.configurations,
+            r.epochs,
+            r.estimated_trained_tokens,
+            usd(r.estimated_training_cost_usd)
+        )?;
+    }
+    for r in t.later.iter().filter(|r| !r.proposed) {
         outln!(
             "rung {}: the best {} configurations continue from their own models to {} epochs (~{} trained tokens{})",
             r.rung,

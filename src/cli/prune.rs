@@ -14,7 +14,7 @@ use super::out::{errln, outln};
 use super::{Cli, ExitStatus, UsageError, open_sweep};
 use crate::rank::{self, Strategy};
 use crate::run::{RunRecord, RunState};
-use crate::spec::{self, Search};
+use crate::spec;
 use crate::store::{Store, SweepRecord};
 
 #[derive(Debug, clap::Args)]
@@ -151,9 +151,9 @@ fn next_rung_sources(store: &Store, sweep: &SweepRecord, runs: &[RunRecord]) -> 
     let Some(last) = runs.iter().filter_map(|r| r.rung).max() else { return Ok(None) };
     let text = store.sweep_text(sweep.id)?;
     let max_epochs = match spec::parse(Path::new(&sweep.spec_path), &text) {
-        Ok(s) => match s.search {
-            Search::SuccessiveHalving(h) => Some(h.max_epochs),
-            _ => return Ok(None),
+        Ok(s) => match s.search.halving() {
+            Some(h) => Some(h.max_epochs),
+            None => return Ok(None),
         },
         // The recorded file no longer parses: keep the rung, to be safe.
         Err(_) => None,

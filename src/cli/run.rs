@@ -279,6 +279,7 @@ pub fn command_provider(sweep: &Sweep, training_tokens: u64) -> Result<CommandPr
 fn record(store: &SharedStore, loaded: &sweepfile::LoadedSweep) -> Result<(SweepRecord, Vec<RunRecord>)> {
     let s = &loaded.sweep;
     let planned = crate::sweep::adopt_stored(&store.lock(), s, &loaded.identity, loaded.runs.clone())?;
+    let planned = crate::sweep::with_decided(&store.lock(), s, &loaded.text, planned)?;
     let record = store.lock().record_sweep(
         &NewSweep {
             name: &s.name,

@@ -181,7 +181,7 @@ fn config_template(path: &Path, text: &str, sweep: &Sweep) -> Result<Option<Stri
             .into());
         }
     }
-    let halving = matches!(sweep.search, spec::Search::SuccessiveHalving(_));
+    let halving = sweep.search.halving().is_some();
     let train = sweep.command.as_ref().map_or(&[][..], |c| &c.train[..]);
     if halving
         && !spec::template_uses(&template, spec::INIT_FROM)

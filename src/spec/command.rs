@@ -251,10 +251,7 @@ impl Cx<'_> {
                 return Err(self.at(arg, "command.train", message, &hint));
             }
         }
-        if matches!(search, Search::SuccessiveHalving(_))
-            && !config
-            && !argv.iter().any(|a| template_uses(a.get_ref(), INIT_FROM))
-        {
+        if search.halving().is_some() && !config && !argv.iter().any(|a| template_uses(a.get_ref(), INIT_FROM)) {
             let (message, hint) = halving_needs_init_from(false);
             return Err(self.at(train, "command.train", message, &hint));
         }

@@ -108,10 +108,10 @@ impl Cx<'_> {
                 no_default,
             };
             let domain = match (written, search) {
-                (None, Search::SuccessiveHalving(h)) if param.name == N_EPOCHS => {
+                (None, Search::SuccessiveHalving(h) | Search::Asha { halving: h, .. }) if param.name == N_EPOCHS => {
                     Domain::Values(vec![Some(f64::from(h.min_epochs))])
                 }
-                (Some(v), Search::SuccessiveHalving(_)) if param.name == N_EPOCHS => {
+                (Some(v), Search::SuccessiveHalving(_) | Search::Asha { .. }) if param.name == N_EPOCHS => {
                     return Err(self.at(
                         v,
                         "hyperparameters.n_epochs",
@@ -134,7 +134,7 @@ impl Cx<'_> {
             axes.push(Axis { name: param.name.to_string(), kind: param.kind, domain, written: written.is_some() });
         }
         let hyperparameters = Hyperparameters(axes);
-        if !matches!(search, Search::Random { .. }) {
+        if !search.draws() {
             self.grid_size(&hyperparameters, &raw.span())?;
         }
         Ok(hyperparameters)
@@ -224,19 +224,20 @@ impl Cx<'_> {
                 "write the lower bound first, and make it smaller than the upper bound",
             ));
         }
-        if !matches!(search, Search::Random { .. }) {
-            let message = match search {
-                Search::SuccessiveHalving(_) => {
-                    "successive halving searches a grid: it needs a list of values, not a distribution"
-                }
-                _ => "a grid search needs a list of values, not a distribution",
+        if !search.draws() {
+            let (message, hint) = match search {
+                Search::SuccessiveHalving(_) | Search::Asha { .. } => (
+                    "successive halving without `runs` searches a grid: it needs a list of values, not a distribution",
+                    format!(
+                        "write `{name} = {example}`, or add `runs = 27` under [search] (seeded draws from the space)"
+                    ),
+                ),
+                _ => (
+                    "a grid search needs a list of values, not a distribution",
+                    format!("write `{name} = {example}`, or set `strategy = \"random\"` under [search]"),
+                ),
             };
-            return Err(self.error(
-                &at.span,
-                &at.key,
-                message.into(),
-                &format!("write `{name} = {example}`, or set `strategy = \"random\"` under [search]"),
-            ));
+            return Err(self.error(&at.span, &at.key, message.into(), &hint));
         }
         match dist.as_str() {
             "uniform" => Ok(Domain::Uniform(lo, hi)),

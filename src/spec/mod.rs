@@ -331,6 +331,36 @@ pub enum Search {
     /// configuration trains `min_epochs`, the best 1/`eta` continue from
     /// their own model, rung after rung, up to `max_epochs`.
     SuccessiveHalving(Halving),
+    /// Bayesian search: `runs` configurations, the first `startup` drawn at
+    /// random, each next one proposed by [`crate::bayes::propose`] from the
+    /// results so far (see `sweep::decide::bayes_proposals` for which).
+    Bayes { runs: u32, startup: u32 },
+    /// Asynchronous successive halving (Li et al. 2018): a configuration of
+    /// a rung continues as soon as it is in the top 1/eta of the rung's
+    /// results so far; new configurations start as slots free, from the
+    /// grid, from `halving.draws` seeded draws, or, with `bayes_startup`
+    /// (`sampler = "bayes"`), proposed by the Bayesian model (BOHB-style).
+    Asha { halving: Halving, bayes_startup: Option<u32> },
+}
+
+impl Search {
+    /// The rungs of successive halving, synchronous or asynchronous.
+    pub fn halving(&self) -> Option<&Halving> {
+        match self {
+            Search::SuccessiveHalving(h) | Search::Asha { halving: h, .. } => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Whether the configurations are drawn from the space (distributions
+    /// allowed) rather than the grid of its lists.
+    pub fn draws(&self) -> bool {
+        match self {
+            Search::Grid => false,
+            Search::Random { .. } | Search::Bayes { .. } => true,
+            Search::SuccessiveHalving(h) | Search::Asha { halving: h, .. } => h.draws.is_some(),
+        }
+    }
 }
 
 /// The settings of successive halving: `[search] eta`, `min_epochs` and
@@ -344,6 +374,9 @@ pub struct Halving {
     pub min_epochs: u32,
     /// The last rung's epochs: 1 to 50, required.
     pub max_epochs: u32,
+    /// `runs`: the first rung's configurations are that many seeded draws
+    /// from the space (distributions allowed) instead of the grid.
+    pub draws: Option<u32>,
 }
 
 /// Seed replicates of the leading configurations.

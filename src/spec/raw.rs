@@ -63,6 +63,8 @@ pub(super) enum Strategy {
     Grid,
     Random,
     SuccessiveHalving,
+    Bayes,
+    Asha,
 }
 
 /// `[openai] auth`.
@@ -112,7 +114,11 @@ pub(super) struct Choice {
 pub(super) const CHOICES: &[Choice] = &[
     Choice { key: "provider", noun: "provider", names: &["local", "openai", "azure", "together", "command"] },
     Choice { key: "method", noun: "training method", names: &["sft", "dpo"] },
-    Choice { key: "search.strategy", noun: "strategy", names: &["grid", "random", "successive_halving"] },
+    Choice {
+        key: "search.strategy",
+        noun: "strategy",
+        names: &["grid", "random", "successive_halving", "bayes", "asha"],
+    },
     // `auth = "azure"` still parses, to be refused with its own hint (`provider = "azure"`).
     Choice { key: "openai.auth", noun: "authentication", names: &["bearer"] },
     Choice { key: "early_stopping.metric", noun: "metric", names: &["valid_loss", "valid_accuracy"] },
@@ -213,6 +219,9 @@ pub(super) struct RawPricing {
 pub(super) struct RawSearch {
     pub strategy: Option<Spanned<Strategy>>,
     pub runs: Option<Spanned<i64>>,
+    pub startup: Option<Spanned<i64>>,
+    /// ASHA's new configurations: `"bayes"` (BOHB-style) or the default.
+    pub sampler: Option<Spanned<String>>,
     pub eta: Option<Spanned<i64>>,
     pub min_epochs: Option<Spanned<i64>>,
     pub max_epochs: Option<Spanned<i64>>,
@@ -295,7 +304,7 @@ mod tests {
         }
         // Each enum has as many variants as its choice lists names, but `auth`, whose `azure` is
         // refused with a hint of its own.
-        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 2, 3, 1, 2, 2, 2, 3]);
+        assert_eq!(CHOICES.iter().map(|c| c.names.len()).collect::<Vec<_>>(), [5, 2, 5, 1, 2, 2, 2, 3]);
         assert!(is::<AuthKind>("azure"));
     }
 }

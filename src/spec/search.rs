@@ -1,5 +1,6 @@
-//! The `[search]` table: the strategy (grid, random, successive halving)
-//! with its settings, and the seed replicates of the leaders.
+//! The `[search]` table: the strategy (grid, random, successive halving,
+//! Bayesian, asynchronous successive halving) with its settings, and the
+//! seed replicates of the leaders.
 
 use crate::space::{N_EPOCHS_RANGE, SEED_RANGE};
 
@@ -12,45 +13,114 @@ impl Cx<'_> {
     /// another strategy.
     pub(super) fn search(&self, s: &RawSearch) -> Result<Search, SpecError> {
         let strategy = s.strategy.as_ref().map_or(Strategy::Grid, |v| *v.get_ref());
-        if strategy != Strategy::Random
+        let halving = matches!(strategy, Strategy::SuccessiveHalving | Strategy::Asha);
+        if strategy == Strategy::Grid
             && let Some(runs) = &s.runs
         {
             return Err(self.at(
                 runs,
                 "search.runs",
-                "`runs` only applies to random search".into(),
-                "remove `runs`, or set `strategy = \"random\"`",
+                "`runs` does not apply to grid search: the grid has as many runs as combinations".into(),
+                "remove `runs`, or set `strategy = \"random\"` (or \"bayes\")",
             ));
         }
         let halving_keys = [("eta", &s.eta), ("min_epochs", &s.min_epochs), ("max_epochs", &s.max_epochs)];
-        if strategy != Strategy::SuccessiveHalving
-            && let Some((name, v)) = halving_keys.iter().find_map(|(name, v)| v.as_ref().map(|v| (name, v)))
-        {
+        if !halving && let Some((name, v)) = halving_keys.iter().find_map(|(name, v)| v.as_ref().map(|v| (name, v))) {
             return Err(self.at(
                 v,
                 &format!("search.{name}"),
-                format!("`{name}` only applies to successive halving"),
-                &format!("remove `{name}`, or set `strategy = \"successive_halving\"`"),
+                format!("`{name}` only applies to successive halving (`successive_halving` or `asha`)"),
+                &format!("remove `{name}`, or set `strategy = \"successive_halving\"` (or \"asha\")"),
             ));
         }
+        if strategy != Strategy::Asha
+            && let Some(v) = &s.sampler
+        {
+            return Err(self.at(
+                v,
+                "search.sampler",
+                "`sampler` only applies to asynchronous successive halving".into(),
+                "remove `sampler`, or set `strategy = \"asha\"`",
+            ));
+        }
+        let bayes_sampler = match &s.sampler {
+            None => false,
+            Some(v) if v.get_ref() == "bayes" => true,
+            Some(v) => {
+                return Err(self.at(
+                    v,
+                    "search.sampler",
+                    format!("unknown sampler `{}`", v.get_ref()),
+                    "write `sampler = \"bayes\"` (new configurations proposed from the results so far), or remove \
+                     `sampler` (the grid, or `runs` seeded draws)",
+                ));
+            }
+        };
+        let uses_startup = strategy == Strategy::Bayes || bayes_sampler;
+        if !uses_startup && let Some(v) = &s.startup {
+            return Err(self.at(
+                v,
+                "search.startup",
+                "`startup` only applies to Bayesian search".into(),
+                "remove `startup`, or set `strategy = \"bayes\"` (or `sampler = \"bayes\"` with `strategy = \"asha\"`)",
+            ));
+        }
+        let runs = match &s.runs {
+            None => None,
+            Some(runs) => Some(self.int_in(runs, "search.runs", (1.0, 1000.0))? as u32),
+        };
+        let needs_runs = |what: &str| SpecError {
+            path: self.path.to_path_buf(),
+            line: s.strategy.as_ref().map(|v| self.line_of(v.span().start)),
+            key: Some("search.runs".into()),
+            message: format!("{what} needs the number of runs"),
+            hint: Some("add `runs = 8` (any whole number from 1 to 1000) under [search]".into()),
+        };
+        let startup = |runs: u32| -> Result<u32, SpecError> {
+            let Some(v) = &s.startup else { return Ok(default_startup(runs)) };
+            let k = self.int_in(v, "search.startup", (1.0, 1000.0))? as u32;
+            if k > runs {
+                return Err(self.at(
+                    v,
+                    "search.startup",
+                    format!("`startup` ({k}) is more than `runs` ({runs})"),
+                    &format!("lower `startup` to at most {runs}, or raise `runs`"),
+                ));
+            }
+            Ok(k)
+        };
         match strategy {
             Strategy::Grid => Ok(Search::Grid),
-            Strategy::Random => match &s.runs {
-                None => Err(SpecError {
-                    path: self.path.to_path_buf(),
-                    line: s.strategy.as_ref().map(|v| self.line_of(v.span().start)),
-                    key: Some("search.runs".into()),
-                    message: "random search needs the number of runs".into(),
-                    hint: Some("add `runs = 8` (any whole number from 1 to 1000) under [search]".into()),
-                }),
-                Some(runs) => Ok(Search::Random { runs: self.int_in(runs, "search.runs", (1.0, 1000.0))? as u32 }),
+            Strategy::Random => match runs {
+                None => Err(needs_runs("random search")),
+                Some(runs) => Ok(Search::Random { runs }),
             },
-            Strategy::SuccessiveHalving => self.halving(s).map(Search::SuccessiveHalving),
+            Strategy::Bayes => {
+                if let Some(v) = &s.epochs_from_checkpoints {
+                    return Err(self.at(
+                        v,
+                        "search.epochs_from_checkpoints",
+                        "`epochs_from_checkpoints` does not apply to Bayesian search".into(),
+                        "remove the key: each proposed configuration trains its own job",
+                    ));
+                }
+                let runs = runs.ok_or_else(|| needs_runs("Bayesian search"))?;
+                Ok(Search::Bayes { runs, startup: startup(runs)? })
+            }
+            Strategy::SuccessiveHalving => Ok(Search::SuccessiveHalving(self.halving(s, runs)?)),
+            Strategy::Asha => {
+                if bayes_sampler && runs.is_none() {
+                    return Err(needs_runs("`sampler = \"bayes\"`"));
+                }
+                let halving = self.halving(s, runs)?;
+                let bayes_startup = if bayes_sampler { Some(startup(runs.unwrap_or(1))?) } else { None };
+                Ok(Search::Asha { halving, bayes_startup })
+            }
         }
     }
 
-    /// The settings of `strategy = "successive_halving"`.
-    fn halving(&self, s: &RawSearch) -> Result<Halving, SpecError> {
+    /// The settings of `strategy = "successive_halving"` (and `"asha"`).
+    fn halving(&self, s: &RawSearch, draws: Option<u32>) -> Result<Halving, SpecError> {
         if let Some(v) = &s.epochs_from_checkpoints {
             return Err(self.at(
                 v,
@@ -90,7 +160,7 @@ impl Cx<'_> {
                 "raise `max_epochs` above `min_epochs`, or use `strategy = \"grid\"` with `n_epochs` under [hyperparameters]",
             ));
         }
-        Ok(Halving { eta, min_epochs, max_epochs })
+        Ok(Halving { eta, min_epochs, max_epochs, draws })
     }
 
     /// `replicate_top` and `replicate_seeds`, which need each other.
@@ -150,6 +220,12 @@ impl Cx<'_> {
     }
 }
 
+/// Bayesian search's random configurations before the model, when `startup`
+/// is not written: a third of `runs`, at least 4 (at most `runs`).
+fn default_startup(runs: u32) -> u32 {
+    runs.min((runs / 3).max(4))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::spec::tests::*;
@@ -158,12 +234,12 @@ mod tests {
     #[test]
     fn a_halving_sweep_parses_and_its_first_rung_is_min_epochs() {
         let s = parse_str(&halving("eta = 2\nmin_epochs = 2\nmax_epochs = 16")).unwrap();
-        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 2, min_epochs: 2, max_epochs: 16 }));
+        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 2, min_epochs: 2, max_epochs: 16, draws: None }));
         assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(2.0)]));
         assert_eq!(*s.hyperparameters.domain("batch_size"), Domain::Values(vec![Some(4.0), Some(32.0)]));
         assert!(!s.epochs_from_checkpoints);
         let s = parse_str(&halving("max_epochs = 9")).unwrap();
-        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 3, min_epochs: 1, max_epochs: 9 }));
+        assert_eq!(s.search, Search::SuccessiveHalving(Halving { eta: 3, min_epochs: 1, max_epochs: 9, draws: None }));
         assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0)]));
     }
 
@@ -238,12 +314,116 @@ mod tests {
         assert_eq!((e.line, e.key.as_deref()), (Some(12), Some("hyperparameters.n_epochs")));
         assert!(e.message.contains("sets the epochs rung by rung"), "{e}");
         assert_eq!(e.hint.as_deref(), Some("remove `n_epochs`; set `min_epochs` and `max_epochs` under [search]"));
-        let e = err(&halving("max_epochs = 8\nruns = 4"));
-        assert_eq!((e.line, e.key.as_deref()), (Some(11), Some("search.runs")));
-        assert!(e.message.contains("only applies to random search"), "{e}");
+        let e = err(&GOOD.replace("strategy = \"grid\"", "strategy = \"grid\"\nruns = 4"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("search.runs")));
+        assert!(e.message.contains("does not apply to grid search"), "{e}");
         let e = err(&halving("max_epochs = 8").replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }"));
         assert_eq!((e.line, e.key.as_deref()), (Some(12), Some("hyperparameters.learning_rate_multiplier")));
-        assert!(e.message.contains("successive halving searches a grid: it needs a list of values"), "{e}");
+        assert!(e.message.contains("without `runs` searches a grid: it needs a list of values"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("add `runs = 27`"), "{e}");
+        // With `runs`, the first rung is that many seeded draws from the space.
+        let drawn = halving("max_epochs = 8\nruns = 5").replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
+        let s = parse_str(&drawn).unwrap();
+        assert_eq!(
+            s.search,
+            Search::SuccessiveHalving(Halving { eta: 3, min_epochs: 1, max_epochs: 8, draws: Some(5) })
+        );
+        assert_eq!(*s.hyperparameters.domain("learning_rate_multiplier"), Domain::LogUniform(0.05, 20.0));
+    }
+
+    /// GOOD as a search of `strategy` with the `[search]` lines `keys`, over a continuous learning rate.
+    fn with(strategy: &str, keys: &str) -> String {
+        let text = GOOD
+            .replace("strategy = \"grid\"", &format!("strategy = \"{strategy}\"\n{keys}"))
+            .replace("[0.1, 1.0, 10.0]", "{ log_uniform = [0.05, 20] }");
+        // Halving sets the epochs itself.
+        if strategy == "asha" { text.replace("n_epochs = [1, 3, 8]\n", "") } else { text }
+    }
+
+    #[test]
+    fn a_bayesian_search_parses_with_its_runs_and_startup() {
+        let s = parse_str(&with("bayes", "runs = 20\nstartup = 5")).unwrap();
+        assert_eq!(s.search, Search::Bayes { runs: 20, startup: 5 });
+        // n_epochs may be an axis, and startup defaults to a third of the runs, at least 4 (at most runs).
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0), Some(3.0), Some(8.0)]));
+        assert_eq!(parse_str(&with("bayes", "runs = 30")).unwrap().search, Search::Bayes { runs: 30, startup: 10 });
+        assert_eq!(parse_str(&with("bayes", "runs = 6")).unwrap().search, Search::Bayes { runs: 6, startup: 4 });
+        assert_eq!(parse_str(&with("bayes", "runs = 2")).unwrap().search, Search::Bayes { runs: 2, startup: 2 });
+    }
+
+    #[test]
+    fn bayesian_and_asha_keys_are_checked() {
+        for (text, line, key, message, hint) in [
+            (with("bayes", ""), 9, "search.runs", "Bayesian search needs the number of runs", "add `runs = 8`"),
+            (with("bayes", "runs = 0"), 10, "search.runs", "0 is out of range", "from 1 to 1000"),
+            (with("bayes", "runs = 4\nstartup = 5"), 11, "search.startup", "(5) is more than `runs` (4)", "at most 4"),
+            (with("bayes", "runs = 4\nstartup = 0"), 11, "search.startup", "0 is out of range", "from 1"),
+            (with("random", "runs = 4\nstartup = 2"), 11, "search.startup", "only applies to Bayesian", "\"bayes\""),
+            (
+                with("bayes", "runs = 4\nsampler = \"bayes\""),
+                11,
+                "search.sampler",
+                "only applies to asynchronous",
+                "\"asha\"",
+            ),
+            (
+                with("bayes", "runs = 4\nepochs_from_checkpoints = true"),
+                11,
+                "search.epochs_from_checkpoints",
+                "does not apply to Bayesian search",
+                "remove the key",
+            ),
+            (with("bayes", "runs = 4\neta = 3"), 11, "search.eta", "only applies to successive halving", "\"asha\""),
+            (
+                with("asha", "max_epochs = 8"),
+                12,
+                "hyperparameters.learning_rate_multiplier",
+                "without `runs`",
+                "runs = 27",
+            ),
+            (
+                with("asha", "max_epochs = 8\nruns = 4\nsampler = \"tpe\""),
+                12,
+                "search.sampler",
+                "unknown sampler `tpe`",
+                "\"bayes\"",
+            ),
+            (
+                with("asha", "max_epochs = 8\nsampler = \"bayes\""),
+                9,
+                "search.runs",
+                "needs the number of runs",
+                "add `runs = 8`",
+            ),
+            (
+                with("asha", "max_epochs = 8\nruns = 4\nstartup = 2"),
+                12,
+                "search.startup",
+                "only applies to Bayesian",
+                "sampler",
+            ),
+            (with("asha", "runs = 4"), 9, "search.max_epochs", "last rung", "add `max_epochs = 3`"),
+        ] {
+            let e = err(&text);
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{text}: {e}");
+            assert!(e.message.contains(message), "{text}: {e}");
+            assert!(e.hint.as_deref().unwrap().contains(hint), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn asha_parses_over_a_grid_draws_or_the_bayesian_sampler() {
+        let grid = GOOD
+            .replace("strategy = \"grid\"", "strategy = \"asha\"\nmax_epochs = 9")
+            .replace("n_epochs = [1, 3, 8]\n", "");
+        let s = parse_str(&grid).unwrap();
+        let h = Halving { eta: 3, min_epochs: 1, max_epochs: 9, draws: None };
+        assert_eq!(s.search, Search::Asha { halving: h, bayes_startup: None });
+        assert_eq!(*s.hyperparameters.domain("n_epochs"), Domain::Values(vec![Some(1.0)]));
+        let bohb = with("asha", "eta = 2\nmax_epochs = 8\nruns = 12\nsampler = \"bayes\"\nstartup = 3");
+        let h = Halving { eta: 2, min_epochs: 1, max_epochs: 8, draws: Some(12) };
+        assert_eq!(parse_str(&bohb).unwrap().search, Search::Asha { halving: h, bayes_startup: Some(3) });
+        assert_eq!(Search::Asha { halving: h, bayes_startup: None }.halving(), Some(&h));
     }
 
     #[test]

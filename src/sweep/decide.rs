@@ -351,6 +351,9 @@ pub(super) enum Stage {
     Unfinished,
     /// The next rung of successive halving: `next`, the best of `rung`'s `members` runs.
     Rung { rung: u32, members: usize, next: Vec<PlannedRun> },
+    /// Runs a Bayesian or asynchronous-halving search decides as slots free:
+    /// `next`, committed before any is launched.
+    Proposed { next: Vec<PlannedRun> },
     /// The leaders' replicates with `seeds`: a chain (root job first) per leader and seed.
     Replicates { leaders: usize, seeds: Vec<u64>, chains: Vec<Vec<PlannedRun>> },
     /// The search is over.
@@ -367,6 +370,10 @@ fn score(r: &RunRecord) -> Option<f64> {
 
 /// The next stage, from the recorded scores: the same after a restart.
 pub(super) fn next_stage(runs: &[RunRecord], spec: &Sweep, identity: &DataIdentity) -> Stage {
+    let next = proposals(runs, spec, identity);
+    if !next.is_empty() {
+        return Stage::Proposed { next };
+    }
     let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == SweepRole::Search).collect();
     if !search.iter().all(|r| run_ended(r)) {
         return Stage::Unfinished;
@@ -394,6 +401,74 @@ pub(super) fn next_stage(runs: &[RunRecord], spec: &Sweep, identity: &DataIdenti
         })
         .collect();
     Stage::Replicates { leaders: leaders.len(), seeds: replicates.seeds.clone(), chains }
+}
+
+/// What became of a search run that has ended, for the Bayesian model.
+fn outcome(r: &RunRecord) -> Option<crate::bayes::Outcome> {
+    use crate::bayes::Outcome;
+    run_ended(r).then(|| score(r).filter(|s| s.is_finite()).map_or(Outcome::Failed, Outcome::Score))
+}
+
+/// The runs a Bayesian or asynchronous-halving search adds now, as many as
+/// there are free slots: `max_concurrent` less the search runs that have
+/// not ended (running, or planned and not launched yet). Empty for the
+/// other strategies, whose runs are planned up front or rung by rung.
+pub(super) fn proposals(runs: &[RunRecord], spec: &Sweep, identity: &DataIdentity) -> Vec<PlannedRun> {
+    let c = spec.limits.max_concurrent.max(1) as usize;
+    let search: Vec<&RunRecord> = runs.iter().filter(|r| r.role == SweepRole::Search).collect();
+    let slots = c.saturating_sub(search.iter().filter(|r| !run_ended(r)).count());
+    if slots == 0 {
+        return Vec::new();
+    }
+    let axes: Vec<&crate::space::Axis> = spec.hyperparameters.iter().collect();
+    let tried = |rs: &[&&RunRecord]| -> Vec<plan::Tried> {
+        rs.iter().map(|r| (plan::point(&axes, &r.config), outcome(r))).collect()
+    };
+    match &spec.search {
+        Search::Bayes { runs, startup } => {
+            let all: Vec<&&RunRecord> = search.iter().collect();
+            plan::bayes_proposals(spec, identity, &tried(&all), Some(c), *runs, *startup, slots, None)
+        }
+        Search::Asha { halving, bayes_startup } => {
+            let mut members: Vec<(PlannedRun, Option<f64>, Option<f64>, bool)> =
+                search.iter().map(|r| (r.planned(), score(r), r.valid_loss, run_ended(r))).collect();
+            let configurations = plan::asha_configurations(spec, identity);
+            let mut next = Vec::new();
+            while next.len() < slots {
+                let new = match plan::asha_promotion(spec, identity, halving, &members) {
+                    Some(promoted) => Some(promoted),
+                    None => match (&configurations, bayes_startup) {
+                        (Some(all), _) => {
+                            all.iter().find(|c| !members.iter().any(|(m, ..)| m.run_id == c.run_id)).cloned()
+                        }
+                        (None, Some(startup)) => {
+                            // BOHB-style: the model sees every first-rung configuration so far.
+                            let first: Vec<plan::Tried> = members
+                                .iter()
+                                .filter(|(m, ..)| m.rung == Some(0))
+                                .map(|(m, score, _, ended)| {
+                                    let o = ended.then(|| {
+                                        score
+                                            .filter(|s| s.is_finite())
+                                            .map_or(crate::bayes::Outcome::Failed, crate::bayes::Outcome::Score)
+                                    });
+                                    (plan::point(&axes, &m.config), o)
+                                })
+                                .collect();
+                            let runs = halving.draws.unwrap_or(1);
+                            plan::bayes_proposals(spec, identity, &first, None, runs, *startup, 1, Some(0)).pop()
+                        }
+                        (None, None) => None,
+                    },
+                };
+                let Some(run) = new else { break };
+                members.push((run.clone(), None, None, false));
+                next.push(run);
+            }
+            next
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// A run and the runs its model comes from, root job first.
@@ -966,5 +1041,84 @@ mod tests {
         let with_them: Vec<RunRecord> =
             runs.iter().cloned().chain(new.iter().map(|p| recorded(p, RunState::Planned, None))).collect();
         assert!(new_replicates(chains, &with_them).is_empty());
+    }
+
+    /// Records `planned` with each state and score, in order.
+    fn with_states(planned: &[PlannedRun], states: &[Recorded]) -> Vec<RunRecord> {
+        planned.iter().zip(states).map(|(p, (state, score))| recorded(p, *state, *score)).collect()
+    }
+
+    const ASHA: &str =
+        "[search]\nstrategy = \"asha\"\neta = 3\nmin_epochs = 1\nmax_epochs = 3\n[limits]\nmax_concurrent = 2\n";
+
+    #[test]
+    fn asha_promotes_a_run_in_its_rungs_top_third_so_far_else_starts_a_new_configuration() {
+        use RunState::*;
+        let spec = sweep(ASHA, LRS);
+        let all = plan::asha_configurations(&spec, &data()).unwrap();
+        assert_eq!(all.len(), 6);
+        // Up front: as many first-rung configurations as there are slots.
+        let first = plan::expand(&spec, &data());
+        assert_eq!(first, all[..2]);
+        let runs = with_states(&first, &[(Training, None), (Planned, None)]);
+        assert_eq!(proposals(&runs, &spec, &data()), [], "no slot is free");
+        // One result: 1/3 of one is none; a slot is free: a new configuration.
+        let runs = with_states(&first, &[(Done, Some(0.5)), (Training, None)]);
+        assert_eq!(proposals(&runs, &spec, &data()), [all[2].clone()]);
+        // Three results, two free slots: the best continues at once, then a new configuration.
+        let runs = with_states(&all[..3], &[(Done, Some(0.5)), (Done, Some(0.9)), (Done, Some(0.7))]);
+        let next = proposals(&runs, &spec, &data());
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert_eq!(next[0].rung, Some(1));
+        assert_eq!(next[0].config.n_epochs, Some(3));
+        assert_eq!(next[0].origin, Origin::Continue { parent: all[1].run_id.clone(), parent_epochs: 1 });
+        assert_eq!(next[1], all[3]);
+        // Once promoted, the same run is not promoted again: the next free slot starts a new configuration.
+        let mut runs = runs;
+        runs.push(recorded(&next[0], Done, Some(0.95)));
+        runs.push(recorded(&next[1], Training, None));
+        assert_eq!(proposals(&runs, &spec, &data()), [all[4].clone()]);
+        // The rung before the last: nothing above rung 1 (3 epochs is the last).
+        assert_eq!(plan::rung_epochs(spec.search.halving().unwrap()), [1, 3]);
+    }
+
+    const BAYES: &str = "[search]\nstrategy = \"bayes\"\nruns = 6\nstartup = 2\n[limits]\nmax_concurrent = 2\n";
+    const SPACE: &str =
+        "n_epochs = [1, 2]\nlearning_rate_multiplier = { log_uniform = [0.05, 20] }\nbatch_size = [4, 16, 64]";
+
+    #[test]
+    fn a_bayesian_proposal_sees_the_results_of_the_runs_max_concurrent_before_it_whatever_the_order_they_end_in() {
+        use RunState::*;
+        let spec = sweep(BAYES, SPACE);
+        let first = plan::expand(&spec, &data());
+        assert_eq!(first.len(), 2, "the proposals that need no result: one per slot");
+        // Proposal 2 sees no outcome (0..2-2): the same whichever of runs 0 and 1 ended.
+        let a = proposals(&with_states(&first, &[(Done, Some(0.5)), (Training, None)]), &spec, &data());
+        let b = proposals(&with_states(&first, &[(Training, None), (Done, Some(0.9))]), &spec, &data());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a, b);
+        let three: Vec<PlannedRun> = first.iter().chain(&a).cloned().collect();
+        // Proposal 3 sees run 0's outcome and runs 1 and 2 as pending, ended or not.
+        let c =
+            proposals(&with_states(&three, &[(Done, Some(0.5)), (Done, Some(0.9)), (Training, None)]), &spec, &data());
+        let d =
+            proposals(&with_states(&three, &[(Done, Some(0.5)), (Done, Some(0.2)), (Done, Some(0.1))]), &spec, &data());
+        assert_eq!(c.len(), 1);
+        assert_eq!(d.len(), 2, "two free slots: proposals 3 and 4");
+        assert_eq!(c[0], d[0]);
+        // Until run 0 has ended, proposal 3 waits, even with a free slot.
+        let e =
+            proposals(&with_states(&three, &[(Training, None), (Done, Some(0.9)), (Done, Some(0.7))]), &spec, &data());
+        assert_eq!(e, []);
+        // A failed run is an outcome: the proposal goes ahead.
+        let f = proposals(&with_states(&three, &[(Failed, None), (Done, Some(0.9)), (Training, None)]), &spec, &data());
+        assert_eq!(f.len(), 1);
+        // Never more than `runs`.
+        let mut six = three.clone();
+        six.extend(d);
+        six.push(proposals(&with_states(&six, &[(Done, Some(0.5)); 5]), &spec, &data()).remove(0));
+        assert_eq!(six.len(), 6);
+        assert_eq!(proposals(&with_states(&six, &[(Done, Some(0.5)); 6]), &spec, &data()), []);
+        assert_eq!(next_stage(&with_states(&six, &[(Done, Some(0.5)); 6]), &spec, &data()), Stage::Over);
     }
 }

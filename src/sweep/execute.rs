@@ -138,6 +138,10 @@ impl Pass {
                     Action::Fail { run, reason } => self.fail(run, reason, state)?,
                 }
             }
+            // Bayesian and asynchronous-halving searches decide as slots free (the `search` helper's hook).
+            if !stopping && super::search::propose(&self.cx, self.progress.as_ref())? {
+                continue;
+            }
             match scan.then(state) {
                 Then::EndPass => return Ok(()),
                 Then::Rescan => {}

@@ -25,7 +25,7 @@ mod launch;
 mod search;
 mod task;
 pub use decide::launch_order;
-pub use search::adopt_stored;
+pub use search::{adopt_stored, with_decided};
 
 use crate::data::ChatFile;
 use crate::pricing::Price;

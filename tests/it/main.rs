@@ -3,7 +3,9 @@
 //! the SQLite database it writes.
 
 mod adapters;
+mod asha;
 mod azure;
+mod bayes;
 mod board_width;
 mod command;
 mod command_spec;

@@ -140,7 +140,7 @@ impl LocalProvider {
     /// earlier checkpoints (`sweep_reads_checkpoints`), and compactly unless the sweep continues
     /// its models (successive halving), whose next rung should start from the exact weights.
     pub fn for_sweep(self, sweep: &crate::spec::Sweep) -> LocalProvider {
-        let continues = matches!(sweep.search, crate::spec::Search::SuccessiveHalving(_));
+        let continues = sweep.search.halving().is_some();
         self.keeping_checkpoints(sweep_reads_checkpoints(sweep)).compact_weights(!continues)
     }
 
