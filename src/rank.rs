@@ -180,8 +180,9 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
         .filter(|&i| !candidates[i].role.is_ranked() && scores_of(&candidates[i], s.metric).is_some())
         .collect();
     references.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
-    let placed: Vec<usize> = ranked.iter().chain(&references).copied().collect();
-    let rest = (0..candidates.len()).filter(|i| !placed.contains(i));
+    let mut placed = vec![false; candidates.len()];
+    ranked.iter().chain(&references).for_each(|&i| placed[i] = true);
+    let rest = (0..candidates.len()).filter(|&i| !placed[i]);
     let (unfinished, failed): (Vec<usize>, Vec<usize>) =
         rest.partition(|&i| candidates[i].run.as_ref().is_none_or(|r| r.state != RunState::Failed));
 

@@ -4,6 +4,7 @@
 
 mod adapters;
 mod azure;
+mod board_scale;
 mod board_width;
 mod command;
 mod command_spec;
