@@ -174,7 +174,10 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
     let mut ranked: Vec<usize> =
         (0..candidates.len()).filter(|&i| candidates[i].role.is_ranked() && candidates[i].finished()).collect();
     ranked.retain(|&i| scores_of(&candidates[i], s.metric).is_some());
-    let mean = |i: usize| scores_of(&candidates[i], s.metric).map_or(f64::NEG_INFINITY, stats::mean);
+    // Each mean once, not once per comparison of the sort.
+    let means: Vec<f64> =
+        candidates.iter().map(|c| scores_of(c, s.metric).map_or(f64::NEG_INFINITY, stats::mean)).collect();
+    let mean = |i: usize| means[i];
     ranked.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
     let mut references: Vec<usize> = (0..candidates.len())
         .filter(|&i| !candidates[i].role.is_ranked() && scores_of(&candidates[i], s.metric).is_some())

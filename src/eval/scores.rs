@@ -108,9 +108,12 @@ pub fn assemble(evaluation: &Evaluation, by_grader: Vec<Option<Vec<f64>>>, n: us
         out.insert(g.name.clone(), scores);
     }
     if let Some(w) = &evaluation.combined {
-        let combined: Option<Vec<f64>> = (0..n)
-            .map(|i| w.score(|name| out.get(name).and_then(|s: &Option<Vec<f64>>| s.as_ref()).map(|s| s[i])).ok())
+        // Each part's scores looked up once, not once per example.
+        let parts: Vec<(&str, Option<&Vec<f64>>)> = (w.parts.iter())
+            .map(|(name, _)| (name.as_str(), out.get(name).and_then(|s: &Option<Vec<f64>>| s.as_ref())))
             .collect();
+        let of = |name: &str| parts.iter().find(|(n, _)| *n == name).and_then(|(_, s)| *s);
+        let combined: Option<Vec<f64>> = (0..n).map(|i| w.score(|name| of(name).map(|s| s[i])).ok()).collect();
         out.insert(COMBINED.to_string(), combined);
     }
     Grades(out)
