@@ -239,6 +239,11 @@ pub fn board(store: &mut Store, setup: &SweepSetup) -> Result<Vec<Loaded>, Store
         }
         pending.push(reference(EvalKind::Model, e));
     }
+    grade_rows(store, setup, pending)
+}
+
+/// The rows graded: from their evaluations' scores, or their graded rows of before evaluations.
+fn grade_rows(store: &mut Store, setup: &SweepSetup, pending: Vec<Pending>) -> Result<Vec<Loaded>, StoreError> {
     let scores = evaluation_scores(store, setup, &pending)?;
     let mut cache: Option<GradeCache> = None;
     let mut out = Vec::with_capacity(pending.len());

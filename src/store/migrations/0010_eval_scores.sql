@@ -7,7 +7,7 @@
 -- transaction; caching a judge's or command's grade drops that grader's rows. The graders are the
 -- sweep file's, which SQL cannot run: existing evaluations get their rows the first time a
 -- leaderboard reads them (in one write transaction), and a grader added later the same way.
-CREATE TABLE eval_scores (
+CREATE TABLE IF NOT EXISTS eval_scores (
     grader        TEXT NOT NULL,
     evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
     n             INTEGER NOT NULL,
@@ -16,4 +16,4 @@ CREATE TABLE eval_scores (
     PRIMARY KEY (grader, evaluation_id)
 ) WITHOUT ROWID;
 
-CREATE INDEX eval_scores_evaluation ON eval_scores (evaluation_id);
+CREATE INDEX IF NOT EXISTS eval_scores_evaluation ON eval_scores (evaluation_id);
