@@ -174,14 +174,18 @@ pub fn standings(candidates: &[Candidate], s: &Settings<'_>) -> Vec<Standing> {
     let mut ranked: Vec<usize> =
         (0..candidates.len()).filter(|&i| candidates[i].role.is_ranked() && candidates[i].finished()).collect();
     ranked.retain(|&i| scores_of(&candidates[i], s.metric).is_some());
-    let mean = |i: usize| scores_of(&candidates[i], s.metric).map_or(f64::NEG_INFINITY, stats::mean);
+    // Each mean once, not once per comparison of the sort.
+    let means: Vec<f64> =
+        candidates.iter().map(|c| scores_of(c, s.metric).map_or(f64::NEG_INFINITY, stats::mean)).collect();
+    let mean = |i: usize| means[i];
     ranked.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
     let mut references: Vec<usize> = (0..candidates.len())
         .filter(|&i| !candidates[i].role.is_ranked() && scores_of(&candidates[i], s.metric).is_some())
         .collect();
     references.sort_by(|&a, &b| by_score(&candidates[a], &candidates[b], mean(a), mean(b)));
-    let placed: Vec<usize> = ranked.iter().chain(&references).copied().collect();
-    let rest = (0..candidates.len()).filter(|i| !placed.contains(i));
+    let mut placed = vec![false; candidates.len()];
+    ranked.iter().chain(&references).for_each(|&i| placed[i] = true);
+    let rest = (0..candidates.len()).filter(|&i| !placed[i]);
     let (unfinished, failed): (Vec<usize>, Vec<usize>) =
         rest.partition(|&i| candidates[i].run.as_ref().is_none_or(|r| r.state != RunState::Failed));
 

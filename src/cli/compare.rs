@@ -97,7 +97,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .into());
     }
     let test = paired_test(sa, sb, board.setup.evaluation.alpha);
-    let disagreements = disagreements(&board, ia, ib, sa, sb);
+    let disagreements = disagreements(&board, ia, ib, sa, sb)?;
     if args.json {
         let c = Comparison {
             sweep: &sweep.name,
@@ -152,12 +152,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
 
 /// The examples where rows `ia` and `ib` of `board` (indexes into `board.rows()`) score
 /// differently, `sa` and `sb` being their grades by the board's metric on the same examples.
-pub fn disagreements(board: &Board, ia: usize, ib: usize, sa: &[f64], sb: &[f64]) -> Vec<Disagreement> {
-    let (la, lb) = (&board.loaded[board.standings[ia].index], &board.loaded[board.standings[ib].index]);
-    (0..sa.len().min(sb.len()))
+pub fn disagreements(board: &Board, ia: usize, ib: usize, sa: &[f64], sb: &[f64]) -> Result<Vec<Disagreement>> {
+    let (la, lb) = (board.examples(ia)?, board.examples(ib)?);
+    Ok((0..sa.len().min(sb.len()))
         .filter(|&i| sa[i] != sb[i])
         .map(|i| {
-            let (xa, xb) = (&la.examples[i], &lb.examples[i]);
+            let (xa, xb) = (&la[i], &lb[i]);
             Disagreement {
                 line: xa.line,
                 prompt: xa
@@ -174,7 +174,7 @@ pub fn disagreements(board: &Board, ia: usize, ib: usize, sa: &[f64], sb: &[f64]
                 score_b: sb[i],
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The row `text` names (see `Board::find`). `RUN@EPOCH` at the run's last epoch is the run

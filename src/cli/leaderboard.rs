@@ -16,7 +16,7 @@ use crate::provider::local::labels;
 use crate::rank::{self, Candidate, Settings, Standing};
 use crate::report::{self, BoardView, LeaderboardRow};
 use crate::run::EvalKind;
-use crate::store::{SharedStore, SweepRecord};
+use crate::store::{EvalExample, SharedStore, SweepRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -96,6 +96,8 @@ pub struct Board {
     pub pass_fail: bool,
     /// A local sweep's note on the bound its coverage sets (see [`local_note`]).
     pub local_note: Option<String>,
+    /// Where the rows' examples are read from (see [`Board::examples`]).
+    store: SharedStore,
 }
 
 /// The note that a local sweep's scores are bounded by the validation references its classifier
@@ -117,9 +119,9 @@ impl Board {
     /// Loads and ranks a sweep's rows by `metric` (default: the sweep's).
     pub fn load(store: &SharedStore, sweep: &SweepRecord, metric: Option<&str>) -> Result<Board> {
         let (setup, loaded) = {
-            let s = store.lock();
+            let mut s = store.lock();
             let setup = load::setup(&s, sweep)?;
-            let loaded = load::board(&s, &setup)?;
+            let loaded = load::board(&mut s, &setup)?;
             (setup, loaded)
         };
         if let Some(w) = &setup.warning {
@@ -143,7 +145,14 @@ impl Board {
             Settings { metric: &metric, pass_fail, alpha: setup.evaluation.alpha, margin: setup.evaluation.margin };
         let standings = rank::standings(&candidates, &settings);
         let local_note = local_note(sweep);
-        Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail, local_note })
+        let store = store.clone();
+        Ok(Board { setup, loaded, candidates, standings, metric, names, pass_fail, local_note, store })
+    }
+
+    /// The examples of the row at `standing` (an index into the standings), read from the store:
+    /// the board itself holds their scores only.
+    pub fn examples(&self, standing: usize) -> Result<Vec<EvalExample>> {
+        Ok(load::examples(&self.store.lock(), &self.loaded[self.standings[standing].index])?)
     }
 
     /// The rows, `best`'s pick marked (`is_pick`).

@@ -75,10 +75,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
         .into());
     }
     let model = candidate.model.clone().unwrap_or_default();
+    let examples = board.examples(i)?;
     let subject = Subject {
         board: &board,
         candidate,
-        examples: &board.loaded[standing.index].examples,
+        examples: &examples,
         scores: candidate.grades.get(&board.metric).unwrap_or_default(),
         model: &model,
     };

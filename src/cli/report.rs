@@ -62,7 +62,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitStatus> {
     let others = board.others();
     let view = board.view(&others, None);
     let legend = crate::report::board_legend(&rows, &view);
-    let disagreements = pick.as_ref().and_then(|p| runner_up(&board, &rows, p.index));
+    let disagreements = match &pick {
+        Some(p) => runner_up(&board, &rows, p.index)?,
+        None => None,
+    };
     let sweep_file = store.lock().sweep_text(sweep.id)?;
     let page = Page {
         sweep: sweep.name.clone(),
@@ -119,14 +122,16 @@ fn curves(store: &SharedStore, rows: &[LeaderboardRow]) -> Result<std::collectio
 }
 
 /// The examples where the pick and the runner-up (the best-ranked other scored row) disagree.
-fn runner_up(board: &Board, rows: &[LeaderboardRow], pick: usize) -> Option<Disagreements> {
-    let other = (0..rows.len()).find(|&i| i != pick && rows[i].score.is_some() && !rows[i].is_baseline)?;
+fn runner_up(board: &Board, rows: &[LeaderboardRow], pick: usize) -> Result<Option<Disagreements>> {
+    let Some(other) = (0..rows.len()).find(|&i| i != pick && rows[i].score.is_some() && !rows[i].is_baseline) else {
+        return Ok(None);
+    };
     let grades = |i: usize| board.loaded[board.standings[i].index].candidate.grades.get(&board.metric);
-    let (sa, sb) = (grades(pick)?, grades(other)?);
+    let (Some(sa), Some(sb)) = (grades(pick), grades(other)) else { return Ok(None) };
     if sa.len() != sb.len() {
-        return None;
+        return Ok(None);
     }
-    let examples = disagreements(board, pick, other, sa, sb)
+    let examples = disagreements(board, pick, other, sa, sb)?
         .into_iter()
         .map(|d| Example {
             line: d.line,
@@ -138,5 +143,5 @@ fn runner_up(board: &Board, rows: &[LeaderboardRow], pick: usize) -> Option<Disa
             score_other: d.score_b,
         })
         .collect();
-    Some(Disagreements { other, n_examples: sa.len(), examples })
+    Ok(Some(Disagreements { other, n_examples: sa.len(), examples }))
 }

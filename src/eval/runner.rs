@@ -197,7 +197,8 @@ pub async fn evaluate<A: Answerer>(
         seconds: started.elapsed().as_secs_f64(),
         created_at: 0.0,
     };
-    evaluation.id = store.lock().record_evaluation(&evaluation, &examples)?;
+    let pure = pure_scores(&session.evaluation, &examples, &session.dir);
+    evaluation.id = store.lock().record_scored_evaluation(&evaluation, &examples, &pure)?;
     let grades = grade(store, answerer, session, &examples).await?;
     Ok(Outcome { evaluation, examples, grades })
 }
@@ -336,7 +337,22 @@ fn shown(encoded: &str) -> String {
     Reply::decode(encoded).display()
 }
 
-fn cache_key(kind: &Kind, g: &super::config::NamedGrader, dir: &Path) -> String {
+/// The scores stored with an evaluation as it is recorded: its pure graders', by key (a judge's
+/// and a command's are graded after it is recorded, and stored when a leaderboard reads them).
+fn pure_scores(evaluation: &Evaluation, examples: &[EvalExample], dir: &Path) -> Vec<(String, Vec<f64>)> {
+    (evaluation.graders.iter())
+        .filter_map(|g| match &g.kind {
+            Kind::Pure(grader) => Some((
+                cache_key(&g.kind, g, dir),
+                examples.iter().map(|x| graders::score(grader, &x.prediction, &x.reference)).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A grader's key in the grade cache, and of the scores stored with evaluations.
+pub(crate) fn cache_key(kind: &Kind, g: &super::config::NamedGrader, dir: &Path) -> String {
     match kind {
         Kind::Command(c) => command::key(g, c, dir),
         _ => format!("{}:{}", g.type_name(), g.fingerprint()),

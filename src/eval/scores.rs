@@ -82,10 +82,9 @@ pub fn input_sha256(prompt: &[Message], reference: &str, reply: &str) -> String 
 /// Grades every example with every grader of `evaluation`; cached graders
 /// read `cache`, and a grader missing any example's grade is `None`.
 pub fn grade(evaluation: &Evaluation, examples: &[EvalExample], cache: &GradeCache) -> Grades {
-    let mut out = BTreeMap::new();
     let empty = HashMap::new();
-    for g in &evaluation.graders {
-        let scores: Option<Vec<f64>> = match &g.kind {
+    let by_grader = (evaluation.graders.iter())
+        .map(|g| match &g.kind {
             Kind::Pure(grader) => {
                 Some(examples.iter().map(|x| graders::score(grader, &x.prediction, &x.reference)).collect())
             }
@@ -96,13 +95,25 @@ pub fn grade(evaluation: &Evaluation, examples: &[EvalExample], cache: &GradeCac
                     .map(|x| known.get(&input_sha256(&x.prompt, &x.reference, &x.prediction)).copied())
                     .collect()
             }
-        };
+        })
+        .collect();
+    assemble(evaluation, by_grader, examples.len())
+}
+
+/// The grades of `n` examples from each grader's scores (in the order of `evaluation.graders`,
+/// `None` where incomplete), with their combination when the sweep has one.
+pub fn assemble(evaluation: &Evaluation, by_grader: Vec<Option<Vec<f64>>>, n: usize) -> Grades {
+    let mut out = BTreeMap::new();
+    for (g, scores) in evaluation.graders.iter().zip(by_grader) {
         out.insert(g.name.clone(), scores);
     }
     if let Some(w) = &evaluation.combined {
-        let combined: Option<Vec<f64>> = (0..examples.len())
-            .map(|i| w.score(|name| out.get(name).and_then(|s: &Option<Vec<f64>>| s.as_ref()).map(|s| s[i])).ok())
+        // Each part's scores looked up once, not once per example.
+        let parts: Vec<(&str, Option<&Vec<f64>>)> = (w.parts.iter())
+            .map(|(name, _)| (name.as_str(), out.get(name).and_then(|s: &Option<Vec<f64>>| s.as_ref())))
             .collect();
+        let of = |name: &str| parts.iter().find(|(n, _)| *n == name).and_then(|(_, s)| *s);
+        let combined: Option<Vec<f64>> = (0..n).map(|i| w.score(|name| of(name).map(|s| s[i])).ok()).collect();
         out.insert(COMBINED.to_string(), combined);
     }
     Grades(out)

@@ -63,10 +63,10 @@ pub struct AliasRecord {
     pub promoted_at: f64,
 }
 
-const EVALUATION_COLUMNS: &str = "id, model, data_sha256, data_file, decoding, kind, run_id, epoch, sweep_id, \
+pub(super) const EVALUATION_COLUMNS: &str = "id, model, data_sha256, data_file, decoding, kind, run_id, epoch, sweep_id, \
      n_examples, calls, cached, input_tokens, output_tokens, seconds, created_at";
 
-fn evaluation_row(r: &Row<'_>) -> rusqlite::Result<EvaluationRecord> {
+pub(super) fn evaluation_row(r: &Row<'_>) -> rusqlite::Result<EvaluationRecord> {
     Ok(EvaluationRecord {
         id: r.get(0)?,
         model: r.get(1)?,
@@ -196,6 +196,17 @@ impl Store {
     /// an earlier evaluation of the same model, data and decoding. A run's or
     /// checkpoint's evaluation keeps its kind when evaluated again as a model.
     pub fn record_evaluation(&mut self, e: &EvaluationRecord, examples: &[EvalExample]) -> Result<i64> {
+        self.record_scored_evaluation(e, examples, &[])
+    }
+
+    /// [`Store::record_evaluation`], with the examples' scores by graders (by grade-cache key),
+    /// stored in the same transaction in place of every score the evaluation had.
+    pub fn record_scored_evaluation(
+        &mut self,
+        e: &EvaluationRecord,
+        examples: &[EvalExample],
+        scores: &[(String, Vec<f64>)],
+    ) -> Result<i64> {
         let tx = self.conn.transaction().doing("recording an evaluation")?;
         tx.execute(
             "INSERT INTO evaluations (model, data_sha256, data_file, decoding, kind, run_id, epoch, sweep_id,
@@ -239,6 +250,9 @@ impl Store {
             .doing("reading an evaluation id")?;
         tx.execute("DELETE FROM eval_examples WHERE evaluation_id = ?1", [id])
             .doing("replacing an evaluation's examples")?;
+        tx.execute("DELETE FROM eval_scores WHERE evaluation_id = ?1", [id])
+            .doing("replacing an evaluation's scores")?;
+        super::scores::insert_scores(&tx, id, scores)?;
         {
             let replier = replier_id(&tx, &e.model, &e.decoding)?;
             let mut cached = tx
@@ -359,6 +373,11 @@ impl Store {
             )
             .and_then(|mut s| s.execute(params![grader, input_sha256, score, raw, now()]))
             .doing("caching a grade")?;
+        // The scores stored by this grader may have read the grade it replaces.
+        self.conn
+            .prepare_cached("DELETE FROM eval_scores WHERE grader = ?1")
+            .and_then(|mut s| s.execute([grader]))
+            .doing("dropping stored scores")?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 mod deployments;
 mod durability;
 mod eval;
+mod scores;
 pub mod serve;
 mod types;
 mod weights;
@@ -11,6 +12,7 @@ mod weights;
 pub use deployments::{DeploymentRow, DeploymentState, NewDeployment};
 pub use durability::{Budget, BudgetState, Claim, RunControl, RunProgress};
 pub use eval::{AliasRecord, CachedPrediction, EvalExample, EvaluationRecord};
+pub use scores::{decode_scores, encode_scores};
 pub use weights::{CHECKPOINT_NOT_KEPT, WeightsRow};
 
 use std::path::Path;
@@ -35,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_evalstore.sql"),
     include_str!("migrations/0008_hyperparameters.sql"),
     include_str!("migrations/0009_deployments.sql"),
+    include_str!("migrations/0010_eval_scores.sql"),
 ];
 
 /// A kind of database file: the `PRAGMA application_id` that marks it, its migrations, and the

@@ -6,6 +6,7 @@ mod adapters;
 mod asha;
 mod azure;
 mod bayes;
+mod board_scale;
 mod board_width;
 mod command;
 mod command_spec;
