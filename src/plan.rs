@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use crate::run::{BATCH_SIZE, Definition, LEARNING_RATE_MULTIPLIER, Origin, PlannedRun, RunConfig, Value, show};
-use crate::space::{Axis, Domain, Kind, N_EPOCHS, SEED};
+use crate::space::{Axis, Domain, Kind, N_EPOCHS, SEED, draw, round_significant};
 use crate::spec::{Halving, Search, Sweep};
 
 /// What a run is trained on and where: part of the run id.
@@ -541,26 +541,6 @@ fn values(d: &Domain) -> &[Option<f64>] {
         // The parser only allows distributions where the space is drawn from.
         Domain::Uniform(..) | Domain::LogUniform(..) => &[],
     }
-}
-
-/// A seeded draw from a domain: log-uniform for `LogUniform`, integers for
-/// integer axes, floats rounded to 3 significant digits (short run ids).
-pub fn draw(rng: &mut ChaCha8Rng, d: &Domain, integer: bool) -> Option<f64> {
-    let x = match d {
-        Domain::Values(v) => return v[rng.random_range(0..v.len())],
-        Domain::Uniform(lo, hi) if integer => rng.random_range(*lo as i64..=*hi as i64) as f64,
-        Domain::Uniform(lo, hi) => rng.random_range(*lo..*hi),
-        Domain::LogUniform(lo, hi) => (rng.random_range(lo.ln()..hi.ln())).exp(),
-    };
-    Some(if integer { x.round() } else { round_significant(x, 3) })
-}
-
-/// `x` to `digits` significant digits (drawn and proposed floats, so run ids stay short).
-pub fn round_significant(x: f64, digits: usize) -> f64 {
-    // Scientific notation with `digits - 1` decimals rounds to `digits`
-    // significant digits; parsing it back gives the nearest f64, which prints
-    // as the short decimal.
-    format!("{:.*e}", digits.saturating_sub(1), x).parse().unwrap_or(x)
 }
 
 #[cfg(test)]

@@ -352,6 +352,27 @@ impl Hyperparameters {
     }
 }
 
+/// A seeded draw from a domain: log-uniform for `LogUniform`, integers for
+/// integer axes, floats rounded to 3 significant digits (short run ids).
+pub fn draw(rng: &mut rand_chacha::ChaCha8Rng, d: &Domain, integer: bool) -> Option<f64> {
+    use rand::Rng;
+    let x = match d {
+        Domain::Values(v) => return v[rng.random_range(0..v.len())],
+        Domain::Uniform(lo, hi) if integer => rng.random_range(*lo as i64..=*hi as i64) as f64,
+        Domain::Uniform(lo, hi) => rng.random_range(*lo..*hi),
+        Domain::LogUniform(lo, hi) => (rng.random_range(lo.ln()..hi.ln())).exp(),
+    };
+    Some(if integer { x.round() } else { round_significant(x, 3) })
+}
+
+/// `x` to `digits` significant digits (drawn and proposed floats, so run ids stay short).
+pub fn round_significant(x: f64, digits: usize) -> f64 {
+    // Scientific notation with `digits - 1` decimals rounds to `digits`
+    // significant digits; parsing it back gives the nearest f64, which prints
+    // as the short decimal.
+    format!("{:.*e}", digits.saturating_sub(1), x).parse().unwrap_or(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

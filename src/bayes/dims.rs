@@ -2,7 +2,7 @@
 //! cube (numbers, on a log scale where they should be) or as a choice among
 //! its listed values, and back.
 
-use crate::plan::round_significant;
+use crate::space::round_significant;
 use crate::space::{Axis, Domain, Kind};
 
 /// How the model sees one axis.

@@ -16,7 +16,7 @@
 //! lie below the real score), so that proposals made while they train spread
 //! out instead of repeating; failed ones are as bad. A candidate already tried
 //! (pending included) is passed over while an untried one can be found. The
-//! first `startup` proposals are seeded random draws ([`crate::plan::draw`]).
+//! first `startup` proposals are seeded random draws ([`crate::space::draw`]).
 //! The proposal is a function of its inputs alone (ChaCha8 seeded from the
 //! seed and the index; no hash map), so a resumed sweep proposes the same points.
 
@@ -215,7 +215,7 @@ fn is_tried(tried: &[&[Option<f64>]], point: &[Option<f64>]) -> bool {
 fn random(rng: &mut ChaCha8Rng, axes: &[&Axis], dims: &[Dim], tried: &[&[Option<f64>]]) -> Vec<Option<f64>> {
     let mut point = Vec::new();
     for _ in 0..DRAWS {
-        point = axes.iter().map(|a| crate::plan::draw(rng, &a.domain, a.kind == Kind::Int)).collect();
+        point = axes.iter().map(|a| crate::space::draw(rng, &a.domain, a.kind == Kind::Int)).collect();
         if !is_tried(tried, &point) {
             return point;
         }

@@ -129,7 +129,7 @@ fn proposals_lie_in_their_domains() {
                         if a.kind == Kind::Int {
                             assert_eq!(x.fract(), 0.0, "{}: {x}", a.name);
                         } else {
-                            assert_eq!(x, crate::plan::round_significant(x, 3).clamp(*lo, *hi), "{}: {x}", a.name);
+                            assert_eq!(x, crate::space::round_significant(x, 3).clamp(*lo, *hi), "{}: {x}", a.name);
                         }
                     }
                 }

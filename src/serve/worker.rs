@@ -263,12 +263,7 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         learning_rate_multiplier: Some(HyperValue::Float(multiplier)),
         beta: None,
     };
-    // When the job is expected to end, as OpenAI's `estimated_finish` (unix seconds, while it
-    // runs): the delay model, each step pausing per example of its batch.
-    let steps = (training.examples as u64).div_ceil(u64::from(config.batch_size.max(1))) * u64::from(config.n_epochs);
-    let length = app.provider.example_delay().as_secs_f64() * (steps * u64::from(config.batch_size)) as f64;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let estimated_finish = (now + length).ceil() as i64;
+    let estimated_finish = estimated_finish(app, training.examples as u64, config.batch_size, config.n_epochs);
     let started = advance(app, id, "running", |_, job| {
         record_resolved(job, resolved, requested.float(BETA));
         job.estimated_finish = Some(estimated_finish);
@@ -343,6 +338,15 @@ async fn run(app: &Arc<App>, id: &str, control: &Control) -> Result<(), StoreErr
         Ok(JobOutcome::Cancelled { trained_tokens }) => cancelled(app, id, trained_tokens),
         Err(e) => fail(app, id, job_error("server_error", e.to_string(), None)).map(drop),
     }
+}
+
+/// When a job starting now is expected to end, as OpenAI's `estimated_finish` (unix seconds, while
+/// it runs): the delay model, each step pausing per example of its batch.
+fn estimated_finish(app: &App, examples: u64, batch_size: u32, n_epochs: u32) -> i64 {
+    let steps = examples.div_ceil(u64::from(batch_size.max(1))) * u64::from(n_epochs);
+    let length = app.provider.example_delay().as_secs_f64() * (steps * u64::from(batch_size)) as f64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    (now + length).ceil() as i64
 }
 
 /// Records what a cancelled training trained (the job is usually `cancelled` already: the cancel

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Workspace, query, root, sweep_toml};
+use crate::util::{Workspace, latest_schema, query, root, sweep_toml};
 
 /// A sweep of two runs of two epochs whose checkpoints are evaluated too, run in `ws`.
 fn run_sweep(ws: &Workspace) {
@@ -140,7 +140,7 @@ fn a_database_from_before_0007_shows_the_same_tables() {
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b, a);
     }
-    assert_eq!(query(&ws.db(), "PRAGMA user_version"), ["10"]);
+    assert_eq!(query(&ws.db(), "PRAGMA user_version"), [latest_schema()]);
     assert_eq!(count(&ws, "SELECT count(*) FROM eval_results"), 0, "every graded row is an evaluation's");
     assert_eq!(count(&ws, "SELECT count(*) FROM eval_inputs"), valid_lines());
     assert_eq!(count(&ws, "SELECT count(prediction) FROM eval_examples"), valid_lines(), "the leader's own replies");
@@ -189,6 +189,6 @@ fn the_0_1_0_database_shows_the_scores_and_replies_it_showed() {
     let expected = serde_json::json!([{"line": 2, "prompt": "The runner finished first", "reference": "sports",
         "reply_a": "sports", "reply_b": "money", "score_a": 1.0, "score_b": 0.0}]);
     assert_eq!(c["disagreements"], expected);
-    assert_eq!(query(&ws.db(), "PRAGMA user_version"), ["10"]);
+    assert_eq!(query(&ws.db(), "PRAGMA user_version"), [latest_schema()]);
     assert_eq!(query(&ws.db(), "SELECT count(*) FROM eval_results"), ["0"]);
 }

@@ -109,6 +109,17 @@ max_concurrent = 2
     )
 }
 
+/// The schema version a database has once opened by this build: the number of its migrations
+/// (`src/store/migrations/NNNN_*.sql`), as `PRAGMA user_version` prints it.
+pub fn latest_schema() -> String {
+    let dir = root().join("src/store/migrations");
+    let n = std::fs::read_dir(&dir)
+        .expect("the migrations folder")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql")))
+        .count();
+    n.to_string()
+}
+
 /// Reads one column of every row of a query, as strings.
 pub fn query(db: &Path, sql: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(db).expect("opening the database");

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Workspace, query, sweep_toml};
+use crate::util::{Workspace, latest_schema, query, sweep_toml};
 
 const HP: &str = "n_epochs = [3]\nlearning_rate_multiplier = [0.3, 1.0, 3.0]\nbatch_size = [32]";
 
@@ -201,7 +201,7 @@ fn weights_stored_before_migration_0006_still_load() {
     }
     let out = ws.json(&["eval", "--model", model, "--sweep", "w", "--json"]);
     assert_eq!(out["scores"][0]["mean"], r["score"], "the old blob answers as before: {out}");
-    assert_eq!(query(&ws.db(), "PRAGMA user_version"), ["9"], "migrated on open");
+    assert_eq!(query(&ws.db(), "PRAGMA user_version"), [latest_schema()], "migrated on open");
     // prune handles the old rows: everything but the best run's weights goes.
     let (code, out, err) = ws.run(&["prune", "w", "--yes"]);
     assert_eq!(code, 0, "{err}");
